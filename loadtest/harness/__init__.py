@@ -1,0 +1,1 @@
+"""The load-test harness behind `loadtest/run`: processes, oha runs, feature toggles and report."""

@@ -1,0 +1,115 @@
+"""The ASGI application: lifespan, routing by path, and the small endpoints.
+
+Granian imports `tollway.app:create_app` as a factory in each worker; the config path comes
+from `TOLLWAY_CONFIG`. Routing uses the ASGI `path` the server parsed, never the Host header.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+
+import msgspec
+
+from tollway.asgi import JSON, Receive, RequestHead, Scope, Send, send_error, send_json
+from tollway.config import compile_engine
+from tollway.engine import Denial, Runtime
+from tollway.errors import GatewayError
+from tollway.proxy import Proxy
+from tollway.upstream import AiohttpUpstream, UpstreamClient
+
+__all__ = ["Gateway", "create_app"]
+
+log = logging.getLogger("tollway")
+_encode = msgspec.json.Encoder().encode
+_NOT_FOUND = GatewayError(404, "Unknown path", "invalid_request_error", "not_found")
+_NOT_ALLOWED = GatewayError(405, "Method not allowed", "invalid_request_error", "method_not_allowed")
+
+
+class Gateway:
+    """One worker's gateway: a `Runtime` for the current config and one upstream client."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.proxy: Proxy | None = None
+        self.draining = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            try:
+                await self._http(scope, receive, send)
+            except Exception:
+                # A bug must cost one request, never the worker; the log has no request data.
+                log.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
+                with contextlib.suppress(Exception):
+                    err = GatewayError(500, "Internal gateway error", "api_error", "internal_error")
+                    await send_error(send, err, RequestHead(scope["headers"]).request_id)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        method: str = scope["method"]
+        proxy = self.proxy
+        if path == "/v1/chat/completions" or path == "/v1/embeddings":
+            if method != "POST":
+                await send_error(send, _NOT_ALLOWED, RequestHead(scope["headers"]).request_id)
+            elif proxy is None:
+                err = GatewayError(503, "The gateway is starting", "api_error", "not_ready")
+                await send_error(send, err, RequestHead(scope["headers"]).request_id)
+            else:
+                endpoint = "chat" if path == "/v1/chat/completions" else "embeddings"
+                await proxy.handle(endpoint, scope, receive, send)
+        elif path == "/healthz":
+            await send_json(send, 200, b'{"status":"ok"}', [JSON])
+        elif path == "/readyz":
+            ready = proxy is not None and not self.draining
+            body = b'{"status":"ready"}' if ready else b'{"status":"not ready"}'
+            await send_json(send, 200 if ready else 503, body, [JSON])
+        elif path == "/v1/models" and method == "GET":
+            await self._models(scope, send)
+        else:
+            await send_error(send, _NOT_FOUND, RequestHead(scope["headers"]).request_id)
+
+    async def _models(self, scope: Scope, send: Send) -> None:
+        head = RequestHead(scope["headers"])
+        rt = self.runtime
+        key = rt.engine.authenticate(head.authorization)
+        if isinstance(key, Denial):
+            err = GatewayError(key.status, key.message, key.error_type, key.code)
+            await send_error(send, err, head.request_id)
+            return
+        accounts = {u.name: u.account for u in rt.upstreams}
+        data = [
+            {"id": name, "object": "model", "created": 0, "owned_by": accounts.get(name, "tollway")}
+            for name in rt.engine.models_for(key)
+        ]
+        body = _encode({"object": "list", "data": data})
+        await send_json(send, 200, body, [JSON, (b"x-request-id", head.request_id)])
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        client: UpstreamClient | None = None
+        while True:
+            msg = await receive()
+            if msg["type"] == "lifespan.startup":
+                connect_s = self.runtime.settings.connect_timeout_ms / 1000
+                client = AiohttpUpstream(connect_s)
+                self.proxy = Proxy(self.runtime, client)
+                await send({"type": "lifespan.startup.complete"})
+            elif msg["type"] == "lifespan.shutdown":
+                self.draining = True
+                if client is not None:
+                    await client.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def create_app(config_path: str | None = None) -> Gateway:
+    """The ASGI app for a config file or directory (default: `$TOLLWAY_CONFIG`)."""
+    path = config_path or os.environ.get("TOLLWAY_CONFIG")
+    if not path:
+        raise RuntimeError("no config: set TOLLWAY_CONFIG or pass a path")
+    logging.basicConfig(level=os.environ.get("TOLLWAY_LOG_LEVEL", "INFO").upper())
+    return Gateway(Runtime.build(compile_engine(path)))

@@ -1,0 +1,109 @@
+"""ASGI plumbing: the request head in one pass, a bounded body read, and response helpers."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from typing import Any
+
+from tollway.errors import GatewayError
+
+__all__ = [
+    "JSON",
+    "Receive",
+    "RequestHead",
+    "Scope",
+    "Send",
+    "read_body",
+    "send_error",
+    "send_json",
+]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+Headers = list[tuple[bytes, bytes]]
+
+JSON = (b"content-type", b"application/json")
+_MAX_REQUEST_ID = 128
+
+
+class RequestHead:
+    """The request headers the gateway reads, picked out of the ASGI list in one pass."""
+
+    __slots__ = ("authorization", "content_length", "metadata", "request_id", "timeout_ms")
+
+    def __init__(self, headers: list[tuple[bytes, bytes]]) -> None:
+        self.authorization: bytes | None = None
+        self.metadata: bytes | None = None
+        self.content_length: bytes | None = None
+        self.timeout_ms: bytes | None = None
+        request_id: bytes | None = None
+        for name, value in headers:
+            if name == b"authorization":
+                self.authorization = value
+            elif name == b"content-length":
+                self.content_length = value
+            elif name == b"x-tfy-metadata":
+                self.metadata = value
+            elif name == b"x-request-id":
+                request_id = value
+            elif name == b"x-tfy-request-timeout":
+                self.timeout_ms = value
+        # A client's request id is echoed only when it is short and printable ASCII.
+        if request_id and len(request_id) <= _MAX_REQUEST_ID and request_id.isascii():
+            if all(32 < b < 127 for b in request_id):
+                self.request_id = request_id
+                return
+        self.request_id = os.urandom(12).hex().encode()
+
+
+async def read_body(receive: Receive, limit: int, content_length: bytes | None) -> bytes:
+    """The whole body, or 413 as soon as it is known to exceed `limit` (without reading it)."""
+    if content_length is not None:
+        try:
+            declared = int(content_length)
+        except ValueError:
+            raise GatewayError.bad_request("Content-Length is not a number") from None
+        if declared > limit:
+            raise _too_large(limit)
+    msg = await receive()
+    body: bytes = msg.get("body", b"")
+    if not msg.get("more_body", False):
+        if len(body) > limit:
+            raise _too_large(limit)
+        return body
+    parts = [body]
+    size = len(body)
+    while msg.get("more_body", False):
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            raise GatewayError(499, "client disconnected", "invalid_request_error", "disconnected")
+        chunk = msg.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _too_large(limit: int) -> GatewayError:
+    return GatewayError(
+        413,
+        f"The request body is larger than the gateway's limit of {limit} bytes",
+        "invalid_request_error",
+        "request_too_large",
+    )
+
+
+async def send_json(send: Send, status: int, body: bytes, headers: Headers) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def send_error(
+    send: Send, err: GatewayError, request_id: bytes, extra: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
+    headers: Headers = [JSON, (b"x-request-id", request_id), *extra]
+    await send_json(send, err.status, err.body(), headers)

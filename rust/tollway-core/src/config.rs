@@ -1,0 +1,416 @@
+//! The config schema: raw JSON documents in, typed and cross-checked config out.
+//!
+//! Stage one reads each document by its `type` through [`Fields`] (all errors, with paths);
+//! stage two ([`crate::engine::Engine::compile`]) resolves names across documents. New
+//! document types are one more arm in [`parse_document`].
+
+use crate::schema::{index, Errors, Fields};
+use serde_json::Value;
+
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
+pub const METADATA_VALUE_MAX_CHARS: usize = 128;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerSettings {
+    pub host: String,
+    pub port: u16,
+    pub workers: u32,
+    pub max_body_bytes: u64,
+    pub connect_timeout_ms: u64,
+    pub request_timeout_ms: u64,
+    pub max_request_timeout_ms: u64,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".to_owned(),
+            port: 8080,
+            workers: 1,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            connect_timeout_ms: 5_000,
+            request_timeout_ms: 600_000,
+            max_request_timeout_ms: 3_600_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    OpenAi,
+    OpenAiCompatible,
+}
+
+impl Provider {
+    pub const NAMES: [&'static str; 2] = ["openai", "openai-compatible"];
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "openai" => Some(Self::OpenAi),
+            "openai-compatible" => Some(Self::OpenAiCompatible),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::OpenAi => "openai",
+            Self::OpenAiCompatible => "openai-compatible",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelEntry {
+    pub name: String,
+    pub model_id: String,
+    pub input_cost_per_million: Option<f64>,
+    pub output_cost_per_million: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProviderAccount {
+    pub path: String,
+    pub name: String,
+    pub provider: Provider,
+    pub base_url: String,
+    pub api_key: Option<String>,
+    pub headers: Vec<(String, String)>,
+    pub models: Vec<ModelEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySecret {
+    /// Lower-case hex of the key's SHA-256.
+    Sha256(String),
+    Plain(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyConfig {
+    pub source: String,
+    pub path: String,
+    pub name: String,
+    pub secret: KeySecret,
+    pub subject: String,
+    pub allowed_models: Vec<String>,
+    pub metadata: Vec<(String, String)>,
+}
+
+/// Everything the documents said, before names are resolved across documents.
+#[derive(Debug, Default, Clone)]
+pub struct RawConfig {
+    pub server: ServerSettings,
+    pub accounts: Vec<ProviderAccount>,
+    pub keys: Vec<KeyConfig>,
+}
+
+pub const DOCUMENT_TYPES: [&str; 3] = ["gateway-settings", "provider-account", "gateway-keys"];
+
+/// Reads one document into `cfg`, recording every problem in `errs`.
+pub fn parse_document(
+    doc: &Value,
+    cfg: &mut RawConfig,
+    seen_settings: &mut bool,
+    errs: &mut Errors,
+) {
+    let Some(ty) = doc.get("type") else {
+        match doc {
+            Value::Object(_) => errs.push("type", "required field is missing"),
+            other => errs.push(
+                "",
+                format!(
+                    "a document must be a mapping, got {}",
+                    crate::schema::kind(other)
+                ),
+            ),
+        }
+        return;
+    };
+    let Some(ty) = ty.as_str() else {
+        errs.push("type", "expected a string");
+        return;
+    };
+    match ty {
+        "gateway-settings" => {
+            if std::mem::replace(seen_settings, true) {
+                errs.push("type", "gateway-settings may appear only once");
+            }
+            parse_settings(doc, cfg, errs);
+        }
+        "provider-account" => {
+            if let Some(acc) = parse_account(doc, errs) {
+                cfg.accounts.push(acc);
+            }
+        }
+        "gateway-keys" => parse_keys(doc, cfg, errs),
+        other => errs.push(
+            "type",
+            format!(
+                "unknown document type '{other}' (known: {})",
+                DOCUMENT_TYPES.join(", ")
+            ),
+        ),
+    }
+}
+
+fn parse_settings(doc: &Value, cfg: &mut RawConfig, errs: &mut Errors) {
+    let Some(f) = Fields::new(doc, "", &["type", "server"], errs) else {
+        return;
+    };
+    let Some(server) = f.get("server") else {
+        return;
+    };
+    let Some(s) = Fields::new(
+        server,
+        "server",
+        &["host", "port", "workers", "max_body_bytes", "timeouts"],
+        errs,
+    ) else {
+        return;
+    };
+    let out = &mut cfg.server;
+    if let Some(h) = s.string("host", errs) {
+        out.host = h;
+    }
+    if let Some(p) = s.uint("port", 0, 65535, errs) {
+        out.port = u16::try_from(p).unwrap_or(out.port);
+    }
+    if let Some(w) = s.uint("workers", 1, 1024, errs) {
+        out.workers = u32::try_from(w).unwrap_or(1);
+    }
+    if let Some(m) = s.uint("max_body_bytes", 1024, 1 << 34, errs) {
+        out.max_body_bytes = m;
+    }
+    if let Some(t) = s.get("timeouts") {
+        let known = ["connect_ms", "request_ms", "max_request_ms"];
+        if let Some(t) = Fields::new(t, "server.timeouts", &known, errs) {
+            if let Some(v) = t.uint("connect_ms", 1, 600_000, errs) {
+                out.connect_timeout_ms = v;
+            }
+            if let Some(v) = t.uint("request_ms", 1, 86_400_000, errs) {
+                out.request_timeout_ms = v;
+            }
+            if let Some(v) = t.uint("max_request_ms", 1, 86_400_000, errs) {
+                out.max_request_timeout_ms = v;
+            }
+        }
+    }
+}
+
+/// Names that become part of a target (`account/model`) must not contain the separator.
+fn check_name(name: &str, path: &str, errs: &mut Errors) -> bool {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+    if !ok {
+        errs.push(
+            path,
+            "must be 1-128 characters of letters, digits, '-', '_', '.', ':'",
+        );
+    }
+    ok
+}
+
+fn parse_account(doc: &Value, errs: &mut Errors) -> Option<ProviderAccount> {
+    let known = [
+        "type", "name", "provider", "base_url", "api_key", "headers", "models",
+    ];
+    let f = Fields::new(doc, "", &known, errs)?;
+    let name = f.req_string("name", errs);
+    let name = name.filter(|n| check_name(n, "name", errs));
+    let provider = if f.require("provider", errs).is_some() {
+        f.choice("provider", &Provider::NAMES, errs)
+            .and_then(|p| Provider::parse(&p))
+    } else {
+        None
+    };
+    let base_url = match (f.string("base_url", errs), provider) {
+        (Some(url), _) => {
+            let ok = (url.starts_with("http://") || url.starts_with("https://")) && url.len() > 8;
+            if !ok {
+                errs.push("base_url", "must be an http:// or https:// URL");
+            }
+            Some(url.trim_end_matches('/').to_owned())
+        }
+        (None, Some(Provider::OpenAi)) => Some("https://api.openai.com/v1".to_owned()),
+        (None, Some(Provider::OpenAiCompatible)) => {
+            errs.push("base_url", "required for provider openai-compatible");
+            None
+        }
+        (None, None) => None,
+    };
+    let api_key = f.string("api_key", errs);
+    if provider == Some(Provider::OpenAi) && api_key.is_none() {
+        errs.push("api_key", "required for provider openai");
+    }
+    let headers = f.string_map("headers", errs).unwrap_or_default();
+    let mut models: Vec<ModelEntry> = Vec::new();
+    for (path, item) in f.list("models", errs).unwrap_or_default() {
+        let Some(entry) = parse_model(item, &path, errs) else {
+            continue;
+        };
+        if models.iter().any(|m| m.name == entry.name) {
+            errs.push(&path, format!("duplicate model name '{}'", entry.name));
+        } else {
+            models.push(entry);
+        }
+    }
+    if !f.has("models") {
+        errs.push("models", "required field is missing");
+    }
+    Some(ProviderAccount {
+        path: String::new(),
+        name: name?,
+        provider: provider?,
+        base_url: base_url?,
+        api_key,
+        headers,
+        models,
+    })
+}
+
+fn parse_model(item: &Value, path: &str, errs: &mut Errors) -> Option<ModelEntry> {
+    if let Value::String(name) = item {
+        check_name(name, path, errs).then_some(())?;
+        return Some(ModelEntry {
+            name: name.clone(),
+            model_id: name.clone(),
+            input_cost_per_million: None,
+            output_cost_per_million: None,
+        });
+    }
+    let known = [
+        "name",
+        "model_id",
+        "input_cost_per_million",
+        "output_cost_per_million",
+    ];
+    let f = Fields::new(item, path, &known, errs)?;
+    let name = f.req_string("name", errs)?;
+    check_name(&name, &f.path("name"), errs).then_some(())?;
+    Some(ModelEntry {
+        model_id: f.string("model_id", errs).unwrap_or_else(|| name.clone()),
+        name,
+        input_cost_per_million: f.number("input_cost_per_million", errs),
+        output_cost_per_million: f.number("output_cost_per_million", errs),
+    })
+}
+
+fn parse_keys(doc: &Value, cfg: &mut RawConfig, errs: &mut Errors) {
+    let Some(f) = Fields::new(doc, "", &["type", "keys"], errs) else {
+        return;
+    };
+    if !f.has("keys") {
+        errs.push("keys", "required field is missing");
+    }
+    for (path, item) in f.list("keys", errs).unwrap_or_default() {
+        if let Some(k) = parse_key(item, &path, errs) {
+            cfg.keys.push(k);
+        }
+    }
+}
+
+fn parse_key(item: &Value, path: &str, errs: &mut Errors) -> Option<KeyConfig> {
+    let known = [
+        "name",
+        "key_sha256",
+        "key",
+        "subject",
+        "allowed_models",
+        "metadata",
+    ];
+    let f = Fields::new(item, path, &known, errs)?;
+    let name = f.req_string("name", errs);
+    let secret = match (f.string("key_sha256", errs), f.string("key", errs)) {
+        (Some(h), None) => parse_sha256(&h, &f.path("key_sha256"), errs).map(KeySecret::Sha256),
+        (None, Some(k)) if k.len() >= 8 => Some(KeySecret::Plain(k)),
+        (None, Some(_)) => {
+            errs.push(&f.path("key"), "a key must be at least 8 characters");
+            None
+        }
+        (Some(_), Some(_)) => {
+            errs.push(path, "give either key_sha256 or key, not both");
+            None
+        }
+        (None, None) => {
+            errs.push(path, "one of key_sha256 or key is required");
+            None
+        }
+    };
+    let subject = f.req_string("subject", errs).filter(|s| {
+        let ok = ["user:", "team:", "virtualaccount:"]
+            .iter()
+            .any(|p| s.strip_prefix(p).is_some_and(|id| !id.is_empty()));
+        if !ok {
+            errs.push(
+                &f.path("subject"),
+                "must be user:<id>, team:<id> or virtualaccount:<id>",
+            );
+        }
+        ok
+    });
+    let allowed_models = f
+        .string_list("allowed_models", errs)
+        .unwrap_or_else(|| vec!["*".into()]);
+    let metadata = f.string_map("metadata", errs).unwrap_or_default();
+    for (k, v) in &metadata {
+        if v.chars().count() > METADATA_VALUE_MAX_CHARS {
+            errs.push(
+                &format!("{path}.metadata.{k}"),
+                "values are at most 128 characters",
+            );
+        }
+    }
+    Some(KeyConfig {
+        source: errs.source().to_owned(),
+        path: path.to_owned(),
+        name: name?,
+        secret: secret?,
+        subject: subject?,
+        allowed_models,
+        metadata,
+    })
+}
+
+fn parse_sha256(s: &str, path: &str, errs: &mut Errors) -> Option<String> {
+    let hex = s.strip_prefix("sha256:").unwrap_or(s).to_ascii_lowercase();
+    if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Some(hex)
+    } else {
+        errs.push(
+            path,
+            "expected sha256:<64 hex digits> (see `tollway hash-key`)",
+        );
+        None
+    }
+}
+
+/// Reads every document; `docs` items are `{"source": "...", "doc": {...}}`.
+pub fn parse_documents(docs: &Value, errs: &mut Errors) -> RawConfig {
+    let mut cfg = RawConfig::default();
+    let mut seen_settings = false;
+    let Some(items) = docs.as_array() else {
+        errs.push("", "expected a list of documents");
+        return cfg;
+    };
+    for (i, item) in items.iter().enumerate() {
+        let source = item.get("source").and_then(Value::as_str).unwrap_or("");
+        let source = if source.is_empty() {
+            index("document", i)
+        } else {
+            source.to_owned()
+        };
+        errs.set_source(source);
+        let doc = item.get("doc").unwrap_or(&Value::Null);
+        let before = cfg.accounts.len();
+        parse_document(doc, &mut cfg, &mut seen_settings, errs);
+        for acc in &mut cfg.accounts[before..] {
+            acc.path = errs.source().to_owned();
+        }
+    }
+    errs.set_source("");
+    cfg
+}

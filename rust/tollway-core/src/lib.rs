@@ -1,0 +1,10 @@
+//! Tollway's request-path engine, with no Python in it: config schema and compile,
+//! authentication, metadata validation and admission. `tollway-py` wraps it for Python.
+
+pub mod config;
+pub mod engine;
+pub mod metadata;
+pub mod schema;
+
+pub use engine::{Admission, Denial, Engine, Target};
+pub use schema::ConfigError;

@@ -1,0 +1,229 @@
+//! The Python face of tollway-core: conversions and one error mapping, no logic.
+
+use pyo3::create_exception;
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+use tollway_core::engine;
+
+create_exception!(
+    _core,
+    ConfigError,
+    PyValueError,
+    "The config is invalid; args[0] is the list of every error, each naming its path."
+);
+
+/// The one mapping from core errors to Python: config errors carry all messages.
+fn config_error(errors: &[tollway_core::ConfigError]) -> PyErr {
+    ConfigError::new_err(errors.iter().map(ToString::to_string).collect::<Vec<_>>())
+}
+
+#[pyclass(frozen, module = "tollway._core")]
+struct Settings {
+    #[pyo3(get)]
+    host: String,
+    #[pyo3(get)]
+    port: u16,
+    #[pyo3(get)]
+    workers: u32,
+    #[pyo3(get)]
+    max_body_bytes: u64,
+    #[pyo3(get)]
+    connect_timeout_ms: u64,
+    #[pyo3(get)]
+    request_timeout_ms: u64,
+    #[pyo3(get)]
+    max_request_timeout_ms: u64,
+}
+
+#[pyclass(frozen, module = "tollway._core")]
+struct Target {
+    #[pyo3(get)]
+    name: String,
+    #[pyo3(get)]
+    account: String,
+    #[pyo3(get)]
+    provider: &'static str,
+    #[pyo3(get)]
+    base_url: String,
+    #[pyo3(get)]
+    api_key: Option<String>,
+    #[pyo3(get)]
+    headers: Vec<(String, String)>,
+    #[pyo3(get)]
+    model_id: String,
+}
+
+#[pyclass(frozen, module = "tollway._core")]
+struct Key {
+    #[pyo3(get)]
+    name: String,
+    #[pyo3(get)]
+    subject: String,
+}
+
+/// A refused request: HTTP status and the fields of an OpenAI error body.
+#[pyclass(frozen, module = "tollway._core")]
+struct Denial {
+    #[pyo3(get)]
+    status: u16,
+    #[pyo3(get)]
+    error_type: &'static str,
+    #[pyo3(get)]
+    code: &'static str,
+    #[pyo3(get)]
+    param: Option<&'static str>,
+    #[pyo3(get)]
+    message: String,
+}
+
+impl From<engine::Denial> for Denial {
+    fn from(d: engine::Denial) -> Self {
+        Self {
+            status: d.status,
+            error_type: d.error_type,
+            code: d.code,
+            param: d.param,
+            message: d.message,
+        }
+    }
+}
+
+/// An admitted request: key id, target ids in the order to try, merged metadata.
+#[pyclass(frozen, module = "tollway._core")]
+struct Admission {
+    inner: engine::Admission,
+}
+
+#[pymethods]
+impl Admission {
+    #[getter]
+    fn key(&self) -> u32 {
+        self.inner.key
+    }
+
+    #[getter]
+    fn targets(&self) -> Vec<u32> {
+        self.inner.targets.clone()
+    }
+
+    #[getter]
+    fn metadata<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        for (k, v) in &self.inner.metadata {
+            d.set_item(k, v)?;
+        }
+        Ok(d)
+    }
+}
+
+/// The compiled, immutable config. Reload builds a new one.
+#[pyclass(frozen, module = "tollway._core")]
+struct Engine {
+    inner: engine::Engine,
+}
+
+fn header_str(raw: Option<&[u8]>) -> Option<&str> {
+    // A non-UTF-8 Authorization header is as good as a missing one: 401 follows.
+    raw.and_then(|b| std::str::from_utf8(b).ok())
+}
+
+#[pymethods]
+impl Engine {
+    /// Compiles `[{"source": str, "doc": {...}}, ...]` given as JSON bytes.
+    #[new]
+    fn new(documents_json: &[u8]) -> PyResult<Self> {
+        let docs: serde_json::Value = serde_json::from_slice(documents_json)
+            .map_err(|e| PyValueError::new_err(format!("documents are not valid JSON: {e}")))?;
+        engine::Engine::compile(&docs)
+            .map(|inner| Self { inner })
+            .map_err(|e| config_error(&e))
+    }
+
+    /// Decides one request; returns an `Admission` or a `Denial` (never raises for bad input).
+    #[pyo3(signature = (authorization, model, metadata=None))]
+    fn admit(
+        &self,
+        py: Python<'_>,
+        authorization: Option<&[u8]>,
+        model: &str,
+        metadata: Option<&[u8]>,
+    ) -> PyResult<Py<PyAny>> {
+        Ok(
+            match self.inner.admit(header_str(authorization), model, metadata) {
+                Ok(inner) => Py::new(py, Admission { inner })?.into_any(),
+                Err(d) => Py::new(py, Denial::from(d))?.into_any(),
+            },
+        )
+    }
+
+    /// The key id for an Authorization header value, or a `Denial`.
+    fn authenticate(&self, py: Python<'_>, authorization: Option<&[u8]>) -> PyResult<Py<PyAny>> {
+        Ok(match self.inner.authenticate(header_str(authorization)) {
+            Ok(id) => id.into_pyobject(py)?.into_any().unbind(),
+            Err(d) => Py::new(py, Denial::from(d))?.into_any(),
+        })
+    }
+
+    fn models_for<'py>(&self, py: Python<'py>, key: u32) -> PyResult<Bound<'py, PyList>> {
+        if key as usize >= self.inner.keys.len() {
+            return Err(PyValueError::new_err("no such key id"));
+        }
+        PyList::new(py, self.inner.models_for(key).collect::<Vec<_>>())
+    }
+
+    #[getter]
+    fn settings(&self) -> Settings {
+        let s = &self.inner.settings;
+        Settings {
+            host: s.host.clone(),
+            port: s.port,
+            workers: s.workers,
+            max_body_bytes: s.max_body_bytes,
+            connect_timeout_ms: s.connect_timeout_ms,
+            request_timeout_ms: s.request_timeout_ms,
+            max_request_timeout_ms: s.max_request_timeout_ms,
+        }
+    }
+
+    #[getter]
+    fn targets(&self) -> Vec<Target> {
+        self.inner
+            .targets
+            .iter()
+            .map(|t| Target {
+                name: t.name.clone(),
+                account: t.account.clone(),
+                provider: t.provider.name(),
+                base_url: t.base_url.clone(),
+                api_key: t.api_key.clone(),
+                headers: t.headers.clone(),
+                model_id: t.model_id.clone(),
+            })
+            .collect()
+    }
+
+    #[getter]
+    fn keys(&self) -> Vec<Key> {
+        self.inner
+            .keys
+            .iter()
+            .map(|k| Key {
+                name: k.name.clone(),
+                subject: k.subject.clone(),
+            })
+            .collect()
+    }
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("ConfigError", m.py().get_type::<ConfigError>())?;
+    m.add_class::<Engine>()?;
+    m.add_class::<Admission>()?;
+    m.add_class::<Denial>()?;
+    m.add_class::<Settings>()?;
+    m.add_class::<Target>()?;
+    m.add_class::<Key>()?;
+    Ok(())
+}
