@@ -50,6 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="send N requests to the gateway and "
         "report RSS at 100k and at the end, instead of the comparison",
     )
+    p.add_argument("--memory-step", type=int, default=100_000, help=argparse.SUPPRESS)
     p.add_argument("--smoke", action="store_true", help="tiny run that only proves it works (CI)")
     p.add_argument("--out", type=Path, help="also write the JSON result here")
     p.add_argument("--no-install", action="store_true", help="never `cargo install oha`")
@@ -334,7 +335,7 @@ class Harness:
 
     def memory(self, config: GatewayConfig | None, total: int) -> dict[str, Any]:
         service = self.start_gateway(config) if config is not None else self.start_floor()
-        step = 100_000
+        step = self.args.memory_step
         self.oha.run(
             service.url + CHAT_PATH,
             self.body,
@@ -389,6 +390,8 @@ def _sigterm(signum: int, frame: object) -> NoReturn:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _sigterm)
+    # Also when started in the background with SIGINT ignored: Ctrl-C / kill -INT must clean up.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     results_dir = HERE / "results"
     log_dir = results_dir / f"{stamp}-logs"
@@ -450,9 +453,12 @@ def main(argv: list[str] | None = None) -> int:
         doc["error"] = str(exc)
         write(doc, results_dir / f"{stamp}.json", args.out)
         return 2
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit) as exc:
         print("\ninterrupted; every process started by the harness was stopped", file=sys.stderr)
-        return 130
+        doc["error"] = "interrupted"
+        path = write(doc, results_dir / f"{stamp}.json", args.out)
+        print(f"partial results: {path}", file=sys.stderr)
+        return exc.code if isinstance(exc, SystemExit) and isinstance(exc.code, int) else 130
 
 
 def finish(args: argparse.Namespace, doc: dict[str, Any], stamp: str, results_dir: Path) -> int:
@@ -460,7 +466,13 @@ def finish(args: argparse.Namespace, doc: dict[str, Any], stamp: str, results_di
     if args.memory:
         mem = doc["memory"]
         found = [
-            report.Check("RSS growth 100k -> end", mem["growth_pct_100k_to_end"], 5.0, False, "%"),
+            report.Check(
+                f"RSS growth {args.memory_step:,} -> {args.memory:,} requests",
+                mem["growth_pct_100k_to_end"],
+                5.0,
+                False,
+                "%",
+            ),
             report.Check("RSS per worker at end", mem["rss_end_mb"], 150.0, False, " MB"),
         ]
         print()
@@ -473,10 +485,11 @@ def finish(args: argparse.Namespace, doc: dict[str, Any], stamp: str, results_di
     if found:
         doc["checks"] = [c.as_dict() for c in found]
         print("\n" + report.checks_table(found))
-        print(
-            "(absolute figures depend on the machine; where it cannot reach one, the ratio to"
-            " the floor decides)"
-        )
+        if not args.memory:
+            print(
+                "(absolute figures depend on the machine; where it cannot reach one, the ratio"
+                " to the floor decides)"
+            )
     path = write(doc, results_dir / f"{stamp}.json", args.out)
     print(f"\nresults: {path}" + (f" and {args.out}" if args.out else ""))
     if args.fail_on_miss and not args.smoke and not all(c.passed for c in found):

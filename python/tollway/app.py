@@ -24,7 +24,9 @@ __all__ = ["Gateway", "create_app"]
 log = logging.getLogger("tollway")
 _encode = msgspec.json.Encoder().encode
 _NOT_FOUND = GatewayError(404, "Unknown path", "invalid_request_error", "not_found")
-_NOT_ALLOWED = GatewayError(405, "Method not allowed", "invalid_request_error", "method_not_allowed")
+_NOT_ALLOWED = GatewayError(
+    405, "Method not allowed", "invalid_request_error", "method_not_allowed"
+)
 
 
 class Gateway:
@@ -60,8 +62,8 @@ class Gateway:
                 err = GatewayError(503, "The gateway is starting", "api_error", "not_ready")
                 await send_error(send, err, RequestHead(scope["headers"]).request_id)
             else:
-                endpoint = "chat" if path == "/v1/chat/completions" else "embeddings"
-                await proxy.handle(endpoint, scope, receive, send)
+                chat = path == "/v1/chat/completions"
+                await proxy.handle("chat" if chat else "embeddings", scope, receive, send)
         elif path == "/healthz":
             await send_json(send, 200, b'{"status":"ok"}', [JSON])
         elif path == "/readyz":

@@ -52,10 +52,13 @@ class RequestHead:
             elif name == b"x-tfy-request-timeout":
                 self.timeout_ms = value
         # A client's request id is echoed only when it is short and printable ASCII.
-        if request_id and len(request_id) <= _MAX_REQUEST_ID and request_id.isascii():
-            if all(32 < b < 127 for b in request_id):
-                self.request_id = request_id
-                return
+        if (
+            request_id
+            and len(request_id) <= _MAX_REQUEST_ID
+            and all(32 < b < 127 for b in request_id)
+        ):
+            self.request_id = request_id
+            return
         self.request_id = os.urandom(12).hex().encode()
 
 

@@ -40,7 +40,7 @@ def _demo_mock() -> Iterator[str]:
         deadline = time.monotonic() + 20
         while True:
             try:
-                with urllib.request.urlopen(f"{url}/healthz", timeout=1):
+                with urllib.request.urlopen(f"{url}/healthz", timeout=1):  # noqa: S310 (http only)
                     break
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
@@ -69,7 +69,7 @@ def _demo_banner(host: str, port: int) -> str:
             "Try:",
             f"  curl {base}/v1/chat/completions -H 'Authorization: Bearer {DEMO_KEY}' \\",
             "    -H 'Content-Type: application/json' \\",
-            "    -d '{\"model\": \"mock/gpt-4o-mini\", "
+            '    -d \'{"model": "mock/gpt-4o-mini", '
             '"messages": [{"role": "user", "content": "Hello"}]}\'',
             f'  python -c "{py}"',
             "",

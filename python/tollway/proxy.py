@@ -136,31 +136,81 @@ class Proxy:
         try:
             if head.authorization is None:
                 # Refuse before reading a body nobody is entitled to send.
-                adm0 = rt.engine.authenticate(None)
-                assert isinstance(adm0, Denial)
-                raise GatewayError(adm0.status, adm0.message, adm0.error_type, adm0.code)
+                denial = rt.engine.authenticate(None)
+                assert isinstance(denial, Denial)
+                raise GatewayError(denial.status, denial.message, denial.error_type, denial.code)
             body = await read_body(receive, rt.settings.max_body_bytes, head.content_length)
             req = _validate(body, endpoint)
             adm = rt.engine.admit(head.authorization, req["model"], head.metadata)
-            if type(adm) is Denial:
+            if isinstance(adm, Denial):
                 raise GatewayError(adm.status, adm.message, adm.error_type, adm.code, adm.param)
-            admitted = perf_counter()
-            target = rt.upstreams[adm.targets[0]]  # type: ignore[union-attr]
+            target = rt.upstreams[adm.targets[0]]
             req["model"] = target.model_id
-            stream = endpoint == "chat" and req.get("stream") is True
             url = target.chat_url if endpoint == "chat" else target.embeddings_url
-            try:
-                resp = await self.client.post(url, target.headers, _encode(req), self._timeout_s(head))
-            except UpstreamError as e:
-                status, what, code = _UPSTREAM_FAILURES[e.kind]
-                raise GatewayError.upstream(status, f"'{target.name}': {what}", code) from None
-            if stream and resp.status == 200:
-                await self._relay(resp, target, head.request_id, receive, send)
+            call = (url, target, _encode(req), self._timeout_s(head))
+            if endpoint == "chat" and req.get("stream") is True:
+                await self._stream(call, head.request_id, receive, send)
                 return
+            admitted = perf_counter()
+            resp = await self._post(*call)
             await self._respond(resp, target, head.request_id, send, started, admitted)
         except GatewayError as e:
             if e.status != 499:
                 await send_error(send, e, head.request_id)
+
+    async def _post(
+        self, url: str, target: Upstream, payload: bytes, timeout_s: float
+    ) -> UpstreamResponse:
+        try:
+            return await self.client.post(url, target.headers, payload, timeout_s)
+        except UpstreamError as e:
+            status, what, code = _UPSTREAM_FAILURES[e.kind]
+            raise GatewayError.upstream(status, f"'{target.name}': {what}", code) from None
+
+    async def _stream(
+        self,
+        call: tuple[str, Upstream, bytes, float],
+        request_id: bytes,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        """Runs a streamed attempt raced against the client leaving, from the first byte on:
+        Granian's send() does not fail after the client left; receive() reports it."""
+        work = asyncio.ensure_future(self._stream_attempt(call, request_id, send))
+        watch = asyncio.ensure_future(receive())
+        try:
+            await asyncio.wait((work, watch), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not work.done():
+                work.cancel()
+                log.info("client disconnected; upstream call to %s cancelled", call[1].name)
+            watch.cancel()
+        if work.done() and not work.cancelled() and (exc := work.exception()) is not None:
+            raise exc
+
+    async def _stream_attempt(
+        self, call: tuple[str, Upstream, bytes, float], request_id: bytes, send: Send
+    ) -> None:
+        target = call[1]
+        started = perf_counter()
+        try:
+            resp = await self._post(*call)
+        except GatewayError as e:
+            await send_error(send, e, request_id)
+            return
+        try:
+            if resp.status != 200:
+                await self._respond(resp, target, request_id, send, started, started)
+                return
+            headers = [
+                *_SSE_HEADERS,
+                (b"x-request-id", request_id),
+                (b"x-tfy-resolved-model", target.resolved_header),
+            ]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await self._pump(resp, target, send)
+        finally:
+            resp.close()
 
     async def _respond(
         self,
@@ -196,32 +246,6 @@ class Proxy:
         ]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload, "more_body": False})
-
-    async def _relay(
-        self,
-        resp: UpstreamResponse,
-        target: Upstream,
-        request_id: bytes,
-        receive: Receive,
-        send: Send,
-    ) -> None:
-        headers = [
-            *_SSE_HEADERS,
-            (b"x-request-id", request_id),
-            (b"x-tfy-resolved-model", target.resolved_header),
-        ]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        pump = asyncio.ensure_future(self._pump(resp, target, send))
-        # Granian's send() does not fail after the client left; receive() reports it.
-        watch = asyncio.ensure_future(receive())
-        try:
-            await asyncio.wait((pump, watch), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if not pump.done():
-                pump.cancel()
-                log.info("client disconnected; upstream call to %s cancelled", target.name)
-            watch.cancel()
-            resp.close()
 
     @staticmethod
     async def _pump(resp: UpstreamResponse, target: Upstream, send: Send) -> None:

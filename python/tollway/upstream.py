@@ -66,7 +66,7 @@ class _AiohttpResponse:
     async def read(self) -> bytes:
         try:
             return await self._resp.read()
-        except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+        except (TimeoutError, aiohttp.ClientError) as e:
             raise _translate(e) from None
         finally:
             self._resp.release()
@@ -75,7 +75,7 @@ class _AiohttpResponse:
         try:
             async for chunk in self._resp.content.iter_any():
                 yield chunk
-        except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+        except (TimeoutError, aiohttp.ClientError) as e:
             raise _translate(e) from None
 
     def close(self) -> None:
@@ -112,7 +112,7 @@ class AiohttpUpstream:
             resp = await self._session.post(
                 url, data=body, headers=headers, timeout=self._timeout(timeout_s)
             )
-        except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+        except (TimeoutError, aiohttp.ClientError) as e:
             raise _translate(e) from None
         return _AiohttpResponse(resp)
 

@@ -1,0 +1,169 @@
+"""Fixtures that run real processes on loopback: the mock upstream and `tollway serve`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+CLIENT_KEY = "client-key-0123456789"
+LIMITED_KEY = "limited-key-0123456789"
+PROVIDER_KEY = "sk-provider-secret-abcdef"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+            raise RuntimeError(f"process exited with {proc.returncode}:\n{out}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{url} did not come up in {timeout}s")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+
+def spawn(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    # Own process group: Granian forks workers, and the whole tree must go at teardown.
+    return subprocess.Popen(
+        cmd,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+@dataclass
+class Server:
+    url: str
+    proc: subprocess.Popen[bytes]
+
+    def output(self) -> str:
+        """Everything the process printed (call after it stopped)."""
+        stop(self.proc)
+        return self.proc.stdout.read().decode(errors="replace") if self.proc.stdout else ""
+
+
+@pytest.fixture(scope="session")
+def mock_upstream() -> Iterator[Server]:
+    port = free_port()
+    proc = spawn([sys.executable, "-m", "tollway.mock_upstream", "--port", str(port)])
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/healthz", proc)
+        yield Server(url, proc)
+    finally:
+        stop(proc)
+
+
+def gateway_config(mock_url: str, extra: str = "") -> str:
+    """The test config: one mock account, a dead account, two keys."""
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    return f"""
+type: gateway-settings
+server:
+  timeouts: {{connect_ms: 2000, request_ms: 10000}}
+  max_body_bytes: 65536
+---
+type: provider-account
+name: mock
+provider: openai-compatible
+base_url: {mock_url}/v1
+api_key: {PROVIDER_KEY}
+headers: {{x-account-header: from-config}}
+models:
+  - {{name: small, model_id: gpt-4o-mini}}
+  - gpt-4o
+  - text-embedding-3-small
+  - mock-hang
+  - mock-reset-mid
+  - mock-status-400
+  - mock-status-401
+  - mock-status-429
+  - mock-status-503
+---
+type: provider-account
+name: dead
+provider: openai-compatible
+base_url: {dead}
+models: [gpt-4o]
+---
+type: gateway-keys
+keys:
+  - name: client
+    key: {CLIENT_KEY}
+    subject: user:alice
+  - name: limited
+    key: {LIMITED_KEY}
+    subject: team:interns
+    allowed_models: ["mock/small", "mock/text-*"]
+{extra}"""
+
+
+GatewayFactory = Callable[..., Server]
+
+
+@pytest.fixture
+def start_gateway(tmp_path: Path) -> Iterator[GatewayFactory]:
+    """Starts `tollway serve` with a config text; every gateway is stopped at teardown."""
+    started: list[Server] = []
+
+    def start(config: str, workers: int = 1, env: dict[str, str] | None = None) -> Server:
+        path = tmp_path / f"gateway-{len(started)}.yaml"
+        path.write_text(config)
+        port = free_port()
+        cmd = ["tollway", "serve", "--config", str(path), "--port", str(port)]
+        proc = spawn([*cmd, "--workers", str(workers)], env)
+        server = Server(f"http://127.0.0.1:{port}", proc)
+        started.append(server)
+        wait_http(f"{server.url}/readyz", proc)
+        return server
+
+    yield start
+    for s in started:
+        stop(s.proc)
+
+
+@pytest.fixture(scope="module")
+def gateway(mock_upstream: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One gateway shared by a module's tests (starting one takes about a second)."""
+    path = tmp_path_factory.mktemp("gw") / "gateway.yaml"
+    path.write_text(gateway_config(mock_upstream.url))
+    port = free_port()
+    proc = spawn(["tollway", "serve", "--config", str(path), "--port", str(port)])
+    server = Server(f"http://127.0.0.1:{port}", proc)
+    try:
+        wait_http(f"{server.url}/readyz", proc)
+        yield server
+    finally:
+        stop(proc)
