@@ -56,7 +56,7 @@ def spawn(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen
     # Own process group: Granian forks workers, and the whole tree must go at teardown.
     return subprocess.Popen(
         cmd,
-        env={**os.environ, **(env or {})},
+        env=dict(os.environ if env is None else env),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -143,7 +143,7 @@ def start_gateway(tmp_path: Path) -> Iterator[GatewayFactory]:
         path.write_text(config)
         port = free_port()
         cmd = ["tollway", "serve", "--config", str(path), "--port", str(port)]
-        proc = spawn([*cmd, "--workers", str(workers)], env)
+        proc = spawn([*cmd, "--workers", str(workers)], {**os.environ, **(env or {})})
         server = Server(f"http://127.0.0.1:{port}", proc)
         started.append(server)
         wait_http(f"{server.url}/readyz", proc)

@@ -1,0 +1,103 @@
+"""The mock's raw ASGI app: lifespan, routing, request recording and the `/_mock` endpoints."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import msgspec
+
+from tollway.mock import anthropic_api, openai_api
+from tollway.mock.content import openai_error
+from tollway.mock.exchange import ASGIApp, Call, Receive, RequestRecord, Scope, Send
+from tollway.mock.settings import MockSettings
+from tollway.mock.state import MockState
+
+__all__ = ["MockApp", "create_app"]
+
+Handler = Callable[[MockState, Call, bytes], Awaitable[None]]
+
+
+class MockApp:
+    """An ASGI app answering like OpenAI and Anthropic; `state` is this instance's alone."""
+
+    def __init__(self, settings: MockSettings) -> None:
+        self.state = MockState(settings)
+        # Bare paths too, for clients configured with a base URL without /v1.
+        self._routes: dict[str, dict[str, Handler]] = {
+            "/v1/chat/completions": {"POST": openai_api.chat_completions},
+            "/chat/completions": {"POST": openai_api.chat_completions},
+            "/v1/embeddings": {"POST": openai_api.embeddings},
+            "/embeddings": {"POST": openai_api.embeddings},
+            "/v1/models": {"GET": openai_api.models},
+            "/models": {"GET": openai_api.models},
+            "/v1/messages": {"POST": anthropic_api.messages},
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await _lifespan(receive, send)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        message = await receive()
+        body: bytes = message.get("body", b"")
+        # Most bodies arrive in one message; only join when they do not.
+        if message.get("more_body", False):
+            parts = [body]
+            while message.get("more_body", False):
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+                parts.append(message.get("body", b""))
+            body = b"".join(parts)
+        elif message["type"] == "http.disconnect":
+            return
+        path: str = scope["path"]
+        record = RequestRecord(scope, body)
+        call = Call(scope, receive, send, record)
+        try:
+            if path.startswith("/_mock/") or path == "/healthz":
+                await self._control(call, path)
+                return
+            self.state.requests.append(record)
+            methods = self._routes.get(path)
+            if methods is None:
+                await call.respond(404, openai_error(404, f"Unknown path {path}"))
+                return
+            handler = methods.get(scope["method"])
+            if handler is None:
+                await call.respond(405, openai_error(405, "Method not allowed"))
+                return
+            await handler(self.state, call, body)
+        finally:
+            call.close()
+
+    async def _control(self, call: Call, path: str) -> None:
+        method = call.record.method
+        if path == "/healthz":
+            await call.respond(200, b'{"status":"ok"}')
+        elif path == "/_mock/requests" and method == "GET":
+            out = msgspec.json.encode([r.to_json() for r in self.state.requests])
+            await call.respond(200, out)
+        elif path == "/_mock/requests" and method == "DELETE":
+            self.state.requests.clear()
+            await call.respond(200, b'{"cleared":true}')
+        else:
+            await call.respond(404, openai_error(404, f"Unknown path {path}"))
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+def create_app(settings: MockSettings) -> ASGIApp:
+    """A fresh mock app for `settings`, usable in-process or behind any ASGI server."""
+    return MockApp(settings)
