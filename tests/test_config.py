@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from tollway.config import ConfigError, compile_engine
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -19,6 +19,7 @@ import httpx
 import msgspec
 import openai
 import pytest
+
 from tollway.mock_upstream import (
     MockSettings,
     create_app,

@@ -27,6 +27,7 @@ MODEL = "mock/gpt-4o-mini"
 METADATA = '{"project_id":"p1"}'
 CHAT_PATH = "/v1/chat/completions"
 LOAD_CPU_WARN_PCT = 90.0  # mean use of the mock + oha CPUs above which they may be the limit
+FOREIGN_CPU_WARN_PCT = 15.0  # use of the SUT's CPUs by other programs that disturbs a run
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -113,6 +114,16 @@ def machine() -> dict[str, Any]:
         "granian": version("granian"),
         "aiohttp": version("aiohttp"),
     }
+
+
+def cpu_ids(spec: str | None) -> set[str]:
+    """The CPUs of a taskset list such as "0", "1-3" or "0,2"."""
+    ids: set[str] = set()
+    for part in (spec or "").split(","):
+        lo, _, hi = part.partition("-")
+        if lo:
+            ids.update(str(i) for i in range(int(lo), int(hi or lo) + 1))
+    return ids
 
 
 def chat_body(stream: bool) -> bytes:
@@ -235,8 +246,13 @@ class Harness:
                 **kw,
             )
         cpu = sampler.report()
-        load_cpus = [v for k, v in cpu.cpu_mean.items() if str(k) in self.oha_cpu_ids]
+        load_cpus = [v for k, v in cpu.cpu_mean.items() if str(k) in cpu_ids(self.args.load_cpus)]
         load_pct = sum(load_cpus) / len(load_cpus) if load_cpus else 0.0
+        # CPU time on the SUT's CPUs that the SUT did not use: another program (a build, a
+        # neighbour) was competing, and this run's figures are disturbed.
+        sut_busy = sum(v for k, v in cpu.cpu_mean.items() if str(k) in cpu_ids(self.args.sut_cpus))
+        sut_own = cpu.service_mean.get(service.name, 0.0) if target != "direct" else 0.0
+        foreign_pct = max(sut_busy - sut_own, 0.0)
         unit = "streams/s" if self.args.stream else "RPS"
         print(
             ("\r" if tty else "")
@@ -256,6 +272,11 @@ class Harness:
                 f"    warning: the mock + oha CPUs were {load_pct:.0f}% busy: the load side may be"
                 " limiting this figure (give them more CPUs with --load-cpus)"
             )
+        if foreign_pct >= FOREIGN_CPU_WARN_PCT:
+            print(
+                f"    warning: other processes used {foreign_pct:.0f}% of CPU {self.args.sut_cpus}"
+                " during this run; its figures are disturbed (the median of rounds helps)"
+            )
         if result.failed:
             print(
                 f"    warning: {result.failed} failed requests: statuses {result.statuses}"
@@ -268,18 +289,10 @@ class Harness:
             "result": result.as_dict(),
             "cpu": cpu.as_dict(),
             "load_cpu_mean_pct": round(load_pct, 1),
+            "foreign_sut_cpu_pct": round(foreign_pct, 1),
         }
         self.runs.append(run)
         return run
-
-    @property
-    def oha_cpu_ids(self) -> set[str]:
-        ids: set[str] = set()
-        for part in (self.args.load_cpus or "").split(","):
-            lo, _, hi = part.partition("-")
-            if lo:
-                ids.update(str(i) for i in range(int(lo), int(hi or lo) + 1))
-        return ids
 
     def measure(self, service: Service, target: str, round_no: int) -> None:
         """Warm up, then a saturation run and a fixed-rate run, with RSS before and after."""
