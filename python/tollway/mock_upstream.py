@@ -1,8 +1,7 @@
-"""Entry point of the mock OpenAI/Anthropic upstream: `python -m tollway.mock_upstream`.
+"""Entry point of the mock OpenAI/Anthropic upstream: `python -m tollway.mock_upstream`."""
 
-It imports only the standard library, msgspec and granian, so it runs before the rest of the
-package (or its Rust extension) is built.
-"""
+# Only the standard library, msgspec and granian are imported (here and in tollway.mock), so
+# the mock runs before the rest of the package or its Rust extension is built.
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ import msgspec
 
 from tollway.mock.content import anthropic_error, count_words
 from tollway.mock.exchange import Call, MockAbort
-from tollway.mock.state import MockState
+from tollway.mock.state import MockState, begin
 
 __all__ = ["messages"]
 
@@ -44,23 +44,18 @@ async def _error(call: Call, status: int, message: str) -> None:
     await call.respond(status, anthropic_error(status, message), headers)
 
 
+async def _status(call: Call, status: int) -> None:
+    await _error(call, status, f"mock: injected status {status}")
+
+
 async def messages(state: MockState, call: Call, body: bytes) -> None:
     try:
         req = msgspec.json.decode(body, type=_MessagesRequest)
     except msgspec.MsgspecError as e:
         await _error(call, 400, f"Invalid request body: {e}")
         return
-    fault = state.fault_for(req.model)
-    if not await call.sleep(state.latency_s + fault.delay_s):
-        return
-    if fault.kind == "status":
-        await _error(call, fault.status, f"mock: injected status {fault.status}")
-        return
-    if fault.kind == "reset-before":
-        call.reset()
-        return
-    if fault.kind == "hang":
-        await call.hang()
+    fault = await begin(state, call, req.model, _status)
+    if fault is None:
         return
     answers = state.answers
     n = answers.length(req.max_tokens)

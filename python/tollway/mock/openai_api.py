@@ -9,9 +9,9 @@ import msgspec
 
 from tollway.mock.content import count_words, openai_error
 from tollway.mock.exchange import Call, MockAbort
-from tollway.mock.state import Fault, MockState
+from tollway.mock.state import Fault, MockState, begin
 
-__all__ = ["chat_completions", "embeddings", "models", "send_openai_fault"]
+__all__ = ["chat_completions", "embeddings", "models", "send_openai_status"]
 
 _encode = msgspec.json.Encoder().encode
 _RETRY_AFTER = (b"retry-after", b"1")
@@ -41,34 +41,17 @@ class _EmbeddingsRequest(msgspec.Struct):
     encoding_format: str | None = None
 
 
-async def send_openai_fault(call: Call, fault: Fault) -> None:
-    """Answers a status fault with OpenAI's error body (and `retry-after` on 429)."""
-    body = openai_error(fault.status, f"mock: injected status {fault.status}")
+async def send_openai_status(call: Call, status: int) -> None:
+    """Answers with OpenAI's error body for `status` (and `retry-after` on 429)."""
+    body = openai_error(status, f"mock: injected status {status}")
     headers: tuple[tuple[bytes, bytes], ...] = ((b"content-type", b"application/json"),)
-    if fault.status == 429:
+    if status == 429:
         headers = (*headers, _RETRY_AFTER)
-    await call.respond(fault.status, body, headers)
+    await call.respond(status, body, headers)
 
 
 async def _bad_request(call: Call, message: str) -> None:
     await call.respond(400, openai_error(400, message))
-
-
-async def _prelude(state: MockState, call: Call, model: str) -> Fault | None:
-    """Applies the delay and the faults that replace the answer; the fault left to the
-    handler (reset-mid, truncated or none), or None when the request is fully handled."""
-    fault = state.fault_for(model)
-    if not await call.sleep(state.latency_s + fault.delay_s):
-        return None
-    if fault.kind == "status":
-        await send_openai_fault(call, fault)
-    elif fault.kind == "reset-before":
-        call.reset()
-    elif fault.kind == "hang":
-        await call.hang()
-    else:
-        return fault
-    return None
 
 
 async def chat_completions(state: MockState, call: Call, body: bytes) -> None:
@@ -77,7 +60,7 @@ async def chat_completions(state: MockState, call: Call, body: bytes) -> None:
     except msgspec.MsgspecError as e:
         await _bad_request(call, f"Invalid request body: {e}")
         return
-    fault = await _prelude(state, call, req.model)
+    fault = await begin(state, call, req.model, send_openai_status)
     if fault is None:
         return
     answers = state.answers
@@ -89,9 +72,9 @@ async def chat_completions(state: MockState, call: Call, body: bytes) -> None:
     chat_id = state.next_id("chatcmpl-mock")
     created = int(time.time())
     if req.stream:
-        include_usage = req.stream_options is not None and bool(req.stream_options.include_usage)
-        await _chat_stream(state, call, fault, req.model, chat_id, created, n, finish, usage,
-                           include_usage)  # fmt: skip
+        head = _chunk_head(chat_id, created, req.model)
+        usage_wanted = req.stream_options is not None and bool(req.stream_options.include_usage)
+        await _chat_stream(state, call, fault, head, n, finish, usage if usage_wanted else None)
         return
     message = {"role": "assistant", "content": answers.text_of(n), "refusal": None}
     choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
@@ -114,24 +97,24 @@ async def chat_completions(state: MockState, call: Call, body: bytes) -> None:
         await call.respond(200, out)
 
 
-async def _chat_stream(
-    state: MockState,
-    call: Call,
-    fault: Fault,
-    model: str,
-    chat_id: str,
-    created: int,
-    n: int,
-    finish: str,
-    usage: dict[str, int],
-    include_usage: bool,
-) -> None:
+def _chunk_head(chat_id: str, created: int, model: str) -> bytes:
     # Only id, created and model vary per request; the token tails are precomputed.
-    head = (
+    return (
         b'data: {"id":"' + chat_id.encode() + b'","object":"chat.completion.chunk","created":'
         + str(created).encode() + b',"model":' + _encode(model)
         + b',"system_fingerprint":null,"choices":['
     )  # fmt: skip
+
+
+async def _chat_stream(
+    state: MockState,
+    call: Call,
+    fault: Fault,
+    head: bytes,
+    n: int,
+    finish: str,
+    usage: dict[str, int] | None,
+) -> None:
     events = [
         head + b'{"index":0,"delta":{"role":"assistant","content":"","refusal":null},'
         b'"logprobs":null,"finish_reason":null}]}\n\n'
@@ -151,7 +134,7 @@ async def _chat_stream(
         head + b'{"index":0,"delta":{},"logprobs":null,"finish_reason":"' + finish.encode()
         + b'"}]}\n\n'
     )  # fmt: skip
-    if include_usage:
+    if usage is not None:
         events.append(head + b'],"usage":' + _encode(usage) + b"}\n\n")
     events.append(b"data: [DONE]\n\n")
     if await call.stream(events, range(2, n + 1), state.itl_s):
@@ -187,7 +170,7 @@ async def embeddings(state: MockState, call: Call, body: bytes) -> None:
     if not 1 <= dim <= 65536:
         await _bad_request(call, "dimensions must be within 1..65536")
         return
-    fault = await _prelude(state, call, req.model)
+    fault = await begin(state, call, req.model, send_openai_status)
     if fault is None:
         return
     as_base64 = req.encoding_format == "base64"

@@ -27,18 +27,15 @@ class MockSettings:
     host: str = "127.0.0.1"
     port: int = 9001
     workers: int = 1
-    latency_ms: float = 0.0
-    """Delay before the first byte of every API answer."""
-    tokens: int = 16
-    """Tokens per answer unless the request's max_tokens is lower."""
-    itl_ms: float = 0.0
-    """Delay between content tokens of a stream."""
+    latency_ms: float = 0.0  # before the first byte of every API answer
+    tokens: int = 16  # per answer, unless the request's max_tokens is lower
+    itl_ms: float = 0.0  # between the content tokens of a stream
+    # When fail_status is set, API calls (chat, messages, embeddings) fail with it, spread
+    # evenly at fail_rate (0.5: every second call), only among the first fail_first of each
+    # worker when that is set.
     fail_status: int | None = None
-    """When set, API requests (chat, messages, embeddings) fail with this status..."""
     fail_rate: float = 1.0
-    """...spread evenly: 0.5 fails every second request, 0.25 every fourth..."""
     fail_first: int | None = None
-    """...and only among the first N requests of each worker when set."""
     embedding_dimensions: int = 8
     models: tuple[str, ...] = DEFAULT_MODELS
 

@@ -6,16 +6,17 @@ import itertools
 import os
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
 
 import msgspec
 
 from tollway.mock.content import Answers, Embedder
-from tollway.mock.exchange import RequestRecord
+from tollway.mock.exchange import Call, RequestRecord
 from tollway.mock.settings import MockSettings
 
-__all__ = ["Fault", "MockState"]
+__all__ = ["Fault", "MockState", "begin"]
 
 RECORDED_REQUESTS: Final = 100
 
@@ -95,3 +96,28 @@ class MockState:
                 if int((n + 1) * rate) > int(n * rate):
                     return Fault("status", s.fail_status)
         return model_fault(model)
+
+
+async def begin(
+    state: MockState,
+    call: Call,
+    model: str,
+    send_status: Callable[[Call, int], Awaitable[None]],
+) -> Fault | None:
+    """Waits out the latency, then applies the faults that replace the answer.
+
+    Returns the fault the handler still has to act on (none, reset-mid or truncated), or None
+    when the request is already dealt with (answered, reset, or the client left).
+    """
+    fault = state.fault_for(model)
+    if not await call.sleep(state.latency_s + fault.delay_s):
+        return None
+    if fault.kind == "status":
+        await send_status(call, fault.status)
+    elif fault.kind == "reset-before":
+        call.reset()
+    elif fault.kind == "hang":
+        await call.hang()
+    else:
+        return fault
+    return None
