@@ -8,6 +8,9 @@ indexes lists by the ids `admit` returns.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+import msgspec
 
 from tollway._core import Admission, ConfigError, Denial, Engine, Key, Settings
 
@@ -16,6 +19,7 @@ __all__ = [
     "ConfigError",
     "Denial",
     "Engine",
+    "PlanInfo",
     "Runtime",
     "Upstream",
 ]
@@ -37,6 +41,20 @@ class Upstream:
 
 
 @dataclass(frozen=True, slots=True)
+class PlanInfo:
+    """How to call one target for one routing rule slot (or directly): retries, fallback."""
+
+    target: int
+    upstream: Upstream
+    retries: int
+    retry_delay_s: float
+    retry_on: frozenset[int]
+    fallback_on: frozenset[int]
+    fallback_candidate: bool
+    override_params: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
 class Runtime:
     """A compiled config plus the Python-side tables derived from it."""
 
@@ -44,6 +62,9 @@ class Runtime:
     settings: Settings
     upstreams: tuple[Upstream, ...]
     keys: tuple[Key, ...]
+    plans: tuple[PlanInfo, ...]
+    # Per routing rule: the x-tfy-applied-configurations header value.
+    applied_headers: tuple[bytes, ...]
 
     @classmethod
     def build(cls, engine: Engine) -> Runtime:
@@ -64,4 +85,20 @@ class Runtime:
                     resolved_header=t.name.encode(),
                 )
             )
-        return cls(engine, engine.settings, tuple(upstreams), tuple(engine.keys))
+        plans = tuple(
+            PlanInfo(
+                target=p.target,
+                upstream=upstreams[p.target],
+                retries=p.retry_attempts,
+                retry_delay_s=p.retry_delay_ms / 1000,
+                retry_on=frozenset(p.retry_status_codes),
+                fallback_on=frozenset(p.fallback_status_codes),
+                fallback_candidate=p.fallback_candidate,
+                override_params=msgspec.json.decode(p.override_params)
+                if p.override_params
+                else None,
+            )
+            for p in engine.plans
+        )
+        applied = tuple(msgspec.json.encode({"load_balancing": r.id}) for r in engine.rules)
+        return cls(engine, engine.settings, tuple(upstreams), tuple(engine.keys), plans, applied)

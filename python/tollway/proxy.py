@@ -1,13 +1,15 @@
-"""The OpenAI-compatible proxy: validate, admit, call the target, relay the answer.
+"""The OpenAI-compatible proxy: validate, admit, try the targets in order, relay the answer.
 
 Phases (docs/phases.md): read head and body -> validate the body -> `engine.admit` (key,
-metadata, model, permission) -> rewrite for the target -> upstream call -> respond (whole
-body, or SSE relayed chunk by chunk with the client's disconnect cancelling the upstream).
+metadata, model, permission, routing order) -> attempts (rewrite for the target, retries on
+the same target, fallbacks to the next) -> respond (whole body, or SSE relayed chunk by chunk,
+the client's disconnect cancelling the upstream) -> `engine.settle` with every attempt.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from time import perf_counter
 from typing import Any, Literal
@@ -15,7 +17,7 @@ from typing import Any, Literal
 import msgspec
 
 from tollway.asgi import JSON, Receive, RequestHead, Scope, Send, read_body, send_error
-from tollway.engine import Denial, Runtime, Upstream
+from tollway.engine import Admission, Denial, PlanInfo, Runtime, Upstream
 from tollway.errors import GatewayError, error_body
 from tollway.upstream import UpstreamClient, UpstreamError, UpstreamResponse
 
@@ -54,6 +56,45 @@ _UPSTREAM_FAILURES = {
 
 _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
+# settle() codes for failures without an HTTP status (see tollway-core routing.rs).
+_OUTCOME = {"connect": 0, "timeout": 1, "broken": 2}
+_CANCELLED = 499
+
+
+class _Usage(msgspec.Struct):
+    completion_tokens: int = 0
+
+
+class _WithUsage(msgspec.Struct):
+    usage: _Usage | None = None
+
+
+_decode_usage = msgspec.json.Decoder(_WithUsage).decode
+
+
+def _output_tokens(body: bytes) -> int:
+    try:
+        usage = _decode_usage(body).usage
+    except msgspec.DecodeError:
+        return 0
+    return usage.completion_tokens if usage else 0
+
+
+def _retry_after_s(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+class _Failed(msgspec.Struct):
+    """An attempt's failure as the client would see it if nothing else works."""
+
+    status: int
+    body: bytes
+    headers: list[tuple[bytes, bytes]]
 
 
 def _validate(body: bytes, endpoint: Endpoint) -> dict[str, Any]:
@@ -144,123 +185,226 @@ class Proxy:
             adm = rt.engine.admit(head.authorization, req["model"], head.metadata)
             if isinstance(adm, Denial):
                 raise GatewayError(adm.status, adm.message, adm.error_type, adm.code, adm.param)
-            target = rt.upstreams[adm.targets[0]]
-            req["model"] = target.model_id
-            url = target.chat_url if endpoint == "chat" else target.embeddings_url
-            call = (url, target, _encode(req), self._timeout_s(head))
-            if endpoint == "chat" and req.get("stream") is True:
-                await self._stream(call, head.request_id, receive, send)
-                return
-            admitted = perf_counter()
-            resp = await self._post(*call)
-            await self._respond(resp, target, head.request_id, send, started, admitted)
+            call = _Call(self, rt, endpoint, req, adm, head, send, started)
+            if call.stream:
+                await _race_disconnect(call.run(), receive, call.label)
+            else:
+                await call.run()
         except GatewayError as e:
-            if e.status != 499:
+            if e.status != _CANCELLED:
                 await send_error(send, e, head.request_id)
 
-    async def _post(
-        self, url: str, target: Upstream, payload: bytes, timeout_s: float
-    ) -> UpstreamResponse:
-        try:
-            return await self.client.post(url, target.headers, payload, timeout_s)
-        except UpstreamError as e:
-            status, what, code = _UPSTREAM_FAILURES[e.kind]
-            raise GatewayError.upstream(status, f"'{target.name}': {what}", code) from None
 
-    async def _stream(
+async def _race_disconnect(work: Any, receive: Receive, label: str) -> None:
+    """Runs a streamed request raced against the client leaving, from before the first
+    upstream byte: Granian's send() does not fail after the client left; receive() says so."""
+    task = asyncio.ensure_future(work)
+    watch = asyncio.ensure_future(receive())
+    try:
+        await asyncio.wait((task, watch), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not task.done():
+            task.cancel()
+            log.info("client disconnected; upstream call for %s cancelled", label)
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        watch.cancel()
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        raise exc
+
+
+class _Call:
+    """One admitted request: its attempts across the routing order, and its response."""
+
+    __slots__ = (
+        "adm",
+        "endpoint",
+        "head",
+        "outcomes",
+        "proxy",
+        "req",
+        "rt",
+        "send",
+        "started",
+        "stream",
+        "timeout_s",
+    )
+
+    def __init__(
         self,
-        call: tuple[str, Upstream, bytes, float],
-        request_id: bytes,
-        receive: Receive,
-        send: Send,
-    ) -> None:
-        """Runs a streamed attempt raced against the client leaving, from the first byte on:
-        Granian's send() does not fail after the client left; receive() reports it."""
-        work = asyncio.ensure_future(self._stream_attempt(call, request_id, send))
-        watch = asyncio.ensure_future(receive())
-        try:
-            await asyncio.wait((work, watch), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if not work.done():
-                work.cancel()
-                log.info("client disconnected; upstream call to %s cancelled", call[1].name)
-            watch.cancel()
-        if work.done() and not work.cancelled() and (exc := work.exception()) is not None:
-            raise exc
-
-    async def _stream_attempt(
-        self, call: tuple[str, Upstream, bytes, float], request_id: bytes, send: Send
-    ) -> None:
-        target = call[1]
-        started = perf_counter()
-        try:
-            resp = await self._post(*call)
-        except GatewayError as e:
-            await send_error(send, e, request_id)
-            return
-        try:
-            if resp.status != 200:
-                await self._respond(resp, target, request_id, send, started, started)
-                return
-            headers = [
-                *_SSE_HEADERS,
-                (b"x-request-id", request_id),
-                (b"x-tfy-resolved-model", target.resolved_header),
-            ]
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
-            await self._pump(resp, target, send)
-        finally:
-            resp.close()
-
-    async def _respond(
-        self,
-        resp: UpstreamResponse,
-        target: Upstream,
-        request_id: bytes,
+        proxy: Proxy,
+        rt: Runtime,
+        endpoint: Endpoint,
+        req: dict[str, Any],
+        adm: Admission,
+        head: RequestHead,
         send: Send,
         started: float,
-        admitted: float,
     ) -> None:
+        self.proxy = proxy
+        self.rt = rt
+        self.endpoint = endpoint
+        self.req = req
+        self.adm = adm
+        self.head = head
+        self.send = send
+        self.started = started
+        self.stream = endpoint == "chat" and req.get("stream") is True
+        self.timeout_s = proxy._timeout_s(head)
+        # (target, status, latency_ms, output_tokens) per attempt, for engine.settle().
+        self.outcomes: list[tuple[int, int, float, int]] = []
+
+    @property
+    def label(self) -> str:
+        return str(self.req.get("model"))
+
+    def _payload(self, plan: PlanInfo) -> bytes:
+        req = self.req
+        if plan.override_params:
+            req = {**req, **plan.override_params}
+        req["model"] = plan.upstream.model_id
+        return _encode(req)
+
+    def _headers(
+        self, plan: PlanInfo, extra: list[tuple[bytes, bytes]]
+    ) -> list[tuple[bytes, bytes]]:
+        headers = [
+            (b"x-request-id", self.head.request_id),
+            (b"x-tfy-resolved-model", plan.upstream.resolved_header),
+        ]
+        if self.adm.rule is not None:
+            headers.append(
+                (b"x-tfy-applied-configurations", self.rt.applied_headers[self.adm.rule])
+            )
+        headers.extend(extra)
+        return headers
+
+    async def run(self) -> None:
+        try:
+            await self._attempts()
+        except asyncio.CancelledError:
+            if self.outcomes and self.outcomes[-1][1] == -1:
+                target, _, t0, tokens = self.outcomes[-1]
+                self.outcomes[-1] = (target, _CANCELLED, (perf_counter() - t0) * 1000, tokens)
+            raise
+        finally:
+            done = [o for o in self.outcomes if o[1] >= 0]
+            if done:
+                self.rt.engine.settle(done)
+
+    async def _attempts(self) -> None:
+        rt = self.rt
+        admitted = perf_counter()
+        failed: _Failed | GatewayError | None = None
+        for i, pid in enumerate(self.adm.plans):
+            plan = rt.plans[pid]
+            if i > 0 and not plan.fallback_candidate:
+                continue
+            up = plan.upstream
+            url = up.chat_url if self.endpoint == "chat" else up.embeddings_url
+            payload = self._payload(plan)
+            budget_s = plan.retry_delay_s * plan.retries
+            for attempt in range(plan.retries + 1):
+                t0 = perf_counter()
+                # Marker for a cancellation mid-attempt: status -1, latency slot holds t0.
+                self.outcomes.append((plan.target, -1, t0, 0))
+                try:
+                    resp = await self.proxy.client.post(url, up.headers, payload, self.timeout_s)
+                except UpstreamError as e:
+                    self.outcomes[-1] = (plan.target, _OUTCOME[e.kind], _ms(t0), 0)
+                    status, what, code = _UPSTREAM_FAILURES[e.kind]
+                    failed = GatewayError.upstream(status, f"'{up.name}': {what}", code)
+                    # Only a refused connection is retried on the same target: the request
+                    # never left. Timeouts and resets may fall back, never repeat here.
+                    if e.kind == "connect" and attempt < plan.retries:
+                        await asyncio.sleep(plan.retry_delay_s)
+                        continue
+                    break
+                if resp.status < 300:
+                    await self._succeed(resp, plan, t0, admitted)
+                    return
+                payload_err = await self._read_error(resp, plan)
+                status = resp.status
+                self.outcomes[-1] = (plan.target, status, _ms(t0), 0)
+                shown, err_body, extra = _upstream_error(
+                    status, payload_err, up, resp.header("retry-after")
+                )
+                failed = _Failed(shown, err_body, extra)
+                if status in plan.retry_on and attempt < plan.retries:
+                    wait = plan.retry_delay_s
+                    hint = _retry_after_s(resp.header("retry-after")) if status == 429 else None
+                    if hint is not None:
+                        if hint > budget_s:
+                            break  # the provider asks for longer than we may wait here
+                        wait = max(wait, hint)
+                    await asyncio.sleep(wait)
+                    continue
+                if status not in plan.fallback_on:
+                    await self._fail(failed, plan)
+                    return
+                break
+        if isinstance(failed, GatewayError) or failed is None:
+            raise failed or GatewayError.upstream(503, "no target could be tried", "no_target")
+        await self._fail(failed, rt.plans[self.adm.plans[-1]])
+
+    async def _read_error(self, resp: UpstreamResponse, plan: PlanInfo) -> bytes:
+        try:
+            return await resp.read()
+        except UpstreamError:
+            return b""
+
+    async def _fail(self, failed: _Failed, plan: PlanInfo) -> None:
+        headers = self._headers(plan, [JSON, *failed.headers])
+        await self.send(
+            {"type": "http.response.start", "status": failed.status, "headers": headers}
+        )
+        await self.send({"type": "http.response.body", "body": failed.body, "more_body": False})
+
+    async def _succeed(
+        self, resp: UpstreamResponse, plan: PlanInfo, t0: float, admitted: float
+    ) -> None:
+        if self.stream:
+            try:
+                await self._relay(resp, plan, t0)
+            finally:
+                resp.close()
+            return
         try:
             payload = await resp.read()
         except UpstreamError as e:
+            self.outcomes[-1] = (plan.target, _OUTCOME[e.kind], _ms(t0), 0)
             status, what, code = _UPSTREAM_FAILURES[e.kind]
-            raise GatewayError.upstream(status, f"'{target.name}': {what}", code) from None
-        status = resp.status
-        extra: list[tuple[bytes, bytes]] = []
-        if status >= 300:
-            status, payload, extra = _upstream_error(
-                status, payload, target, resp.header("retry-after")
-            )
+            raise GatewayError.upstream(status, f"'{plan.upstream.name}': {what}", code) from None
         done = perf_counter()
+        self.outcomes[-1] = (plan.target, resp.status, _ms(t0), _output_tokens(payload))
         timing = (
-            f"auth;dur={(admitted - started) * 1000:.3f}, "
-            f"model;dur={(done - admitted) * 1000:.3f}, total;dur={(done - started) * 1000:.3f}"
+            f"auth;dur={(admitted - self.started) * 1000:.3f}, "
+            f"model;dur={(done - admitted) * 1000:.3f}, "
+            f"total;dur={(done - self.started) * 1000:.3f}"
         )
-        headers = [
-            JSON,
-            (b"x-request-id", request_id),
-            (b"x-tfy-resolved-model", target.resolved_header),
-            (b"server-timing", timing.encode()),
-            *extra,
-        ]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": payload, "more_body": False})
+        headers = self._headers(plan, [JSON, (b"server-timing", timing.encode())])
+        await self.send({"type": "http.response.start", "status": resp.status, "headers": headers})
+        await self.send({"type": "http.response.body", "body": payload, "more_body": False})
 
-    @staticmethod
-    async def _pump(resp: UpstreamResponse, target: Upstream, send: Send) -> None:
+    async def _relay(self, resp: UpstreamResponse, plan: PlanInfo, t0: float) -> None:
+        send = self.send
+        headers = self._headers(plan, list(_SSE_HEADERS))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        status = 200
         try:
             async for chunk in resp.chunks():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except UpstreamError as e:
-            # The client already has a 200: say so in-band and end without [DONE].
+            # The client already has a 200: say so in-band and end without [DONE]; after the
+            # first byte there is no fallback (the client may have shown part of an answer).
+            status = _OUTCOME[e.kind]
             _, what, code = _UPSTREAM_FAILURES[e.kind]
-            err = error_body(f"'{target.name}': {what} mid-stream", "api_error", code, None)
-            await send(
-                {
-                    "type": "http.response.body",
-                    "body": b"event: error\ndata: " + err + b"\n\n",
-                    "more_body": True,
-                }
-            )
+            err = error_body(f"'{plan.upstream.name}': {what} mid-stream", "api_error", code, None)
+            event = b"event: error\ndata: " + err + b"\n\n"
+            await send({"type": "http.response.body", "body": event, "more_body": True})
+        self.outcomes[-1] = (plan.target, status, _ms(t0), 0)
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _ms(t0: float) -> float:
+    return (perf_counter() - t0) * 1000

@@ -103,9 +103,15 @@ pub struct RawConfig {
     pub server: ServerSettings,
     pub accounts: Vec<ProviderAccount>,
     pub keys: Vec<KeyConfig>,
+    pub lb_rules: Vec<crate::lb_config::LbRule>,
 }
 
-pub const DOCUMENT_TYPES: [&str; 3] = ["gateway-settings", "provider-account", "gateway-keys"];
+pub const DOCUMENT_TYPES: [&str; 4] = [
+    "gateway-settings",
+    "provider-account",
+    "gateway-keys",
+    "gateway-load-balancing-config",
+];
 
 /// Reads one document into `cfg`, recording every problem in `errs`.
 pub fn parse_document(
@@ -144,6 +150,7 @@ pub fn parse_document(
             }
         }
         "gateway-keys" => parse_keys(doc, cfg, errs),
+        "gateway-load-balancing-config" => crate::lb_config::parse(doc, &mut cfg.lb_rules, errs),
         other => errs.push(
             "type",
             format!(

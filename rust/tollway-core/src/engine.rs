@@ -3,16 +3,21 @@
 //! Names are interned to ids at compile time and per-key model permissions are precomputed,
 //! so admission is a hash, two map lookups and an index; a denial is a value, not an error.
 
+use crate::clock::{Clock, Rng};
 use crate::config::{self, KeySecret, Provider, RawConfig, ServerSettings};
+use crate::lb_config::RetryConfig;
 use crate::metadata::{self, Metadata};
+use crate::routing::{self, Plan, PlanId, Rule, TargetState};
 use crate::schema::{ConfigError, Errors};
 use globset::{Glob, GlobSetBuilder};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 pub type TargetId = u32;
 pub type KeyId = u32;
+pub type ModelId = u32;
 
 /// A provider model addressable as `<account>/<model>`.
 #[derive(Debug, Clone)]
@@ -31,7 +36,7 @@ pub struct Key {
     pub name: String,
     pub subject: String,
     pub metadata: Metadata,
-    /// Indexed by target id.
+    /// Indexed by model id.
     allowed: Vec<bool>,
 }
 
@@ -66,29 +71,54 @@ impl Denial {
     }
 }
 
-/// An admitted request: who it is, where it may go (in order), and its metadata.
+/// An admitted request: who it is, the routing rule applied (if any), the plans to try in
+/// order (see [`Engine::plans`]), and its metadata.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Admission {
     pub key: KeyId,
-    pub targets: Vec<TargetId>,
+    pub rule: Option<u32>,
+    pub plans: Vec<PlanId>,
     pub metadata: Metadata,
+}
+
+/// What `settle` learns from one upstream attempt.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AttemptOutcome {
+    pub target: TargetId,
+    /// HTTP status, or `routing::OUTCOME_*` for failures without one.
+    pub status: u16,
+    pub latency_ms: f64,
+    pub output_tokens: u32,
 }
 
 #[derive(Debug)]
 pub struct Engine {
     pub settings: ServerSettings,
     pub targets: Vec<Target>,
-    target_ids: HashMap<String, TargetId>,
+    /// Every name a client may ask for: targets first (model id == target id), then virtual.
+    pub model_names: Vec<String>,
+    model_ids: HashMap<String, ModelId>,
+    rules_by_model: Vec<Vec<u32>>,
+    pub rules: Vec<Rule>,
+    /// Plan `i < targets.len()` is the direct plan of target `i`; rule slots follow.
+    pub plans: Vec<Plan>,
     pub keys: Vec<Key>,
     key_ids: HashMap<[u8; 32], KeyId>,
+    states: Vec<Arc<TargetState>>,
+    pub clock: Arc<Clock>,
+    rng: Rng,
 }
 
 impl Engine {
     /// Compiles documents (`[{"source": ..., "doc": {...}}]`) or returns every error found.
     pub fn compile(docs: &Value) -> Result<Self, Vec<ConfigError>> {
+        Self::compile_with_clock(docs, Arc::new(Clock::System))
+    }
+
+    pub fn compile_with_clock(docs: &Value, clock: Arc<Clock>) -> Result<Self, Vec<ConfigError>> {
         let mut errs = Errors::default();
         let raw = config::parse_documents(docs, &mut errs);
-        let engine = Self::build(raw, &mut errs);
+        let engine = Self::build(raw, clock, &mut errs);
         if errs.is_empty() {
             Ok(engine)
         } else {
@@ -96,7 +126,7 @@ impl Engine {
         }
     }
 
-    fn build(raw: RawConfig, errs: &mut Errors) -> Self {
+    fn build(raw: RawConfig, clock: Arc<Clock>, errs: &mut Errors) -> Self {
         let mut targets = Vec::new();
         let mut target_ids = HashMap::new();
         let mut account_names: HashMap<&str, &str> = HashMap::new();
@@ -125,6 +155,42 @@ impl Engine {
                     headers: acc.headers.clone(),
                     model_id: m.model_id.clone(),
                 });
+            }
+        }
+        let mut model_names: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
+        let mut model_ids: HashMap<String, ModelId> = target_ids.clone();
+        let mut plans: Vec<Plan> = (0..targets.len())
+            .map(|t| Plan {
+                target: t as u32,
+                rule: None,
+                weight: 100,
+                priority: 0,
+                // A request for a target by name gets one attempt; rules add retries.
+                retry: RetryConfig {
+                    attempts: 0,
+                    ..RetryConfig::default()
+                },
+                fallback_status_codes: Vec::new(),
+                fallback_candidate: false,
+                override_params: None,
+            })
+            .collect();
+        let rules = Self::build_rules(
+            &raw,
+            &target_ids,
+            &mut model_names,
+            &mut model_ids,
+            &mut plans,
+            errs,
+        );
+        let mut rules_by_model = vec![Vec::new(); model_names.len()];
+        for (r, rule) in rules.iter().enumerate() {
+            for m in rule.when.models.iter().flatten() {
+                if let Some(&id) = model_ids.get(m) {
+                    if !rules_by_model[id as usize].contains(&(r as u32)) {
+                        rules_by_model[id as usize].push(r as u32);
+                    }
+                }
             }
         }
         let mut keys = Vec::with_capacity(raw.keys.len());
@@ -164,17 +230,118 @@ impl Engine {
                 name: k.name.clone(),
                 subject: k.subject.clone(),
                 metadata: k.metadata.clone(),
-                allowed: targets.iter().map(|t| set.is_match(&t.name)).collect(),
+                allowed: model_names.iter().map(|m| set.is_match(m)).collect(),
             });
         }
         errs.set_source("");
+        let states = targets
+            .iter()
+            .map(|_| Arc::new(TargetState::default()))
+            .collect();
         Self {
             settings: raw.server,
             targets,
-            target_ids,
+            model_names,
+            model_ids,
+            rules_by_model,
+            rules,
+            plans,
             keys,
             key_ids,
+            states,
+            clock,
+            rng: Rng::from_time(),
         }
+    }
+
+    /// Routing rules: virtual model names are interned, targets resolved, plans appended.
+    fn build_rules(
+        raw: &RawConfig,
+        target_ids: &HashMap<String, TargetId>,
+        model_names: &mut Vec<String>,
+        model_ids: &mut HashMap<String, ModelId>,
+        plans: &mut Vec<Plan>,
+        errs: &mut Errors,
+    ) -> Vec<Rule> {
+        for rule in &raw.lb_rules {
+            for m in rule.when.models.iter().flatten() {
+                if !model_ids.contains_key(m) {
+                    model_ids.insert(m.clone(), model_names.len() as ModelId);
+                    model_names.push(m.clone());
+                }
+            }
+        }
+        let mut seen_ids: HashMap<&str, &str> = HashMap::new();
+        let mut rules = Vec::with_capacity(raw.lb_rules.len());
+        for rule in &raw.lb_rules {
+            errs.set_source(rule.source.clone());
+            if let Some(first) = seen_ids.insert(&rule.id, &rule.path) {
+                let msg = format!("duplicate rule id '{}' (first at {first})", rule.id);
+                errs.push(&format!("{}.id", rule.path), msg);
+            }
+            let index = rules.len() as u32;
+            let mut rule_plans = Vec::with_capacity(rule.targets.len());
+            for t in &rule.targets {
+                let Some(&target) = target_ids.get(&t.target) else {
+                    let why = if model_ids.contains_key(&t.target) {
+                        format!(
+                            "'{}' is a virtual model; rules must target real targets",
+                            t.target
+                        )
+                    } else {
+                        format!(
+                            "unknown target '{}' (a target is <account>/<model>)",
+                            t.target
+                        )
+                    };
+                    errs.push(&format!("{}.target", t.path), why);
+                    continue;
+                };
+                rule_plans.push(plans.len() as PlanId);
+                plans.push(Plan {
+                    target,
+                    rule: Some(index),
+                    weight: t.weight.unwrap_or(0),
+                    priority: t.priority.unwrap_or(rule_plans.len() as u32 - 1),
+                    retry: t.retry.clone(),
+                    fallback_status_codes: t.fallback_status_codes.clone(),
+                    fallback_candidate: t.fallback_candidate,
+                    override_params: t.override_params.as_ref().map(ToString::to_string),
+                });
+            }
+            rules.push(Rule {
+                id: rule.id.clone(),
+                strategy: rule.strategy,
+                when: rule.when.clone(),
+                plans: rule_plans,
+            });
+        }
+        rules
+    }
+
+    /// Takes over the live state (health, latency) of targets that keep their name.
+    pub fn adopt_state(&mut self, previous: &Engine) {
+        for (i, t) in self.targets.iter().enumerate() {
+            if let Some(j) = previous.targets.iter().position(|p| p.name == t.name) {
+                self.states[i] = Arc::clone(&previous.states[j]);
+            }
+        }
+    }
+
+    /// Feeds back what happened to each attempt of one request.
+    pub fn settle(&self, attempts: &[AttemptOutcome]) {
+        let now = self.clock.now_ms();
+        for a in attempts {
+            if let Some(state) = self.states.get(a.target as usize) {
+                state.record(now, a.status, a.latency_ms, a.output_tokens);
+            }
+        }
+    }
+
+    pub fn healthy(&self, target: TargetId) -> bool {
+        self.states
+            .get(target as usize)
+            .is_some_and(|s| s.healthy(self.clock.now_ms()))
     }
 
     /// Finds the key of an `Authorization` header value (`Bearer <key>`).
@@ -215,7 +382,7 @@ impl Engine {
             })?,
             None => Vec::new(),
         };
-        let Some(&target) = self.target_ids.get(model) else {
+        let Some(&model_id) = self.model_ids.get(model) else {
             return Err(Denial {
                 param: Some("model"),
                 ..Denial::new(
@@ -226,7 +393,7 @@ impl Engine {
                 )
             });
         };
-        if !key.allowed[target as usize] {
+        if !key.allowed[model_id as usize] {
             return Err(Denial {
                 param: Some("model"),
                 ..Denial::new(
@@ -237,10 +404,38 @@ impl Engine {
                 )
             });
         }
-        Ok(Admission {
-            key: key_id,
-            targets: vec![target],
-            metadata: metadata::merge(request_meta, &key.metadata),
+        let metadata = metadata::merge(request_meta, &key.metadata);
+        for &r in &self.rules_by_model[model_id as usize] {
+            let rule = &self.rules[r as usize];
+            if rule.when.matches_subject(&key.subject) && rule.when.matches_metadata(&metadata) {
+                let plans = routing::order(rule, &self.plans, &self.states, &self.clock, &self.rng);
+                return Ok(Admission {
+                    key: key_id,
+                    rule: Some(r),
+                    plans,
+                    metadata,
+                });
+            }
+        }
+        if (model_id as usize) < self.targets.len() {
+            return Ok(Admission {
+                key: key_id,
+                rule: None,
+                plans: vec![model_id],
+                metadata,
+            });
+        }
+        Err(Denial {
+            param: Some("model"),
+            ..Denial::new(
+                404,
+                "invalid_request_error",
+                "model_not_found",
+                format!(
+                    "No routing rule for the virtual model '{}' matches this request",
+                    shorten(model)
+                ),
+            )
         })
     }
 
@@ -313,7 +508,7 @@ mod tests {
         let a = e
             .admit(Some("Bearer secret-all-1"), "mock/big", None)
             .unwrap();
-        let t = &e.targets[a.targets[0] as usize];
+        let t = &e.targets[e.plans[a.plans[0] as usize].target as usize];
         assert_eq!(
             (t.name.as_str(), t.model_id.as_str()),
             ("mock/big", "gpt-4o")

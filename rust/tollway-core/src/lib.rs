@@ -1,10 +1,14 @@
 //! Tollway's request-path engine, with no Python in it: config schema and compile,
 //! authentication, metadata validation and admission. `tollway-py` wraps it for Python.
 
+pub mod clock;
 pub mod config;
 pub mod engine;
+pub mod lb_config;
 pub mod metadata;
+pub mod routing;
 pub mod schema;
+pub mod when;
 
 pub use engine::{Admission, Denial, Engine, Target};
 pub use schema::ConfigError;

@@ -1,10 +1,14 @@
 //! The Python face of tollway-core: conversions and one error mapping, no logic.
 
+
 use pyo3::create_exception;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
+use std::sync::Arc;
+use tollway_core::clock::Clock;
 use tollway_core::engine;
+use tollway_core::lb_config::Strategy;
 
 create_exception!(
     _core,
@@ -102,9 +106,16 @@ impl Admission {
         self.inner.key
     }
 
+    /// Index into `Engine.rules` of the routing rule applied, if any.
     #[getter]
-    fn targets(&self) -> Vec<u32> {
-        self.inner.targets.clone()
+    fn rule(&self) -> Option<u32> {
+        self.inner.rule
+    }
+
+    /// Plan ids (into `Engine.plans`) in the order to try them.
+    #[getter]
+    fn plans(&self) -> Vec<u32> {
+        self.inner.plans.clone()
     }
 
     #[getter]
@@ -115,6 +126,35 @@ impl Admission {
         }
         Ok(d)
     }
+}
+
+/// One way to call a target: a routing rule's slot, or a direct request for the target.
+#[pyclass(frozen, module = "tollway._core")]
+struct Plan {
+    #[pyo3(get)]
+    target: u32,
+    #[pyo3(get)]
+    rule: Option<u32>,
+    #[pyo3(get)]
+    retry_attempts: u32,
+    #[pyo3(get)]
+    retry_delay_ms: u64,
+    #[pyo3(get)]
+    retry_status_codes: Vec<u16>,
+    #[pyo3(get)]
+    fallback_status_codes: Vec<u16>,
+    #[pyo3(get)]
+    fallback_candidate: bool,
+    #[pyo3(get)]
+    override_params: Option<String>,
+}
+
+#[pyclass(frozen, module = "tollway._core")]
+struct Rule {
+    #[pyo3(get)]
+    id: String,
+    #[pyo3(get)]
+    strategy: &'static str,
 }
 
 /// The compiled, immutable config. Reload builds a new one.
@@ -131,13 +171,73 @@ fn header_str(raw: Option<&[u8]>) -> Option<&str> {
 #[pymethods]
 impl Engine {
     /// Compiles `[{"source": str, "doc": {...}}, ...]` given as JSON bytes.
+    /// `manual_clock=True` gives a clock only `advance_clock` moves (for tests).
     #[new]
-    fn new(documents_json: &[u8]) -> PyResult<Self> {
+    #[pyo3(signature = (documents_json, manual_clock=false))]
+    fn new(documents_json: &[u8], manual_clock: bool) -> PyResult<Self> {
         let docs: serde_json::Value = serde_json::from_slice(documents_json)
             .map_err(|e| PyValueError::new_err(format!("documents are not valid JSON: {e}")))?;
-        engine::Engine::compile(&docs)
+        let clock = if manual_clock { Clock::manual() } else { Clock::System };
+        engine::Engine::compile_with_clock(&docs, Arc::new(clock))
             .map(|inner| Self { inner })
             .map_err(|e| config_error(&e))
+    }
+
+    fn advance_clock(&self, ms: u64) {
+        self.inner.clock.advance(ms);
+    }
+
+    /// Feeds back one request's attempts: `(target, status, latency_ms, output_tokens)`,
+    /// status being HTTP or 0 connect error, 1 timeout, 2 broken, 499 cancelled.
+    fn settle(&self, attempts: Vec<(u32, u16, f64, u32)>) {
+        let outcomes: Vec<engine::AttemptOutcome> = attempts
+            .into_iter()
+            .map(|(target, status, latency_ms, output_tokens)| engine::AttemptOutcome {
+                target,
+                status,
+                latency_ms,
+                output_tokens,
+            })
+            .collect();
+        self.inner.settle(&outcomes);
+    }
+
+    fn healthy(&self, target: u32) -> bool {
+        self.inner.healthy(target)
+    }
+
+    #[getter]
+    fn plans(&self) -> Vec<Plan> {
+        self.inner
+            .plans
+            .iter()
+            .map(|p| Plan {
+                target: p.target,
+                rule: p.rule,
+                retry_attempts: p.retry.attempts,
+                retry_delay_ms: p.retry.delay_ms,
+                retry_status_codes: p.retry.on_status_codes.clone(),
+                fallback_status_codes: p.fallback_status_codes.clone(),
+                fallback_candidate: p.fallback_candidate,
+                override_params: p.override_params.clone(),
+            })
+            .collect()
+    }
+
+    #[getter]
+    fn rules(&self) -> Vec<Rule> {
+        self.inner
+            .rules
+            .iter()
+            .map(|r| Rule {
+                id: r.id.clone(),
+                strategy: match r.strategy {
+                    Strategy::Weight => "weight-based-routing",
+                    Strategy::Latency => "latency-based-routing",
+                    Strategy::Priority => "priority-based-routing",
+                },
+            })
+            .collect()
     }
 
     /// Decides one request; returns an `Admission` or a `Denial` (never raises for bad input).
@@ -225,5 +325,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Settings>()?;
     m.add_class::<Target>()?;
     m.add_class::<Key>()?;
+    m.add_class::<Plan>()?;
+    m.add_class::<Rule>()?;
     Ok(())
 }

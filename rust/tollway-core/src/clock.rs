@@ -1,0 +1,70 @@
+//! Time for the engine: the system clock in production, a manual clock in tests, so latency
+//! windows and health recovery are tested without sleeping.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::Instant;
+
+#[derive(Debug)]
+pub enum Clock {
+    System,
+    /// Milliseconds since an arbitrary origin, moved only by [`Clock::advance`].
+    Manual(AtomicU64),
+}
+
+fn origin() -> Instant {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    *ORIGIN.get_or_init(Instant::now)
+}
+
+impl Clock {
+    pub fn manual() -> Self {
+        // Start well after zero so "a window ago" never underflows in tests.
+        Self::Manual(AtomicU64::new(1_000_000_000))
+    }
+
+    /// Monotonic milliseconds.
+    pub fn now_ms(&self) -> u64 {
+        match self {
+            Self::System => u64::try_from(origin().elapsed().as_millis()).unwrap_or(u64::MAX),
+            Self::Manual(ms) => ms.load(Ordering::Relaxed),
+        }
+    }
+
+    pub fn advance(&self, ms: u64) {
+        if let Self::Manual(now) = self {
+            now.fetch_add(ms, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A small, fast, non-cryptographic generator (wyrand) for weighted and banded choices.
+#[derive(Debug)]
+pub struct Rng(AtomicU64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(AtomicU64::new(seed))
+    }
+
+    pub fn from_time() -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0x9E37_79B9, |d| d.as_nanos() as u64);
+        Self::new(nanos ^ u64::from(std::process::id()).rotate_left(32))
+    }
+
+    pub fn next_u64(&self) -> u64 {
+        let s = self
+            .0
+            .fetch_add(0xA076_1D64_78BD_642F, Ordering::Relaxed)
+            .wrapping_add(0xA076_1D64_78BD_642F);
+        let t = u128::from(s) * u128::from(s ^ 0xE703_7ED1_A0B4_28DB);
+        ((t >> 64) as u64) ^ (t as u64)
+    }
+
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&self, n: u64) -> u64 {
+        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
+    }
+}
