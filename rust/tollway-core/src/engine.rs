@@ -442,11 +442,11 @@ impl Engine {
     /// The model names a key may use, in config order.
     pub fn models_for(&self, key: KeyId) -> impl Iterator<Item = &str> {
         let allowed = &self.keys[key as usize].allowed;
-        self.targets
+        self.model_names
             .iter()
             .zip(allowed)
             .filter(|(_, ok)| **ok)
-            .map(|(t, _)| t.name.as_str())
+            .map(|(m, _)| m.as_str())
     }
 }
 
