@@ -6,6 +6,7 @@ from `TOLLWAY_CONFIG`. Routing uses the ASGI `path` the server parsed, never the
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -17,6 +18,7 @@ from tollway.config import compile_engine
 from tollway.engine import Denial, Runtime
 from tollway.errors import GatewayError
 from tollway.proxy import Proxy
+from tollway.reload import watch_config
 from tollway.upstream import AiohttpUpstream, UpstreamClient
 
 __all__ = ["Gateway", "create_app"]
@@ -32,10 +34,17 @@ _NOT_ALLOWED = GatewayError(
 class Gateway:
     """One worker's gateway: a `Runtime` for the current config and one upstream client."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, config_path: str | None = None) -> None:
         self.runtime = runtime
+        self.config_path = config_path
         self.proxy: Proxy | None = None
         self.draining = False
+
+    def swap(self, runtime: Runtime) -> None:
+        """Installs a new config; requests in flight finish on the one they started with."""
+        self.runtime = runtime
+        if self.proxy is not None:
+            self.proxy.runtime = runtime
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -93,15 +102,21 @@ class Gateway:
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         client: UpstreamClient | None = None
+        watcher: asyncio.Task[None] | None = None
         while True:
             msg = await receive()
             if msg["type"] == "lifespan.startup":
                 connect_s = self.runtime.settings.connect_timeout_ms / 1000
                 client = AiohttpUpstream(connect_s)
                 self.proxy = Proxy(self.runtime, client)
+                if self.config_path:
+                    watch = watch_config(self.config_path, lambda: self.runtime, self.swap)
+                    watcher = asyncio.ensure_future(watch)
                 await send({"type": "lifespan.startup.complete"})
             elif msg["type"] == "lifespan.shutdown":
                 self.draining = True
+                if watcher is not None:
+                    watcher.cancel()
                 if client is not None:
                     await client.close()
                 await send({"type": "lifespan.shutdown.complete"})
@@ -114,4 +129,4 @@ def create_app(config_path: str | None = None) -> Gateway:
     if not path:
         raise RuntimeError("no config: set TOLLWAY_CONFIG or pass a path")
     logging.basicConfig(level=os.environ.get("TOLLWAY_LOG_LEVEL", "INFO").upper())
-    return Gateway(Runtime.build(compile_engine(path)))
+    return Gateway(Runtime.build(compile_engine(path)), config_path=path)

@@ -20,7 +20,7 @@ import yaml
 
 from tollway import _core
 
-__all__ = ["ConfigError", "compile_engine", "load_documents"]
+__all__ = ["ConfigError", "compile_engine", "config_fingerprint", "load_documents"]
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _YAML_SUFFIXES = (".yaml", ".yml")
@@ -63,6 +63,16 @@ def _interpolate(text: str, source: str, env: Mapping[str, str], errors: list[st
     return "".join(lines)
 
 
+def config_fingerprint(path: str | os.PathLike[str]) -> tuple[tuple[str, int, int], ...]:
+    """Names, sizes and mtimes of the config files: it changes when any of them does."""
+    try:
+        return tuple(
+            (str(f), st.st_size, st.st_mtime_ns) for f in _files(Path(path)) if (st := f.stat())
+        )
+    except (ConfigError, OSError):
+        return ()
+
+
 def load_documents(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> bytes:
     """Parses every document into the JSON list the engine compiles; raises `ConfigError`."""
     env = os.environ if env is None else env
@@ -99,11 +109,16 @@ def load_documents(path: str | os.PathLike[str], env: Mapping[str, str] | None =
 
 
 def compile_engine(
-    path: str | os.PathLike[str], env: Mapping[str, str] | None = None
+    path: str | os.PathLike[str],
+    env: Mapping[str, str] | None = None,
+    previous: _core.Engine | None = None,
 ) -> _core.Engine:
-    """Loads, validates and compiles a config; raises `ConfigError` listing every error."""
+    """Loads, validates and compiles a config; raises `ConfigError` listing every error.
+
+    With `previous`, live state (health, latency, counters) of unchanged ids carries over.
+    """
     documents = load_documents(path, env)
     try:
-        return _core.Engine(documents)
+        return _core.Engine(documents, previous=previous)
     except _core.ConfigError as e:
         raise ConfigError(list(e.args[0])) from None

@@ -173,14 +173,26 @@ impl Engine {
     /// Compiles `[{"source": str, "doc": {...}}, ...]` given as JSON bytes.
     /// `manual_clock=True` gives a clock only `advance_clock` moves (for tests).
     #[new]
-    #[pyo3(signature = (documents_json, manual_clock=false))]
-    fn new(documents_json: &[u8], manual_clock: bool) -> PyResult<Self> {
+    /// `previous`: the engine being replaced; live state of unchanged targets carries over.
+    #[pyo3(signature = (documents_json, manual_clock=false, previous=None))]
+    fn new(
+        documents_json: &[u8],
+        manual_clock: bool,
+        previous: Option<PyRef<'_, Engine>>,
+    ) -> PyResult<Self> {
         let docs: serde_json::Value = serde_json::from_slice(documents_json)
             .map_err(|e| PyValueError::new_err(format!("documents are not valid JSON: {e}")))?;
-        let clock = if manual_clock { Clock::manual() } else { Clock::System };
-        engine::Engine::compile_with_clock(&docs, Arc::new(clock))
-            .map(|inner| Self { inner })
-            .map_err(|e| config_error(&e))
+        let clock = match (&previous, manual_clock) {
+            (Some(prev), _) => Arc::clone(&prev.inner.clock),
+            (None, true) => Arc::new(Clock::manual()),
+            (None, false) => Arc::new(Clock::System),
+        };
+        let mut inner =
+            engine::Engine::compile_with_clock(&docs, clock).map_err(|e| config_error(&e))?;
+        if let Some(prev) = previous {
+            inner.adopt_state(&prev.inner);
+        }
+        Ok(Self { inner })
     }
 
     fn advance_clock(&self, ms: u64) {
@@ -192,12 +204,14 @@ impl Engine {
     fn settle(&self, attempts: Vec<(u32, u16, f64, u32)>) {
         let outcomes: Vec<engine::AttemptOutcome> = attempts
             .into_iter()
-            .map(|(target, status, latency_ms, output_tokens)| engine::AttemptOutcome {
-                target,
-                status,
-                latency_ms,
-                output_tokens,
-            })
+            .map(
+                |(target, status, latency_ms, output_tokens)| engine::AttemptOutcome {
+                    target,
+                    status,
+                    latency_ms,
+                    output_tokens,
+                },
+            )
             .collect();
         self.inner.settle(&outcomes);
     }

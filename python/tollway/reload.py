@@ -1,0 +1,46 @@
+"""Hot reload: each worker polls its config and swaps in a new engine when a valid change lands.
+
+The new `Runtime` replaces the old one atomically (one attribute assignment); requests in
+flight keep the runtime they started with. An invalid config is logged, with every error, and
+ignored: the old one keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from tollway.config import ConfigError, compile_engine, config_fingerprint
+from tollway.engine import Runtime
+
+__all__ = ["watch_config"]
+
+log = logging.getLogger("tollway.reload")
+
+
+async def watch_config(
+    path: str,
+    current: Callable[[], Runtime],
+    swap: Callable[[Runtime], None],
+    interval_s: float = 1.0,
+) -> None:
+    """Polls `path` every `interval_s` (well inside the 5 s promise) until cancelled."""
+    seen = config_fingerprint(path)
+    while True:
+        await asyncio.sleep(interval_s)
+        now = config_fingerprint(path)
+        if now == seen or not now:
+            continue
+        seen = now
+        try:
+            engine = compile_engine(path, previous=current().engine)
+        except ConfigError as e:
+            log.error(
+                "config change in %s rejected; still serving the previous config:\n  %s",
+                path,
+                "\n  ".join(e.errors),
+            )
+            continue
+        swap(Runtime.build(engine))
+        log.info("config reloaded from %s", path)
