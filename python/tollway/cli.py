@@ -16,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 
 from tollway.config import ConfigError, compile_engine
+from tollway.serve import supervise
 
 __all__ = ["main"]
 
@@ -97,33 +98,13 @@ def _run_granian(config: Path, args: argparse.Namespace, banner: str | None) -> 
         for err in e.errors:
             print(f"  {err}", file=sys.stderr)
         return 1
-    from granian import Granian
-    from granian.constants import Interfaces, Loops
-
     settings = engine.settings
     host = args.host or settings.host
     port = args.port if args.port is not None else settings.port
     workers = args.workers or settings.workers
-    # Workers are separate processes: they read the config path from the environment.
-    os.environ["TOLLWAY_CONFIG"] = str(config)
     if banner:
         print(banner, flush=True)
-    Granian(
-        target="tollway.app:create_app",
-        factory=True,
-        address=host,
-        port=port,
-        interface=Interfaces.ASGI,
-        workers=workers,
-        loop=Loops.uvloop,
-        log_access=False,
-        respawn_failed_workers=True,
-        # Granian otherwise waits for open streams for ever on shutdown.
-        workers_kill_timeout=30,
-        # Granian's own metrics port (9090) is off; ours is /metrics.
-        metrics_enabled=False,
-    ).serve()
-    return 0
+    return supervise(config, settings, host, port, workers)
 
 
 def _check_config(args: argparse.Namespace) -> int:

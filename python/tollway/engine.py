@@ -21,6 +21,7 @@ __all__ = [
     "Engine",
     "PlanInfo",
     "Runtime",
+    "Settings",
     "Upstream",
 ]
 

@@ -19,6 +19,15 @@ pub struct ServerSettings {
     pub connect_timeout_ms: u64,
     pub request_timeout_ms: u64,
     pub max_request_timeout_ms: u64,
+    /// After SIGTERM: how long `/readyz` says 503 while still serving, so the load
+    /// balancer deregisters the instance before the listener closes.
+    pub drain_delay_s: u64,
+    /// Then: how long in-flight requests and streams may take to finish.
+    pub shutdown_grace_s: u64,
+    /// Granian: `auto`, `1` or `2`.
+    pub http: String,
+    pub backpressure: Option<u64>,
+    pub keep_alive: bool,
 }
 
 impl Default for ServerSettings {
@@ -31,6 +40,11 @@ impl Default for ServerSettings {
             connect_timeout_ms: 5_000,
             request_timeout_ms: 600_000,
             max_request_timeout_ms: 3_600_000,
+            drain_delay_s: 5,
+            shutdown_grace_s: 30,
+            http: "auto".to_owned(),
+            backpressure: None,
+            keep_alive: true,
         }
     }
 }
@@ -171,7 +185,18 @@ fn parse_settings(doc: &Value, cfg: &mut RawConfig, errs: &mut Errors) {
     let Some(s) = Fields::new(
         server,
         "server",
-        &["host", "port", "workers", "max_body_bytes", "timeouts"],
+        &[
+            "host",
+            "port",
+            "workers",
+            "max_body_bytes",
+            "timeouts",
+            "drain_delay_s",
+            "shutdown_grace_s",
+            "http",
+            "backpressure",
+            "keep_alive",
+        ],
         errs,
     ) else {
         return;
@@ -188,6 +213,19 @@ fn parse_settings(doc: &Value, cfg: &mut RawConfig, errs: &mut Errors) {
     }
     if let Some(m) = s.uint("max_body_bytes", 1024, 1 << 34, errs) {
         out.max_body_bytes = m;
+    }
+    if let Some(v) = s.uint("drain_delay_s", 0, 3600, errs) {
+        out.drain_delay_s = v;
+    }
+    if let Some(v) = s.uint("shutdown_grace_s", 0, 86_400, errs) {
+        out.shutdown_grace_s = v;
+    }
+    if let Some(v) = s.choice("http", &["auto", "1", "2"], errs) {
+        out.http = v;
+    }
+    out.backpressure = s.uint("backpressure", 1, 1_000_000, errs);
+    if let Some(v) = s.boolean("keep_alive", errs) {
+        out.keep_alive = v;
     }
     if let Some(t) = s.get("timeouts") {
         let known = ["connect_ms", "request_ms", "max_request_ms"];

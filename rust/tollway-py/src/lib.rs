@@ -38,6 +38,16 @@ struct Settings {
     request_timeout_ms: u64,
     #[pyo3(get)]
     max_request_timeout_ms: u64,
+    #[pyo3(get)]
+    drain_delay_s: u64,
+    #[pyo3(get)]
+    shutdown_grace_s: u64,
+    #[pyo3(get)]
+    http: String,
+    #[pyo3(get)]
+    backpressure: Option<u64>,
+    #[pyo3(get)]
+    keep_alive: bool,
 }
 
 #[pyclass(frozen, module = "tollway._core")]
@@ -297,6 +307,11 @@ impl Engine {
             connect_timeout_ms: s.connect_timeout_ms,
             request_timeout_ms: s.request_timeout_ms,
             max_request_timeout_ms: s.max_request_timeout_ms,
+            drain_delay_s: s.drain_delay_s,
+            shutdown_grace_s: s.shutdown_grace_s,
+            http: s.http.clone(),
+            backpressure: s.backpressure,
+            keep_alive: s.keep_alive,
         }
     }
 
