@@ -133,7 +133,6 @@ keys:
 GatewayFactory = Callable[..., Server]
 
 
-
 @pytest.fixture
 def start_gateway(tmp_path: Path) -> Iterator[GatewayFactory]:
     """Starts `tollway serve` with a config text; every gateway is stopped at teardown."""

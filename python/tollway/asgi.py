@@ -108,5 +108,5 @@ async def send_json(send: Send, status: int, body: bytes, headers: Headers) -> N
 async def send_error(
     send: Send, err: GatewayError, request_id: bytes, extra: Sequence[tuple[bytes, bytes]] = ()
 ) -> None:
-    headers: Headers = [JSON, (b"x-request-id", request_id), *extra]
+    headers: Headers = [JSON, (b"x-request-id", request_id), *err.headers, *extra]
     await send_json(send, err.status, err.body(), headers)

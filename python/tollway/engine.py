@@ -64,8 +64,6 @@ class Runtime:
     upstreams: tuple[Upstream, ...]
     keys: tuple[Key, ...]
     plans: tuple[PlanInfo, ...]
-    # Per routing rule: the x-tfy-applied-configurations header value.
-    applied_headers: tuple[bytes, ...]
 
     @classmethod
     def build(cls, engine: Engine) -> Runtime:
@@ -101,5 +99,4 @@ class Runtime:
             )
             for p in engine.plans
         )
-        applied = tuple(msgspec.json.encode({"load_balancing": r.id}) for r in engine.rules)
-        return cls(engine, engine.settings, tuple(upstreams), tuple(engine.keys), plans, applied)
+        return cls(engine, engine.settings, tuple(upstreams), tuple(engine.keys), plans)

@@ -31,6 +31,8 @@ class GatewayError(Exception):
     error_type: str = "invalid_request_error"
     code: str | None = None
     param: str | None = None
+    # Extra response headers, e.g. retry-after and x-ratelimit-* on a 429.
+    headers: tuple[tuple[bytes, bytes], ...] = ()
 
     def body(self) -> bytes:
         return error_body(self.message, self.error_type, self.code, self.param)

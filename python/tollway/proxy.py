@@ -61,8 +61,14 @@ _OUTCOME = {"connect": 0, "timeout": 1, "broken": 2}
 _CANCELLED = 499
 
 
+class _PromptDetails(msgspec.Struct):
+    cached_tokens: int = 0
+
+
 class _Usage(msgspec.Struct):
+    prompt_tokens: int = 0
     completion_tokens: int = 0
+    prompt_tokens_details: _PromptDetails | None = None
 
 
 class _WithUsage(msgspec.Struct):
@@ -72,12 +78,16 @@ class _WithUsage(msgspec.Struct):
 _decode_usage = msgspec.json.Decoder(_WithUsage).decode
 
 
-def _output_tokens(body: bytes) -> int:
+def _usage(body: bytes) -> tuple[int, int, int]:
+    """(input, cached input, output) tokens of a non-streamed answer; zeros when absent."""
     try:
         usage = _decode_usage(body).usage
     except msgspec.DecodeError:
-        return 0
-    return usage.completion_tokens if usage else 0
+        return (0, 0, 0)
+    if usage is None:
+        return (0, 0, 0)
+    cached = usage.prompt_tokens_details.cached_tokens if usage.prompt_tokens_details else 0
+    return (usage.prompt_tokens, cached, usage.completion_tokens)
 
 
 def _retry_after_s(value: str | None) -> float | None:
@@ -184,7 +194,14 @@ class Proxy:
             req = _validate(body, endpoint)
             adm = rt.engine.admit(head.authorization, req["model"], head.metadata)
             if isinstance(adm, Denial):
-                raise GatewayError(adm.status, adm.message, adm.error_type, adm.code, adm.param)
+                raise GatewayError(
+                    adm.status,
+                    adm.message,
+                    adm.error_type,
+                    adm.code,
+                    adm.param,
+                    tuple((k.encode(), v.encode()) for k, v in adm.headers),
+                )
             call = _Call(self, rt, endpoint, req, adm, head, send, started)
             if call.stream:
                 await _race_disconnect(call.run(), receive, call.label)
@@ -228,6 +245,7 @@ class _Call:
         "started",
         "stream",
         "timeout_s",
+        "usage",
     )
 
     def __init__(
@@ -253,6 +271,7 @@ class _Call:
         self.timeout_s = proxy._timeout_s(head)
         # (target, status, latency_ms, output_tokens) per attempt, for engine.settle().
         self.outcomes: list[tuple[int, int, float, int]] = []
+        self.usage = (0, 0, 0)
 
     @property
     def label(self) -> str:
@@ -272,10 +291,11 @@ class _Call:
             (b"x-request-id", self.head.request_id),
             (b"x-tfy-resolved-model", plan.upstream.resolved_header),
         ]
-        if self.adm.rule is not None:
-            headers.append(
-                (b"x-tfy-applied-configurations", self.rt.applied_headers[self.adm.rule])
-            )
+        adm = self.adm
+        if adm.applied:
+            headers.append((b"x-tfy-applied-configurations", adm.applied.encode()))
+        if adm.limit_headers:
+            headers.extend((k.encode(), v.encode()) for k, v in adm.limit_headers)
         headers.extend(extra)
         return headers
 
@@ -289,8 +309,7 @@ class _Call:
             raise
         finally:
             done = [o for o in self.outcomes if o[1] >= 0]
-            if done:
-                self.rt.engine.settle(done)
+            self.rt.engine.settle(self.adm, done, self.usage)
 
     async def _attempts(self) -> None:
         rt = self.rt
@@ -376,7 +395,8 @@ class _Call:
             status, what, code = _UPSTREAM_FAILURES[e.kind]
             raise GatewayError.upstream(status, f"'{plan.upstream.name}': {what}", code) from None
         done = perf_counter()
-        self.outcomes[-1] = (plan.target, resp.status, _ms(t0), _output_tokens(payload))
+        self.usage = _usage(payload)
+        self.outcomes[-1] = (plan.target, resp.status, _ms(t0), self.usage[2])
         timing = (
             f"auth;dur={(admitted - self.started) * 1000:.3f}, "
             f"model;dur={(done - admitted) * 1000:.3f}, "

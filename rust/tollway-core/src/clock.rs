@@ -5,6 +5,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Instant;
 
+const MANUAL_START: u64 = 1_000_000_000;
+const MANUAL_WALL_ORIGIN: u64 = 1_767_225_600_000;
+
 #[derive(Debug)]
 pub enum Clock {
     System,
@@ -20,7 +23,7 @@ fn origin() -> Instant {
 impl Clock {
     pub fn manual() -> Self {
         // Start well after zero so "a window ago" never underflows in tests.
-        Self::Manual(AtomicU64::new(1_000_000_000))
+        Self::Manual(AtomicU64::new(MANUAL_START))
     }
 
     /// Monotonic milliseconds.
@@ -28,6 +31,17 @@ impl Clock {
         match self {
             Self::System => u64::try_from(origin().elapsed().as_millis()).unwrap_or(u64::MAX),
             Self::Manual(ms) => ms.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Wall-clock milliseconds since the Unix epoch (budget periods are UTC calendar
+    /// periods). The manual clock starts at 2026-01-01T00:00:00Z and moves with `advance`.
+    pub fn wall_ms(&self) -> u64 {
+        match self {
+            Self::System => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            Self::Manual(ms) => MANUAL_WALL_ORIGIN + ms.load(Ordering::Relaxed) - MANUAL_START,
         }
     }
 

@@ -118,13 +118,17 @@ pub struct RawConfig {
     pub accounts: Vec<ProviderAccount>,
     pub keys: Vec<KeyConfig>,
     pub lb_rules: Vec<crate::lb_config::LbRule>,
+    pub rate_limits: Vec<crate::limits::RateLimitRule>,
+    pub budgets: Vec<crate::limits::BudgetRule>,
 }
 
-pub const DOCUMENT_TYPES: [&str; 4] = [
+pub const DOCUMENT_TYPES: [&str; 6] = [
     "gateway-settings",
     "provider-account",
     "gateway-keys",
     "gateway-load-balancing-config",
+    "gateway-rate-limiting-config",
+    "gateway-budget-config",
 ];
 
 /// Reads one document into `cfg`, recording every problem in `errs`.
@@ -165,6 +169,10 @@ pub fn parse_document(
         }
         "gateway-keys" => parse_keys(doc, cfg, errs),
         "gateway-load-balancing-config" => crate::lb_config::parse(doc, &mut cfg.lb_rules, errs),
+        "gateway-rate-limiting-config" => {
+            crate::limits::parse_rate_limits(doc, &mut cfg.rate_limits, errs);
+        }
+        "gateway-budget-config" => crate::limits::parse_budgets(doc, &mut cfg.budgets, errs),
         other => errs.push(
             "type",
             format!(

@@ -6,12 +6,16 @@
 use crate::clock::{Clock, Rng};
 use crate::config::{self, KeySecret, Provider, RawConfig, ServerSettings};
 use crate::lb_config::RetryConfig;
-use crate::metadata::{self, Metadata};
-use crate::routing::{self, Plan, PlanId, Rule, TargetState};
+use crate::limits::cost::{CostTable, Price};
+use crate::limits::{Budgets, RateLimiter, DEFAULT_MAX_ENTITIES};
+use crate::metadata::Metadata;
+use crate::routing::{Plan, PlanId, Rule, TargetState};
 use crate::schema::{ConfigError, Errors};
 use globset::{Glob, GlobSetBuilder};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+
+pub use crate::admission::{Admission, AttemptOutcome, Denial, Usage};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -29,6 +33,8 @@ pub struct Target {
     pub api_key: Option<String>,
     pub headers: Vec<(String, String)>,
     pub model_id: String,
+    /// USD per million tokens, from the account's model entry or the bundled table.
+    pub price: Option<Price>,
 }
 
 #[derive(Debug, Clone)]
@@ -37,58 +43,7 @@ pub struct Key {
     pub subject: String,
     pub metadata: Metadata,
     /// Indexed by model id.
-    allowed: Vec<bool>,
-}
-
-/// Why a request is refused, with everything needed for an OpenAI-style error body.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Denial {
-    pub status: u16,
-    pub error_type: &'static str,
-    pub code: &'static str,
-    pub param: Option<&'static str>,
-    pub message: String,
-}
-
-impl Denial {
-    fn new(status: u16, error_type: &'static str, code: &'static str, message: String) -> Self {
-        Self {
-            status,
-            error_type,
-            code,
-            param: None,
-            message,
-        }
-    }
-
-    fn unauthorized(message: &str) -> Self {
-        Self::new(
-            401,
-            "invalid_request_error",
-            "invalid_api_key",
-            message.to_owned(),
-        )
-    }
-}
-
-/// An admitted request: who it is, the routing rule applied (if any), the plans to try in
-/// order (see [`Engine::plans`]), and its metadata.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Admission {
-    pub key: KeyId,
-    pub rule: Option<u32>,
-    pub plans: Vec<PlanId>,
-    pub metadata: Metadata,
-}
-
-/// What `settle` learns from one upstream attempt.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct AttemptOutcome {
-    pub target: TargetId,
-    /// HTTP status, or `routing::OUTCOME_*` for failures without one.
-    pub status: u16,
-    pub latency_ms: f64,
-    pub output_tokens: u32,
+    pub(crate) allowed: Vec<bool>,
 }
 
 #[derive(Debug)]
@@ -97,16 +52,18 @@ pub struct Engine {
     pub targets: Vec<Target>,
     /// Every name a client may ask for: targets first (model id == target id), then virtual.
     pub model_names: Vec<String>,
-    model_ids: HashMap<String, ModelId>,
-    rules_by_model: Vec<Vec<u32>>,
+    pub(crate) model_ids: HashMap<String, ModelId>,
+    pub(crate) rules_by_model: Vec<Vec<u32>>,
     pub rules: Vec<Rule>,
     /// Plan `i < targets.len()` is the direct plan of target `i`; rule slots follow.
     pub plans: Vec<Plan>,
     pub keys: Vec<Key>,
-    key_ids: HashMap<[u8; 32], KeyId>,
-    states: Vec<Arc<TargetState>>,
+    pub(crate) key_ids: HashMap<[u8; 32], KeyId>,
+    pub(crate) states: Vec<Arc<TargetState>>,
+    pub rate_limiter: RateLimiter,
+    pub budgets: Budgets,
     pub clock: Arc<Clock>,
-    rng: Rng,
+    pub(crate) rng: Rng,
 }
 
 impl Engine {
@@ -127,6 +84,7 @@ impl Engine {
     }
 
     fn build(raw: RawConfig, clock: Arc<Clock>, errs: &mut Errors) -> Self {
+        let prices = CostTable::bundled();
         let mut targets = Vec::new();
         let mut target_ids = HashMap::new();
         let mut account_names: HashMap<&str, &str> = HashMap::new();
@@ -154,6 +112,11 @@ impl Engine {
                     api_key: acc.api_key.clone(),
                     headers: acc.headers.clone(),
                     model_id: m.model_id.clone(),
+                    price: prices.lookup(
+                        &m.model_id,
+                        m.input_cost_per_million,
+                        m.output_cost_per_million,
+                    ),
                 });
             }
         }
@@ -250,6 +213,8 @@ impl Engine {
             key_ids,
             states,
             clock,
+            rate_limiter: RateLimiter::new(raw.rate_limits, DEFAULT_MAX_ENTITIES),
+            budgets: Budgets::new(raw.budgets, DEFAULT_MAX_ENTITIES),
             rng: Rng::from_time(),
         }
     }
@@ -319,8 +284,11 @@ impl Engine {
         rules
     }
 
-    /// Takes over the live state (health, latency) of targets that keep their name.
+    /// Takes over live state from the engine being replaced: health and latency of targets
+    /// that keep their name, buckets and spend of limit and budget rules that keep their id.
     pub fn adopt_state(&mut self, previous: &Engine) {
+        self.rate_limiter.adopt(&previous.rate_limiter);
+        self.budgets.adopt(&previous.budgets);
         for (i, t) in self.targets.iter().enumerate() {
             if let Some(j) = previous.targets.iter().position(|p| p.name == t.name) {
                 self.states[i] = Arc::clone(&previous.states[j]);
@@ -328,118 +296,7 @@ impl Engine {
         }
     }
 
-    /// Feeds back what happened to each attempt of one request.
-    pub fn settle(&self, attempts: &[AttemptOutcome]) {
-        let now = self.clock.now_ms();
-        for a in attempts {
-            if let Some(state) = self.states.get(a.target as usize) {
-                state.record(now, a.status, a.latency_ms, a.output_tokens);
-            }
-        }
-    }
-
-    pub fn healthy(&self, target: TargetId) -> bool {
-        self.states
-            .get(target as usize)
-            .is_some_and(|s| s.healthy(self.clock.now_ms()))
-    }
-
-    /// Finds the key of an `Authorization` header value (`Bearer <key>`).
-    pub fn authenticate(&self, authorization: Option<&str>) -> Result<KeyId, Denial> {
-        let Some(header) = authorization.map(str::trim).filter(|h| !h.is_empty()) else {
-            return Err(Denial::unauthorized(
-                "Missing API key: send it as 'Authorization: Bearer <key>'",
-            ));
-        };
-        let token = match header.split_once(' ') {
-            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
-            _ => {
-                return Err(Denial::unauthorized(
-                    "Malformed Authorization header: expected 'Bearer <key>'",
-                ))
-            }
-        };
-        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        self.key_ids
-            .get(&hash)
-            .copied()
-            .ok_or_else(|| Denial::unauthorized("Invalid API key"))
-    }
-
-    /// Decides one request: key, metadata, model existence, then permission.
-    pub fn admit(
-        &self,
-        authorization: Option<&str>,
-        model: &str,
-        metadata_header: Option<&[u8]>,
-    ) -> Result<Admission, Denial> {
-        let key_id = self.authenticate(authorization)?;
-        let key = &self.keys[key_id as usize];
-        let request_meta = match metadata_header {
-            Some(raw) => metadata::parse(raw).map_err(|message| Denial {
-                param: Some("X-TFY-METADATA"),
-                ..Denial::new(400, "invalid_request_error", "invalid_metadata", message)
-            })?,
-            None => Vec::new(),
-        };
-        let Some(&model_id) = self.model_ids.get(model) else {
-            return Err(Denial {
-                param: Some("model"),
-                ..Denial::new(
-                    404,
-                    "invalid_request_error",
-                    "model_not_found",
-                    format!("The model '{}' does not exist", shorten(model)),
-                )
-            });
-        };
-        if !key.allowed[model_id as usize] {
-            return Err(Denial {
-                param: Some("model"),
-                ..Denial::new(
-                    403,
-                    "permission_error",
-                    "model_not_allowed",
-                    format!("This key may not use the model '{}'", shorten(model)),
-                )
-            });
-        }
-        let metadata = metadata::merge(request_meta, &key.metadata);
-        for &r in &self.rules_by_model[model_id as usize] {
-            let rule = &self.rules[r as usize];
-            if rule.when.matches_subject(&key.subject) && rule.when.matches_metadata(&metadata) {
-                let plans = routing::order(rule, &self.plans, &self.states, &self.clock, &self.rng);
-                return Ok(Admission {
-                    key: key_id,
-                    rule: Some(r),
-                    plans,
-                    metadata,
-                });
-            }
-        }
-        if (model_id as usize) < self.targets.len() {
-            return Ok(Admission {
-                key: key_id,
-                rule: None,
-                plans: vec![model_id],
-                metadata,
-            });
-        }
-        Err(Denial {
-            param: Some("model"),
-            ..Denial::new(
-                404,
-                "invalid_request_error",
-                "model_not_found",
-                format!(
-                    "No routing rule for the virtual model '{}' matches this request",
-                    shorten(model)
-                ),
-            )
-        })
-    }
-
-    /// The model names a key may use, in config order.
+    /// The model names (targets and virtual models) a key may use, in config order.
     pub fn models_for(&self, key: KeyId) -> impl Iterator<Item = &str> {
         let allowed = &self.keys[key as usize].allowed;
         self.model_names
@@ -458,7 +315,7 @@ fn decode_hex(hex: &str) -> [u8; 32] {
     out
 }
 
-fn shorten(s: &str) -> String {
+pub(crate) fn shorten(s: &str) -> String {
     if s.chars().count() <= 100 {
         s.to_owned()
     } else {

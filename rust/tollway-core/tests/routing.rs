@@ -89,7 +89,7 @@ fn priority_order_is_lowest_number_first() {
 
 fn ok(e: &Engine, target: &str, latency_ms: f64, tokens: u32) {
     let t = e.targets.iter().position(|t| t.name == target).unwrap() as u32;
-    e.settle(&[AttemptOutcome {
+    e.record_outcomes(&[AttemptOutcome {
         target: t,
         status: 200,
         latency_ms,
@@ -99,7 +99,7 @@ fn ok(e: &Engine, target: &str, latency_ms: f64, tokens: u32) {
 
 fn fail(e: &Engine, target: &str, status: u16) {
     let t = e.targets.iter().position(|t| t.name == target).unwrap() as u32;
-    e.settle(&[AttemptOutcome {
+    e.record_outcomes(&[AttemptOutcome {
         target: t,
         status,
         latency_ms: 5.0,

@@ -1,5 +1,7 @@
 //! The Python face of tollway-core: conversions and one error mapping, no logic.
 
+mod meter;
+mod otlp;
 
 use pyo3::create_exception;
 use pyo3::exceptions::PyValueError;
@@ -89,6 +91,8 @@ struct Denial {
     param: Option<&'static str>,
     #[pyo3(get)]
     message: String,
+    #[pyo3(get)]
+    headers: Vec<(&'static str, String)>,
 }
 
 impl From<engine::Denial> for Denial {
@@ -99,6 +103,7 @@ impl From<engine::Denial> for Denial {
             code: d.code,
             param: d.param,
             message: d.message,
+            headers: d.headers,
         }
     }
 }
@@ -126,6 +131,18 @@ impl Admission {
     #[getter]
     fn plans(&self) -> Vec<u32> {
         self.inner.plans.clone()
+    }
+
+    /// `x-tfy-applied-configurations` value (JSON of rule ids by kind); "" when none applied.
+    #[getter]
+    fn applied(&self) -> &str {
+        &self.inner.applied
+    }
+
+    /// `x-ratelimit-*` response headers when a rate limit applies.
+    #[getter]
+    fn limit_headers(&self) -> Vec<(&'static str, String)> {
+        self.inner.limit_headers.clone()
     }
 
     #[getter]
@@ -209,9 +226,15 @@ impl Engine {
         self.inner.clock.advance(ms);
     }
 
-    /// Feeds back one request's attempts: `(target, status, latency_ms, output_tokens)`,
-    /// status being HTTP or 0 connect error, 1 timeout, 2 broken, 499 cancelled.
-    fn settle(&self, attempts: Vec<(u32, u16, f64, u32)>) {
+    /// Feeds back one request: its attempts `(target, status, latency_ms, output_tokens)`
+    /// (status HTTP, or 0 connect error, 1 timeout, 2 broken, 499 cancelled) and the usage
+    /// of the answer `(input, cached_input, output)`. Returns the cost in USD.
+    fn settle(
+        &self,
+        admission: PyRef<'_, Admission>,
+        attempts: Vec<(u32, u16, f64, u32)>,
+        usage: (u64, u64, u64),
+    ) -> f64 {
         let outcomes: Vec<engine::AttemptOutcome> = attempts
             .into_iter()
             .map(
@@ -223,7 +246,12 @@ impl Engine {
                 },
             )
             .collect();
-        self.inner.settle(&outcomes);
+        let usage = tollway_core::engine::Usage {
+            input_tokens: usage.0,
+            cached_input_tokens: usage.1,
+            output_tokens: usage.2,
+        };
+        self.inner.settle(&admission.inner, &outcomes, usage)
     }
 
     fn healthy(&self, target: u32) -> bool {
@@ -356,5 +384,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Key>()?;
     m.add_class::<Plan>()?;
     m.add_class::<Rule>()?;
+    otlp::register(m)?;
+    meter::register(m)?;
     Ok(())
 }

@@ -1,0 +1,8 @@
+"""Telemetry off the request path: OTLP traces, Prometheus metrics and the access log."""
+
+from tollway.telemetry.exporter import Telemetry, now_ns
+from tollway.telemetry.metrics import CONTENT_TYPE
+from tollway.telemetry.record import Attempt, Record
+from tollway.telemetry.settings import TelemetrySettings
+
+__all__ = ["CONTENT_TYPE", "Attempt", "Record", "Telemetry", "TelemetrySettings", "now_ns"]

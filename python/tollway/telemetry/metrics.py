@@ -1,0 +1,239 @@
+"""Prometheus metrics aggregated per worker off the request path and summed over workers at scrape.
+
+Each worker updates plain dicts from the telemetry records in the background task (no locks, no
+per-request prometheus_client calls) and, when a directory is configured, writes a snapshot of
+its totals there after each batch. A scrape on any worker sums every worker's snapshot (its own
+from memory), so one scrape sees all Granian workers; the text format is prometheus_client's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from bisect import bisect_left
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import msgspec
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+
+from tollway.telemetry.record import Record
+
+__all__ = ["CONTENT_TYPE", "MetricsStore"]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+_LATENCY_MS = (5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+               60000.0, 120000.0)  # fmt: skip
+_ITL_MS = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0)
+
+_BASE = ("model_name", "target", "username")
+_FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
+    # name: (help, label names after the base ones; "+meta" adds the metadata labels)
+    "llm_gateway_requests_total": ("Gateway requests by final status.", ("status", "+meta")),
+    "llm_gateway_input_tokens_total": ("Input (prompt) tokens charged.", ("+meta",)),
+    "llm_gateway_output_tokens_total": ("Output (completion) tokens charged.", ("+meta",)),
+    "llm_gateway_request_cost_total": ("Cost of upstream calls in USD.", ("+meta",)),
+    "llm_gateway_request_model_inference_failure_total": (
+        "Failed upstream attempts by status and error type.",
+        ("status", "error_type"),
+    ),
+}
+_PLAIN: dict[str, tuple[str, tuple[str, ...]]] = {
+    "llm_gateway_rate_limit_requests_total": ("Rate-limit decisions.", ("rule", "result")),
+    "llm_gateway_budget_requests_total": ("Budget decisions.", ("rule", "result")),
+    "llm_gateway_load_balanced_requests_total": ("Requests routed by a rule.", ("rule", "target")),
+    "llm_gateway_fallback_requests_total": ("Attempts on a fallback target.", ("rule", "target")),
+    "llm_gateway_span_export_total": ("Spans accepted by the OTLP collector.", ()),
+    "llm_gateway_span_dropped_total": ("Spans not exported, by reason.", ("reason",)),
+}
+_HISTOGRAMS: dict[str, tuple[str, tuple[str, ...], tuple[float, ...]]] = {
+    "llm_gateway_request_processing_ms": ("Request latency in ms.", ("+meta",), _LATENCY_MS),
+    "llm_gateway_first_token_latency_ms": ("Time to first token in ms.", (), _LATENCY_MS),
+    "llm_gateway_inter_token_latency_ms": ("Mean inter-token latency in ms.", (), _ITL_MS),
+}
+
+Counts = dict[str, dict[tuple[str, ...], float]]
+# Per label set: non-cumulative bucket counts (+Inf last), then the sum.
+Hists = dict[str, dict[tuple[str, ...], list[float]]]
+
+
+class _Snapshot(msgspec.Struct, array_like=True):
+    counters: dict[str, list[tuple[list[str], float]]]
+    histograms: dict[str, list[tuple[list[str], list[float]]]]
+
+
+class MetricsStore:
+    """This worker's totals; `observe` runs in the background exporter, `render` on scrape."""
+
+    def __init__(
+        self, metadata_keys: Sequence[str], value_cap: int, directory: str | None = None
+    ) -> None:
+        self._meta_keys = tuple(metadata_keys)
+        self._meta_labels = tuple(f"llm_gateway_metadata_{k}" for k in self._meta_keys)
+        self._cap = value_cap
+        self._seen: list[set[str]] = [set() for _ in self._meta_keys]
+        self._counters: Counts = {name: {} for name in (*_FAMILIES, *_PLAIN)}
+        self._hists: Hists = {name: {} for name in _HISTOGRAMS}
+        self._dir = Path(directory) if directory else None
+        self._file = self._dir / f"worker-{os.getpid()}.msgpack" if self._dir else None
+        self._dirty = False
+
+    def _meta(self, metadata: dict[str, str]) -> tuple[str, ...]:
+        out = []
+        for key, seen in zip(self._meta_keys, self._seen, strict=True):
+            value = metadata.get(key, "")
+            # Bounded cardinality: after `cap` distinct values, new ones are folded into "other".
+            if value and value not in seen:
+                if len(seen) >= self._cap:
+                    value = "other"
+                else:
+                    seen.add(value)
+            out.append(value)
+        return tuple(out)
+
+    def add(self, name: str, labels: tuple[str, ...], value: float = 1.0) -> None:
+        series = self._counters[name]
+        series[labels] = series.get(labels, 0.0) + value
+        self._dirty = True
+
+    def _hist(self, name: str, labels: tuple[str, ...], value: float) -> None:
+        series = self._hists[name]
+        buckets = _HISTOGRAMS[name][2]
+        row = series.get(labels)
+        if row is None:
+            row = series[labels] = [0.0] * (len(buckets) + 2)
+        row[bisect_left(buckets, value)] += 1
+        row[-1] += value
+
+    def observe(self, rec: Record) -> None:
+        """Folds one request into the totals (background task; ~µs, no I/O)."""
+        add = self.add
+        meta = self._meta(rec.metadata) if self._meta_keys else ()
+        last = rec.attempts[-1].target if rec.attempts else ""
+        base = (rec.model, last, rec.subject)
+        add("llm_gateway_requests_total", (*base, str(rec.status), *meta))
+        self._hist("llm_gateway_request_processing_ms", base + meta,
+                   (rec.end_ns - rec.start_ns) / 1e6)  # fmt: skip
+        for at in rec.attempts:
+            labels = (rec.model, at.target, rec.subject, *meta)
+            if at.input_tokens:
+                add("llm_gateway_input_tokens_total", labels, at.input_tokens)
+            if at.output_tokens:
+                add("llm_gateway_output_tokens_total", labels, at.output_tokens)
+            if at.cost_usd:
+                add("llm_gateway_request_cost_total", labels, at.cost_usd)
+            if at.error_type:
+                failure = (rec.model, at.target, rec.subject, str(at.status), at.error_type)
+                add("llm_gateway_request_model_inference_failure_total", failure)
+            if at.ttft_ms is not None:
+                self._hist("llm_gateway_first_token_latency_ms", (rec.model, at.target), at.ttft_ms)
+            if at.itl_mean_ms is not None:
+                self._hist("llm_gateway_inter_token_latency_ms", (rec.model, at.target),
+                           at.itl_mean_ms)  # fmt: skip
+            if at.fallback_reason:
+                add("llm_gateway_fallback_requests_total", (rec.routing_rule, at.target))
+        if rec.routing_rule and last:
+            add("llm_gateway_load_balanced_requests_total", (rec.routing_rule, last))
+        if rec.rate_limit:
+            add("llm_gateway_rate_limit_requests_total", rec.rate_limit)
+        if rec.budget:
+            add("llm_gateway_budget_requests_total", rec.budget)
+        self._dirty = True
+
+    def _snapshot(self) -> _Snapshot:
+        return _Snapshot(
+            counters={n: [(list(k), v) for k, v in s.items()] for n, s in self._counters.items()},
+            histograms={n: [(list(k), v) for k, v in s.items()] for n, s in self._hists.items()},
+        )
+
+    def flush(self) -> None:
+        """Publishes this worker's totals for the other workers' scrapes (atomic replace)."""
+        if self._file is None or not self._dirty:
+            return
+        self._dirty = False
+        tmp = self._file.with_suffix(".tmp")
+        with contextlib.suppress(OSError):
+            tmp.write_bytes(msgspec.msgpack.encode(self._snapshot()))
+            os.replace(tmp, self._file)
+
+    def _merged(self) -> tuple[Counts, Hists]:
+        counters: Counts = {n: dict(s) for n, s in self._counters.items()}
+        hists: Hists = {n: {k: list(v) for k, v in s.items()} for n, s in self._hists.items()}
+        if self._dir is None:
+            return counters, hists
+        decoder = msgspec.msgpack.Decoder(_Snapshot)
+        for path in self._dir.glob("worker-*.msgpack"):
+            if path == self._file:
+                continue
+            try:
+                snap = decoder.decode(path.read_bytes())
+            except (OSError, msgspec.DecodeError):
+                continue  # a worker mid-replace or gone: its next snapshot counts
+            for name, rows in snap.counters.items():
+                target = counters.setdefault(name, {})
+                for labels, value in rows:
+                    key = tuple(labels)
+                    target[key] = target.get(key, 0.0) + value
+            for name, hrows in snap.histograms.items():
+                htarget = hists.setdefault(name, {})
+                for labels, row in hrows:
+                    key = tuple(labels)
+                    have = htarget.get(key)
+                    if have is None:
+                        htarget[key] = row
+                    elif len(have) == len(row):
+                        htarget[key] = [a + b for a, b in zip(have, row, strict=True)]
+        return counters, hists
+
+    def render(self) -> bytes:
+        """Prometheus text for every worker's totals."""
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_Collector(self._families()))
+        return generate_latest(registry)
+
+    def _label_names(self, extra: tuple[str, ...], base: bool) -> list[str]:
+        names = list(_BASE) if base else []
+        for e in extra:
+            names.extend(self._meta_labels if e == "+meta" else (e,))
+        return names
+
+    def _families(self) -> list[Metric]:
+        counters, hists = self._merged()
+        out: list[Metric] = []
+        for name, (doc, extra) in (*_FAMILIES.items(), *_PLAIN.items()):
+            labels = self._label_names(extra, name in _FAMILIES)
+            fam = CounterMetricFamily(name, doc, labels=labels)
+            for key, value in counters.get(name, {}).items():
+                if len(key) == len(labels):  # snapshots from a differently configured worker
+                    fam.add_metric(list(key), value)
+            out.append(fam)
+        for name, (doc, extra, bounds) in _HISTOGRAMS.items():
+            labels = self._label_names(extra, True)[: 2 if not extra else None]
+            hfam = HistogramMetricFamily(name, doc, labels=labels)
+            for key, row in hists.get(name, {}).items():
+                if len(key) != len(labels) or len(row) != len(bounds) + 2:
+                    continue
+                cumulative, total = [], 0.0
+                for bound, count in zip((*bounds, float("inf")), row[:-1], strict=True):
+                    total += count
+                    cumulative.append((_le(bound), total))
+                hfam.add_metric(list(key), cumulative, sum_value=row[-1])
+            out.append(hfam)
+        return out
+
+
+def _le(bound: float) -> str:
+    # The same spelling as prometheus_client's own histograms ("25.0", "+Inf").
+    return str(floatToGoString(bound))  # type: ignore[no-untyped-call]
+
+
+class _Collector(Collector):
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._families)

@@ -1,0 +1,70 @@
+"""The compact per-request telemetry record the request path hands to `Telemetry.record`."""
+
+from __future__ import annotations
+
+import msgspec
+
+__all__ = ["Attempt", "Record"]
+
+
+class Attempt(msgspec.Struct, array_like=True, gc=False, kw_only=True):
+    """One upstream attempt. Times are wall-clock `time.time_ns()`; unknown values stay None.
+
+    `status` is the upstream HTTP status (0 when no response arrived); `error_type` is empty on
+    success, else e.g. `"429"`, `"timeout"`, `"connection_error"`. `fallback_reason` says why
+    this attempt was made on a fallback target (e.g. `"503"`), empty for the first target.
+    `input_messages` (the request's `messages` as JSON text) and `output_text` are filled only
+    when `Telemetry.capture_content` is true.
+    """
+
+    # The field order is the wire order decoded by rust/tollway-core/src/otlp.rs.
+    target: str
+    provider: str
+    request_model: str
+    start_ns: int
+    end_ns: int
+    status: int = 0
+    error_type: str = ""
+    response_model: str = ""
+    response_id: str = ""
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    finish_reasons: list[str] = []
+    ttft_ms: float | None = None
+    itl_mean_ms: float | None = None
+    itl_max_ms: float | None = None
+    cost_usd: float | None = None
+    attempt: int = 1
+    fallback_reason: str = ""
+    temperature: float | None = None
+    max_tokens: int | None = None
+    top_p: float | None = None
+    stream: bool = False
+    input_messages: str | None = None
+    output_text: str | None = None
+
+
+class Record(msgspec.Struct, array_like=True, gc=False, kw_only=True):
+    """One gateway request. `rate_limit`/`budget` are `(rule_id, result)` of the rule that
+    decided (result `"allowed"` or `"blocked"`); `routing_rule` is the load-balancing rule id.
+    `traceparent` is the caller's W3C header value, if any. `error_type` names a gateway-side
+    failure (e.g. `"rate_limited"`, `"upstream_unavailable"`), empty on success.
+    """
+
+    request_id: str
+    start_ns: int
+    end_ns: int
+    method: str = "POST"
+    route: str = "/v1/chat/completions"
+    status: int = 200
+    key_name: str = ""
+    subject: str = ""
+    model: str = ""
+    rule_ids: list[str] = []
+    metadata: dict[str, str] = {}
+    traceparent: str = ""
+    attempts: list[Attempt] = []
+    error_type: str = ""
+    rate_limit: tuple[str, str] | None = None
+    budget: tuple[str, str] | None = None
+    routing_rule: str = ""

@@ -1,0 +1,290 @@
+//! The per-request half of the engine: one `admit` call before the upstream, one `settle`
+//! after it. Admission decides in order: key (401), metadata (400), model (404), permission
+//! (403), routing order (404 for a virtual model no rule matches), budget, then rate limit
+//! (429) - so a request refused for any earlier reason consumes no quota.
+
+use crate::engine::{shorten, Engine, KeyId, TargetId};
+use crate::limits::cost;
+use crate::limits::ratelimit::Ticket;
+use crate::limits::RequestFacts;
+use crate::metadata::{self, Metadata};
+use crate::routing::{self, PlanId};
+use sha2::{Digest, Sha256};
+
+/// Why a request is refused, with everything needed for an OpenAI-style error body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    pub status: u16,
+    pub error_type: &'static str,
+    pub code: &'static str,
+    pub param: Option<&'static str>,
+    pub message: String,
+    /// Extra response headers (`retry-after`, `x-ratelimit-*` on 429).
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl Denial {
+    fn new(status: u16, error_type: &'static str, code: &'static str, message: String) -> Self {
+        Self {
+            status,
+            error_type,
+            code,
+            param: None,
+            message,
+            headers: Vec::new(),
+        }
+    }
+
+    fn unauthorized(message: &str) -> Self {
+        Self::new(
+            401,
+            "invalid_request_error",
+            "invalid_api_key",
+            message.to_owned(),
+        )
+    }
+
+    fn model(status: u16, error_type: &'static str, code: &'static str, message: String) -> Self {
+        Self {
+            param: Some("model"),
+            ..Self::new(status, error_type, code, message)
+        }
+    }
+}
+
+/// An admitted request: who it is, where it may go (plans in order, see [`Engine::plans`]),
+/// and what settle needs to charge it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admission {
+    pub key: KeyId,
+    /// The model name the client asked for (limit and budget rules match on it at settle).
+    pub model: String,
+    pub rule: Option<u32>,
+    pub plans: Vec<PlanId>,
+    pub metadata: Metadata,
+    /// The rate-limit bucket to debit with real token usage at settle.
+    pub ticket: Option<Ticket>,
+    /// `x-ratelimit-*` for the response, when a rate limit applies.
+    pub limit_headers: Vec<(&'static str, String)>,
+    /// JSON for `x-tfy-applied-configurations`, e.g. `{"load_balancing":"r1"}`; empty if none.
+    pub applied: String,
+}
+
+/// What `settle` learns from one upstream attempt.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AttemptOutcome {
+    pub target: TargetId,
+    /// HTTP status, or `routing::OUTCOME_*` for failures without one.
+    pub status: u16,
+    pub latency_ms: f64,
+    pub output_tokens: u32,
+}
+
+/// Token usage of the answer (or of what was seen of it), for limits, cost and budgets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub cached_input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+impl Engine {
+    /// Finds the key of an `Authorization` header value (`Bearer <key>`).
+    pub fn authenticate(&self, authorization: Option<&str>) -> Result<KeyId, Denial> {
+        let Some(header) = authorization.map(str::trim).filter(|h| !h.is_empty()) else {
+            return Err(Denial::unauthorized(
+                "Missing API key: send it as 'Authorization: Bearer <key>'",
+            ));
+        };
+        let token = match header.split_once(' ') {
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
+            _ => {
+                return Err(Denial::unauthorized(
+                    "Malformed Authorization header: expected 'Bearer <key>'",
+                ))
+            }
+        };
+        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        self.key_ids
+            .get(&hash)
+            .copied()
+            .ok_or_else(|| Denial::unauthorized("Invalid API key"))
+    }
+
+    /// Decides one request (see the module comment for the order of checks).
+    pub fn admit(
+        &self,
+        authorization: Option<&str>,
+        model: &str,
+        metadata_header: Option<&[u8]>,
+    ) -> Result<Admission, Denial> {
+        let key_id = self.authenticate(authorization)?;
+        let key = &self.keys[key_id as usize];
+        let request_meta = match metadata_header {
+            Some(raw) => metadata::parse(raw).map_err(|message| Denial {
+                param: Some("X-TFY-METADATA"),
+                ..Denial::new(400, "invalid_request_error", "invalid_metadata", message)
+            })?,
+            None => Vec::new(),
+        };
+        let Some(&model_id) = self.model_ids.get(model) else {
+            let msg = format!("The model '{}' does not exist", shorten(model));
+            return Err(Denial::model(
+                404,
+                "invalid_request_error",
+                "model_not_found",
+                msg,
+            ));
+        };
+        if !key.allowed[model_id as usize] {
+            let msg = format!("This key may not use the model '{}'", shorten(model));
+            return Err(Denial::model(
+                403,
+                "permission_error",
+                "model_not_allowed",
+                msg,
+            ));
+        }
+        let metadata = metadata::merge(request_meta, &key.metadata);
+        let matched = self.rules_by_model[model_id as usize]
+            .iter()
+            .copied()
+            .find(|&r| {
+                let when = &self.rules[r as usize].when;
+                when.matches_subject(&key.subject) && when.matches_metadata(&metadata)
+            });
+        let plans = match matched {
+            Some(r) => routing::order(
+                &self.rules[r as usize],
+                &self.plans,
+                &self.states,
+                &self.clock,
+                &self.rng,
+            ),
+            None if (model_id as usize) < self.targets.len() => vec![model_id],
+            None => {
+                let msg = format!(
+                    "No routing rule for the virtual model '{}' matches this request",
+                    shorten(model)
+                );
+                return Err(Denial::model(
+                    404,
+                    "invalid_request_error",
+                    "model_not_found",
+                    msg,
+                ));
+            }
+        };
+        let facts = RequestFacts {
+            subject: &key.subject,
+            model,
+            metadata: &metadata,
+        };
+        let mut applied: Vec<(&str, &str)> = Vec::new();
+        if let Some(r) = matched {
+            applied.push(("load_balancing", &self.rules[r as usize].id));
+        }
+        let budget = self.budgets.check(self.clock.wall_ms(), &facts);
+        if let Some(r) = budget.rule {
+            applied.push(("budget", self.budgets.rule_id(r)));
+        }
+        if !budget.allowed {
+            return Err(Denial {
+                headers: vec![("retry-after", budget.reset_s.to_string())],
+                ..Denial::new(
+                    429,
+                    "rate_limit_error",
+                    "budget_exceeded",
+                    self.budgets.message(&budget),
+                )
+            });
+        }
+        let limit = self.rate_limiter.check(self.clock.now_ms(), &facts);
+        if let Some(r) = limit.rule {
+            applied.push(("rate_limiting", self.rate_limiter.rule_id(r)));
+        }
+        if !limit.allowed {
+            return Err(Denial {
+                headers: limit.headers(),
+                ..Denial::new(
+                    429,
+                    "rate_limit_error",
+                    "rate_limit_exceeded",
+                    self.rate_limiter.message(&limit),
+                )
+            });
+        }
+        let applied = if applied.is_empty() {
+            String::new()
+        } else {
+            let map: serde_json::Map<String, serde_json::Value> = applied
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.into()))
+                .collect();
+            serde_json::Value::Object(map).to_string()
+        };
+        Ok(Admission {
+            key: key_id,
+            model: model.to_owned(),
+            rule: matched,
+            plans,
+            ticket: limit.ticket,
+            limit_headers: if limit.rule.is_some() {
+                limit.headers()
+            } else {
+                Vec::new()
+            },
+            metadata,
+            applied,
+        })
+    }
+
+    /// Feeds back one request: every attempt's outcome (latency scores, health), and the
+    /// usage of the answer (token buckets debited, cost charged to every matching budget).
+    /// Returns the cost in USD of the target that answered (the last attempt).
+    pub fn settle(&self, admission: &Admission, attempts: &[AttemptOutcome], usage: Usage) -> f64 {
+        let now = self.clock.now_ms();
+        self.record_outcomes(attempts);
+        if let Some(ticket) = admission.ticket {
+            self.rate_limiter
+                .debit(now, ticket, usage.input_tokens + usage.output_tokens);
+        }
+        let price = attempts
+            .last()
+            .and_then(|a| self.targets.get(a.target as usize))
+            .and_then(|t| t.price.as_ref());
+        let usd = cost::cost(
+            price,
+            usage.input_tokens,
+            usage.cached_input_tokens,
+            usage.output_tokens,
+        )
+        .usd;
+        if usd > 0.0 && !self.budgets.is_empty() {
+            let key = &self.keys[admission.key as usize];
+            let facts = RequestFacts {
+                subject: &key.subject,
+                model: &admission.model,
+                metadata: &admission.metadata,
+            };
+            self.budgets.charge(self.clock.wall_ms(), &facts, usd);
+        }
+        usd
+    }
+
+    /// Latency scores and health from attempts (the routing half of `settle`).
+    pub fn record_outcomes(&self, attempts: &[AttemptOutcome]) {
+        let now = self.clock.now_ms();
+        for a in attempts {
+            if let Some(state) = self.states.get(a.target as usize) {
+                state.record(now, a.status, a.latency_ms, a.output_tokens);
+            }
+        }
+    }
+
+    pub fn healthy(&self, target: TargetId) -> bool {
+        self.states
+            .get(target as usize)
+            .is_some_and(|s| s.healthy(self.clock.now_ms()))
+    }
+}

@@ -1,0 +1,641 @@
+//! Spend budgets in USD per UTC day, ISO week or month.
+//!
+//! The first matching rule decides whether a request may start (blocked once the entity's
+//! spend in the current period reached the limit); the cost of a settled request is charged
+//! to every matching rule. Periods come from wall-clock milliseconds since the Unix epoch,
+//! passed in (the engine's `Clock` is monotonic and cannot name a calendar day).
+
+use super::config::{BudgetPeriod, BudgetRule, KeyPart};
+use super::entity::entity_key;
+use super::map::BoundedMap;
+use super::{when_matches, Delta, RequestFacts};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+const DAY_MS: u64 = 86_400_000;
+
+/// Days since 1970-01-01 to (year, month 1-12, day 1-31), proleptic Gregorian (H. Hinnant).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// (year, month 1-12, day) to days since 1970-01-01.
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = i64::from(m);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+impl BudgetPeriod {
+    /// The period containing `wall_ms`, numbered so that later periods are larger.
+    pub fn index(self, wall_ms: u64) -> u64 {
+        let days = wall_ms / DAY_MS;
+        match self {
+            Self::Day => days,
+            // 1970-01-01 was a Thursday; weeks start on Monday (ISO 8601).
+            Self::Week => (days + 3) / 7,
+            Self::Month => {
+                let (y, m, _) = civil_from_days(days as i64);
+                (y as u64) * 12 + u64::from(m - 1)
+            }
+        }
+    }
+
+    /// Wall-clock ms at which the period containing `wall_ms` ends.
+    pub fn end_ms(self, wall_ms: u64) -> u64 {
+        let days = wall_ms / DAY_MS;
+        let end_day = match self {
+            Self::Day => days + 1,
+            Self::Week => ((days + 3) / 7 + 1) * 7 - 3,
+            Self::Month => {
+                let (y, m, _) = civil_from_days(days as i64);
+                let (y, m) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+                days_from_civil(y, m, 1) as u64
+            }
+        };
+        end_day * DAY_MS
+    }
+}
+
+#[derive(Debug)]
+struct Spend {
+    period: u64,
+    /// Spent here in `period`, synced or not.
+    own: f64,
+    /// The part of `own` handed to the sync task.
+    pushed: f64,
+    /// Other replicas' spend in `period`.
+    others: f64,
+}
+
+impl Spend {
+    fn fresh(period: u64) -> Self {
+        Self {
+            period,
+            own: 0.0,
+            pushed: 0.0,
+            others: 0.0,
+        }
+    }
+
+    fn roll(&mut self, period: u64) {
+        if period > self.period {
+            *self = Self::fresh(period);
+        }
+    }
+
+    fn spent(&self, period: u64) -> f64 {
+        if self.period == period {
+            self.own + self.others
+        } else {
+            0.0
+        }
+    }
+
+    /// Equal to a fresh entry: nothing spent this period and nothing left to sync.
+    fn idle(&self, period: u64) -> bool {
+        self.own == self.pushed && self.spent(period) == 0.0
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    spend: BoundedMap<Spend>,
+    dirty: Vec<u64>,
+    dirty_overflow: bool,
+}
+
+#[derive(Debug)]
+struct Shared {
+    id: Arc<str>,
+    shape: (BudgetPeriod, Vec<KeyPart>),
+    inner: Mutex<Inner>,
+    syncing: AtomicBool,
+    blocked: AtomicU64,
+    audit_would_block: AtomicU64,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[derive(Debug)]
+struct Budget {
+    rule: BudgetRule,
+    state: Arc<Shared>,
+}
+
+/// Whether a request may start, and the numbers for its 429 body.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BudgetDecision {
+    pub allowed: bool,
+    /// Index of the deciding rule (see [`Budgets::rule_id`]); `None`: no rule matched.
+    pub rule: Option<u32>,
+    /// The deciding rule is in audit mode (then `allowed` even when over).
+    pub audit: bool,
+    /// Spend reached the limit: a block, or in audit mode a would-be block.
+    pub over: bool,
+    pub spent_usd: f64,
+    pub limit_usd: f64,
+    /// Whole seconds until the period resets.
+    pub reset_s: u64,
+}
+
+impl BudgetDecision {
+    pub const UNLIMITED: Self = Self {
+        allowed: true,
+        rule: None,
+        audit: false,
+        over: false,
+        spent_usd: 0.0,
+        limit_usd: 0.0,
+        reset_s: 0,
+    };
+}
+
+/// Counters of one budget rule, for metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BudgetStats {
+    pub id: Arc<str>,
+    pub entities: usize,
+    pub blocked: u64,
+    pub audit_would_block: u64,
+    pub evicted_live: u64,
+}
+
+#[derive(Debug)]
+pub struct Budgets {
+    budgets: Vec<Budget>,
+    max_entities: usize,
+}
+
+impl Budgets {
+    /// Each rule keeps at most `max_entities` entities' spend in memory.
+    pub fn new(rules: Vec<BudgetRule>, max_entities: usize) -> Self {
+        let budgets = rules
+            .into_iter()
+            .map(|rule| {
+                let state = Arc::new(Shared {
+                    id: Arc::from(rule.id.as_str()),
+                    shape: (rule.period, rule.applies_per.clone()),
+                    inner: Mutex::new(Inner {
+                        spend: BoundedMap::new(max_entities),
+                        dirty: Vec::new(),
+                        dirty_overflow: false,
+                    }),
+                    syncing: AtomicBool::new(false),
+                    blocked: AtomicU64::new(0),
+                    audit_would_block: AtomicU64::new(0),
+                });
+                Budget { rule, state }
+            })
+            .collect();
+        Self {
+            budgets,
+            max_entities,
+        }
+    }
+
+    /// Takes over the spend of every rule of `old` with the same id, unit and
+    /// `budget_applies_per`. Returns how many.
+    pub fn adopt(&mut self, old: &Budgets) -> usize {
+        let mut adopted = 0;
+        for b in &mut self.budgets {
+            if let Some(o) = old
+                .budgets
+                .iter()
+                .find(|o| o.state.id == b.state.id && o.state.shape == b.state.shape)
+            {
+                b.state = Arc::clone(&o.state);
+                b.state.lock().spend.set_cap(self.max_entities);
+                adopted += 1;
+            }
+        }
+        adopted
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.budgets.is_empty()
+    }
+
+    pub fn rule_id(&self, rule: u32) -> &str {
+        self.budgets
+            .get(rule as usize)
+            .map_or("", |b| b.rule.id.as_str())
+    }
+
+    /// Decides whether a request may start, by the first matching rule; inserts nothing.
+    pub fn check(&self, wall_ms: u64, facts: &RequestFacts<'_>) -> BudgetDecision {
+        let Some((i, b)) = self
+            .budgets
+            .iter()
+            .enumerate()
+            .find(|(_, b)| when_matches(&b.rule.when, facts))
+        else {
+            return BudgetDecision::UNLIMITED;
+        };
+        let period = b.rule.period.index(wall_ms);
+        let entity = entity_key(&b.rule.applies_per, facts);
+        let spent = b
+            .state
+            .lock()
+            .spend
+            .get(entity)
+            .map_or(0.0, |s| s.spent(period));
+        let over = spent >= b.rule.limit_usd;
+        let audit = b.rule.audit_mode;
+        if over {
+            let counter = if audit {
+                &b.state.audit_would_block
+            } else {
+                &b.state.blocked
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        BudgetDecision {
+            allowed: !over || audit,
+            rule: Some(u32::try_from(i).unwrap_or(u32::MAX)),
+            audit,
+            over,
+            spent_usd: spent,
+            limit_usd: b.rule.limit_usd,
+            reset_s: (b.rule.period.end_ms(wall_ms) - wall_ms).div_ceil(1000),
+        }
+    }
+
+    /// Charges a settled request's cost to every matching rule.
+    pub fn charge(&self, wall_ms: u64, facts: &RequestFacts<'_>, usd: f64) {
+        if usd <= 0.0 || !usd.is_finite() {
+            return;
+        }
+        for b in self
+            .budgets
+            .iter()
+            .filter(|b| when_matches(&b.rule.when, facts))
+        {
+            let period = b.rule.period.index(wall_ms);
+            let entity = entity_key(&b.rule.applies_per, facts);
+            let syncing = b.state.syncing.load(Ordering::Relaxed);
+            let mut guard = b.state.lock();
+            let inner = &mut *guard;
+            let s = inner
+                .spend
+                .entry(entity, || Spend::fresh(period), |s| s.idle(period));
+            s.roll(period);
+            if syncing && s.own == s.pushed {
+                if inner.dirty.len() < DIRTY_CAP {
+                    inner.dirty.push(entity);
+                } else {
+                    inner.dirty_overflow = true;
+                }
+            }
+            s.own += usd;
+        }
+    }
+
+    /// Spend not yet handed to the sync task, per (rule, entity, period index); the first
+    /// call switches tracking on.
+    pub fn drain_deltas(&self) -> Vec<Delta> {
+        let mut out = Vec::new();
+        for b in &self.budgets {
+            b.state.syncing.store(true, Ordering::Relaxed);
+            let mut guard = b.state.lock();
+            let inner = &mut *guard;
+            let mut take = |entity: u64, s: &mut Spend| {
+                if s.own > s.pushed {
+                    let amount = s.own - s.pushed;
+                    s.pushed = s.own;
+                    out.push(Delta {
+                        rule_id: Arc::clone(&b.state.id),
+                        entity,
+                        window: s.period,
+                        amount,
+                    });
+                }
+            };
+            if std::mem::take(&mut inner.dirty_overflow) {
+                inner.dirty.clear();
+                for (&entity, s) in inner.spend.iter_mut() {
+                    take(entity, s);
+                }
+            } else {
+                for entity in std::mem::take(&mut inner.dirty) {
+                    if let Some(s) = inner.spend.get_mut(entity) {
+                        take(entity, s);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Applies the global spend (all replicas, this one included) of one (rule, entity,
+    /// period). Returns false for an unknown rule id.
+    pub fn apply_remote(
+        &self,
+        wall_ms: u64,
+        rule_id: &str,
+        entity: u64,
+        period: u64,
+        total: f64,
+    ) -> bool {
+        let Some(b) = self.budgets.iter().find(|b| &*b.state.id == rule_id) else {
+            return false;
+        };
+        let current = b.rule.period.index(wall_ms);
+        if period < current {
+            return true;
+        }
+        let mut guard = b.state.lock();
+        let s = guard
+            .spend
+            .entry(entity, || Spend::fresh(period), |s| s.idle(current));
+        if period < s.period {
+            return true;
+        }
+        s.roll(period);
+        s.others = s.others.max(total - s.pushed);
+        true
+    }
+
+    pub fn stats(&self) -> Vec<BudgetStats> {
+        self.budgets
+            .iter()
+            .map(|b| {
+                let inner = b.state.lock();
+                BudgetStats {
+                    id: Arc::clone(&b.state.id),
+                    entities: inner.spend.len(),
+                    blocked: b.state.blocked.load(Ordering::Relaxed),
+                    audit_would_block: b.state.audit_would_block.load(Ordering::Relaxed),
+                    evicted_live: inner.spend.evicted_live,
+                }
+            })
+            .collect()
+    }
+
+    /// A client-facing message for a block, naming the rule.
+    pub fn message(&self, d: &BudgetDecision) -> String {
+        let Some(b) = d.rule.and_then(|r| self.budgets.get(r as usize)) else {
+            return String::new();
+        };
+        let per = match b.rule.period {
+            BudgetPeriod::Day => "day",
+            BudgetPeriod::Week => "week",
+            BudgetPeriod::Month => "month",
+        };
+        format!(
+            "Budget exceeded: rule '{}' allows ${:.2} per {per} and ${:.2} is spent. It resets in {} s.",
+            b.rule.id, b.rule.limit_usd, d.spent_usd, d.reset_s
+        )
+    }
+}
+
+const DIRTY_CAP: usize = 65_536;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Wall-clock ms of a UTC date and time.
+    pub(crate) fn utc(y: i64, m: u32, d: u32, h: u64, min: u64) -> u64 {
+        days_from_civil(y, m, d) as u64 * DAY_MS + (h * 60 + min) * 60_000
+    }
+
+    #[test]
+    fn calendar_conversions_round_trip() {
+        for days in [0i64, 59, 60, 365, 10_956, 11_016, 19_782, 20_000, 50_000] {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days);
+        }
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(days_from_civil(2024, 2, 29)), (2024, 2, 29));
+    }
+
+    #[test]
+    fn periods_end_at_utc_boundaries() {
+        let m = BudgetPeriod::Month;
+        assert_eq!(m.end_ms(utc(2024, 2, 10, 12, 0)), utc(2024, 3, 1, 0, 0));
+        assert_eq!(m.end_ms(utc(2024, 12, 31, 23, 59)), utc(2025, 1, 1, 0, 0));
+        // 2025-01-01 is a Wednesday: its ISO week began on Monday 2024-12-30.
+        let w = BudgetPeriod::Week;
+        assert_eq!(w.end_ms(utc(2025, 1, 1, 8, 0)), utc(2025, 1, 6, 0, 0));
+        assert_eq!(
+            w.index(utc(2024, 12, 30, 0, 0)),
+            w.index(utc(2025, 1, 5, 23, 59))
+        );
+        assert_eq!(
+            BudgetPeriod::Day.end_ms(utc(2025, 3, 9, 0, 0)),
+            utc(2025, 3, 10, 0, 0)
+        );
+    }
+
+    use crate::limits::config::parse_budgets;
+    use crate::schema::Errors;
+    use serde_json::{json, Value};
+
+    fn budgets(rules: Value) -> Budgets {
+        let doc = json!({"type": "gateway-budget-config", "rules": rules});
+        let mut errs = Errors::new("b.yaml");
+        let mut out = Vec::new();
+        parse_budgets(&doc, &mut out, &mut errs);
+        assert!(errs.is_empty(), "{:?}", errs.list);
+        Budgets::new(out, 1000)
+    }
+
+    fn facts<'a>(subject: &'a str, metadata: &'a [(String, String)]) -> RequestFacts<'a> {
+        RequestFacts {
+            subject,
+            model: "m",
+            metadata,
+        }
+    }
+
+    fn one(unit: &str) -> Budgets {
+        budgets(json!([{"id": "b", "when": {}, "limit_to": 10, "unit": unit}]))
+    }
+
+    /// Spends the whole budget at `spent_at`, then reports whether `at` is blocked.
+    fn blocked_after(unit: &str, spent_at: u64, at: u64) -> bool {
+        let b = one(unit);
+        b.charge(spent_at, &facts("user:a", &[]), 10.0);
+        assert!(!b.check(spent_at, &facts("user:a", &[])).allowed);
+        !b.check(at, &facts("user:a", &[])).allowed
+    }
+
+    #[test]
+    fn a_daily_budget_resets_at_utc_midnight() {
+        let d = "cost_per_day";
+        assert!(blocked_after(
+            d,
+            utc(2025, 3, 9, 0, 0),
+            utc(2025, 3, 9, 23, 59)
+        ));
+        assert!(!blocked_after(
+            d,
+            utc(2025, 3, 9, 23, 59),
+            utc(2025, 3, 10, 0, 0)
+        ));
+    }
+
+    #[test]
+    fn a_weekly_budget_resets_on_monday_across_a_year_boundary() {
+        let w = "cost_per_week";
+        // Monday 2024-12-30 .. Sunday 2025-01-05 is one ISO week (2025-W01).
+        assert!(blocked_after(
+            w,
+            utc(2024, 12, 30, 0, 0),
+            utc(2025, 1, 5, 23, 59)
+        ));
+        assert!(!blocked_after(
+            w,
+            utc(2025, 1, 5, 23, 59),
+            utc(2025, 1, 6, 0, 0)
+        ));
+        assert!(!blocked_after(
+            w,
+            utc(2024, 12, 29, 23, 59),
+            utc(2024, 12, 30, 0, 0)
+        ));
+        // 2020-W53 ran from Monday 2020-12-28 to Sunday 2021-01-03.
+        assert!(blocked_after(
+            w,
+            utc(2020, 12, 28, 0, 0),
+            utc(2021, 1, 3, 12, 0)
+        ));
+        assert!(!blocked_after(
+            w,
+            utc(2021, 1, 3, 12, 0),
+            utc(2021, 1, 4, 0, 0)
+        ));
+    }
+
+    #[test]
+    fn a_monthly_budget_resets_on_the_first_including_leap_februaries() {
+        let m = "cost_per_month";
+        assert!(blocked_after(
+            m,
+            utc(2024, 2, 1, 0, 0),
+            utc(2024, 2, 29, 23, 59)
+        ));
+        assert!(!blocked_after(
+            m,
+            utc(2024, 2, 29, 23, 59),
+            utc(2024, 3, 1, 0, 0)
+        ));
+        assert!(!blocked_after(
+            m,
+            utc(2023, 2, 28, 23, 59),
+            utc(2023, 3, 1, 0, 0)
+        ));
+        assert!(!blocked_after(
+            m,
+            utc(2024, 12, 31, 23, 59),
+            utc(2025, 1, 1, 0, 0)
+        ));
+        assert!(blocked_after(
+            m,
+            utc(2025, 1, 1, 0, 0),
+            utc(2025, 1, 31, 23, 59)
+        ));
+    }
+
+    #[test]
+    fn the_first_match_decides_and_every_match_is_charged() {
+        let b = budgets(json!([
+            {"id": "team-a", "when": {"subjects": ["user:a"]}, "limit_to": 1, "unit": "cost_per_day"},
+            {"id": "all", "when": {}, "limit_to": 5, "unit": "cost_per_day"}]));
+        let now = utc(2025, 5, 5, 12, 0);
+        let (a, x) = (facts("user:a", &[]), facts("user:x", &[]));
+        b.charge(now, &a, 0.6);
+        let d = b.check(now, &a);
+        assert_eq!(
+            (d.allowed, d.rule, d.spent_usd, d.limit_usd),
+            (true, Some(0), 0.6, 1.0)
+        );
+        assert_eq!(d.reset_s, 12 * 3600);
+        b.charge(now, &a, 0.6);
+        let d = b.check(now, &a);
+        assert!(!d.allowed && d.over);
+        assert_eq!(b.message(&d), "Budget exceeded: rule 'team-a' allows $1.00 per day and $1.20 is spent. It resets in 43200 s.");
+        // user:a's spend also counted against 'all', which decides for user:x.
+        assert_eq!(b.check(now, &x).spent_usd, 1.2);
+        b.charge(now, &x, 3.8);
+        assert!(!b.check(now, &x).allowed);
+        assert_eq!(b.stats()[1].blocked, 1);
+    }
+
+    #[test]
+    fn audit_mode_lets_requests_through_and_counts_would_be_blocks() {
+        let b = budgets(
+            json!([{"id": "watch", "when": {}, "limit_to": 1, "unit": "cost_per_month",
+                                "budget_applies_per": ["metadata.project"], "audit_mode": true}]),
+        );
+        let now = utc(2025, 5, 5, 12, 0);
+        let p = vec![("project".to_owned(), "p1".to_owned())];
+        b.charge(now, &facts("user:a", &p), 2.0);
+        let d = b.check(now, &facts("user:b", &p));
+        assert_eq!((d.allowed, d.audit, d.over), (true, true, true));
+        assert!(
+            !b.check(now, &facts("user:a", &[])).over,
+            "another project has its own budget"
+        );
+        let stats = &b.stats()[0];
+        assert_eq!(
+            (stats.blocked, stats.audit_would_block, stats.entities),
+            (0, 1, 1)
+        );
+    }
+
+    #[test]
+    fn spend_syncs_as_deltas_and_global_totals_count_against_the_limit() {
+        let b = one("cost_per_day");
+        let now = utc(2025, 5, 5, 12, 0);
+        let a = facts("user:a", &[]);
+        assert!(b.drain_deltas().is_empty());
+        b.charge(now, &a, 4.0);
+        let d = b.drain_deltas();
+        assert_eq!(d.len(), 1);
+        assert_eq!(
+            (&*d[0].rule_id, d[0].window, d[0].amount),
+            ("b", BudgetPeriod::Day.index(now), 4.0)
+        );
+        assert!(b.drain_deltas().is_empty());
+        // Globally 11 spent (4 here): blocked here too.
+        assert!(b.apply_remote(now, "b", d[0].entity, d[0].window, 11.0));
+        let c = b.check(now, &a);
+        assert_eq!((c.allowed, c.spent_usd), (false, 11.0));
+        // Yesterday's total changes nothing; tomorrow starts from zero.
+        assert!(b.apply_remote(now, "b", d[0].entity, d[0].window - 1, 100.0));
+        assert_eq!(b.check(now, &a).spent_usd, 11.0);
+        assert!(b.check(now + DAY_MS, &a).allowed);
+    }
+
+    #[test]
+    fn a_reload_adopts_spend_of_unchanged_rules() {
+        let old = one("cost_per_day");
+        let now = utc(2025, 5, 5, 12, 0);
+        old.charge(now, &facts("user:a", &[]), 10.0);
+        let mut new =
+            budgets(json!([{"id": "b", "when": {}, "limit_to": 20, "unit": "cost_per_day"}]));
+        assert_eq!(new.adopt(&old), 1);
+        let d = new.check(now, &facts("user:a", &[]));
+        assert_eq!((d.allowed, d.spent_usd, d.limit_usd), (true, 10.0, 20.0));
+        let mut other = one("cost_per_week");
+        assert_eq!(other.adopt(&old), 0, "a new period starts a new budget");
+    }
+}

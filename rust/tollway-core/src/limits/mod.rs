@@ -1,0 +1,53 @@
+//! Rate limits, budgets and cost: config, per-entity state in bounded maps, and the values
+//! `admit` and `settle` need (a denial with its headers, a ticket, a cost in USD).
+//!
+//! State lives per rule behind an `Arc`, so a reloaded engine adopts the live counters of
+//! unchanged rules, and every counter records what it consumed since the last sync, so a
+//! background task can exchange totals with Redis without touching the request path.
+
+pub mod budget;
+pub mod config;
+pub mod cost;
+pub mod entity;
+mod map;
+pub mod ratelimit;
+
+pub use budget::{BudgetDecision, Budgets};
+pub use config::{parse_budgets, parse_rate_limits, BudgetRule, KeyPart, LimitKind, RateLimitRule};
+pub use cost::{Cost, CostTable, Price};
+pub use ratelimit::{Decision, RateLimiter, Ticket};
+
+/// Default cap on the entities (buckets or budgets) each rule keeps in memory.
+pub const DEFAULT_MAX_ENTITIES: usize = 100_000;
+
+/// What limits and budgets look at in a request.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestFacts<'a> {
+    /// `user:<id>`, `team:<id>` or `virtualaccount:<id>`.
+    pub subject: &'a str,
+    /// The model the client asked for (a virtual name or a target).
+    pub model: &'a str,
+    pub metadata: &'a [(String, String)],
+}
+
+/// Every field of a rule's `when` block matches the request (models by exact name).
+pub fn when_matches(when: &crate::when::When, facts: &RequestFacts<'_>) -> bool {
+    when.matches_subject(facts.subject)
+        && when
+            .models
+            .as_ref()
+            .is_none_or(|m| m.iter().any(|m| m == facts.model))
+        && when.matches_metadata(facts.metadata)
+}
+
+/// Consumption of one (rule, entity, window) since the last sync, for a background task to
+/// add to a shared counter (Redis `INCRBYFLOAT` on `rule:entity:window`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delta {
+    pub rule_id: std::sync::Arc<str>,
+    pub entity: u64,
+    /// Wall-clock window index: `wall_ms / window_ms` for rate limits, the budget period
+    /// index for budgets; windows are aligned across replicas.
+    pub window: u64,
+    pub amount: f64,
+}

@@ -1,0 +1,458 @@
+//! Per-request telemetry records in, one OTLP `ExportTraceServiceRequest` per batch out.
+//!
+//! The request path only queues a compact record; the background exporter hands a whole batch
+//! here as one JSON array (msgspec, `array_like`), and this builds the spans with the official
+//! OTLP messages (`opentelemetry-proto`, prost) and encodes them as protobuf or OTLP/JSON.
+//! Building the same spans as Python protobuf objects costs ~50 µs per request (measured), more
+//! than a third of the whole pass-through; here it is a few µs per batch member.
+
+use crate::clock::Rng;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{
+    any_value, AnyValue, ArrayValue, InstrumentationScope, KeyValue,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{
+    span::SpanKind, status::StatusCode, ResourceSpans, ScopeSpans, Span, Status,
+};
+use prost::Message;
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+/// One upstream attempt, field for field the Python `tollway.telemetry.Attempt` (array-like).
+#[derive(Debug, Deserialize)]
+pub struct Attempt {
+    pub target: String,
+    pub provider: String,
+    pub request_model: String,
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub status: u16,
+    pub error_type: String,
+    pub response_model: String,
+    pub response_id: String,
+    pub input_tokens: Option<i64>,
+    pub output_tokens: Option<i64>,
+    pub finish_reasons: Vec<String>,
+    pub ttft_ms: Option<f64>,
+    pub itl_mean_ms: Option<f64>,
+    pub itl_max_ms: Option<f64>,
+    pub cost_usd: Option<f64>,
+    pub attempt: u32,
+    pub fallback_reason: String,
+    pub temperature: Option<f64>,
+    pub max_tokens: Option<i64>,
+    pub top_p: Option<f64>,
+    pub stream: bool,
+    pub input_messages: Option<String>,
+    pub output_text: Option<String>,
+}
+
+/// One gateway request, field for field the Python `tollway.telemetry.Record` (array-like).
+/// The trailing fields only feed metrics; they are read past, not kept.
+#[derive(Debug, Deserialize)]
+pub struct Record {
+    pub request_id: String,
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub method: String,
+    pub route: String,
+    pub status: u16,
+    pub key_name: String,
+    pub subject: String,
+    pub model: String,
+    pub rule_ids: Vec<String>,
+    pub metadata: Map<String, Value>,
+    pub traceparent: String,
+    pub attempts: Vec<Attempt>,
+    pub error_type: String,
+    _rate_limit: IgnoredAny,
+    _budget: IgnoredAny,
+    _routing_rule: IgnoredAny,
+}
+
+/// Decodes a batch as the Python exporter sends it.
+pub fn decode_batch(json: &[u8]) -> Result<Vec<Record>, serde_json::Error> {
+    serde_json::from_slice(json)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Protobuf,
+    Json,
+}
+
+/// Resource and scope are built once; ids come from a process-local generator.
+pub struct SpanEncoder {
+    resource: Resource,
+    scope: InstrumentationScope,
+    exclude_request_data: bool,
+    rng: Rng,
+}
+
+/// The `gen_ai.provider.name` for a provider-account kind (OTEL GenAI semconv values).
+pub fn genai_provider(provider: &str) -> &str {
+    match provider {
+        "azure-openai" => "azure.ai.openai",
+        "openai-compatible" => "openai",
+        other => other,
+    }
+}
+
+/// `00-<trace id>-<parent id>-<flags>` → (trace id, parent span id); anything invalid is ignored,
+/// as W3C Trace Context asks, and the request starts a new trace.
+pub fn parse_traceparent(s: &str) -> Option<([u8; 16], [u8; 8])> {
+    let parts: Vec<&str> = s.trim().split('-').collect();
+    let [version, trace, parent, flags, ..] = parts.as_slice() else {
+        return None;
+    };
+    if version.len() != 2 || *version == "ff" || flags.len() != 2 {
+        return None;
+    }
+    if *version == "00" && parts.len() != 4 {
+        return None;
+    }
+    let trace = hex_array::<16>(trace)?;
+    let parent = hex_array::<8>(parent)?;
+    if trace == [0; 16] || parent == [0; 8] {
+        return None;
+    }
+    Some((trace, parent))
+}
+
+fn hex_array<const N: usize>(s: &str) -> Option<[u8; N]> {
+    if s.len() != 2 * N
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+fn kv(key: &str, value: any_value::Value) -> KeyValue {
+    KeyValue {
+        key: key.to_owned(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..Default::default()
+    }
+}
+
+fn text(key: &str, v: &str) -> KeyValue {
+    kv(key, any_value::Value::StringValue(v.to_owned()))
+}
+
+fn strings(key: &str, items: &[String]) -> KeyValue {
+    let values = items
+        .iter()
+        .map(|s| AnyValue {
+            value: Some(any_value::Value::StringValue(s.clone())),
+        })
+        .collect();
+    kv(key, any_value::Value::ArrayValue(ArrayValue { values }))
+}
+
+/// Attribute lists skip what the record does not know rather than sending zeros.
+struct Attrs(Vec<KeyValue>);
+
+impl Attrs {
+    fn text(&mut self, key: &str, v: &str) {
+        if !v.is_empty() {
+            self.0.push(text(key, v));
+        }
+    }
+    fn int(&mut self, key: &str, v: Option<i64>) {
+        if let Some(v) = v {
+            self.0.push(kv(key, any_value::Value::IntValue(v)));
+        }
+    }
+    fn float(&mut self, key: &str, v: Option<f64>) {
+        if let Some(v) = v.filter(|v| v.is_finite()) {
+            self.0.push(kv(key, any_value::Value::DoubleValue(v)));
+        }
+    }
+}
+
+fn error_status(message: &str) -> Option<Status> {
+    Some(Status {
+        message: message.to_owned(),
+        code: StatusCode::Error as i32,
+    })
+}
+
+impl SpanEncoder {
+    pub fn new(
+        service_name: &str,
+        resource_attributes: &[(String, String)],
+        exclude_request_data: bool,
+    ) -> Self {
+        let mut attributes = vec![text("service.name", service_name)];
+        attributes.extend(
+            resource_attributes
+                .iter()
+                .filter(|(k, _)| k != "service.name")
+                .map(|(k, v)| text(k, v)),
+        );
+        attributes.push(text("telemetry.sdk.name", "tollway"));
+        attributes.push(text("telemetry.sdk.language", "rust"));
+        Self {
+            resource: Resource {
+                attributes,
+                ..Default::default()
+            },
+            scope: InstrumentationScope {
+                name: "tollway".to_owned(),
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                ..Default::default()
+            },
+            exclude_request_data,
+            rng: Rng::from_time(),
+        }
+    }
+
+    fn span_id(&self) -> Vec<u8> {
+        // A zero span id is invalid in OTLP.
+        self.rng.next_u64().max(1).to_be_bytes().to_vec()
+    }
+
+    /// The spans of one request: a SERVER root and one CLIENT child per upstream attempt.
+    pub fn spans(&self, rec: &Record, out: &mut Vec<Span>) {
+        let (trace_id, parent) = match parse_traceparent(&rec.traceparent) {
+            Some((t, p)) => (t.to_vec(), p.to_vec()),
+            None => {
+                let mut t = self.rng.next_u64().to_be_bytes().to_vec();
+                t.extend_from_slice(&self.rng.next_u64().max(1).to_be_bytes());
+                (t, Vec::new())
+            }
+        };
+        let root_id = self.span_id();
+        let mut a = Attrs(Vec::with_capacity(10 + rec.metadata.len()));
+        a.text("http.request.method", &rec.method);
+        a.text("http.route", &rec.route);
+        a.int("http.response.status_code", Some(i64::from(rec.status)));
+        a.text("tollway.request_id", &rec.request_id);
+        a.text("tollway.key.name", &rec.key_name);
+        a.text("tollway.subject", &rec.subject);
+        a.text("gen_ai.request.model", &rec.model);
+        if !rec.rule_ids.is_empty() {
+            a.0.push(strings("tollway.rule_ids", &rec.rule_ids));
+        }
+        for (k, v) in &rec.metadata {
+            if let Value::String(v) = v {
+                a.0.push(text(&format!("tollway.metadata.{k}"), v));
+            }
+        }
+        a.text("error.type", &rec.error_type);
+        let failed = rec.status >= 500 || !rec.error_type.is_empty() && rec.status == 0;
+        out.push(Span {
+            trace_id: trace_id.clone(),
+            span_id: root_id.clone(),
+            parent_span_id: parent,
+            name: format!("{} {}", rec.method, rec.route),
+            kind: SpanKind::Server as i32,
+            start_time_unix_nano: rec.start_ns,
+            end_time_unix_nano: rec.end_ns.max(rec.start_ns),
+            attributes: a.0,
+            status: if failed {
+                error_status(&rec.error_type)
+            } else {
+                None
+            },
+            ..Default::default()
+        });
+        for at in &rec.attempts {
+            out.push(Span {
+                trace_id: trace_id.clone(),
+                span_id: self.span_id(),
+                parent_span_id: root_id.clone(),
+                name: format!("chat {}", at.request_model),
+                kind: SpanKind::Client as i32,
+                start_time_unix_nano: at.start_ns,
+                end_time_unix_nano: at.end_ns.max(at.start_ns),
+                attributes: self.attempt_attributes(at),
+                status: if at.error_type.is_empty() {
+                    None
+                } else {
+                    error_status(&at.error_type)
+                },
+                ..Default::default()
+            });
+        }
+    }
+
+    fn attempt_attributes(&self, at: &Attempt) -> Vec<KeyValue> {
+        let mut a = Attrs(Vec::with_capacity(24));
+        a.text("gen_ai.operation.name", "chat");
+        a.text("gen_ai.provider.name", genai_provider(&at.provider));
+        a.text("gen_ai.request.model", &at.request_model);
+        a.text("gen_ai.response.model", &at.response_model);
+        a.text("gen_ai.response.id", &at.response_id);
+        a.int("gen_ai.usage.input_tokens", at.input_tokens);
+        a.int("gen_ai.usage.output_tokens", at.output_tokens);
+        if !at.finish_reasons.is_empty() {
+            a.0.push(strings(
+                "gen_ai.response.finish_reasons",
+                &at.finish_reasons,
+            ));
+        }
+        a.float("gen_ai.request.temperature", at.temperature);
+        a.int("gen_ai.request.max_tokens", at.max_tokens);
+        a.float("gen_ai.request.top_p", at.top_p);
+        a.float(
+            "gen_ai.response.time_to_first_chunk",
+            at.ttft_ms.map(|ms| ms / 1000.0),
+        );
+        if at.status != 0 {
+            a.int("http.response.status_code", Some(i64::from(at.status)));
+        }
+        a.text("error.type", &at.error_type);
+        a.text("tollway.target", &at.target);
+        a.float("tollway.ttft_ms", at.ttft_ms);
+        a.float("tollway.itl_ms", at.itl_mean_ms);
+        a.float("tollway.itl_max_ms", at.itl_max_ms);
+        a.float("tollway.cost_usd", at.cost_usd);
+        a.int("tollway.attempt", Some(i64::from(at.attempt)));
+        a.text("tollway.fallback_reason", &at.fallback_reason);
+        a.0.push(kv("tollway.stream", any_value::Value::BoolValue(at.stream)));
+        if !self.exclude_request_data {
+            if let Some(m) = &at.input_messages {
+                a.text("gen_ai.input.messages", m);
+            }
+            if let Some(t) = &at.output_text {
+                let messages = serde_json::json!([{
+                    "role": "assistant",
+                    "parts": [{"type": "text", "content": t}],
+                    "finish_reason": at.finish_reasons.first().map_or("", String::as_str),
+                }]);
+                a.text("gen_ai.output.messages", &messages.to_string());
+            }
+        }
+        a.0
+    }
+
+    /// One export request for a batch; returns the body and the number of spans in it.
+    pub fn encode(&self, records: &[Record], encoding: Encoding) -> (Vec<u8>, usize) {
+        let mut spans = Vec::with_capacity(records.len() * 2);
+        for rec in records {
+            self.spans(rec, &mut spans);
+        }
+        let n = spans.len();
+        let req = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(self.resource.clone()),
+                scope_spans: vec![ScopeSpans {
+                    scope: Some(self.scope.clone()),
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let body = match encoding {
+            Encoding::Protobuf => req.encode_to_vec(),
+            // The opentelemetry-proto serde impls follow the OTLP/JSON mapping (hex ids,
+            // camelCase, 64-bit integers as strings); serialising these types cannot fail.
+            Encoding::Json => serde_json::to_vec(&req).unwrap_or_default(),
+        };
+        (body, n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BATCH: &str = r#"[
+      ["req-1", 100, 900, "POST", "/v1/chat/completions", 200, "alice-key", "user:alice",
+       "gpt-4o", ["lb-1"], {"env": "prod"},
+       "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+       [["acct/gpt-4o", "azure-openai", "gpt-4o", 150, 850, 200, "", "gpt-4o-2024", "cmpl-1",
+         12, 40, ["stop"], 25.0, 1.5, 4.0, 0.0012, 1, "", 0.7, 100, null, true,
+         "[{\"role\":\"user\",\"content\":\"secret prompt\"}]", "the answer"]],
+       "", null, null, "lb-1"]
+    ]"#;
+
+    fn attr<'a>(span: &'a Span, key: &str) -> Option<&'a any_value::Value> {
+        span.attributes
+            .iter()
+            .find(|kv| kv.key == key)
+            .and_then(|kv| kv.value.as_ref()?.value.as_ref())
+    }
+
+    #[test]
+    fn a_request_becomes_a_server_root_and_a_client_child_in_the_callers_trace() {
+        let records = decode_batch(BATCH.as_bytes()).unwrap();
+        let enc = SpanEncoder::new("gw", &[("env".into(), "prod".into())], false);
+        let (body, n) = enc.encode(&records, Encoding::Protobuf);
+        assert_eq!(n, 2);
+        let req = ExportTraceServiceRequest::decode(body.as_slice()).unwrap();
+        let rs = &req.resource_spans[0];
+        let res = rs.resource.as_ref().unwrap();
+        assert_eq!(res.attributes[0].key, "service.name");
+        let spans = &rs.scope_spans[0].spans;
+        let (root, child) = (&spans[0], &spans[1]);
+        assert_eq!(root.kind, SpanKind::Server as i32);
+        assert_eq!(hex(&root.trace_id), "0af7651916cd43dd8448eb211c80319c");
+        assert_eq!(hex(&root.parent_span_id), "b7ad6b7169203331");
+        assert_eq!(child.parent_span_id, root.span_id);
+        assert_eq!(child.name, "chat gpt-4o");
+        assert_eq!(child.kind, SpanKind::Client as i32);
+        assert_eq!(
+            attr(child, "gen_ai.provider.name"),
+            Some(&any_value::Value::StringValue("azure.ai.openai".into()))
+        );
+        assert_eq!(
+            attr(child, "gen_ai.usage.output_tokens"),
+            Some(&any_value::Value::IntValue(40))
+        );
+        assert_eq!(
+            attr(root, "tollway.metadata.env"),
+            Some(&any_value::Value::StringValue("prod".into()))
+        );
+        assert!(attr(child, "gen_ai.input.messages").is_some());
+    }
+
+    #[test]
+    fn excluded_request_data_never_reaches_the_wire() {
+        let records = decode_batch(BATCH.as_bytes()).unwrap();
+        let enc = SpanEncoder::new("gw", &[], true);
+        for encoding in [Encoding::Protobuf, Encoding::Json] {
+            let (body, _) = enc.encode(&records, encoding);
+            let s = String::from_utf8_lossy(&body);
+            assert!(!s.contains("secret prompt") && !s.contains("the answer"));
+        }
+    }
+
+    #[test]
+    fn json_encoding_uses_hex_ids() {
+        let records = decode_batch(BATCH.as_bytes()).unwrap();
+        let (body, _) = SpanEncoder::new("gw", &[], true).encode(&records, Encoding::Json);
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        let span = &v["resourceSpans"][0]["scopeSpans"][0]["spans"][0];
+        assert_eq!(span["traceId"], "0af7651916cd43dd8448eb211c80319c");
+    }
+
+    #[test]
+    fn invalid_traceparents_start_a_new_trace() {
+        for bad in [
+            "",
+            "00-00000000000000000000000000000000-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",
+            "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-extra",
+        ] {
+            assert_eq!(parse_traceparent(bad), None, "{bad}");
+        }
+    }
+
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+}

@@ -1,0 +1,178 @@
+//! Python face of the stream meter and the token counters: conversions only.
+
+use std::sync::OnceLock;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+use tollway_core::sse::{MeterOptions, StreamFormat};
+use tollway_core::tokens;
+
+/// Milliseconds on the meter's monotonic clock (its origin is the first call in the process).
+fn clock_ms() -> f64 {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    ORIGIN.get_or_init(Instant::now).elapsed().as_secs_f64() * 1000.0
+}
+
+/// The meter's clock, for a `started_ms` taken before the meter exists (at request start).
+#[pyfunction]
+fn monotonic_ms() -> f64 {
+    clock_ms()
+}
+
+/// Tokens in `text` with the tokenizer of `model` (o200k for non-OpenAI families: an estimate).
+#[pyfunction]
+fn count_tokens(text: &str, model: &str) -> u64 {
+    tokens::count_tokens(text, model)
+}
+
+/// Estimated prompt tokens of a chat request body (JSON bytes) or a `messages` array.
+#[pyfunction]
+fn count_prompt_tokens(body: &[u8], model: &str) -> u64 {
+    tokens::count_prompt_tokens(body, model)
+}
+
+/// Loads the tokenizer of `model` now (tens of ms), so no request pays for it.
+#[pyfunction]
+fn warm_tokenizer(model: &str) {
+    tokens::warm(model);
+}
+
+/// Meters one streamed response and returns the bytes for the client; see tollway-core's
+/// `sse::meter`. One meter belongs to one request.
+#[pyclass(module = "tollway._core")]
+struct SseMeter {
+    inner: tollway_core::sse::SseMeter,
+}
+
+#[pymethods]
+impl SseMeter {
+    #[new]
+    #[pyo3(signature = (format, model, started_ms=None, strip_usage=false, include_usage=true))]
+    fn new(
+        format: &str,
+        model: &str,
+        started_ms: Option<f64>,
+        strip_usage: bool,
+        include_usage: bool,
+    ) -> PyResult<Self> {
+        let format = StreamFormat::parse(format).ok_or_else(|| {
+            PyValueError::new_err(format!(
+                "format must be 'openai' or 'anthropic', not {format:?}"
+            ))
+        })?;
+        let created = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        Ok(Self {
+            inner: tollway_core::sse::SseMeter::new(MeterOptions {
+                format,
+                model: model.to_owned(),
+                started_ms: started_ms.unwrap_or_else(clock_ms),
+                strip_usage,
+                include_usage,
+                created,
+            }),
+        })
+    }
+
+    /// Takes one upstream chunk; returns the bytes to send to the client now (maybe empty).
+    #[pyo3(signature = (chunk, now_ms=None))]
+    fn feed<'py>(
+        &mut self,
+        py: Python<'py>,
+        chunk: &[u8],
+        now_ms: Option<f64>,
+    ) -> Bound<'py, PyBytes> {
+        let now = now_ms.unwrap_or_else(clock_ms);
+        PyBytes::new(py, self.inner.feed(chunk, now))
+    }
+
+    /// Ends the stream; returns any last bytes for the client. Never adds a `[DONE]`.
+    #[pyo3(signature = (now_ms=None))]
+    fn finish<'py>(&mut self, py: Python<'py>, now_ms: Option<f64>) -> Bound<'py, PyBytes> {
+        let now = now_ms.unwrap_or_else(clock_ms);
+        PyBytes::new(py, self.inner.finish(now))
+    }
+
+    #[getter]
+    fn format(&self) -> &'static str {
+        match self.inner.format() {
+            StreamFormat::OpenAi => "openai",
+            StreamFormat::Anthropic => "anthropic",
+        }
+    }
+
+    #[getter]
+    fn ttft_ms(&self) -> Option<f64> {
+        self.inner.ttft_ms()
+    }
+
+    #[getter]
+    fn itl_mean_ms(&self) -> Option<f64> {
+        self.inner.itl_mean_ms()
+    }
+
+    #[getter]
+    fn itl_max_ms(&self) -> Option<f64> {
+        self.inner.itl_max_ms()
+    }
+
+    /// The provider's count, else counted from the text seen (tokenizes: read once).
+    #[getter]
+    fn output_tokens(&self) -> u64 {
+        self.inner.output_tokens()
+    }
+
+    #[getter]
+    fn prompt_tokens(&self) -> Option<u64> {
+        self.inner.prompt_tokens()
+    }
+
+    #[getter]
+    fn cached_tokens(&self) -> Option<u64> {
+        self.inner.usage().cached_tokens
+    }
+
+    #[getter]
+    fn usage_estimated(&self) -> bool {
+        self.inner.usage_estimated()
+    }
+
+    #[getter]
+    fn finish_reason(&self) -> Option<&str> {
+        self.inner.finish_reason()
+    }
+
+    #[getter]
+    fn done(&self) -> bool {
+        self.inner.done()
+    }
+
+    /// Why the stream is broken, in words fit for the client; `None` while it is fine.
+    #[getter]
+    fn error(&self) -> Option<String> {
+        self.inner.error().map(ToString::to_string)
+    }
+
+    /// A stable code for `error` (`upstream_stream_error`, `upstream_stream_truncated`, ...).
+    #[getter]
+    fn error_code(&self) -> Option<&'static str> {
+        self.inner.error().map(|e| e.code())
+    }
+
+    #[getter]
+    fn response_id(&self) -> Option<&str> {
+        self.inner.response_id()
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<SseMeter>()?;
+    m.add_function(wrap_pyfunction!(monotonic_ms, m)?)?;
+    m.add_function(wrap_pyfunction!(count_tokens, m)?)?;
+    m.add_function(wrap_pyfunction!(count_prompt_tokens, m)?)?;
+    m.add_function(wrap_pyfunction!(warm_tokenizer, m)?)?;
+    Ok(())
+}
