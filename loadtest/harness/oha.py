@@ -10,7 +10,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from .procs import HarnessError, pinned
+from .procs import HarnessError, cpu_ids, pinned
 
 CARGO_OHA = Path.home() / ".cargo" / "bin" / "oha"
 
@@ -166,10 +166,4 @@ def parse(doc: dict[str, object]) -> LoadResult:
 
 def oha_threads(cpus: str | None) -> int:
     """One tokio thread per CPU oha is pinned to (its default counts every physical core)."""
-    if cpus is None:
-        return os.cpu_count() or 1
-    count = 0
-    for part in cpus.split(","):
-        lo, _, hi = part.partition("-")
-        count += int(hi or lo) - int(lo) + 1
-    return max(count, 1)
+    return max(len(cpu_ids(cpus)), 1) if cpus else os.cpu_count() or 1

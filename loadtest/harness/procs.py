@@ -34,6 +34,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def cpu_ids(spec: str | None) -> set[str]:
+    """The CPUs of a taskset list such as "0", "1-3" or "0,2"."""
+    ids: set[str] = set()
+    for part in (spec or "").split(","):
+        lo, _, hi = part.partition("-")
+        if lo:
+            ids.update(str(i) for i in range(int(lo), int(hi or lo) + 1))
+    return ids
+
+
 def pinned(argv: Sequence[str], cpus: str | None) -> list[str]:
     """Prefix argv with `taskset -c CPUS` (children inherit the affinity, e.g. Granian workers)."""
     if cpus is None or shutil.which("taskset") is None:

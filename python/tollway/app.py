@@ -13,6 +13,7 @@ import os
 
 import msgspec
 
+from tollway._core import warm_tokenizer
 from tollway.asgi import JSON, Receive, RequestHead, Scope, Send, send_error, send_json
 from tollway.config import compile_engine
 from tollway.engine import Denial, Runtime
@@ -110,24 +111,35 @@ class Gateway:
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         client: UpstreamClient | None = None
         watcher: asyncio.Task[None] | None = None
+        warm: asyncio.Future[None] | None = None
         while True:
             msg = await receive()
             if msg["type"] == "lifespan.startup":
                 connect_s = self.runtime.settings.connect_timeout_ms / 1000
                 client = AiohttpUpstream(connect_s)
                 self.proxy = Proxy(self.runtime, client)
+                # Load the BPE tables off the event loop (the Rust call releases the GIL), so
+                # the first stream without provider usage does not pay ~0.5 s for them.
+                warm = asyncio.ensure_future(asyncio.to_thread(_warm_tokenizers))
                 if self.config_path:
                     watch = watch_config(self.config_path, lambda: self.runtime, self.swap)
                     watcher = asyncio.ensure_future(watch)
                 await send({"type": "lifespan.startup.complete"})
             elif msg["type"] == "lifespan.shutdown":
                 self.draining = True
+                if warm is not None:
+                    warm.cancel()
                 if watcher is not None:
                     watcher.cancel()
                 if client is not None:
                     await client.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def _warm_tokenizers() -> None:
+    for model in ("gpt-4o", "gpt-4"):
+        warm_tokenizer(model)
 
 
 def create_app(config_path: str | None = None) -> Gateway:

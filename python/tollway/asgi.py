@@ -32,13 +32,23 @@ _MAX_REQUEST_ID = 128
 class RequestHead:
     """The request headers the gateway reads, picked out of the ASGI list in one pass."""
 
-    __slots__ = ("authorization", "content_length", "metadata", "request_id", "timeout_ms")
+    __slots__ = (
+        "authorization",
+        "content_length",
+        "metadata",
+        "request_id",
+        "timeout_ms",
+        "traceparent",
+        "ttft_timeout_ms",
+    )
 
     def __init__(self, headers: list[tuple[bytes, bytes]]) -> None:
         self.authorization: bytes | None = None
         self.metadata: bytes | None = None
         self.content_length: bytes | None = None
         self.timeout_ms: bytes | None = None
+        self.ttft_timeout_ms: bytes | None = None
+        self.traceparent: bytes | None = None
         request_id: bytes | None = None
         for name, value in headers:
             if name == b"authorization":
@@ -51,6 +61,10 @@ class RequestHead:
                 request_id = value
             elif name == b"x-tfy-request-timeout":
                 self.timeout_ms = value
+            elif name == b"x-tfy-ttft-timeout-ms":
+                self.ttft_timeout_ms = value
+            elif name == b"traceparent":
+                self.traceparent = value
         # A client's request id is echoed only when it is short and printable ASCII.
         if (
             request_id

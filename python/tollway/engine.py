@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 
 from tollway._core import Admission, ConfigError, Denial, Engine, Key, Settings
+from tollway.providers import Provider, provider_for
 
 __all__ = [
     "Admission",
@@ -32,10 +33,10 @@ class Upstream:
 
     name: str
     account: str
-    provider: str
+    provider: Provider
     model_id: str
     chat_url: str
-    embeddings_url: str
+    embeddings_url: str | None
     # Provider credentials and account headers; never logged, never sent to a client.
     headers: dict[str, str]
     resolved_header: bytes
@@ -69,18 +70,17 @@ class Runtime:
     def build(cls, engine: Engine) -> Runtime:
         upstreams = []
         for t in engine.targets:
-            headers = {"content-type": "application/json", **dict(t.headers)}
-            if t.api_key:
-                headers["authorization"] = f"Bearer {t.api_key}"
+            provider = provider_for(t.provider)
+            ep = provider.endpoints(t)
             upstreams.append(
                 Upstream(
                     name=t.name,
                     account=t.account,
-                    provider=t.provider,
+                    provider=provider,
                     model_id=t.model_id,
-                    chat_url=f"{t.base_url}/chat/completions",
-                    embeddings_url=f"{t.base_url}/embeddings",
-                    headers=headers,
+                    chat_url=ep.chat_url,
+                    embeddings_url=ep.embeddings_url,
+                    headers=ep.headers,
                     resolved_header=t.name.encode(),
                 )
             )

@@ -62,6 +62,9 @@ class MockApp:
                 await self._control(call, path)
                 return
             self.state.requests.append(record)
+            if path.startswith("/openai/deployments/"):
+                # Azure OpenAI: /openai/deployments/<deployment>/chat/completions?api-version=
+                path = "/" + path.removeprefix("/openai/deployments/").partition("/")[2]
             methods = self._routes.get(path)
             if methods is None:
                 await call.respond(404, openai_error(404, f"Unknown path {path}"))

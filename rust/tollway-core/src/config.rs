@@ -53,15 +53,20 @@ impl Default for ServerSettings {
 pub enum Provider {
     OpenAi,
     OpenAiCompatible,
+    AzureOpenAi,
+    Anthropic,
 }
 
 impl Provider {
-    pub const NAMES: [&'static str; 2] = ["openai", "openai-compatible"];
+    pub const NAMES: [&'static str; 4] =
+        ["openai", "openai-compatible", "azure-openai", "anthropic"];
 
     fn parse(s: &str) -> Option<Self> {
         match s {
             "openai" => Some(Self::OpenAi),
             "openai-compatible" => Some(Self::OpenAiCompatible),
+            "azure-openai" => Some(Self::AzureOpenAi),
+            "anthropic" => Some(Self::Anthropic),
             _ => None,
         }
     }
@@ -70,6 +75,17 @@ impl Provider {
         match self {
             Self::OpenAi => "openai",
             Self::OpenAiCompatible => "openai-compatible",
+            Self::AzureOpenAi => "azure-openai",
+            Self::Anthropic => "anthropic",
+        }
+    }
+
+    /// The public endpoint, for providers that have one.
+    fn default_base_url(self) -> Option<&'static str> {
+        match self {
+            Self::OpenAi => Some("https://api.openai.com/v1"),
+            Self::Anthropic => Some("https://api.anthropic.com/v1"),
+            Self::OpenAiCompatible | Self::AzureOpenAi => None,
         }
     }
 }
@@ -89,6 +105,8 @@ pub struct ProviderAccount {
     pub provider: Provider,
     pub base_url: String,
     pub api_key: Option<String>,
+    /// Azure OpenAI's `api-version` query parameter.
+    pub api_version: Option<String>,
     pub headers: Vec<(String, String)>,
     pub models: Vec<ModelEntry>,
 }
@@ -269,7 +287,14 @@ fn check_name(name: &str, path: &str, errs: &mut Errors) -> bool {
 
 fn parse_account(doc: &Value, errs: &mut Errors) -> Option<ProviderAccount> {
     let known = [
-        "type", "name", "provider", "base_url", "api_key", "headers", "models",
+        "type",
+        "name",
+        "provider",
+        "base_url",
+        "api_key",
+        "api_version",
+        "headers",
+        "models",
     ];
     let f = Fields::new(doc, "", &known, errs)?;
     let name = f.req_string("name", errs);
@@ -288,17 +313,22 @@ fn parse_account(doc: &Value, errs: &mut Errors) -> Option<ProviderAccount> {
             }
             Some(url.trim_end_matches('/').to_owned())
         }
-        (None, Some(Provider::OpenAi)) => Some("https://api.openai.com/v1".to_owned()),
-        (None, Some(Provider::OpenAiCompatible)) => {
-            errs.push("base_url", "required for provider openai-compatible");
-            None
-        }
+        (None, Some(p)) => match p.default_base_url() {
+            Some(url) => Some(url.to_owned()),
+            None => {
+                errs.push("base_url", format!("required for provider {}", p.name()));
+                None
+            }
+        },
         (None, None) => None,
     };
     let api_key = f.string("api_key", errs);
-    if provider == Some(Provider::OpenAi) && api_key.is_none() {
-        errs.push("api_key", "required for provider openai");
+    if let Some(p) = provider.filter(|p| *p != Provider::OpenAiCompatible) {
+        if api_key.is_none() {
+            errs.push("api_key", format!("required for provider {}", p.name()));
+        }
     }
+    let api_version = f.string("api_version", errs);
     let headers = f.string_map("headers", errs).unwrap_or_default();
     let mut models: Vec<ModelEntry> = Vec::new();
     for (path, item) in f.list("models", errs).unwrap_or_default() {
@@ -320,6 +350,7 @@ fn parse_account(doc: &Value, errs: &mut Errors) -> Option<ProviderAccount> {
         provider: provider?,
         base_url: base_url?,
         api_key,
+        api_version,
         headers,
         models,
     })

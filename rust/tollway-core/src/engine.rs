@@ -31,6 +31,7 @@ pub struct Target {
     pub provider: Provider,
     pub base_url: String,
     pub api_key: Option<String>,
+    pub api_version: Option<String>,
     pub headers: Vec<(String, String)>,
     pub model_id: String,
     /// USD per million tokens, from the account's model entry or the bundled table.
@@ -110,6 +111,7 @@ impl Engine {
                     provider: acc.provider,
                     base_url: acc.base_url.clone(),
                     api_key: acc.api_key.clone(),
+                    api_version: acc.api_version.clone(),
                     headers: acc.headers.clone(),
                     model_id: m.model_id.clone(),
                     price: prices.lookup(

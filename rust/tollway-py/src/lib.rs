@@ -65,6 +65,8 @@ struct Target {
     #[pyo3(get)]
     api_key: Option<String>,
     #[pyo3(get)]
+    api_version: Option<String>,
+    #[pyo3(get)]
     headers: Vec<(String, String)>,
     #[pyo3(get)]
     model_id: String,
@@ -354,6 +356,7 @@ impl Engine {
                 provider: t.provider.name(),
                 base_url: t.base_url.clone(),
                 api_key: t.api_key.clone(),
+                api_version: t.api_version.clone(),
                 headers: t.headers.clone(),
                 model_id: t.model_id.clone(),
             })

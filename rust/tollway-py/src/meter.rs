@@ -35,8 +35,9 @@ fn count_prompt_tokens(body: &[u8], model: &str) -> u64 {
 
 /// Loads the tokenizer of `model` now (tens of ms), so no request pays for it.
 #[pyfunction]
-fn warm_tokenizer(model: &str) {
-    tokens::warm(model);
+fn warm_tokenizer(py: Python<'_>, model: &str) {
+    // Hundreds of ms: release the GIL so a worker thread can do it beside the event loop.
+    py.detach(|| tokens::warm(model));
 }
 
 /// Meters one streamed response and returns the bytes for the client; see tollway-core's

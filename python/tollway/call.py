@@ -1,0 +1,387 @@
+"""One admitted request: attempts across the routing order, the response, and settle.
+
+Retries stay on a target only for its `on_status_codes` or a refused connection (the request
+never left); timeouts, resets and `fallback_status_codes` move to the next fallback candidate.
+A stream is committed to a target at its first chunk: until then it may still fall back
+(a TTFT timeout, an empty or broken start), after it never. Settle runs in `finally`, so a
+client that leaves mid-stream is still charged for what it was sent (status 499).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from time import perf_counter
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from tollway._core import SseMeter, count_prompt_tokens, monotonic_ms
+from tollway.asgi import JSON, RequestHead, Send
+from tollway.engine import Admission, PlanInfo, Runtime
+from tollway.errors import GatewayError, error_body
+from tollway.providers import TranslationError
+from tollway.upstream import UpstreamError, UpstreamResponse
+
+if TYPE_CHECKING:
+    from tollway.upstream import UpstreamClient
+
+__all__ = ["Call", "upstream_failure"]
+
+# settle() codes for failures without an HTTP status (see tollway-core routing.rs).
+OUTCOME = {"connect": 0, "timeout": 1, "broken": 2}
+CANCELLED = 499
+UPSTREAM_FAILURES = {
+    "connect": (502, "could not connect to the provider", "upstream_connection_error"),
+    "timeout": (504, "the provider did not answer in time", "upstream_timeout"),
+    "broken": (502, "the connection to the provider broke", "upstream_connection_error"),
+}
+_SSE_HEADERS = ((b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"))
+_decode = msgspec.json.Decoder().decode
+
+
+def upstream_failure(kind: str, target: str, suffix: str = "") -> GatewayError:
+    status, what, code = UPSTREAM_FAILURES[kind]
+    return GatewayError.upstream(status, f"'{target}': {what}{suffix}", code)
+
+
+class _PromptDetails(msgspec.Struct):
+    cached_tokens: int = 0
+
+
+class _Usage(msgspec.Struct):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    prompt_tokens_details: _PromptDetails | None = None
+
+
+class _WithUsage(msgspec.Struct):
+    usage: _Usage | None = None
+
+
+_decode_usage = msgspec.json.Decoder(_WithUsage).decode
+
+
+def _usage(body: bytes) -> tuple[int, int, int]:
+    """(input, cached input, output) tokens of a non-streamed answer; zeros when absent."""
+    try:
+        usage = _decode_usage(body).usage
+    except msgspec.DecodeError:
+        return (0, 0, 0)
+    if usage is None:
+        return (0, 0, 0)
+    cached = usage.prompt_tokens_details.cached_tokens if usage.prompt_tokens_details else 0
+    return (usage.prompt_tokens, cached, usage.completion_tokens)
+
+
+def _retry_after_s(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None
+
+
+def _ms(t0: float) -> float:
+    return (perf_counter() - t0) * 1000
+
+
+def _error_response(
+    status: int, body: bytes, target: str, retry_after: str | None
+) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    """What the client sees for a non-2xx answer from the provider (already OpenAI-shaped
+    by the provider translation where it speaks another API)."""
+    if status in (401, 403):
+        # The provider refused *our* credentials; its message may quote part of the key.
+        msg = f"The provider rejected the gateway's credentials for '{target}'"
+        return 502, error_body(msg, "api_error", "upstream_auth_error", None), []
+    extra = [(b"retry-after", retry_after.encode())] if status == 429 and retry_after else []
+    try:
+        parsed = _decode(body)
+        if type(parsed) is dict and type(parsed.get("error")) is dict:
+            return status, body, extra
+    except msgspec.DecodeError:
+        pass
+    msg = f"The provider for '{target}' answered HTTP {status}"
+    return status, error_body(msg, "api_error", "upstream_error", None), extra
+
+
+class _Failed(msgspec.Struct):
+    """An attempt's failure as the client would see it if nothing else works."""
+
+    status: int
+    body: bytes
+    headers: list[tuple[bytes, bytes]]
+
+
+class Call:
+    """Runs one admitted request to completion (see the module docstring)."""
+
+    __slots__ = (
+        "adm",
+        "client",
+        "endpoint",
+        "head",
+        "meter",
+        "outcomes",
+        "raw",
+        "req",
+        "rt",
+        "send",
+        "started",
+        "stream",
+        "timeout_s",
+        "ttft_s",
+        "usage",
+        "wants_usage",
+    )
+
+    def __init__(
+        self,
+        client: UpstreamClient,
+        rt: Runtime,
+        endpoint: str,
+        req: dict[str, Any],
+        raw: bytes,
+        adm: Admission,
+        head: RequestHead,
+        send: Send,
+        started: float,
+        timeouts: tuple[float, float | None],
+    ) -> None:
+        self.client = client
+        self.rt = rt
+        self.endpoint = endpoint
+        self.req = req
+        self.raw = raw
+        self.adm = adm
+        self.head = head
+        self.send = send
+        self.started = started
+        self.timeout_s, self.ttft_s = timeouts
+        self.stream = endpoint == "chat" and req.get("stream") is True
+        options = req.get("stream_options")
+        self.wants_usage = isinstance(options, dict) and options.get("include_usage") is True
+        if self.stream and not self.wants_usage:
+            # Every stream is metered: ask for usage, and strip that chunk for the client.
+            req["stream_options"] = {**(options or {}), "include_usage": True}
+        # (target, status, latency_ms, output_tokens) per attempt, for engine.settle().
+        self.outcomes: list[tuple[int, int, float, int]] = []
+        self.usage = (0, 0, 0)
+        self.meter: SseMeter | None = None
+
+    def _payload(self, plan: PlanInfo) -> bytes:
+        req = {**self.req, **plan.override_params} if plan.override_params else self.req
+        try:
+            return plan.upstream.provider.request_body(req, plan.upstream.model_id)
+        except TranslationError as e:
+            raise GatewayError.bad_request(str(e)) from None
+
+    def _headers(
+        self, plan: PlanInfo, extra: list[tuple[bytes, bytes]]
+    ) -> list[tuple[bytes, bytes]]:
+        headers = [
+            (b"x-request-id", self.head.request_id),
+            (b"x-tfy-resolved-model", plan.upstream.resolved_header),
+        ]
+        adm = self.adm
+        if adm.applied:
+            headers.append((b"x-tfy-applied-configurations", adm.applied.encode()))
+        if adm.limit_headers:
+            headers.extend((k.encode(), v.encode()) for k, v in adm.limit_headers)
+        headers.extend(extra)
+        return headers
+
+    async def run(self) -> None:
+        try:
+            await self._attempts()
+        except asyncio.CancelledError:
+            if self.outcomes and self.outcomes[-1][1] == -1:
+                target, _, t0, tokens = self.outcomes[-1]
+                self.outcomes[-1] = (target, CANCELLED, _ms(t0), tokens)
+            raise
+        finally:
+            if self.meter is not None:
+                self.usage = self._stream_usage(self.meter)
+            done = [o for o in self.outcomes if o[1] >= 0]
+            self.rt.engine.settle(self.adm, done, self.usage)
+
+    def _stream_usage(self, meter: SseMeter) -> tuple[int, int, int]:
+        """The provider's usage, or (stream cut short) the local count of what was seen."""
+        prompt = meter.prompt_tokens
+        if prompt is None:
+            prompt = count_prompt_tokens(self.raw, str(self.req.get("model", "")))
+        return (prompt, meter.cached_tokens or 0, meter.output_tokens)
+
+    async def _attempts(self) -> None:
+        rt = self.rt
+        admitted = perf_counter()
+        failed: _Failed | GatewayError | None = None
+        for i, pid in enumerate(self.adm.plans):
+            plan = rt.plans[pid]
+            if i > 0 and not plan.fallback_candidate:
+                continue
+            up = plan.upstream
+            url = up.chat_url if self.endpoint == "chat" else up.embeddings_url
+            if url is None:
+                failed = GatewayError.bad_request(f"'{up.name}' has no embeddings API", "model")
+                continue
+            payload = self._payload(plan)
+            budget_s = plan.retry_delay_s * plan.retries
+            for attempt in range(plan.retries + 1):
+                t0 = perf_counter()
+                # Marker for a cancellation mid-attempt: status -1, latency slot holds t0.
+                self.outcomes.append((plan.target, -1, t0, 0))
+                try:
+                    resp = await self.client.post(url, up.headers, payload, self.timeout_s)
+                except UpstreamError as e:
+                    self.outcomes[-1] = (plan.target, OUTCOME[e.kind], _ms(t0), 0)
+                    failed = upstream_failure(e.kind, up.name)
+                    # Only a refused connection is retried on the same target: the request
+                    # never left. Timeouts and resets may fall back, never repeat here.
+                    if e.kind == "connect" and attempt < plan.retries:
+                        await asyncio.sleep(plan.retry_delay_s)
+                        continue
+                    break
+                if resp.status < 300:
+                    if not self.stream:
+                        await self._respond(resp, plan, t0, admitted)
+                        return
+                    started = await self._start_stream(resp, plan, t0)
+                    if started is None:
+                        return
+                    failed = started
+                    break
+                body = await self._read_error(resp)
+                status = resp.status
+                self.outcomes[-1] = (plan.target, status, _ms(t0), 0)
+                body = up.provider.response_body(status, body, up.model_id)
+                failed = _Failed(
+                    *_error_response(status, body, up.name, resp.header("retry-after"))
+                )
+                if status in plan.retry_on and attempt < plan.retries:
+                    wait = plan.retry_delay_s
+                    hint = _retry_after_s(resp.header("retry-after")) if status == 429 else None
+                    if hint is not None:
+                        if hint > budget_s:
+                            break  # the provider asks for longer than we may wait here
+                        wait = max(wait, hint)
+                    await asyncio.sleep(wait)
+                    continue
+                if status not in plan.fallback_on:
+                    await self._fail(failed, plan)
+                    return
+                break
+        if isinstance(failed, GatewayError) or failed is None:
+            raise failed or GatewayError.upstream(503, "no target could be tried", "no_target")
+        await self._fail(failed, rt.plans[self.adm.plans[-1]])
+
+    @staticmethod
+    async def _read_error(resp: UpstreamResponse) -> bytes:
+        try:
+            return await resp.read()
+        except UpstreamError:
+            return b""
+
+    async def _fail(self, failed: _Failed, plan: PlanInfo) -> None:
+        headers = self._headers(plan, [JSON, *failed.headers])
+        start = {"type": "http.response.start", "status": failed.status, "headers": headers}
+        await self.send(start)
+        await self.send({"type": "http.response.body", "body": failed.body, "more_body": False})
+
+    async def _respond(
+        self, resp: UpstreamResponse, plan: PlanInfo, t0: float, admitted: float
+    ) -> None:
+        up = plan.upstream
+        try:
+            payload = await resp.read()
+        except UpstreamError as e:
+            self.outcomes[-1] = (plan.target, OUTCOME[e.kind], _ms(t0), 0)
+            raise upstream_failure(e.kind, up.name) from None
+        payload = up.provider.response_body(resp.status, payload, up.model_id)
+        done = perf_counter()
+        self.usage = _usage(payload)
+        self.outcomes[-1] = (plan.target, resp.status, _ms(t0), self.usage[2])
+        timing = (
+            f"auth;dur={(admitted - self.started) * 1000:.3f}, "
+            f"model;dur={(done - admitted) * 1000:.3f}, "
+            f"total;dur={(done - self.started) * 1000:.3f}"
+        )
+        headers = self._headers(plan, [JSON, (b"server-timing", timing.encode())])
+        await self.send({"type": "http.response.start", "status": resp.status, "headers": headers})
+        await self.send({"type": "http.response.body", "body": payload, "more_body": False})
+
+    async def _start_stream(
+        self, resp: UpstreamResponse, plan: PlanInfo, t0: float
+    ) -> GatewayError | None:
+        """Waits for the first chunk (bounded by the TTFT timeout) and then relays the stream;
+        returns the failure when the stream never started, so the caller can fall back."""
+        up = plan.upstream
+        chunks = resp.chunks()
+        try:
+            pending = anext(chunks)
+            # A task per stream only when a TTFT bound was asked for.
+            first = await (asyncio.wait_for(pending, self.ttft_s) if self.ttft_s else pending)
+        except (TimeoutError, StopAsyncIteration, UpstreamError) as e:
+            resp.close()
+            kind = e.kind if isinstance(e, UpstreamError) else "timeout"
+            if isinstance(e, StopAsyncIteration):
+                kind = "broken"
+            self.outcomes[-1] = (plan.target, OUTCOME[kind], _ms(t0), 0)
+            return upstream_failure(kind, up.name, " before the first token")
+        meter = SseMeter(
+            up.provider.stream_format,
+            up.model_id,
+            monotonic_ms() - _ms(t0),
+            strip_usage=not self.wants_usage,
+            include_usage=self.wants_usage,
+        )
+        self.meter = meter
+        try:
+            await self._relay(resp, chunks, first, meter, plan, t0)
+        finally:
+            resp.close()
+        return None
+
+    async def _relay(
+        self,
+        resp: UpstreamResponse,
+        chunks: AsyncIterator[bytes],
+        first: bytes,
+        meter: SseMeter,
+        plan: PlanInfo,
+        t0: float,
+    ) -> None:
+        send = self.send
+        headers = self._headers(plan, list(_SSE_HEADERS))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        status, broken = 200, None
+        try:
+            out = meter.feed(first)
+            if out:
+                await send({"type": "http.response.body", "body": out, "more_body": True})
+            if meter.error is None:
+                async for chunk in chunks:
+                    out = meter.feed(chunk)
+                    if out:
+                        await send({"type": "http.response.body", "body": out, "more_body": True})
+                    if meter.error is not None:
+                        break
+                else:
+                    out = meter.finish()
+                    if out:
+                        await send({"type": "http.response.body", "body": out, "more_body": True})
+        except UpstreamError as e:
+            status, broken = OUTCOME[e.kind], upstream_failure(e.kind, plan.upstream.name)
+        if broken is None and meter.error is not None:
+            status = OUTCOME["broken"]
+            what = (meter.error or "")[:200]
+            broken = GatewayError.upstream(
+                502, f"'{plan.upstream.name}': the stream failed: {what}", meter.error_code or ""
+            )
+        if broken is not None:
+            # The client already has a 200: say so in-band and end without [DONE]; after the
+            # first byte there is no fallback (the client may have shown part of an answer).
+            event = b"event: error\ndata: " + broken.body() + b"\n\n"
+            await send({"type": "http.response.body", "body": event, "more_body": True})
+        self.outcomes[-1] = (plan.target, status, _ms(t0), meter.output_tokens)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
