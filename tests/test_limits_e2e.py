@@ -37,9 +37,7 @@ def chat(client: openai.OpenAI, model: str = "m/gpt-4o-mini", project: str | Non
     )
 
 
-def test_per_metadata_request_limit(
-    start_gateway: GatewayFactory, mock_upstream: Server
-) -> None:
+def test_per_metadata_request_limit(start_gateway: GatewayFactory, mock_upstream: Server) -> None:
     gw = start_gateway(
         config(
             mock_upstream.url,

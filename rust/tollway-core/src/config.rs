@@ -129,6 +129,28 @@ pub struct KeyConfig {
     pub metadata: Vec<(String, String)>,
 }
 
+/// Where limit and budget counters are shared (DESIGN.md §6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateSettings {
+    /// `local` (in process) or `redis` (synced in the background).
+    pub backend: String,
+    pub redis_url: Option<String>,
+    pub sync_interval_ms: u64,
+    /// Connect and read timeout of every Redis call: a hung Redis never blocks anything.
+    pub redis_timeout_ms: u64,
+}
+
+impl Default for StateSettings {
+    fn default() -> Self {
+        Self {
+            backend: "local".to_owned(),
+            redis_url: None,
+            sync_interval_ms: 100,
+            redis_timeout_ms: 250,
+        }
+    }
+}
+
 /// Everything the documents said, before names are resolved across documents.
 #[derive(Debug, Default, Clone)]
 pub struct RawConfig {
@@ -138,6 +160,9 @@ pub struct RawConfig {
     pub lb_rules: Vec<crate::lb_config::LbRule>,
     pub rate_limits: Vec<crate::limits::RateLimitRule>,
     pub budgets: Vec<crate::limits::BudgetRule>,
+    pub state: StateSettings,
+    /// `{"otel": {...}, "metrics": {...}}` as validated, for the Python telemetry package.
+    pub telemetry_json: String,
 }
 
 pub const DOCUMENT_TYPES: [&str; 6] = [
@@ -202,9 +227,33 @@ pub fn parse_document(
 }
 
 fn parse_settings(doc: &Value, cfg: &mut RawConfig, errs: &mut Errors) {
-    let Some(f) = Fields::new(doc, "", &["type", "server"], errs) else {
+    let known = ["type", "server", "otel", "metrics", "state"];
+    let Some(f) = Fields::new(doc, "", &known, errs) else {
         return;
     };
+    // Telemetry is configured in Python (exporter, metrics); the schema is checked here and
+    // the validated sections are handed over as JSON.
+    let mut telemetry = serde_json::Map::new();
+    for (name, ok) in [
+        (
+            "otel",
+            f.get("otel")
+                .map(|v| crate::telemetry_config::parse_otel(v, "otel", errs).is_some()),
+        ),
+        (
+            "metrics",
+            f.get("metrics")
+                .map(|v| crate::telemetry_config::parse_metrics(v, "metrics", errs).is_some()),
+        ),
+    ] {
+        if ok == Some(true) {
+            telemetry.insert(name.to_owned(), f.get(name).cloned().unwrap_or(Value::Null));
+        }
+    }
+    cfg.telemetry_json = Value::Object(telemetry).to_string();
+    if let Some(state) = f.get("state") {
+        parse_state(state, &mut cfg.state, errs);
+    }
     let Some(server) = f.get("server") else {
         return;
     };
@@ -266,6 +315,42 @@ fn parse_settings(doc: &Value, cfg: &mut RawConfig, errs: &mut Errors) {
                 out.max_request_timeout_ms = v;
             }
         }
+    }
+}
+
+fn parse_state(v: &Value, out: &mut StateSettings, errs: &mut Errors) {
+    let known = [
+        "backend",
+        "redis_url",
+        "sync_interval_ms",
+        "redis_timeout_ms",
+    ];
+    let Some(f) = Fields::new(v, "state", &known, errs) else {
+        return;
+    };
+    if let Some(b) = f.choice("backend", &["local", "redis"], errs) {
+        out.backend = b;
+    }
+    if let Some(url) = f.string("redis_url", errs) {
+        if !(url.starts_with("redis://")
+            || url.starts_with("rediss://")
+            || url.starts_with("unix://"))
+        {
+            errs.push(
+                "state.redis_url",
+                "must be a redis://, rediss:// or unix:// URL",
+            );
+        }
+        out.redis_url = Some(url);
+    }
+    if out.backend == "redis" && out.redis_url.is_none() {
+        errs.push("state.redis_url", "required when backend is redis");
+    }
+    if let Some(ms) = f.uint("sync_interval_ms", 10, 60_000, errs) {
+        out.sync_interval_ms = ms;
+    }
+    if let Some(ms) = f.uint("redis_timeout_ms", 10, 60_000, errs) {
+        out.redis_timeout_ms = ms;
     }
 }
 

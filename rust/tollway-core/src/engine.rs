@@ -50,6 +50,8 @@ pub struct Key {
 #[derive(Debug)]
 pub struct Engine {
     pub settings: ServerSettings,
+    pub state: crate::config::StateSettings,
+    pub telemetry_json: String,
     pub targets: Vec<Target>,
     /// Every name a client may ask for: targets first (model id == target id), then virtual.
     pub model_names: Vec<String>,
@@ -205,6 +207,8 @@ impl Engine {
             .collect();
         Self {
             settings: raw.server,
+            state: raw.state,
+            telemetry_json: raw.telemetry_json,
             targets,
             model_names,
             model_ids,

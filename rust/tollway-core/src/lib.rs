@@ -6,6 +6,7 @@ pub mod anthropic;
 pub mod clock;
 pub mod config;
 pub mod engine;
+pub mod guardrails;
 pub mod lb_config;
 pub mod limits;
 pub mod metadata;

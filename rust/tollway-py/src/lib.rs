@@ -1,5 +1,6 @@
 //! The Python face of tollway-core: conversions and one error mapping, no logic.
 
+mod guardrails;
 mod meter;
 mod otlp;
 
@@ -50,6 +51,17 @@ struct Settings {
     backpressure: Option<u64>,
     #[pyo3(get)]
     keep_alive: bool,
+    /// `{"otel": {...}, "metrics": {...}}`: the validated telemetry sections.
+    #[pyo3(get)]
+    telemetry_json: String,
+    #[pyo3(get)]
+    state_backend: String,
+    #[pyo3(get)]
+    redis_url: Option<String>,
+    #[pyo3(get)]
+    sync_interval_ms: u64,
+    #[pyo3(get)]
+    redis_timeout_ms: u64,
 }
 
 #[pyclass(frozen, module = "tollway._core")]
@@ -342,6 +354,11 @@ impl Engine {
             http: s.http.clone(),
             backpressure: s.backpressure,
             keep_alive: s.keep_alive,
+            telemetry_json: self.inner.telemetry_json.clone(),
+            state_backend: self.inner.state.backend.clone(),
+            redis_url: self.inner.state.redis_url.clone(),
+            sync_interval_ms: self.inner.state.sync_interval_ms,
+            redis_timeout_ms: self.inner.state.redis_timeout_ms,
         }
     }
 
@@ -389,5 +406,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Rule>()?;
     otlp::register(m)?;
     meter::register(m)?;
+    guardrails::register(m)?;
     Ok(())
 }

@@ -1,0 +1,70 @@
+"""Guardrails: the compiled Rust scanners, and the one table that turns an outcome into a verdict.
+
+Every kind runs to an `Outcome` (pass, flag, or error); `decide` applies the guardrail's
+`enforcing_strategy` to it, so built-in kinds and webhooks block by the same rule:
+
+====================================  ======  ======  ======
+strategy                              pass    flag    error
+====================================  ======  ======  ======
+enforce                               pass    block   block
+enforce_but_ignore_on_error           pass    block   error (let through)
+audit                                 pass    flag    error (let through)
+====================================  ======  ======  ======
+"""
+
+from __future__ import annotations
+
+import enum
+
+from tollway._core import Check, Finding, GuardrailInfo, Guardrails, StreamRedactor
+
+__all__ = [
+    "Check",
+    "Finding",
+    "GuardrailInfo",
+    "Guardrails",
+    "Outcome",
+    "Strategy",
+    "StreamRedactor",
+    "Verdict",
+    "decide",
+]
+
+
+class Strategy(enum.StrEnum):
+    ENFORCE = "enforce"
+    ENFORCE_BUT_IGNORE_ON_ERROR = "enforce_but_ignore_on_error"
+    AUDIT = "audit"
+
+
+class Outcome(enum.StrEnum):
+    """What a guardrail run found, before its strategy is applied."""
+
+    PASS = "pass"  # noqa: S105 - a verdict, not a password
+    FLAG = "flag"
+    ERROR = "error"
+
+
+class Verdict(enum.StrEnum):
+    """What happens to the request; the value is the span's `result` attribute."""
+
+    PASS = "pass"  # noqa: S105 - a verdict, not a password
+    FLAG = "flag"
+    BLOCK = "block"
+    ERROR = "error"
+
+    @property
+    def blocks(self) -> bool:
+        return self is Verdict.BLOCK
+
+
+def decide(strategy: Strategy | str, outcome: Outcome) -> Verdict:
+    """Applies an `enforcing_strategy` to an outcome (see the module table)."""
+    strategy = Strategy(strategy)
+    if outcome is Outcome.PASS:
+        return Verdict.PASS
+    if strategy is Strategy.AUDIT:
+        return Verdict.FLAG if outcome is Outcome.FLAG else Verdict.ERROR
+    if outcome is Outcome.FLAG or strategy is Strategy.ENFORCE:
+        return Verdict.BLOCK
+    return Verdict.ERROR
