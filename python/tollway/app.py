@@ -20,7 +20,8 @@ from tollway.engine import Denial, Runtime
 from tollway.errors import GatewayError
 from tollway.proxy import Proxy
 from tollway.reload import watch_config
-from tollway.serve import DRAIN_FILE_ENV
+from tollway.serve import DRAIN_FILE_ENV, METRICS_DIR_ENV
+from tollway.telemetry import CONTENT_TYPE, Telemetry, TelemetrySettings
 from tollway.upstream import AiohttpUpstream, UpstreamClient
 
 __all__ = ["Gateway", "create_app"]
@@ -36,8 +37,11 @@ _NOT_ALLOWED = GatewayError(
 class Gateway:
     """One worker's gateway: a `Runtime` for the current config and one upstream client."""
 
-    def __init__(self, runtime: Runtime, config_path: str | None = None) -> None:
+    def __init__(
+        self, runtime: Runtime, config_path: str | None = None, telemetry: Telemetry | None = None
+    ) -> None:
         self.runtime = runtime
+        self.telemetry = telemetry
         self.config_path = config_path
         self.proxy: Proxy | None = None
         self.draining = False
@@ -87,6 +91,9 @@ class Gateway:
                 self.draining = ready = False
             body = b'{"status":"ready"}' if ready else b'{"status":"not ready"}'
             await send_json(send, 200 if ready else 503, body, [JSON])
+        elif path == "/metrics" and self.telemetry is not None:
+            body = await self.telemetry.render()
+            await send_json(send, 200, body, [(b"content-type", CONTENT_TYPE.encode())])
         elif path == "/v1/models" and method == "GET":
             await self._models(scope, send)
         else:
@@ -117,7 +124,9 @@ class Gateway:
             if msg["type"] == "lifespan.startup":
                 connect_s = self.runtime.settings.connect_timeout_ms / 1000
                 client = AiohttpUpstream(connect_s)
-                self.proxy = Proxy(self.runtime, client)
+                self.proxy = Proxy(self.runtime, client, self.telemetry)
+                if self.telemetry is not None:
+                    await self.telemetry.start(client.session)
                 # Load the BPE tables off the event loop (the Rust call releases the GIL), so
                 # the first stream without provider usage does not pay ~0.5 s for them.
                 warm = asyncio.ensure_future(asyncio.to_thread(_warm_tokenizers))
@@ -131,6 +140,9 @@ class Gateway:
                     warm.cancel()
                 if watcher is not None:
                     watcher.cancel()
+                if self.telemetry is not None:
+                    # Bounded: a dead collector cannot hold up the shutdown.
+                    await self.telemetry.stop(timeout_s=5.0)
                 if client is not None:
                     await client.close()
                 await send({"type": "lifespan.shutdown.complete"})
@@ -148,4 +160,10 @@ def create_app(config_path: str | None = None) -> Gateway:
     if not path:
         raise RuntimeError("no config: set TOLLWAY_CONFIG or pass a path")
     logging.basicConfig(level=os.environ.get("TOLLWAY_LOG_LEVEL", "INFO").upper())
-    return Gateway(Runtime.build(compile_engine(path)), config_path=path)
+    runtime = Runtime.build(compile_engine(path))
+    sections = msgspec.json.decode(runtime.settings.telemetry_json or "{}")
+    settings = TelemetrySettings.from_config(
+        sections.get("otel"), sections.get("metrics"), os.environ
+    )
+    telemetry = Telemetry(settings, metrics_dir=os.environ.get(METRICS_DIR_ENV))
+    return Gateway(runtime, config_path=path, telemetry=telemetry)

@@ -20,6 +20,7 @@ from tollway._core import SseMeter, count_prompt_tokens, monotonic_ms
 from tollway.asgi import JSON, RequestHead, Send
 from tollway.engine import Admission, PlanInfo, Runtime
 from tollway.errors import GatewayError, error_body
+from tollway.observe import AttemptLog, RequestLog
 from tollway.providers import TranslationError
 from tollway.upstream import UpstreamError, UpstreamResponse
 
@@ -30,6 +31,7 @@ __all__ = ["Call", "upstream_failure"]
 
 # settle() codes for failures without an HTTP status (see tollway-core routing.rs).
 OUTCOME = {"connect": 0, "timeout": 1, "broken": 2}
+_OUTCOME_NAMES = {0: "connection_error", 1: "timeout", 2: "stream_broken"}
 CANCELLED = 499
 UPSTREAM_FAILURES = {
     "connect": (502, "could not connect to the provider", "upstream_connection_error"),
@@ -55,23 +57,33 @@ class _Usage(msgspec.Struct):
     prompt_tokens_details: _PromptDetails | None = None
 
 
-class _WithUsage(msgspec.Struct):
+class _Choice(msgspec.Struct):
+    finish_reason: str | None = None
+
+
+class _Answer(msgspec.Struct):
+    id: str = ""
+    model: str = ""
+    choices: list[_Choice] = []
     usage: _Usage | None = None
 
 
-_decode_usage = msgspec.json.Decoder(_WithUsage).decode
+_decode_answer = msgspec.json.Decoder(_Answer).decode
 
 
-def _usage(body: bytes) -> tuple[int, int, int]:
-    """(input, cached input, output) tokens of a non-streamed answer; zeros when absent."""
+def _answer(body: bytes) -> tuple[tuple[int, int, int], str, str, list[str]]:
+    """Usage (input, cached input, output), id, model and finish reasons of a non-streamed
+    answer (embeddings have no choices); zeros and empties when absent."""
     try:
-        usage = _decode_usage(body).usage
+        a = _decode_answer(body)
     except msgspec.DecodeError:
-        return (0, 0, 0)
-    if usage is None:
-        return (0, 0, 0)
-    cached = usage.prompt_tokens_details.cached_tokens if usage.prompt_tokens_details else 0
-    return (usage.prompt_tokens, cached, usage.completion_tokens)
+        return (0, 0, 0), "", "", []
+    reasons = [c.finish_reason for c in a.choices if c.finish_reason]
+    u = a.usage
+    if u is None:
+        return (0, 0, 0), a.id, a.model, reasons
+    cached = u.prompt_tokens_details.cached_tokens if u.prompt_tokens_details else 0
+    return (u.prompt_tokens, cached, u.completion_tokens), a.id, a.model, reasons
 
 
 def _retry_after_s(value: str | None) -> float | None:
@@ -121,6 +133,7 @@ class Call:
         "client",
         "endpoint",
         "head",
+        "log",
         "meter",
         "outcomes",
         "raw",
@@ -147,7 +160,9 @@ class Call:
         send: Send,
         started: float,
         timeouts: tuple[float, float | None],
+        log: RequestLog,
     ) -> None:
+        self.log = log
         self.client = client
         self.rt = rt
         self.endpoint = endpoint
@@ -168,6 +183,25 @@ class Call:
         self.outcomes: list[tuple[int, int, float, int]] = []
         self.usage = (0, 0, 0)
         self.meter: SseMeter | None = None
+
+    def _begin(self, plan: PlanInfo, t0: float) -> None:
+        attempts = self.log.attempts
+        reason = ""
+        if attempts and attempts[-1].plan is not plan:
+            prev = attempts[-1]
+            reason = str(prev.status) if prev.status else prev.error_type
+        attempts.append(AttemptLog(plan, t0 - self.started, fallback_reason=reason))
+
+    def _end(self, plan: PlanInfo, outcome: int, t0: float, tokens: int) -> None:
+        """Records how the current attempt ended: for settle, and for telemetry."""
+        self.outcomes[-1] = (plan.target, outcome, _ms(t0), tokens)
+        a = self.log.attempts[-1]
+        a.end_s = perf_counter() - self.started
+        if outcome >= 100:
+            a.status = outcome
+            a.error_type = "" if outcome < 400 else str(outcome)
+        else:
+            a.error_type = _OUTCOME_NAMES[outcome]
 
     def _payload(self, plan: PlanInfo) -> bytes:
         req = {**self.req, **plan.override_params} if plan.override_params else self.req
@@ -196,14 +230,22 @@ class Call:
             await self._attempts()
         except asyncio.CancelledError:
             if self.outcomes and self.outcomes[-1][1] == -1:
-                target, _, t0, tokens = self.outcomes[-1]
-                self.outcomes[-1] = (target, CANCELLED, _ms(t0), tokens)
+                _, _, t0, tokens = self.outcomes[-1]
+                self._end(self.log.attempts[-1].plan, CANCELLED, t0, tokens)
+                self.log.status, self.log.error_type = CANCELLED, "client_disconnected"
             raise
         finally:
             if self.meter is not None:
                 self.usage = self._stream_usage(self.meter)
             done = [o for o in self.outcomes if o[1] >= 0]
-            self.rt.engine.settle(self.adm, done, self.usage)
+            self.log.usage = self.usage
+            self.log.cost_usd = self.rt.engine.settle(self.adm, done, self.usage)
+            meter = self.meter
+            if meter is not None:
+                log = self.log
+                log.ttft_ms, log.itl_mean_ms = meter.ttft_ms, meter.itl_mean_ms
+                log.itl_max_ms, log.response_id = meter.itl_max_ms, meter.response_id or ""
+                log.finish_reasons = [meter.finish_reason] if meter.finish_reason else []
 
     def _stream_usage(self, meter: SseMeter) -> tuple[int, int, int]:
         """The provider's usage, or (stream cut short) the local count of what was seen."""
@@ -231,10 +273,11 @@ class Call:
                 t0 = perf_counter()
                 # Marker for a cancellation mid-attempt: status -1, latency slot holds t0.
                 self.outcomes.append((plan.target, -1, t0, 0))
+                self._begin(plan, t0)
                 try:
                     resp = await self.client.post(url, up.headers, payload, self.timeout_s)
                 except UpstreamError as e:
-                    self.outcomes[-1] = (plan.target, OUTCOME[e.kind], _ms(t0), 0)
+                    self._end(plan, OUTCOME[e.kind], t0, 0)
                     failed = upstream_failure(e.kind, up.name)
                     # Only a refused connection is retried on the same target: the request
                     # never left. Timeouts and resets may fall back, never repeat here.
@@ -253,7 +296,7 @@ class Call:
                     break
                 body = await self._read_error(resp)
                 status = resp.status
-                self.outcomes[-1] = (plan.target, status, _ms(t0), 0)
+                self._end(plan, status, t0, 0)
                 body = up.provider.response_body(status, body, up.model_id)
                 failed = _Failed(
                     *_error_response(status, body, up.name, resp.header("retry-after"))
@@ -284,6 +327,7 @@ class Call:
 
     async def _fail(self, failed: _Failed, plan: PlanInfo) -> None:
         headers = self._headers(plan, [JSON, *failed.headers])
+        self.log.status = failed.status
         start = {"type": "http.response.start", "status": failed.status, "headers": headers}
         await self.send(start)
         await self.send({"type": "http.response.body", "body": failed.body, "more_body": False})
@@ -295,18 +339,21 @@ class Call:
         try:
             payload = await resp.read()
         except UpstreamError as e:
-            self.outcomes[-1] = (plan.target, OUTCOME[e.kind], _ms(t0), 0)
+            self._end(plan, OUTCOME[e.kind], t0, 0)
             raise upstream_failure(e.kind, up.name) from None
         payload = up.provider.response_body(resp.status, payload, up.model_id)
         done = perf_counter()
-        self.usage = _usage(payload)
-        self.outcomes[-1] = (plan.target, resp.status, _ms(t0), self.usage[2])
+        self.usage, self.log.response_id, self.log.response_model, self.log.finish_reasons = (
+            _answer(payload)
+        )
+        self._end(plan, resp.status, t0, self.usage[2])
         timing = (
             f"auth;dur={(admitted - self.started) * 1000:.3f}, "
             f"model;dur={(done - admitted) * 1000:.3f}, "
             f"total;dur={(done - self.started) * 1000:.3f}"
         )
         headers = self._headers(plan, [JSON, (b"server-timing", timing.encode())])
+        self.log.status = resp.status
         await self.send({"type": "http.response.start", "status": resp.status, "headers": headers})
         await self.send({"type": "http.response.body", "body": payload, "more_body": False})
 
@@ -326,7 +373,7 @@ class Call:
             kind = e.kind if isinstance(e, UpstreamError) else "timeout"
             if isinstance(e, StopAsyncIteration):
                 kind = "broken"
-            self.outcomes[-1] = (plan.target, OUTCOME[kind], _ms(t0), 0)
+            self._end(plan, OUTCOME[kind], t0, 0)
             return upstream_failure(kind, up.name, " before the first token")
         meter = SseMeter(
             up.provider.stream_format,
@@ -379,9 +426,10 @@ class Call:
                 502, f"'{plan.upstream.name}': the stream failed: {what}", meter.error_code or ""
             )
         if broken is not None:
+            self.log.error_type = broken.code or "stream_error"
             # The client already has a 200: say so in-band and end without [DONE]; after the
             # first byte there is no fallback (the client may have shown part of an answer).
             event = b"event: error\ndata: " + broken.body() + b"\n\n"
             await send({"type": "http.response.body", "body": event, "more_body": True})
-        self.outcomes[-1] = (plan.target, status, _ms(t0), meter.output_tokens)
+        self._end(plan, status, t0, meter.output_tokens)
         await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -18,8 +18,10 @@ import msgspec
 
 from tollway.asgi import Receive, RequestHead, Scope, Send, read_body, send_error
 from tollway.call import CANCELLED, Call
-from tollway.engine import Denial, Runtime
+from tollway.engine import Admission, Denial, Runtime
 from tollway.errors import GatewayError
+from tollway.observe import RequestLog, build_record
+from tollway.telemetry import Telemetry, now_ns
 from tollway.upstream import UpstreamClient
 
 __all__ = ["FORBIDDEN_FIELDS", "Proxy"]
@@ -95,9 +97,12 @@ def _positive_ms(raw: bytes, header: str) -> int:
 class Proxy:
     """Handles the proxied endpoints for whichever `Runtime` is current."""
 
-    def __init__(self, runtime: Runtime, client: UpstreamClient) -> None:
+    def __init__(
+        self, runtime: Runtime, client: UpstreamClient, telemetry: Telemetry | None = None
+    ) -> None:
         self.runtime = runtime
         self.client = client
+        self.telemetry = telemetry
 
     def _timeouts(self, head: RequestHead) -> tuple[float, float | None]:
         """(per-attempt, first-token) seconds; client values are capped by the server."""
@@ -116,6 +121,9 @@ class Proxy:
         started = perf_counter()
         head = RequestHead(scope["headers"])
         rt = self.runtime
+        log = RequestLog(scope["path"], now_ns())
+        req: dict[str, Any] | None = None
+        adm: Admission | Denial | None = None
         try:
             if head.authorization is None:
                 # Refuse before reading a body nobody is entitled to send.
@@ -135,14 +143,31 @@ class Proxy:
                     adm.param,
                     tuple((k.encode(), v.encode()) for k, v in adm.headers),
                 )
-            call = Call(self.client, rt, endpoint, req, body, adm, head, send, started, timeouts)
+            call = Call(
+                self.client, rt, endpoint, req, body, adm, head, send, started, timeouts, log
+            )
             if call.stream:
                 await _race_disconnect(call.run(), receive, req["model"])
             else:
                 await call.run()
         except GatewayError as e:
+            log.status, log.error_type = e.status, e.code or e.error_type
             if e.status != CANCELLED:
                 await send_error(send, e, head.request_id)
+        finally:
+            if self.telemetry is not None:
+                self.telemetry.record(
+                    build_record(
+                        rt,
+                        log,
+                        head.request_id,
+                        perf_counter() - started,
+                        req,
+                        adm,
+                        head.traceparent,
+                        self.telemetry.capture_content,
+                    )
+                )
 
 
 async def _race_disconnect(work: Coroutine[Any, Any, None], receive: Receive, label: str) -> None:

@@ -23,9 +23,11 @@ from types import FrameType
 
 from tollway.engine import Settings
 
-__all__ = ["DRAIN_FILE_ENV", "granian_command", "supervise"]
+__all__ = ["DRAIN_FILE_ENV", "METRICS_DIR_ENV", "granian_command", "supervise"]
 
 DRAIN_FILE_ENV = "TOLLWAY_DRAIN_FILE"
+# Each worker writes its metric totals here; a scrape of any worker sums them all.
+METRICS_DIR_ENV = "TOLLWAY_METRICS_DIR"
 log = logging.getLogger("tollway.serve")
 
 
@@ -65,9 +67,17 @@ def granian_command(settings: Settings, host: str, port: int, workers: int) -> l
 
 def supervise(config: Path, settings: Settings, host: str, port: int, workers: int) -> int:
     """Runs Granian until it exits or a signal asks us to stop; returns the exit code."""
-    workdir = Path(tempfile.mkdtemp(prefix="tollway-"))
+    # In memory, not on disk; mkdtemp makes a private (0700) directory, so no tmp race.
+    shm = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108
+    workdir = Path(tempfile.mkdtemp(prefix="tollway-", dir=shm))
     drain_file = workdir / "draining"
-    env = {**os.environ, "TOLLWAY_CONFIG": str(config), DRAIN_FILE_ENV: str(drain_file)}
+    (workdir / "metrics").mkdir()
+    env = {
+        **os.environ,
+        "TOLLWAY_CONFIG": str(config),
+        DRAIN_FILE_ENV: str(drain_file),
+        METRICS_DIR_ENV: str(workdir / "metrics"),
+    }
     proc = subprocess.Popen(granian_command(settings, host, port, workers), env=env)
     signals: list[int] = []
     stop = threading.Event()

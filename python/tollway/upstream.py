@@ -116,5 +116,10 @@ class AiohttpUpstream:
             raise _translate(e) from None
         return _AiohttpResponse(resp)
 
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The pooled session, shared with background tasks (telemetry export)."""
+        return self._session
+
     async def close(self) -> None:
         await self._session.close()

@@ -21,6 +21,8 @@ pub struct Denial {
     pub message: String,
     /// Extra response headers (`retry-after`, `x-ratelimit-*` on 429).
     pub headers: Vec<(&'static str, String)>,
+    /// The rate-limit or budget rule that refused the request (429 only).
+    pub rule_id: Option<String>,
 }
 
 impl Denial {
@@ -32,6 +34,7 @@ impl Denial {
             param: None,
             message,
             headers: Vec::new(),
+            rule_id: None,
         }
     }
 
@@ -68,6 +71,8 @@ pub struct Admission {
     pub limit_headers: Vec<(&'static str, String)>,
     /// JSON for `x-tfy-applied-configurations`, e.g. `{"load_balancing":"r1"}`; empty if none.
     pub applied: String,
+    /// Rule ids by kind, for telemetry: (routing, rate limit, budget).
+    pub rule_ids: [Option<String>; 3],
 }
 
 /// What `settle` learns from one upstream attempt.
@@ -90,6 +95,8 @@ pub struct Usage {
 
 impl Engine {
     /// Finds the key of an `Authorization` header value (`Bearer <key>`).
+    // A denial is a value on the rare path; the Admission it competes with is as large.
+    #[allow(clippy::result_large_err)]
     pub fn authenticate(&self, authorization: Option<&str>) -> Result<KeyId, Denial> {
         let Some(header) = authorization.map(str::trim).filter(|h| !h.is_empty()) else {
             return Err(Denial::unauthorized(
@@ -112,6 +119,7 @@ impl Engine {
     }
 
     /// Decides one request (see the module comment for the order of checks).
+    #[allow(clippy::result_large_err)]
     pub fn admit(
         &self,
         authorization: Option<&str>,
@@ -191,6 +199,7 @@ impl Engine {
         if !budget.allowed {
             return Err(Denial {
                 headers: vec![("retry-after", budget.reset_s.to_string())],
+                rule_id: budget.rule.map(|r| self.budgets.rule_id(r).to_owned()),
                 ..Denial::new(
                     429,
                     "rate_limit_error",
@@ -206,6 +215,7 @@ impl Engine {
         if !limit.allowed {
             return Err(Denial {
                 headers: limit.headers(),
+                rule_id: limit.rule.map(|r| self.rate_limiter.rule_id(r).to_owned()),
                 ..Denial::new(
                     429,
                     "rate_limit_error",
@@ -214,6 +224,11 @@ impl Engine {
                 )
             });
         }
+        let rule_ids = [
+            matched.map(|r| self.rules[r as usize].id.clone()),
+            limit.rule.map(|r| self.rate_limiter.rule_id(r).to_owned()),
+            budget.rule.map(|r| self.budgets.rule_id(r).to_owned()),
+        ];
         let applied = if applied.is_empty() {
             String::new()
         } else {
@@ -236,6 +251,7 @@ impl Engine {
             },
             metadata,
             applied,
+            rule_ids,
         })
     }
 

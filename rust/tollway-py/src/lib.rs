@@ -107,6 +107,8 @@ struct Denial {
     message: String,
     #[pyo3(get)]
     headers: Vec<(&'static str, String)>,
+    #[pyo3(get)]
+    rule_id: Option<String>,
 }
 
 impl From<engine::Denial> for Denial {
@@ -118,6 +120,7 @@ impl From<engine::Denial> for Denial {
             param: d.param,
             message: d.message,
             headers: d.headers,
+            rule_id: d.rule_id,
         }
     }
 }
@@ -151,6 +154,13 @@ impl Admission {
     #[getter]
     fn applied(&self) -> &str {
         &self.inner.applied
+    }
+
+    /// Rule ids applied by kind: (routing, rate limit, budget), for telemetry.
+    #[getter]
+    fn rule_ids(&self) -> (Option<String>, Option<String>, Option<String>) {
+        let [a, b, c] = self.inner.rule_ids.clone();
+        (a, b, c)
     }
 
     /// `x-ratelimit-*` response headers when a rate limit applies.
