@@ -10,19 +10,22 @@ import asyncio
 import contextlib
 import logging
 import os
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from tollway._core import warm_tokenizer
 from tollway.asgi import JSON, Receive, RequestHead, Scope, Send, send_error, send_json
-from tollway.config import compile_engine
-from tollway.engine import Denial, Runtime
+from tollway.engine import Denial, Runtime, load_runtime
 from tollway.errors import GatewayError
 from tollway.proxy import Proxy
 from tollway.reload import watch_config
 from tollway.serve import DRAIN_FILE_ENV, METRICS_DIR_ENV
 from tollway.telemetry import CONTENT_TYPE, Telemetry, TelemetrySettings
 from tollway.upstream import AiohttpUpstream, UpstreamClient
+
+if TYPE_CHECKING:
+    from tollway.state import RedisSync
 
 __all__ = ["Gateway", "create_app"]
 
@@ -119,6 +122,7 @@ class Gateway:
         client: UpstreamClient | None = None
         watcher: asyncio.Task[None] | None = None
         warm: asyncio.Future[None] | None = None
+        state_sync: RedisSync | None = None
         while True:
             msg = await receive()
             if msg["type"] == "lifespan.startup":
@@ -133,6 +137,15 @@ class Gateway:
                 if self.config_path:
                     watch = watch_config(self.config_path, lambda: self.runtime, self.swap)
                     watcher = asyncio.ensure_future(watch)
+                if self.runtime.settings.state_backend == "redis":
+                    # Limits shared across replicas: a background sync with Redis, never on
+                    # the request path. It reads the current engine each tick (reload swaps it).
+                    from tollway.state import RedisSync  # only deployments using Redis load it
+
+                    state_sync = RedisSync.from_settings(
+                        self.runtime.settings, lambda: self.runtime.engine
+                    )
+                    state_sync.start()
                 await send({"type": "lifespan.startup.complete"})
             elif msg["type"] == "lifespan.shutdown":
                 self.draining = True
@@ -140,6 +153,9 @@ class Gateway:
                     warm.cancel()
                 if watcher is not None:
                     watcher.cancel()
+                if state_sync is not None:
+                    # Pushes the last deltas and leaves the replica count; bounded by timeouts.
+                    await state_sync.stop()
                 if self.telemetry is not None:
                     # Bounded: a dead collector cannot hold up the shutdown.
                     await self.telemetry.stop(timeout_s=5.0)
@@ -160,7 +176,7 @@ def create_app(config_path: str | None = None) -> Gateway:
     if not path:
         raise RuntimeError("no config: set TOLLWAY_CONFIG or pass a path")
     logging.basicConfig(level=os.environ.get("TOLLWAY_LOG_LEVEL", "INFO").upper())
-    runtime = Runtime.build(compile_engine(path))
+    runtime = load_runtime(path)
     sections = msgspec.json.decode(runtime.settings.telemetry_json or "{}")
     settings = TelemetrySettings.from_config(
         sections.get("otel"), sections.get("metrics"), os.environ

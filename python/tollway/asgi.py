@@ -35,6 +35,7 @@ class RequestHead:
     __slots__ = (
         "authorization",
         "content_length",
+        "guardrails",
         "metadata",
         "request_id",
         "timeout_ms",
@@ -48,6 +49,7 @@ class RequestHead:
         self.content_length: bytes | None = None
         self.timeout_ms: bytes | None = None
         self.ttft_timeout_ms: bytes | None = None
+        self.guardrails: bytes | None = None
         self.traceparent: bytes | None = None
         request_id: bytes | None = None
         for name, value in headers:
@@ -65,6 +67,8 @@ class RequestHead:
                 self.ttft_timeout_ms = value
             elif name == b"traceparent":
                 self.traceparent = value
+            elif name == b"x-tfy-guardrails":
+                self.guardrails = value
         # A client's request id is echoed only when it is short and printable ASCII.
         if (
             request_id

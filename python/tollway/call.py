@@ -14,12 +14,14 @@ from collections.abc import AsyncIterator
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 import msgspec
 
 from tollway._core import SseMeter, count_prompt_tokens, monotonic_ms
 from tollway.asgi import JSON, RequestHead, Send
 from tollway.engine import Admission, PlanInfo, Runtime
 from tollway.errors import GatewayError, error_body
+from tollway.guard import GuardPlan, StreamGuard, guard_output, mutate_input, validate_input
 from tollway.observe import AttemptLog, RequestLog
 from tollway.providers import TranslationError
 from tollway.upstream import UpstreamError, UpstreamResponse
@@ -132,6 +134,9 @@ class Call:
         "adm",
         "client",
         "endpoint",
+        "gated",
+        "guard",
+        "guard_task",
         "head",
         "log",
         "meter",
@@ -140,6 +145,7 @@ class Call:
         "req",
         "rt",
         "send",
+        "session",
         "started",
         "stream",
         "timeout_s",
@@ -161,8 +167,14 @@ class Call:
         started: float,
         timeouts: tuple[float, float | None],
         log: RequestLog,
+        guard: GuardPlan | None = None,
+        session: aiohttp.ClientSession | None = None,
     ) -> None:
         self.log = log
+        self.guard = guard
+        self.session = session
+        self.guard_task: asyncio.Task[GatewayError | None] | None = None
+        self.gated = False
         self.client = client
         self.rt = rt
         self.endpoint = endpoint
@@ -227,14 +239,26 @@ class Call:
 
     async def run(self) -> None:
         try:
+            if self.guard is not None:
+                await self._guard_input(self.guard)
             await self._attempts()
         except asyncio.CancelledError:
-            if self.outcomes and self.outcomes[-1][1] == -1:
-                _, _, t0, tokens = self.outcomes[-1]
-                self._end(self.log.attempts[-1].plan, CANCELLED, t0, tokens)
-                self.log.status, self.log.error_type = CANCELLED, "client_disconnected"
+            blocked = self._input_verdict()
+            if blocked is not None:
+                # An input guardrail blocked while the model call ran: that call is what was
+                # cancelled, not this request.
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()
+                self._cancel_marker()
+                self.log.status, self.log.error_type = blocked.status, blocked.code or ""
+                raise blocked from None
+            self._cancel_marker()
+            self.log.status, self.log.error_type = CANCELLED, "client_disconnected"
             raise
         finally:
+            if self.guard_task is not None and not self.guard_task.done():
+                self.guard_task.cancel()
             if self.meter is not None:
                 self.usage = self._stream_usage(self.meter)
             done = [o for o in self.outcomes if o[1] >= 0]
@@ -246,6 +270,46 @@ class Call:
                 log.ttft_ms, log.itl_mean_ms = meter.ttft_ms, meter.itl_mean_ms
                 log.itl_max_ms, log.response_id = meter.itl_max_ms, meter.response_id or ""
                 log.finish_reasons = [meter.finish_reason] if meter.finish_reason else []
+
+    def _cancel_marker(self) -> None:
+        if self.outcomes and self.outcomes[-1][1] == -1:
+            _, _, t0, tokens = self.outcomes[-1]
+            self._end(self.log.attempts[-1].plan, CANCELLED, t0, tokens)
+
+    async def _guard_input(self, guard: GuardPlan) -> None:
+        """Input mutate now, in order; input validate as a task beside the model call."""
+        if guard.input_mutate:
+            await mutate_input(guard, self.req, self.session)
+        if not guard.input_validate:
+            return
+        current = asyncio.current_task()
+        task = asyncio.ensure_future(
+            validate_input(guard, self.req, self.adm.metadata, self.session)
+        )
+
+        def on_done(t: asyncio.Task[GatewayError | None]) -> None:
+            # Cancel the model call at once on a block, unless the response is already
+            # waiting for this verdict at the gate (it will raise it there).
+            if not self.gated and current is not None and self._input_verdict() is not None:
+                current.cancel()
+
+        task.add_done_callback(on_done)
+        self.guard_task = task
+
+    def _input_verdict(self) -> GatewayError | None:
+        t = self.guard_task
+        if t is None or not t.done() or t.cancelled() or t.exception() is not None:
+            return None
+        return t.result()
+
+    async def _gate(self) -> None:
+        """Nothing reaches the client before the input guardrails' verdict."""
+        self.gated = True
+        t = self.guard_task
+        if t is not None:
+            verdict = await t
+            if verdict is not None:
+                raise verdict
 
     def _stream_usage(self, meter: SseMeter) -> tuple[int, int, int]:
         """The provider's usage, or (stream cut short) the local count of what was seen."""
@@ -314,6 +378,7 @@ class Call:
                     await self._fail(failed, plan)
                     return
                 break
+        await self._gate()
         if isinstance(failed, GatewayError) or failed is None:
             raise failed or GatewayError.upstream(503, "no target could be tried", "no_target")
         await self._fail(failed, rt.plans[self.adm.plans[-1]])
@@ -326,6 +391,7 @@ class Call:
             return b""
 
     async def _fail(self, failed: _Failed, plan: PlanInfo) -> None:
+        await self._gate()
         headers = self._headers(plan, [JSON, *failed.headers])
         self.log.status = failed.status
         start = {"type": "http.response.start", "status": failed.status, "headers": headers}
@@ -342,6 +408,13 @@ class Call:
             self._end(plan, OUTCOME[e.kind], t0, 0)
             raise upstream_failure(e.kind, up.name) from None
         payload = up.provider.response_body(resp.status, payload, up.model_id)
+        await self._gate()
+        if self.guard is not None and self.guard.output:
+            guarded = guard_output(self.guard, payload)
+            if isinstance(guarded, GatewayError):
+                self._end(plan, resp.status, t0, 0)
+                raise guarded
+            payload = guarded
         done = perf_counter()
         self.usage, self.log.response_id, self.log.response_model, self.log.finish_reasons = (
             _answer(payload)
@@ -375,6 +448,12 @@ class Call:
                 kind = "broken"
             self._end(plan, OUTCOME[kind], t0, 0)
             return upstream_failure(kind, up.name, " before the first token")
+        try:
+            await self._gate()
+        except GatewayError:
+            resp.close()
+            self._end(plan, CANCELLED, t0, 0)
+            raise
         meter = SseMeter(
             up.provider.stream_format,
             up.model_id,
@@ -401,25 +480,30 @@ class Call:
         send = self.send
         headers = self._headers(plan, list(_SSE_HEADERS))
         await send({"type": "http.response.start", "status": 200, "headers": headers})
-        status, broken = 200, None
-        try:
-            out = meter.feed(first)
+        guard = StreamGuard(self.guard) if self.guard is not None and self.guard.output else None
+        status: int = 200
+        broken: GatewayError | None = None
+
+        async def emit(out: bytes) -> None:
+            if guard is not None:
+                out = guard.feed(out)
             if out:
                 await send({"type": "http.response.body", "body": out, "more_body": True})
+
+        try:
+            await emit(meter.feed(first))
             if meter.error is None:
                 async for chunk in chunks:
-                    out = meter.feed(chunk)
-                    if out:
-                        await send({"type": "http.response.body", "body": out, "more_body": True})
-                    if meter.error is not None:
+                    await emit(meter.feed(chunk))
+                    if meter.error is not None or (guard is not None and guard.error):
                         break
                 else:
-                    out = meter.finish()
-                    if out:
-                        await send({"type": "http.response.body", "body": out, "more_body": True})
+                    await emit(meter.finish())
         except UpstreamError as e:
             status, broken = OUTCOME[e.kind], upstream_failure(e.kind, plan.upstream.name)
-        if broken is None and meter.error is not None:
+        if guard is not None and guard.error is not None:
+            broken = guard.error  # an output guardrail blocked the rest of the answer
+        elif broken is None and meter.error is not None:
             status = OUTCOME["broken"]
             what = (meter.error or "")[:200]
             broken = GatewayError.upstream(

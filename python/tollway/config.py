@@ -20,7 +20,13 @@ import yaml
 
 from tollway import _core
 
-__all__ = ["ConfigError", "compile_engine", "config_fingerprint", "load_documents"]
+__all__ = [
+    "ConfigError",
+    "compile_documents",
+    "compile_engine",
+    "config_fingerprint",
+    "load_documents",
+]
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _YAML_SUFFIXES = (".yaml", ".yml")
@@ -117,7 +123,11 @@ def compile_engine(
 
     With `previous`, live state (health, latency, counters) of unchanged ids carries over.
     """
-    documents = load_documents(path, env)
+    return compile_documents(load_documents(path, env), previous)
+
+
+def compile_documents(documents: bytes, previous: _core.Engine | None = None) -> _core.Engine:
+    """Compiles what `load_documents` returned; raises `ConfigError` listing every error."""
     try:
         return _core.Engine(documents, previous=previous)
     except _core.ConfigError as e:

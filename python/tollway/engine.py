@@ -12,7 +12,17 @@ from typing import Any
 
 import msgspec
 
-from tollway._core import Admission, ConfigError, Denial, Engine, Key, Settings
+from tollway._core import (
+    Admission,
+    ConfigError,
+    Denial,
+    Engine,
+    GuardrailInfo,
+    Guardrails,
+    Key,
+    Settings,
+)
+from tollway.config import compile_documents, load_documents
 from tollway.providers import Provider, provider_for
 
 __all__ = [
@@ -65,9 +75,12 @@ class Runtime:
     upstreams: tuple[Upstream, ...]
     keys: tuple[Key, ...]
     plans: tuple[PlanInfo, ...]
+    # None when no guardrails are configured: the request path then skips them entirely.
+    guardrails: Guardrails | None = None
+    guard_infos: tuple[GuardrailInfo, ...] = ()
 
     @classmethod
-    def build(cls, engine: Engine) -> Runtime:
+    def build(cls, engine: Engine, guardrails: Guardrails | None = None) -> Runtime:
         upstreams = []
         for t in engine.targets:
             provider = provider_for(t.provider)
@@ -99,4 +112,25 @@ class Runtime:
             )
             for p in engine.plans
         )
-        return cls(engine, engine.settings, tuple(upstreams), tuple(engine.keys), plans)
+        infos: tuple[GuardrailInfo, ...] = ()
+        if guardrails is not None and guardrails.names:
+            infos = tuple(guardrails.info(i) for i in range(len(guardrails.names)))
+        else:
+            guardrails = None
+        return cls(
+            engine,
+            engine.settings,
+            tuple(upstreams),
+            tuple(engine.keys),
+            plans,
+            guardrails,
+            infos,
+        )
+
+
+def load_runtime(path: str, previous: Runtime | None = None) -> Runtime:
+    """Compiles a config file or directory into a Runtime (raises `ConfigError`)."""
+    documents = load_documents(path)
+    engine = compile_documents(documents, previous.engine if previous else None)
+    # The engine has validated the guardrails documents; this compiles their scanners.
+    return Runtime.build(engine, Guardrails(documents))

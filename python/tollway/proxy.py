@@ -20,6 +20,7 @@ from tollway.asgi import Receive, RequestHead, Scope, Send, read_body, send_erro
 from tollway.call import CANCELLED, Call
 from tollway.engine import Admission, Denial, Runtime
 from tollway.errors import GatewayError
+from tollway.guard import plan_for
 from tollway.observe import RequestLog, build_record
 from tollway.telemetry import Telemetry, now_ns
 from tollway.upstream import UpstreamClient
@@ -143,8 +144,32 @@ class Proxy:
                     adm.param,
                     tuple((k.encode(), v.encode()) for k, v in adm.headers),
                 )
+            guard = None
+            if rt.guardrails is not None:
+                key = rt.keys[adm.key]
+                guard = plan_for(
+                    rt.guardrails,
+                    rt.guard_infos,
+                    key.subject,
+                    req["model"],
+                    adm.metadata,
+                    head.guardrails,
+                )
+            session = getattr(self.client, "session", None)
             call = Call(
-                self.client, rt, endpoint, req, body, adm, head, send, started, timeouts, log
+                self.client,
+                rt,
+                endpoint,
+                req,
+                body,
+                adm,
+                head,
+                send,
+                started,
+                timeouts,
+                log,
+                guard,
+                session,
             )
             if call.stream:
                 await _race_disconnect(call.run(), receive, req["model"])

@@ -11,8 +11,8 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from tollway.config import ConfigError, compile_engine, config_fingerprint
-from tollway.engine import Runtime
+from tollway.config import ConfigError, config_fingerprint
+from tollway.engine import Runtime, load_runtime
 
 __all__ = ["watch_config"]
 
@@ -34,7 +34,7 @@ async def watch_config(
             continue
         seen = now
         try:
-            engine = compile_engine(path, previous=current().engine)
+            runtime = load_runtime(path, previous=current())
         except ConfigError as e:
             log.error(
                 "config change in %s rejected; still serving the previous config:\n  %s",
@@ -42,5 +42,5 @@ async def watch_config(
                 "\n  ".join(e.errors),
             )
             continue
-        swap(Runtime.build(engine))
+        swap(runtime)
         log.info("config reloaded from %s", path)

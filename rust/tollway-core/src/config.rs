@@ -160,18 +160,20 @@ pub struct RawConfig {
     pub lb_rules: Vec<crate::lb_config::LbRule>,
     pub rate_limits: Vec<crate::limits::RateLimitRule>,
     pub budgets: Vec<crate::limits::BudgetRule>,
+    pub guardrails: crate::guardrails::GuardrailsConfig,
     pub state: StateSettings,
     /// `{"otel": {...}, "metrics": {...}}` as validated, for the Python telemetry package.
     pub telemetry_json: String,
 }
 
-pub const DOCUMENT_TYPES: [&str; 6] = [
+pub const DOCUMENT_TYPES: [&str; 7] = [
     "gateway-settings",
     "provider-account",
     "gateway-keys",
     "gateway-load-balancing-config",
     "gateway-rate-limiting-config",
     "gateway-budget-config",
+    "gateway-guardrails-config",
 ];
 
 /// Reads one document into `cfg`, recording every problem in `errs`.
@@ -216,6 +218,7 @@ pub fn parse_document(
             crate::limits::parse_rate_limits(doc, &mut cfg.rate_limits, errs);
         }
         "gateway-budget-config" => crate::limits::parse_budgets(doc, &mut cfg.budgets, errs),
+        "gateway-guardrails-config" => crate::guardrails::parse(doc, &mut cfg.guardrails, errs),
         other => errs.push(
             "type",
             format!(

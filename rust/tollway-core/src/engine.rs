@@ -87,6 +87,11 @@ impl Engine {
     }
 
     fn build(raw: RawConfig, clock: Arc<Clock>, errs: &mut Errors) -> Self {
+        // Guardrail scanners are compiled by the Python binding from the same documents;
+        // compiling here reports their errors (names, patterns) with everything else.
+        if let Err(list) = crate::guardrails::GuardrailSet::compile(&raw.guardrails) {
+            errs.list.extend(list);
+        }
         let prices = CostTable::bundled();
         let mut targets = Vec::new();
         let mut target_ids = HashMap::new();

@@ -210,8 +210,8 @@ struct Rule {
 
 /// The compiled, immutable config. Reload builds a new one.
 #[pyclass(frozen, module = "tollway._core")]
-struct Engine {
-    inner: engine::Engine,
+pub(crate) struct Engine {
+    pub(crate) inner: engine::Engine,
 }
 
 fn header_str(raw: Option<&[u8]>) -> Option<&str> {

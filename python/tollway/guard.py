@@ -1,0 +1,293 @@
+"""Guardrails on the request path: which run, where, and what a verdict does.
+
+Input mutate runs before the model call, in the order listed (built-in redaction, webhook
+`transformed`); input validate runs beside the call (a task) and cancels it on a block; the
+response waits for its verdict before the first byte goes out. Output guardrails see the
+whole answer (non-stream) or redact deltas as they stream, holding back only what a
+pattern could still need. A block is a 400 naming the guardrail and the categories found,
+never the text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import aiohttp
+import msgspec
+
+from tollway.errors import GatewayError
+from tollway.guardrails import GuardrailInfo, Guardrails, Outcome, StreamRedactor, decide
+from tollway.guardrails.webhook import call_webhook
+
+__all__ = ["GuardPlan", "StreamGuard", "plan_for"]
+
+_decode = msgspec.json.Decoder().decode
+_encode = msgspec.json.Encoder().encode
+
+
+@dataclass(slots=True)
+class GuardPlan:
+    """The guardrails one request runs, split by phase and operation."""
+
+    set: Guardrails
+    infos: tuple[GuardrailInfo, ...]
+    input_mutate: list[int] = field(default_factory=list)
+    input_validate: list[int] = field(default_factory=list)
+    output_mutate: list[int] = field(default_factory=list)
+    output_validate: list[int] = field(default_factory=list)
+
+    @property
+    def output(self) -> bool:
+        return bool(self.output_mutate or self.output_validate)
+
+
+def plan_for(
+    guardrails: Guardrails,
+    infos: tuple[GuardrailInfo, ...],
+    subject: str,
+    model: str,
+    metadata: dict[str, str],
+    header: bytes | None,
+) -> GuardPlan | None:
+    """The request's guardrails: the first matching rule's, plus `X-TFY-GUARDRAILS`."""
+    inputs, outputs = guardrails.for_request(subject, model, metadata)
+    if header is not None:
+        extra = guardrails.parse_header(header)
+        if isinstance(extra, str):
+            raise GatewayError.bad_request(extra, "X-TFY-GUARDRAILS")
+        inputs = inputs + [i for i in extra[0] if i not in inputs]
+        outputs = outputs + [i for i in extra[1] if i not in outputs]
+    if not inputs and not outputs:
+        return None
+    plan = GuardPlan(guardrails, infos)
+    for ids, mutate, validate in (
+        (inputs, plan.input_mutate, plan.input_validate),
+        (outputs, plan.output_mutate, plan.output_validate),
+    ):
+        for i in ids:
+            (mutate if infos[i].operation == "mutate" else validate).append(i)
+    return plan
+
+
+def _blocked(info: GuardrailInfo, categories: list[str]) -> GatewayError:
+    found = f" ({', '.join(sorted(set(categories)))})" if categories else ""
+    return GatewayError(
+        400,
+        f"Blocked by guardrail '{info.name}'{found}",
+        "invalid_request_error",
+        "guardrail_blocked",
+    )
+
+
+def _texts(messages: Any) -> list[tuple[dict[str, Any], str | int]]:
+    """(container, key) of every text in chat messages, so mutate can write back."""
+    out: list[tuple[dict[str, Any], str | int]] = []
+    for m in messages if isinstance(messages, list) else ():
+        if not isinstance(m, dict):
+            continue
+        content = m.get("content")
+        if isinstance(content, str):
+            out.append((m, "content"))
+        elif isinstance(content, list):
+            for part in content:
+                if isinstance(part, dict) and isinstance(part.get("text"), str):
+                    out.append((part, "text"))
+    return out
+
+
+def _joined(req: dict[str, Any]) -> str:
+    return "\n".join(str(c[k]) for c, k in _texts(req.get("messages")))  # type: ignore[index]
+
+
+async def mutate_input(
+    plan: GuardPlan, req: dict[str, Any], session: aiohttp.ClientSession | None
+) -> None:
+    """Redacts the request in place, guardrail by guardrail, in the order listed."""
+    for gid in plan.input_mutate:
+        info = plan.infos[gid]
+        if info.kind == "webhook":
+            result = await _webhook(info, req, "input", session)
+            if isinstance(result, GatewayError):
+                raise result
+            if isinstance(result, dict):
+                req.clear()
+                req.update(result)
+            continue
+        for container, key in _texts(req.get("messages")):
+            text = container[key]  # type: ignore[index]
+            redacted, _ = plan.set.redact([gid], text)
+            if redacted != text:
+                container[key] = redacted  # type: ignore[index]
+
+
+async def validate_input(
+    plan: GuardPlan,
+    req: dict[str, Any],
+    metadata: dict[str, str],
+    session: aiohttp.ClientSession | None,
+) -> GatewayError | None:
+    """The first blocking verdict among the input validators, or None."""
+    text = _joined(req)
+    webhooks = []
+    for gid in plan.input_validate:
+        info = plan.infos[gid]
+        if info.kind == "webhook":
+            webhooks.append(info)
+            continue
+        if info.kind == "metadata-validation":
+            problems = plan.set.validate_metadata(gid, metadata)
+            outcome = Outcome.FLAG if problems else Outcome.PASS
+            if decide(info.enforcing_strategy, outcome).blocks:
+                return _blocked(info, ["METADATA"])
+            continue
+        check = plan.set.check(gid, text)
+        if check is not None and check.flagged:
+            cats = [f.category for f in check.findings] or [info.kind.upper()]
+            if decide(info.enforcing_strategy, Outcome.FLAG).blocks:
+                return _blocked(info, cats)
+    for result in await asyncio.gather(*(_webhook(i, req, "input", session) for i in webhooks)):
+        if isinstance(result, GatewayError):
+            return result
+    return None
+
+
+async def _webhook(
+    info: GuardrailInfo,
+    payload: dict[str, Any],
+    phase: Literal["input", "output"],
+    session: aiohttp.ClientSession | None,
+) -> GatewayError | dict[str, Any] | None:
+    """A block, the transformed body, or None (pass, or an error the strategy lets through)."""
+    if session is None or info.url is None:
+        return None
+    result = await call_webhook(
+        session,
+        name=info.name,
+        url=info.url,
+        timeout_ms=info.timeout_ms or 1000,
+        strategy=info.enforcing_strategy,
+        payload=payload,
+        phase=phase,
+        headers=info.headers,
+    )
+    if result.verdict.blocks:
+        return _blocked(info, [])
+    transformed = result.transformed
+    return transformed if isinstance(transformed, dict) else None
+
+
+def guard_output(plan: GuardPlan, payload: bytes) -> bytes | GatewayError:
+    """A non-streamed answer after output guardrails: redacted, blocked, or as it was."""
+    try:
+        answer = _decode(payload)
+    except msgspec.DecodeError:
+        return payload
+    choices = answer.get("choices") if isinstance(answer, dict) else None
+    if not isinstance(choices, list):
+        return payload
+    changed = False
+    for choice in choices:
+        message = choice.get("message") if isinstance(choice, dict) else None
+        text = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(text, str) or message is None:
+            continue
+        for gid in plan.output_validate:
+            info = plan.infos[gid]
+            check = plan.set.check(gid, text) if info.kind != "webhook" else None
+            flagged = check is not None and check.flagged
+            if (
+                check is not None
+                and flagged
+                and decide(info.enforcing_strategy, Outcome.FLAG).blocks
+            ):
+                return _blocked(info, [f.category for f in check.findings])
+        if plan.output_mutate:
+            redacted, _ = plan.set.redact(plan.output_mutate, text)
+            if redacted != text:
+                message["content"] = redacted
+                changed = True
+    return _encode(answer) if changed else payload
+
+
+class StreamGuard:
+    """Output guardrails over an OpenAI chat-completion SSE stream, event by event."""
+
+    __slots__ = ("_buffer", "_plan", "_redactors", "_seen", "error")
+
+    def __init__(self, plan: GuardPlan) -> None:
+        self._plan = plan
+        self._buffer = b""
+        self._redactors: dict[int, StreamRedactor] = {}
+        self._seen: dict[int, str] = {}
+        self.error: GatewayError | None = None
+
+    def feed(self, data: bytes) -> bytes:
+        """Complete events in, guarded events out; a partial event waits for its end."""
+        self._buffer += data
+        *events, self._buffer = self._buffer.split(b"\n\n")
+        return b"".join(self._event(e) + b"\n\n" for e in events if self.error is None)
+
+    def finish(self) -> bytes:
+        """Flushes a stream that ended without [DONE] (the caller reports the error)."""
+        return self._flush_all() + (self._buffer if self.error is None else b"")
+
+    def _flush(self, index: int) -> bytes:
+        """What a choice's redactor still holds, as one more content chunk."""
+        r = self._redactors.pop(index, None)
+        rest = r.finish() if r is not None else ""
+        return self._chunk(index, rest) if rest else b""
+
+    def _flush_all(self) -> bytes:
+        return b"".join(self._flush(i) for i in list(self._redactors))
+
+    def _chunk(self, index: int, text: str) -> bytes:
+        event = {
+            "object": "chat.completion.chunk",
+            "choices": [{"index": index, "delta": {"content": text}}],
+        }
+        return b"data: " + _encode(event) + b"\n\n"
+
+    def _event(self, event: bytes) -> bytes:
+        if event.startswith(b"data: [DONE]"):
+            return self._flush_all() + event
+        if not event.startswith(b"data: {"):
+            return event
+        try:
+            chunk = _decode(event[6:])
+        except msgspec.DecodeError:
+            return event
+        choices = chunk.get("choices") if isinstance(chunk, dict) else None
+        prefix = b""
+        for choice in choices if isinstance(choices, list) else ():
+            if isinstance(choice, dict) and choice.get("finish_reason"):
+                # Held-back text goes out before the choice ends.
+                prefix += self._flush(choice.get("index", 0))
+            delta = choice.get("delta") if isinstance(choice, dict) else None
+            text = delta.get("content") if isinstance(delta, dict) else None
+            if not isinstance(text, str) or not text or delta is None:
+                continue
+            index = choice.get("index", 0)
+            if self._plan.output_validate and self._validate(index, text):
+                return b""
+            if self._plan.output_mutate:
+                r = self._redactors.get(index)
+                if r is None:
+                    r = self._redactors[index] = self._plan.set.stream_redactor(
+                        self._plan.output_mutate
+                    )
+                delta["content"] = r.feed(text)
+        return prefix + b"data: " + _encode(chunk)
+
+    def _validate(self, index: int, text: str) -> bool:
+        seen = self._seen[index] = self._seen.get(index, "") + text
+        for gid in self._plan.output_validate:
+            info = self._plan.infos[gid]
+            check = self._plan.set.check(gid, seen) if info.kind != "webhook" else None
+            if check is None or not check.flagged:
+                continue
+            if decide(info.enforcing_strategy, Outcome.FLAG).blocks:
+                self.error = _blocked(info, [f.category for f in check.findings])
+                return True
+        return False
