@@ -50,9 +50,10 @@ def granian_command(settings: Settings, host: str, port: int, workers: int) -> l
         "--http",
         settings.http,
         "--respawn-failed-workers",
-        # Without a kill timeout Granian waits for open streams for ever on shutdown.
+        # Without a kill timeout Granian waits for open streams for ever on shutdown; the
+        # extra 5 s leave the lifespan shutdown (telemetry flush) its bounded wait.
         "--workers-kill-timeout",
-        str(max(1, settings.shutdown_grace_s)),
+        str(max(1, settings.shutdown_grace_s) + 5),
         # Granian's own metrics port (9090) would clash with ours; ours is /metrics.
         "--no-metrics",
         "--no-access-log",
@@ -91,7 +92,8 @@ def supervise(config: Path, settings: Settings, host: str, port: int, workers: i
         while proc.poll() is None and not stop.wait(0.2):
             pass
         if proc.poll() is not None:
-            return proc.returncode or 0
+            # Granian stopped by itself: 0 stays 0, anything else (incl. a signal) is 1.
+            return 0 if proc.returncode == 0 else 1
         drain_file.touch()
         delay = settings.drain_delay_s if signals[0] == signal.SIGTERM else 0
         print(f"tollway: draining; /readyz is 503, listener closes in {delay}s", flush=True)
@@ -101,13 +103,13 @@ def supervise(config: Path, settings: Settings, host: str, port: int, workers: i
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(settings.shutdown_grace_s + 15)
+            proc.wait(settings.shutdown_grace_s + 20)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
             return 1
         print("tollway: stopped", flush=True)
-        return 0
+        return 0 if proc.returncode == 0 else 1
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
