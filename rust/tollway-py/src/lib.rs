@@ -3,6 +3,7 @@
 mod guardrails;
 mod meter;
 mod otlp;
+mod state;
 
 use pyo3::create_exception;
 use pyo3::exceptions::PyValueError;
@@ -417,5 +418,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     otlp::register(m)?;
     meter::register(m)?;
     guardrails::register(m)?;
+    state::register(m)?;
     Ok(())
 }

@@ -9,7 +9,7 @@ use super::config::{BudgetPeriod, BudgetRule, KeyPart};
 use super::entity::entity_key;
 use super::map::BoundedMap;
 use super::{when_matches, Delta, RequestFacts};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 const DAY_MS: u64 = 86_400_000;
@@ -78,6 +78,10 @@ struct Spend {
     pushed: f64,
     /// Other replicas' spend in `period`.
     others: f64,
+    /// The outage of the shared store `own_base` belongs to (see `Shared::outage`).
+    outage: u64,
+    /// `own` when this replica first saw the entity during that outage.
+    own_base: f64,
 }
 
 impl Spend {
@@ -87,7 +91,28 @@ impl Spend {
             own: 0.0,
             pushed: 0.0,
             others: 0.0,
+            outage: 0,
+            own_base: 0.0,
         }
+    }
+
+    /// Records where this replica's spend stood when outage `outage` began (on first sight).
+    fn mark_outage(&mut self, outage: u64) {
+        if self.outage != outage {
+            self.outage = outage;
+            self.own_base = self.own;
+        }
+    }
+
+    /// Spend as seen during an outage shared by `replicas`: what was known when it began,
+    /// plus our spend since then as if every other replica spent as much. Each replica thus
+    /// gets `1/replicas` of what was left, and together they cannot go over.
+    fn conservative(&mut self, period: u64, outage: u64, replicas: u32) -> f64 {
+        if self.period != period {
+            return 0.0;
+        }
+        self.mark_outage(outage);
+        self.own + self.others + (self.own - self.own_base) * f64::from(replicas - 1)
     }
 
     fn roll(&mut self, period: u64) {
@@ -123,6 +148,11 @@ struct Shared {
     shape: (BudgetPeriod, Vec<KeyPart>),
     inner: Mutex<Inner>,
     syncing: AtomicBool,
+    /// Replicas sharing the budget while the shared store is unreachable (1: synced).
+    share: AtomicU32,
+    /// Counts outages (a share going above 1), so each entity notes its spend at the start
+    /// of the current one.
+    outage: AtomicU64,
     blocked: AtomicU64,
     audit_would_block: AtomicU64,
 }
@@ -198,6 +228,8 @@ impl Budgets {
                         dirty_overflow: false,
                     }),
                     syncing: AtomicBool::new(false),
+                    share: AtomicU32::new(1),
+                    outage: AtomicU64::new(0),
                     blocked: AtomicU64::new(0),
                     audit_would_block: AtomicU64::new(0),
                 });
@@ -250,12 +282,21 @@ impl Budgets {
         };
         let period = b.rule.period.index(wall_ms);
         let entity = entity_key(&b.rule.applies_per, facts);
-        let spent = b
-            .state
-            .lock()
-            .spend
-            .get(entity)
-            .map_or(0.0, |s| s.spent(period));
+        let share = b.state.share.load(Ordering::Relaxed);
+        let spent = if share <= 1 {
+            b.state
+                .lock()
+                .spend
+                .get(entity)
+                .map_or(0.0, |s| s.spent(period))
+        } else {
+            let outage = b.state.outage.load(Ordering::Relaxed);
+            b.state
+                .lock()
+                .spend
+                .get_mut(entity)
+                .map_or(0.0, |s| s.conservative(period, outage, share))
+        };
         let over = spent >= b.rule.limit_usd;
         let audit = b.rule.audit_mode;
         if over {
@@ -290,12 +331,17 @@ impl Budgets {
             let period = b.rule.period.index(wall_ms);
             let entity = entity_key(&b.rule.applies_per, facts);
             let syncing = b.state.syncing.load(Ordering::Relaxed);
+            let share = b.state.share.load(Ordering::Relaxed);
             let mut guard = b.state.lock();
             let inner = &mut *guard;
             let s = inner
                 .spend
                 .entry(entity, || Spend::fresh(period), |s| s.idle(period));
             s.roll(period);
+            if share > 1 {
+                // First sight during an outage: what we spent so far was known to all.
+                s.mark_outage(b.state.outage.load(Ordering::Relaxed));
+            }
             if syncing && s.own == s.pushed {
                 if inner.dirty.len() < DIRTY_CAP {
                     inner.dirty.push(entity);
@@ -361,15 +407,51 @@ impl Budgets {
             return true;
         }
         let mut guard = b.state.lock();
-        let s = guard
+        let inner = &mut *guard;
+        let s = inner
             .spend
             .entry(entity, || Spend::fresh(period), |s| s.idle(current));
         if period < s.period {
             return true;
         }
         s.roll(period);
+        if super::lost(total, s.pushed) {
+            // The shared counter lost our part (the store restarted empty, or evicted the
+            // key): the next drain hands over our whole spend this period again.
+            if s.own == s.pushed {
+                if inner.dirty.len() < DIRTY_CAP {
+                    inner.dirty.push(entity);
+                } else {
+                    inner.dirty_overflow = true;
+                }
+            }
+            s.pushed = 0.0;
+            return true;
+        }
         s.others = s.others.max(total - s.pushed);
         true
+    }
+
+    /// While the shared store is unreachable, each of `replicas` replicas may spend only
+    /// `1/replicas` of what was left of each budget when the outage began (a conservative
+    /// local reservation); 1 restores the synced view. Lives with the rule's state, so a
+    /// reload's adopted rules keep it.
+    pub fn set_share(&self, replicas: u32) {
+        let n = replicas.max(1);
+        for b in &self.budgets {
+            let old = b.state.share.swap(n, Ordering::Relaxed);
+            if n > 1 && old <= 1 {
+                b.state.outage.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The period of a rule (what its shared counters count per).
+    pub fn period(&self, rule_id: &str) -> Option<BudgetPeriod> {
+        self.budgets
+            .iter()
+            .find(|b| &*b.state.id == rule_id)
+            .map(|b| b.rule.period)
     }
 
     pub fn stats(&self) -> Vec<BudgetStats> {

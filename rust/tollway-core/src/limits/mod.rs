@@ -11,6 +11,7 @@ pub mod cost;
 pub mod entity;
 mod map;
 pub mod ratelimit;
+pub mod sync;
 
 pub use budget::{BudgetDecision, Budgets};
 pub use config::{parse_budgets, parse_rate_limits, BudgetRule, KeyPart, LimitKind, RateLimitRule};
@@ -50,4 +51,10 @@ pub struct Delta {
     /// index for budgets; windows are aligned across replicas.
     pub window: u64,
     pub amount: f64,
+}
+
+/// A shared counter reads less than what this replica alone added to it: the store lost
+/// it (restarted empty, or evicted the key). The margin absorbs decimal rounding in Redis.
+pub(crate) fn lost(total: f64, pushed: f64) -> bool {
+    total < pushed - 1e-9 * pushed.max(1.0)
 }

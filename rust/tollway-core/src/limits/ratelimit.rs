@@ -12,7 +12,7 @@ use super::config::{KeyPart, LimitKind, RateLimitRule, RatePeriod};
 use super::entity::entity_key;
 use super::map::BoundedMap;
 use super::{when_matches, Delta, RequestFacts};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 #[derive(Debug)]
@@ -80,6 +80,9 @@ struct Shared {
     inner: Mutex<Inner>,
     /// Set by the first `drain_deltas`: consumption is then tracked for the sync task.
     syncing: AtomicBool,
+    /// Replicas sharing the limit while the shared store is unreachable (1: the whole limit
+    /// is ours to enforce, with other replicas' use arriving through `apply_remote`).
+    share: AtomicU32,
     allowed: AtomicU64,
     denied: AtomicU64,
 }
@@ -98,6 +101,20 @@ struct Limit {
     /// Units per millisecond.
     rate: f64,
     state: Arc<Shared>,
+}
+
+impl Limit {
+    /// Capacity and refill rate in force: during an outage of the shared store, this
+    /// replica's share of the limit, but at least one unit (a limit of 2 over 4 replicas
+    /// still lets a request through now and then rather than none at all).
+    fn effective(&self) -> (f64, f64) {
+        let share = self.state.share.load(Ordering::Relaxed);
+        if share <= 1 {
+            return (self.cap, self.rate);
+        }
+        let n = f64::from(share);
+        ((self.cap / n).max(self.cap.min(1.0)), self.rate / n)
+    }
 }
 
 /// Identifies the bucket an admitted request is charged to at settle.
@@ -212,6 +229,7 @@ impl RateLimiter {
                         dirty_overflow: false,
                     }),
                     syncing: AtomicBool::new(false),
+                    share: AtomicU32::new(1),
                     allowed: AtomicU64::new(0),
                     denied: AtomicU64::new(0),
                 });
@@ -272,7 +290,7 @@ impl RateLimiter {
         let syncing = l.state.syncing.load(Ordering::Relaxed);
         let mut guard = l.state.lock();
         let inner = &mut *guard;
-        let (cap, rate) = (l.cap, l.rate);
+        let (cap, rate) = l.effective();
         let b = inner.buckets.entry(
             entity,
             || Bucket::fresh(cap, now_ms),
@@ -330,7 +348,7 @@ impl RateLimiter {
         let syncing = l.state.syncing.load(Ordering::Relaxed);
         let mut guard = l.state.lock();
         let inner = &mut *guard;
-        let (cap, rate) = (l.cap, l.rate);
+        let (cap, rate) = l.effective();
         let b = inner.buckets.entry(
             ticket.entity,
             || Bucket::fresh(cap, now_ms),
@@ -400,8 +418,9 @@ impl RateLimiter {
             return false;
         };
         let mut guard = l.state.lock();
-        let (cap, rate) = (l.cap, l.rate);
-        let b = guard.buckets.entry(
+        let inner = &mut *guard;
+        let (cap, rate) = l.effective();
+        let b = inner.buckets.entry(
             entity,
             || Bucket::fresh(cap, now_ms),
             |b| b.full_at(now_ms, cap, rate) && b.unsynced == 0.0,
@@ -411,12 +430,39 @@ impl RateLimiter {
         }
         b.refill(now_ms, cap, rate);
         b.roll(window);
+        if super::lost(total, b.pushed) {
+            // The shared counter lost our part (the store restarted empty, or evicted the
+            // key): hand it over again. What others used stays taken from the bucket.
+            if b.unsynced == 0.0 {
+                mark_dirty(entity, &mut inner.dirty, &mut inner.dirty_overflow);
+            }
+            b.unsynced += b.pushed;
+            b.pushed = 0.0;
+            return true;
+        }
         let others = (total - b.pushed).max(0.0);
         if others > b.others {
             b.level -= others - b.others;
             b.others = others;
         }
         true
+    }
+
+    /// While the shared store is unreachable, each of `replicas` replicas enforces
+    /// `limit / replicas` (capacity and refill) from its own buckets; 1 restores the whole
+    /// limit. The share lives with the rule's state, so a reload's adopted rules keep it.
+    pub fn set_share(&self, replicas: u32) {
+        for l in &self.limits {
+            l.state.share.store(replicas.max(1), Ordering::Relaxed);
+        }
+    }
+
+    /// The unit of a rule (what its shared counters count, per which window).
+    pub fn unit(&self, rule_id: &str) -> Option<(LimitKind, RatePeriod)> {
+        self.limits
+            .iter()
+            .find(|l| &*l.state.id == rule_id)
+            .map(|l| (l.rule.kind, l.rule.period))
     }
 
     /// The length of a rule's sync window in ms (the period of its unit), for key expiry.
@@ -470,13 +516,17 @@ fn consume(
     b.level -= amount;
     if syncing && amount > 0.0 {
         if b.unsynced == 0.0 {
-            if dirty.len() < DIRTY_CAP {
-                dirty.push(entity);
-            } else {
-                *overflow = true;
-            }
+            mark_dirty(entity, dirty, overflow);
         }
         b.unsynced += amount;
+    }
+}
+
+fn mark_dirty(entity: u64, dirty: &mut Vec<u64>, overflow: &mut bool) {
+    if dirty.len() < DIRTY_CAP {
+        dirty.push(entity);
+    } else {
+        *overflow = true;
     }
 }
 

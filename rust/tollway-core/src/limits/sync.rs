@@ -1,0 +1,311 @@
+//! What a background task exchanges with a shared store (Redis) to hold limits and budgets
+//! across replicas: named counters of consumption per (rule, unit, window, entity).
+//!
+//! A counter's name carries the rule's unit as well as its id, so after a reload that changes
+//! a rule's unit (or during a rolling deploy where replicas disagree) requests and tokens, or
+//! minutes and hours, never add up in one counter. Names are `rl:<unit>:<window>:<entity>:<id>`
+//! for rate limits and `bg:<unit>:<period>:<entity>:<id>` for budgets; the entity is 16 hex
+//! digits and the rule id comes last, so it may contain `:`.
+
+use super::config::{BudgetPeriod, LimitKind, RatePeriod};
+use super::{Budgets, RateLimiter};
+
+/// Consumption to add to one shared counter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyncDelta {
+    pub key: String,
+    pub amount: f64,
+    /// How long the counter is worth keeping after this write: two windows.
+    pub ttl_ms: u64,
+}
+
+fn rate_unit(kind: LimitKind, period: RatePeriod) -> String {
+    format!("{}_per_{}", kind.header_suffix(), period.name())
+}
+
+fn budget_unit(period: BudgetPeriod) -> &'static str {
+    match period {
+        BudgetPeriod::Day => "cost_per_day",
+        BudgetPeriod::Week => "cost_per_week",
+        BudgetPeriod::Month => "cost_per_month",
+    }
+}
+
+/// The longest a budget period lasts (a month: 31 days).
+fn budget_period_ms(period: BudgetPeriod) -> u64 {
+    const DAY: u64 = 86_400_000;
+    match period {
+        BudgetPeriod::Day => DAY,
+        BudgetPeriod::Week => 7 * DAY,
+        BudgetPeriod::Month => 31 * DAY,
+    }
+}
+
+/// Everything consumed since the last call, as increments of shared counters; the first
+/// call switches tracking on (and returns nothing).
+pub fn drain(limiter: &RateLimiter, budgets: &Budgets, wall_ms: u64) -> Vec<SyncDelta> {
+    let mut out = Vec::new();
+    for d in limiter.drain_deltas(wall_ms) {
+        if let Some((kind, period)) = limiter.unit(&d.rule_id) {
+            out.push(SyncDelta {
+                key: format!(
+                    "rl:{}:{}:{:016x}:{}",
+                    rate_unit(kind, period),
+                    d.window,
+                    d.entity,
+                    d.rule_id
+                ),
+                amount: d.amount,
+                ttl_ms: 2 * period.ms(),
+            });
+        }
+    }
+    for d in budgets.drain_deltas() {
+        if let Some(period) = budgets.period(&d.rule_id) {
+            out.push(SyncDelta {
+                key: format!(
+                    "bg:{}:{}:{:016x}:{}",
+                    budget_unit(period),
+                    d.window,
+                    d.entity,
+                    d.rule_id
+                ),
+                amount: d.amount,
+                ttl_ms: 2 * budget_period_ms(period),
+            });
+        }
+    }
+    out
+}
+
+/// Applies the global value of a shared counter (all replicas, this one included). Returns
+/// false when the key names no rule of this config (removed, or its unit changed): stop
+/// watching it.
+pub fn apply(
+    limiter: &RateLimiter,
+    budgets: &Budgets,
+    now_ms: u64,
+    wall_ms: u64,
+    key: &str,
+    total: f64,
+) -> bool {
+    let mut parts = key.splitn(5, ':');
+    let (Some(kind), Some(unit), Some(window), Some(entity), Some(rule_id)) = (
+        parts.next(),
+        parts.next(),
+        parts.next().and_then(|w| w.parse::<u64>().ok()),
+        parts.next().and_then(|e| u64::from_str_radix(e, 16).ok()),
+        parts.next(),
+    ) else {
+        return false;
+    };
+    if !total.is_finite() {
+        return true;
+    }
+    match kind {
+        "rl" => {
+            limiter
+                .unit(rule_id)
+                .is_some_and(|(k, p)| rate_unit(k, p) == unit)
+                && limiter.apply_remote(now_ms, rule_id, entity, window, total)
+        }
+        "bg" => {
+            budgets
+                .period(rule_id)
+                .is_some_and(|p| budget_unit(p) == unit)
+                && budgets.apply_remote(wall_ms, rule_id, entity, window, total)
+        }
+        _ => false,
+    }
+}
+
+/// While the shared store is unreachable, each replica enforces `1/replicas` of every limit
+/// and budget on its own (see [`RateLimiter::set_share`], [`Budgets::set_share`]); 1 when
+/// synced.
+pub fn set_share(limiter: &RateLimiter, budgets: &Budgets, replicas: u32) {
+    limiter.set_share(replicas);
+    budgets.set_share(replicas);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::config::{parse_budgets, parse_rate_limits};
+    use crate::limits::RequestFacts;
+    use crate::schema::Errors;
+    use serde_json::{json, Value};
+
+    /// 2026-03-04T12:00:00Z: mid-day, mid-week, mid-month.
+    const WALL: u64 = 1_772_625_600_000;
+    const MIN: u64 = 60_000;
+
+    fn limiter(rules: Value) -> RateLimiter {
+        let doc = json!({"type": "gateway-rate-limiting-config", "rules": rules});
+        let mut errs = Errors::new("r.yaml");
+        let mut out = Vec::new();
+        parse_rate_limits(&doc, &mut out, &mut errs);
+        assert!(errs.is_empty(), "{:?}", errs.list);
+        RateLimiter::new(out, 1000)
+    }
+
+    fn budgets(rules: Value) -> Budgets {
+        let doc = json!({"type": "gateway-budget-config", "rules": rules});
+        let mut errs = Errors::new("b.yaml");
+        let mut out = Vec::new();
+        parse_budgets(&doc, &mut out, &mut errs);
+        assert!(errs.is_empty(), "{:?}", errs.list);
+        Budgets::new(out, 1000)
+    }
+
+    fn rpm(limit: u64) -> RateLimiter {
+        limiter(json!([{"id": "team:a", "when": {}, "limit_to": limit,
+                        "unit": "requests_per_minute"}]))
+    }
+
+    fn daily(limit: f64) -> Budgets {
+        budgets(json!([{"id": "spend", "when": {}, "limit_to": limit, "unit": "cost_per_day"}]))
+    }
+
+    const FACTS: RequestFacts<'static> = RequestFacts {
+        subject: "user:a",
+        model: "m",
+        metadata: &[],
+    };
+
+    fn passes(l: &RateLimiter, now: u64, n: usize) -> usize {
+        (0..n).filter(|_| l.check(now, &FACTS).allowed).count()
+    }
+
+    #[test]
+    fn deltas_become_named_counters_and_totals_come_back_by_name() {
+        let (l, b) = (rpm(10), daily(10.0));
+        assert!(
+            drain(&l, &b, WALL).is_empty(),
+            "the first drain switches tracking on"
+        );
+        assert_eq!(passes(&l, 0, 3), 3);
+        b.charge(WALL, &FACTS, 2.5);
+        let d = drain(&l, &b, WALL);
+        let window = WALL / MIN;
+        let day = BudgetPeriod::Day.index(WALL);
+        assert_eq!(
+            d,
+            vec![
+                SyncDelta {
+                    key: format!("rl:requests_per_minute:{window}:0000000000000000:team:a"),
+                    amount: 3.0,
+                    ttl_ms: 2 * MIN,
+                },
+                SyncDelta {
+                    key: format!("bg:cost_per_day:{day}:0000000000000000:spend"),
+                    amount: 2.5,
+                    ttl_ms: 2 * 86_400_000,
+                },
+            ]
+        );
+        // Globally 9 requests this minute (3 here): one left.
+        assert!(apply(&l, &b, 0, WALL, &d[0].key, 9.0));
+        assert_eq!(passes(&l, 0, 5), 1);
+        assert!(apply(&l, &b, 0, WALL, &d[1].key, 10.5));
+        assert!(!b.check(WALL, &FACTS).allowed);
+        // A counter of another unit, of an unknown rule, or a malformed name is not ours.
+        let hourly = d[0].key.replace("per_minute", "per_hour");
+        assert!(!apply(&l, &b, 0, WALL, &hourly, 1.0));
+        assert!(!apply(
+            &l,
+            &b,
+            0,
+            WALL,
+            &d[0].key.replace("team:a", "x"),
+            1.0
+        ));
+        assert!(!apply(&l, &b, 0, WALL, "rl:requests_per_minute:zz", 1.0));
+    }
+
+    #[test]
+    fn during_an_outage_each_replica_enforces_its_share_of_a_limit() {
+        let l = rpm(20);
+        l.set_share(4);
+        assert_eq!(passes(&l, 0, 20), 5, "20 over 4 replicas");
+        // The share refills at its own rate: 5 per minute.
+        assert_eq!(passes(&l, 12_000, 5), 1);
+        l.set_share(1);
+        assert_eq!(
+            passes(&l, 12_000, 5),
+            0,
+            "back to the whole limit, from where it was"
+        );
+        assert_eq!(passes(&l, 12_000 + MIN, 30), 20);
+        // A limit smaller than the replica count still lets one through, never none.
+        let tiny = rpm(2);
+        tiny.set_share(4);
+        assert_eq!(passes(&tiny, 0, 3), 1);
+        assert_eq!(passes(&tiny, MIN, 3), 0, "and refills at 2/4 per minute");
+        assert_eq!(passes(&tiny, 2 * MIN, 3), 1);
+    }
+
+    #[test]
+    fn the_share_carries_over_a_reload_with_the_rule() {
+        let old = rpm(20);
+        old.set_share(2);
+        let mut new = rpm(20);
+        assert_eq!(new.adopt(&old), 1);
+        assert_eq!(passes(&new, 0, 20), 10);
+    }
+
+    #[test]
+    fn during_an_outage_each_replica_spends_its_share_of_what_was_left() {
+        let (l, b) = (rpm(1), daily(10.0));
+        let _ = drain(&l, &b, WALL);
+        b.charge(WALL, &FACTS, 2.0);
+        let d = drain(&l, &b, WALL);
+        // Other replicas had spent 4: 4 of 10 were left when Redis went away.
+        assert!(apply(&l, &b, 0, WALL, &d[0].key, 6.0));
+        b.set_share(3);
+        // Each of 3 replicas may spend a third of the 4 left: 1 here counts as 3.
+        b.charge(WALL, &FACTS, 1.0);
+        let c = b.check(WALL, &FACTS);
+        assert_eq!((c.allowed, c.spent_usd), (true, 9.0));
+        b.charge(WALL, &FACTS, 0.5);
+        assert!(!b.check(WALL, &FACTS).allowed, "1.5 is more than our third");
+        // Back in sync, the known total decides again.
+        b.set_share(1);
+        assert_eq!(b.check(WALL, &FACTS).spent_usd, 7.5);
+        // A new outage starts from the spend known then: 2.5 left, 1.25 each of 2.
+        b.set_share(2);
+        b.charge(WALL, &FACTS, 1.0);
+        assert!(b.check(WALL, &FACTS).allowed);
+        b.charge(WALL, &FACTS, 0.5);
+        assert!(!b.check(WALL, &FACTS).allowed);
+        // The next day starts from zero, outage or not.
+        assert!(b.check(WALL + 86_400_000, &FACTS).allowed);
+        b.charge(WALL + 86_400_000, &FACTS, 3.0);
+        assert_eq!(b.check(WALL + 86_400_000, &FACTS).spent_usd, 6.0);
+    }
+
+    #[test]
+    fn a_counter_the_store_lost_is_handed_over_again_without_counting_twice() {
+        let (l, b) = (rpm(10), daily(10.0));
+        let _ = drain(&l, &b, WALL);
+        assert_eq!(passes(&l, 0, 4), 4);
+        b.charge(WALL, &FACTS, 3.0);
+        let d = drain(&l, &b, WALL);
+        assert!(apply(&l, &b, 0, WALL, &d[0].key, 6.0), "2 used elsewhere");
+        assert!(apply(&l, &b, 0, WALL, &d[1].key, 3.0));
+        // Redis restarted empty; another replica already pushed 1 request since.
+        assert!(apply(&l, &b, 0, WALL, &d[0].key, 1.0));
+        assert!(apply(&l, &b, 0, WALL, &d[1].key, 0.0));
+        let again = drain(&l, &b, WALL);
+        let amounts: Vec<f64> = again.iter().map(|d| d.amount).collect();
+        assert_eq!(amounts, vec![4.0, 3.0], "our whole window, once");
+        // 1 from elsewhere is less than the 2 already taken off the bucket: nothing more is.
+        assert!(apply(&l, &b, 0, WALL, &again[0].key, 5.0));
+        assert_eq!(passes(&l, 0, 10), 4);
+        assert!(drain(&l, &b, WALL)
+            .iter()
+            .all(|d| d.amount == 4.0 && d.key == again[0].key));
+        // Rounding in Redis is not a loss.
+        assert!(apply(&l, &b, 0, WALL, &again[1].key, 3.0 - 1e-12));
+        assert!(drain(&l, &b, WALL).is_empty());
+    }
+}
