@@ -15,116 +15,37 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
-import msgspec
 
 from tollway._core import SseMeter, count_prompt_tokens, monotonic_ms
 from tollway.asgi import JSON, RequestHead, Send
 from tollway.engine import Admission, PlanInfo, Runtime
-from tollway.errors import GatewayError, error_body
+from tollway.errors import GatewayError
 from tollway.guard import GuardPlan, StreamGuard, guard_output, mutate_input, validate_input
 from tollway.observe import AttemptLog, RequestLog
 from tollway.providers import TranslationError
+from tollway.responses import (
+    Failed,
+    answer_of,
+    error_response,
+    retry_after_s,
+    upstream_failure,
+)
 from tollway.upstream import UpstreamError, UpstreamResponse
 
 if TYPE_CHECKING:
     from tollway.upstream import UpstreamClient
 
-__all__ = ["Call", "upstream_failure"]
+__all__ = ["Call"]
 
 # settle() codes for failures without an HTTP status (see tollway-core routing.rs).
 OUTCOME = {"connect": 0, "timeout": 1, "broken": 2}
 _OUTCOME_NAMES = {0: "connection_error", 1: "timeout", 2: "stream_broken"}
 CANCELLED = 499
-UPSTREAM_FAILURES = {
-    "connect": (502, "could not connect to the provider", "upstream_connection_error"),
-    "timeout": (504, "the provider did not answer in time", "upstream_timeout"),
-    "broken": (502, "the connection to the provider broke", "upstream_connection_error"),
-}
 _SSE_HEADERS = ((b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"))
-_decode = msgspec.json.Decoder().decode
-
-
-def upstream_failure(kind: str, target: str, suffix: str = "") -> GatewayError:
-    status, what, code = UPSTREAM_FAILURES[kind]
-    return GatewayError.upstream(status, f"'{target}': {what}{suffix}", code)
-
-
-class _PromptDetails(msgspec.Struct):
-    cached_tokens: int = 0
-
-
-class _Usage(msgspec.Struct):
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    prompt_tokens_details: _PromptDetails | None = None
-
-
-class _Choice(msgspec.Struct):
-    finish_reason: str | None = None
-
-
-class _Answer(msgspec.Struct):
-    id: str = ""
-    model: str = ""
-    choices: list[_Choice] = []
-    usage: _Usage | None = None
-
-
-_decode_answer = msgspec.json.Decoder(_Answer).decode
-
-
-def _answer(body: bytes) -> tuple[tuple[int, int, int], str, str, list[str]]:
-    """Usage (input, cached input, output), id, model and finish reasons of a non-streamed
-    answer (embeddings have no choices); zeros and empties when absent."""
-    try:
-        a = _decode_answer(body)
-    except msgspec.DecodeError:
-        return (0, 0, 0), "", "", []
-    reasons = [c.finish_reason for c in a.choices if c.finish_reason]
-    u = a.usage
-    if u is None:
-        return (0, 0, 0), a.id, a.model, reasons
-    cached = u.prompt_tokens_details.cached_tokens if u.prompt_tokens_details else 0
-    return (u.prompt_tokens, cached, u.completion_tokens), a.id, a.model, reasons
-
-
-def _retry_after_s(value: str | None) -> float | None:
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
-        return None
 
 
 def _ms(t0: float) -> float:
     return (perf_counter() - t0) * 1000
-
-
-def _error_response(
-    status: int, body: bytes, target: str, retry_after: str | None
-) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-    """What the client sees for a non-2xx answer from the provider (already OpenAI-shaped
-    by the provider translation where it speaks another API)."""
-    if status in (401, 403):
-        # The provider refused *our* credentials; its message may quote part of the key.
-        msg = f"The provider rejected the gateway's credentials for '{target}'"
-        return 502, error_body(msg, "api_error", "upstream_auth_error", None), []
-    extra = [(b"retry-after", retry_after.encode())] if status == 429 and retry_after else []
-    try:
-        parsed = _decode(body)
-        if type(parsed) is dict and type(parsed.get("error")) is dict:
-            return status, body, extra
-    except msgspec.DecodeError:
-        pass
-    msg = f"The provider for '{target}' answered HTTP {status}"
-    return status, error_body(msg, "api_error", "upstream_error", None), extra
-
-
-class _Failed(msgspec.Struct):
-    """An attempt's failure as the client would see it if nothing else works."""
-
-    status: int
-    body: bytes
-    headers: list[tuple[bytes, bytes]]
 
 
 class Call:
@@ -321,7 +242,7 @@ class Call:
     async def _attempts(self) -> None:
         rt = self.rt
         admitted = perf_counter()
-        failed: _Failed | GatewayError | None = None
+        failed: Failed | GatewayError | None = None
         for i, pid in enumerate(self.adm.plans):
             plan = rt.plans[pid]
             if i > 0 and not plan.fallback_candidate:
@@ -362,12 +283,10 @@ class Call:
                 status = resp.status
                 self._end(plan, status, t0, 0)
                 body = up.provider.response_body(status, body, up.model_id)
-                failed = _Failed(
-                    *_error_response(status, body, up.name, resp.header("retry-after"))
-                )
+                failed = Failed(*error_response(status, body, up.name, resp.header("retry-after")))
                 if status in plan.retry_on and attempt < plan.retries:
                     wait = plan.retry_delay_s
-                    hint = _retry_after_s(resp.header("retry-after")) if status == 429 else None
+                    hint = retry_after_s(resp.header("retry-after")) if status == 429 else None
                     if hint is not None:
                         if hint > budget_s:
                             break  # the provider asks for longer than we may wait here
@@ -390,7 +309,7 @@ class Call:
         except UpstreamError:
             return b""
 
-    async def _fail(self, failed: _Failed, plan: PlanInfo) -> None:
+    async def _fail(self, failed: Failed, plan: PlanInfo) -> None:
         await self._gate()
         headers = self._headers(plan, [JSON, *failed.headers])
         self.log.status = failed.status
@@ -417,7 +336,7 @@ class Call:
             payload = guarded
         done = perf_counter()
         self.usage, self.log.response_id, self.log.response_model, self.log.finish_reasons = (
-            _answer(payload)
+            answer_of(payload)
         )
         self._end(plan, resp.status, t0, self.usage[2])
         timing = (
