@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -31,8 +32,8 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) ->
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
-            raise RuntimeError(f"process exited with {proc.returncode}:\n{out}")
+            time.sleep(0.1)
+            raise RuntimeError(f"process exited with {proc.returncode}:\n{output_of(proc)}")
         try:
             if httpx.get(url, timeout=1).status_code == 200:
                 return
@@ -54,13 +55,38 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 def spawn(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     # Own process group: Granian forks workers, and the whole tree must go at teardown.
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         cmd,
         env=dict(os.environ if env is None else env),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+    _drain(proc)
+    return proc
+
+
+def _drain(proc: subprocess.Popen[bytes]) -> None:
+    """Reads a child's output as it comes: an unread pipe fills (~64 KiB of access log) and
+    then blocks the child's writes, which would freeze a busy gateway mid-test."""
+    chunks: list[bytes] = []
+    _OUTPUT[proc.pid] = chunks
+    stream = proc.stdout
+    if stream is None:
+        return
+
+    def pump() -> None:
+        for line in iter(stream.readline, b""):
+            chunks.append(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+
+
+_OUTPUT: dict[int, list[bytes]] = {}
+
+
+def output_of(proc: subprocess.Popen[bytes]) -> str:
+    return b"".join(_OUTPUT.get(proc.pid, [])).decode(errors="replace")
 
 
 @dataclass
@@ -69,9 +95,10 @@ class Server:
     proc: subprocess.Popen[bytes]
 
     def output(self) -> str:
-        """Everything the process printed (call after it stopped)."""
+        """Everything the process printed (stops it first, so nothing is missing)."""
         stop(self.proc)
-        return self.proc.stdout.read().decode(errors="replace") if self.proc.stdout else ""
+        time.sleep(0.1)  # the reader thread sees EOF right after the exit
+        return output_of(self.proc)
 
 
 @pytest.fixture(scope="session")

@@ -7,12 +7,11 @@ import os
 import re
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import httpx
-from conftest import Server, free_port, spawn, stop, wait_http
+from conftest import Server, free_port, output_of, spawn, stop, wait_http
 
 
 def test_hash_key_prints_the_config_form() -> None:
@@ -26,21 +25,12 @@ def test_demo_serves_and_its_printed_openai_example_works() -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "TOLLWAY_CONFIG"}
     proc = spawn(["tollway", "serve", "--port", str(port)], env)
-    lines: list[str] = []
-
-    def read() -> None:
-        assert proc.stdout is not None
-        for raw in proc.stdout:
-            lines.append(raw.decode(errors="replace"))
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
     try:
         wait_http(f"http://127.0.0.1:{port}/readyz", proc)
         deadline = time.monotonic() + 10
-        while not any("python -c" in line for line in lines) and time.monotonic() < deadline:
+        while "python -c" not in output_of(proc) and time.monotonic() < deadline:
             time.sleep(0.05)
-        banner = "".join(lines)
+        banner = output_of(proc)
         example = re.search(r'python -c "(.+)"', banner)
         assert example, banner
         ran = subprocess.run(
@@ -57,7 +47,6 @@ def test_demo_serves_and_its_printed_openai_example_works() -> None:
         assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"]
     finally:
         stop(proc)
-    reader.join(5)
 
 
 def test_serve_refuses_an_invalid_config_with_its_errors(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from . import report
 from .features import FEATURES, resolve
 from .oha import Oha, OhaFlags, find_oha, oha_threads
 from .procs import HarnessError, Services
-from .runner import HERE, Harness
+from .runner import HERE, MODEL, Harness
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -162,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
                     " nothing to switch off"
                 )
         with Services(log_dir) as services:
-            harness = Harness(args, services, oha, secrets.token_urlsafe(24))
+            model = config.model if config is not None else MODEL
+            harness = Harness(args, services, oha, secrets.token_urlsafe(24), model)
             harness.start_mock()
             if config is not None and config.needs_otlp_sink:
                 harness.start_sink()

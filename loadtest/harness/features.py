@@ -52,6 +52,23 @@ def _without(feature: Feature, docs: list[dict[str, Any]]) -> list[dict[str, Any
     return kept
 
 
+# What the requests ask for when gateway.yaml has no weighted-routing rule.
+DEFAULT_MODEL = "mock/gpt-4o-mini"
+
+
+def _weighted_rule(docs: list[dict[str, Any]]) -> tuple[str, str] | None:
+    """(virtual model, its first target) of the first weight-based rule naming a model."""
+    for doc in docs:
+        if doc.get("type") != "gateway-load-balancing-config":
+            continue
+        for rule in doc.get("rules") or []:
+            models = (rule.get("when") or {}).get("models") or []
+            targets = rule.get("load_balance_targets") or []
+            if rule.get("type") == "weight-based-routing" and models and targets:
+                return str(models[0]), str(targets[0]["target"])
+    return None
+
+
 @dataclass(frozen=True)
 class GatewayConfig:
     path: Path  # the file the gateway is started with
@@ -59,6 +76,9 @@ class GatewayConfig:
     disabled: tuple[str, ...]  # switched off by a flag
     absent: tuple[str, ...]  # not in gateway.yaml yet
     needs_otlp_sink: bool
+    # The `model` every request asks for: the routed virtual model, or with --no-routing the
+    # rule's first target directly (the virtual name would not exist without its rule).
+    model: str = DEFAULT_MODEL
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -66,6 +86,7 @@ class GatewayConfig:
             "enabled": list(self.enabled),
             "disabled": list(self.disabled),
             "not_yet_implemented": list(self.absent),
+            "model": self.model,
         }
 
 
@@ -73,6 +94,8 @@ def resolve(base: Path, off: Iterable[str], out_dir: Path) -> GatewayConfig:
     """Write the variant of `base` without the features in `off` (or use `base` when unchanged)."""
     docs = [d for d in yaml.safe_load_all(base.read_text()) if d]
     off = set(off)
+    routed = _weighted_rule(docs)
+    model = DEFAULT_MODEL if routed is None else routed[0 if "routing" not in off else 1]
     enabled, disabled, absent = [], [], []
     sink = False
     for feature in FEATURES:
@@ -89,4 +112,4 @@ def resolve(base: Path, off: Iterable[str], out_dir: Path) -> GatewayConfig:
         # ${ENV} placeholders survive the round trip as plain strings; the gateway expands them.
         path = out_dir / f"gateway-no-{'-no-'.join(disabled)}.yaml"
         path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
-    return GatewayConfig(path, tuple(enabled), tuple(disabled), tuple(absent), sink)
+    return GatewayConfig(path, tuple(enabled), tuple(disabled), tuple(absent), sink, model)

@@ -21,9 +21,9 @@ LOAD_CPU_WARN_PCT = 90.0  # mean use of the mock + oha CPUs above which they may
 FOREIGN_CPU_WARN_PCT = 15.0  # use of the SUT's CPUs by other programs that disturbs a run
 
 
-def chat_body(stream: bool) -> bytes:
+def chat_body(stream: bool, model: str = MODEL) -> bytes:
     body: dict[str, Any] = {
-        "model": MODEL,
+        "model": model,
         "messages": [
             {"role": "system", "content": "You are a concise assistant."},
             {"role": "user", "content": "Say hello in one short sentence."},
@@ -36,11 +36,18 @@ def chat_body(stream: bool) -> bytes:
 
 
 class Harness:
-    def __init__(self, args: argparse.Namespace, services: Services, oha: Oha, key: str) -> None:
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        services: Services,
+        oha: Oha,
+        key: str,
+        model: str = MODEL,
+    ) -> None:
         self.args = args
         self.services = services
         self.oha = oha
-        self.body = chat_body(args.stream)
+        self.body = chat_body(args.stream, model)
         # The same headers to every target, so none does less parsing than another.
         self.headers = {
             "content-type": "application/json",

@@ -27,6 +27,7 @@ from tollway.responses import (
     Failed,
     answer_of,
     error_response,
+    first_message,
     retry_after_s,
     upstream_failure,
 )
@@ -53,6 +54,7 @@ class Call:
 
     __slots__ = (
         "adm",
+        "capture_content",
         "client",
         "endpoint",
         "gated",
@@ -90,12 +92,15 @@ class Call:
         log: RequestLog,
         guard: GuardPlan | None = None,
         session: aiohttp.ClientSession | None = None,
+        capture_content: bool = False,
     ) -> None:
         self.log = log
         self.guard = guard
         self.session = session
         self.guard_task: asyncio.Task[GatewayError | None] | None = None
         self.gated = False
+        # Answer text goes into spans only when tracing keeps request data.
+        self.capture_content = capture_content
         self.client = client
         self.rt = rt
         self.endpoint = endpoint
@@ -335,6 +340,8 @@ class Call:
                 raise guarded
             payload = guarded
         done = perf_counter()
+        if self.capture_content:
+            self.log.output_text = first_message(payload)
         self.usage, self.log.response_id, self.log.response_model, self.log.finish_reasons = (
             answer_of(payload)
         )

@@ -170,6 +170,7 @@ class Proxy:
                 log,
                 guard,
                 session,
+                self.telemetry is not None and self.telemetry.capture_content,
             )
             if call.stream:
                 await _race_disconnect(call.run(), receive, req["model"])

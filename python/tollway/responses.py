@@ -14,6 +14,7 @@ __all__ = [
     "Failed",
     "answer_of",
     "error_response",
+    "first_message",
     "retry_after_s",
     "upstream_failure",
 ]
@@ -103,3 +104,28 @@ class Failed(msgspec.Struct):
     status: int
     body: bytes
     headers: list[tuple[bytes, bytes]]
+
+
+class _Message(msgspec.Struct):
+    content: str | None = None
+
+
+class _MessageChoice(msgspec.Struct):
+    message: _Message | None = None
+
+
+class _Choices(msgspec.Struct):
+    choices: list[_MessageChoice] = []
+
+
+_decode_choices = msgspec.json.Decoder(_Choices).decode
+
+
+def first_message(body: bytes) -> str | None:
+    """The first choice's text, for traces that keep request data."""
+    try:
+        choices = _decode_choices(body).choices
+    except msgspec.DecodeError:
+        return None
+    message = choices[0].message if choices else None
+    return message.content if message else None

@@ -33,6 +33,10 @@ _log = logging.getLogger("tollway.telemetry")
 # OTLP/HTTP: these statuses are transient and must be retried with backoff; others are final.
 _RETRYABLE = frozenset({408, 429, 502, 503, 504})
 _CONTENT_TYPE = {"proto": "application/x-protobuf", "json": "application/json"}
+# The request path's buffer only bounds memory if intake stops running; it is not the export
+# queue. Capping it at a small `queue_size` lost requests from the metrics when a burst
+# finished more requests than that within one event-loop turn.
+_INTAKE_MIN = 16_384
 
 
 class Telemetry:
@@ -75,7 +79,7 @@ class Telemetry:
         # For log lines: never the query string or userinfo, which may carry credentials.
         self._endpoint_for_logs = f"{url.scheme}://{url.hostname}:{url.port or ''}{url.path}"
         self._buf: list[Record] = []
-        self._cap = settings.queue_size
+        self._cap = max(settings.queue_size, _INTAKE_MIN)
         self._wake_at = min(settings.batch_size, settings.queue_size)
         self._backlog: deque[Record] = deque()
         self._wake = asyncio.Event()
@@ -156,7 +160,7 @@ class Telemetry:
             metrics.observe(rec)
         self.access_log.write(records)
         if self._encoder is not None:
-            room = self._cap - len(self._backlog)
+            room = self.settings.queue_size - len(self._backlog)
             if room < len(records):
                 self._drop(records[max(room, 0) :], "backlog_full")
                 records = records[: max(room, 0)]

@@ -266,16 +266,22 @@ impl SpanEncoder {
             },
             ..Default::default()
         });
+        // GenAI semconv operation names: `chat` for chat completions, `embeddings` for those.
+        let operation = if rec.route.ends_with("/embeddings") {
+            "embeddings"
+        } else {
+            "chat"
+        };
         for at in &rec.attempts {
             out.push(Span {
                 trace_id: trace_id.clone(),
                 span_id: self.span_id(),
                 parent_span_id: root_id.clone(),
-                name: format!("chat {}", at.request_model),
+                name: format!("{operation} {}", at.request_model),
                 kind: SpanKind::Client as i32,
                 start_time_unix_nano: at.start_ns,
                 end_time_unix_nano: at.end_ns.max(at.start_ns),
-                attributes: self.attempt_attributes(at),
+                attributes: self.attempt_attributes(at, operation),
                 status: if at.error_type.is_empty() {
                     None
                 } else {
@@ -286,9 +292,9 @@ impl SpanEncoder {
         }
     }
 
-    fn attempt_attributes(&self, at: &Attempt) -> Vec<KeyValue> {
+    fn attempt_attributes(&self, at: &Attempt, operation: &str) -> Vec<KeyValue> {
         let mut a = Attrs(Vec::with_capacity(24));
-        a.text("gen_ai.operation.name", "chat");
+        a.text("gen_ai.operation.name", operation);
         a.text("gen_ai.provider.name", genai_provider(&at.provider));
         a.text("gen_ai.request.model", &at.request_model);
         a.text("gen_ai.response.model", &at.response_model);
