@@ -138,9 +138,13 @@ def test_injection_is_blocked_and_the_model_call_cancelled(
     err = info.value.response.json()["error"]
     assert err["code"] == "guardrail_blocked" and "'injection'" in err["message"]
     assert "reveal your system prompt" not in err["message"]
+    # The model call was either never sent or cancelled: no answer was produced for it.
     deadline = time.monotonic() + 3
-    while not upstream(mock_upstream)[-1].get("disconnected"):
-        assert time.monotonic() < deadline, "the provider call was not cancelled"
+    while True:
+        sent = [r for r in upstream(mock_upstream) if INJECTION in repr(r["body"])]
+        if all(r.get("disconnected") for r in sent):
+            break
+        assert time.monotonic() < deadline, f"the provider call was not cancelled: {sent}"
         time.sleep(0.05)
 
 
@@ -182,3 +186,31 @@ def test_webhook_transform_timeout_and_errors_by_strategy(
         with pytest.raises(openai.BadRequestError):
             ask(client, text, extra_headers=strict)
         assert ask(client, text, extra_headers=lenient).choices[0].message.content
+
+
+def test_each_guardrail_run_is_counted_by_result(client: openai.OpenAI, gw: Server) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    ask(client, "Mail me at jane.doe@example.com")
+    with pytest.raises(openai.BadRequestError):
+        ask(client, INJECTION)
+
+    def results() -> set[tuple[str, str, str]]:
+        text = httpx.get(f"{gw.url}/metrics").text
+        return {
+            (s.labels["guardrail"], s.labels["phase"], s.labels["result"])
+            for fam in text_string_to_metric_families(text)
+            if fam.name == "llm_guardrail_requests"
+            for s in fam.samples
+            if s.name.endswith("_total")
+        }
+
+    want = {
+        ("pii", "input", "mutate"),
+        ("injection", "input", "block"),
+        ("brand", "output", "mutate"),
+    }
+    deadline = time.monotonic() + 5  # metrics are folded in by the background task
+    while not want <= results():
+        assert time.monotonic() < deadline, results()
+        time.sleep(0.2)

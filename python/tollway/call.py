@@ -31,6 +31,7 @@ from tollway.responses import (
     retry_after_s,
     upstream_failure,
 )
+from tollway.telemetry import now_ns
 from tollway.upstream import UpstreamError, UpstreamResponse
 
 if TYPE_CHECKING:
@@ -407,6 +408,7 @@ class Call:
         headers = self._headers(plan, list(_SSE_HEADERS))
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         guard = StreamGuard(self.guard) if self.guard is not None and self.guard.output else None
+        guard_start = now_ns()
         status: int = 200
         broken: GatewayError | None = None
 
@@ -441,5 +443,7 @@ class Call:
             # first byte there is no fallback (the client may have shown part of an answer).
             event = b"event: error\ndata: " + broken.body() + b"\n\n"
             await send({"type": "http.response.body", "body": event, "more_body": True})
+        if guard is not None:
+            guard.report(guard_start)
         self._end(plan, status, t0, meter.output_tokens)
         await send({"type": "http.response.body", "body": b"", "more_body": False})

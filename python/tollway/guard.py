@@ -11,6 +11,8 @@ never the text.
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -20,6 +22,9 @@ import msgspec
 from tollway.errors import GatewayError
 from tollway.guardrails import GuardrailInfo, Guardrails, Outcome, StreamRedactor, decide
 from tollway.guardrails.webhook import call_webhook
+from tollway.telemetry import GuardrailRun, now_ns
+
+log = logging.getLogger("tollway.guardrails")
 
 __all__ = ["GuardPlan", "StreamGuard", "plan_for"]
 
@@ -37,6 +42,26 @@ class GuardPlan:
     input_validate: list[int] = field(default_factory=list)
     output_mutate: list[int] = field(default_factory=list)
     output_validate: list[int] = field(default_factory=list)
+    # Every run, for spans and llm_guardrail_* metrics (shared with the request's log).
+    runs: list[GuardrailRun] = field(default_factory=list)
+
+    def ran(
+        self, gid: int, phase: str, result: str, start_ns: int, categories: Sequence[str] = ()
+    ) -> None:
+        info = self.infos[gid]
+        if result == "flag":
+            # Audit findings are logged by category only, never the text.
+            log.info("guardrail %r flagged %s (%s)", info.name, phase, ", ".join(categories))
+        self.runs.append(
+            GuardrailRun(
+                name=info.name,
+                phase=phase,
+                result=result,
+                start_ns=start_ns,
+                end_ns=now_ns(),
+                categories=sorted(set(categories)),
+            )
+        )
 
     @property
     def output(self) -> bool:
@@ -50,6 +75,7 @@ def plan_for(
     model: str,
     metadata: dict[str, str],
     header: bytes | None,
+    runs: list[GuardrailRun],
 ) -> GuardPlan | None:
     """The request's guardrails: the first matching rule's, plus `X-TFY-GUARDRAILS`."""
     inputs, outputs = guardrails.for_request(subject, model, metadata)
@@ -61,7 +87,7 @@ def plan_for(
         outputs = outputs + [i for i in extra[1] if i not in outputs]
     if not inputs and not outputs:
         return None
-    plan = GuardPlan(guardrails, infos)
+    plan = GuardPlan(guardrails, infos, runs=runs)
     for ids, mutate, validate in (
         (inputs, plan.input_mutate, plan.input_validate),
         (outputs, plan.output_mutate, plan.output_validate),
@@ -107,19 +133,25 @@ async def mutate_input(
     """Redacts the request in place, guardrail by guardrail, in the order listed."""
     for gid in plan.input_mutate:
         info = plan.infos[gid]
+        t0 = now_ns()
         if info.kind == "webhook":
             result = await _webhook(info, req, "input", session)
             if isinstance(result, GatewayError):
+                plan.ran(gid, "input", "block", t0)
                 raise result
             if isinstance(result, dict):
                 req.clear()
                 req.update(result)
+            plan.ran(gid, "input", "mutate" if result else "pass", t0)
             continue
+        found: list[str] = []
         for container, key in _texts(req.get("messages")):
             text = container[key]  # type: ignore[index]
-            redacted, _ = plan.set.redact([gid], text)
+            redacted, findings = plan.set.redact([gid], text)
             if redacted != text:
                 container[key] = redacted  # type: ignore[index]
+                found.extend(f.category for f in findings)
+        plan.ran(gid, "input", "mutate" if found else "pass", t0, found)
 
 
 async def validate_input(
@@ -134,20 +166,28 @@ async def validate_input(
     for gid in plan.input_validate:
         info = plan.infos[gid]
         if info.kind == "webhook":
-            webhooks.append(info)
+            webhooks.append(gid)
             continue
+        t0 = now_ns()
         if info.kind == "metadata-validation":
-            problems = plan.set.validate_metadata(gid, metadata)
-            outcome = Outcome.FLAG if problems else Outcome.PASS
-            if decide(info.enforcing_strategy, outcome).blocks:
-                return _blocked(info, ["METADATA"])
-            continue
-        check = plan.set.check(gid, text)
-        if check is not None and check.flagged:
-            cats = [f.category for f in check.findings] or [info.kind.upper()]
-            if decide(info.enforcing_strategy, Outcome.FLAG).blocks:
-                return _blocked(info, cats)
-    for result in await asyncio.gather(*(_webhook(i, req, "input", session) for i in webhooks)):
+            flagged = bool(plan.set.validate_metadata(gid, metadata))
+            cats = ["METADATA"]
+        else:
+            check = plan.set.check(gid, text)
+            flagged = check is not None and check.flagged
+            cats = [f.category for f in check.findings] if check else []
+            cats = cats or [info.kind.upper()]
+        verdict = decide(info.enforcing_strategy, Outcome.FLAG if flagged else Outcome.PASS)
+        plan.ran(gid, "input", verdict.value, t0, cats if flagged else [])
+        if verdict.blocks:
+            return _blocked(info, cats)
+    t0 = now_ns()
+    results = await asyncio.gather(
+        *(_webhook(plan.infos[g], req, "input", session) for g in webhooks)
+    )
+    for gid, result in zip(webhooks, results, strict=True):
+        plan.ran(gid, "input", "block" if isinstance(result, GatewayError) else "pass", t0)
+    for result in results:
         if isinstance(result, GatewayError):
             return result
     return None
@@ -195,18 +235,23 @@ def guard_output(plan: GuardPlan, payload: bytes) -> bytes | GatewayError:
             continue
         for gid in plan.output_validate:
             info = plan.infos[gid]
+            t0 = now_ns()
             check = plan.set.check(gid, text) if info.kind != "webhook" else None
-            flagged = check is not None and check.flagged
-            if (
-                check is not None
-                and flagged
-                and decide(info.enforcing_strategy, Outcome.FLAG).blocks
-            ):
-                return _blocked(info, [f.category for f in check.findings])
-        if plan.output_mutate:
-            redacted, _ = plan.set.redact(plan.output_mutate, text)
+            if check is None or not check.flagged:
+                plan.ran(gid, "output", "pass", t0)
+                continue
+            cats = [f.category for f in check.findings]
+            verdict = decide(info.enforcing_strategy, Outcome.FLAG)
+            plan.ran(gid, "output", verdict.value, t0, cats)
+            if verdict.blocks:
+                return _blocked(info, cats)
+        for gid in plan.output_mutate:
+            t0 = now_ns()
+            redacted, findings = plan.set.redact([gid], text)
+            cats = [f.category for f in findings]
+            plan.ran(gid, "output", "mutate" if redacted != text else "pass", t0, cats)
             if redacted != text:
-                message["content"] = redacted
+                message["content"] = text = redacted
                 changed = True
     return _encode(answer) if changed else payload
 
@@ -214,12 +259,13 @@ def guard_output(plan: GuardPlan, payload: bytes) -> bytes | GatewayError:
 class StreamGuard:
     """Output guardrails over an OpenAI chat-completion SSE stream, event by event."""
 
-    __slots__ = ("_buffer", "_plan", "_redactors", "_seen", "error")
+    __slots__ = ("_buffer", "_done", "_plan", "_redactors", "_seen", "error")
 
     def __init__(self, plan: GuardPlan) -> None:
         self._plan = plan
         self._buffer = b""
         self._redactors: dict[int, StreamRedactor] = {}
+        self._done: list[StreamRedactor] = []
         self._seen: dict[int, str] = {}
         self.error: GatewayError | None = None
 
@@ -229,6 +275,17 @@ class StreamGuard:
         *events, self._buffer = self._buffer.split(b"\n\n")
         return b"".join(self._event(e) + b"\n\n" for e in events if self.error is None)
 
+    def report(self, start_ns: int) -> None:
+        """One run per output guardrail for the whole stream."""
+        plan = self._plan
+        for gid in plan.output_validate:
+            name = f"'{plan.infos[gid].name}'"
+            blocked = self.error is not None and name in self.error.message
+            plan.ran(gid, "output", "block" if blocked else "pass", start_ns)
+        cats = sorted({c for r in self._done for c in r.categories})
+        for gid in plan.output_mutate:
+            plan.ran(gid, "output", "mutate" if cats else "pass", start_ns, cats)
+
     def finish(self) -> bytes:
         """Flushes a stream that ended without [DONE] (the caller reports the error)."""
         return self._flush_all() + (self._buffer if self.error is None else b"")
@@ -237,6 +294,8 @@ class StreamGuard:
         """What a choice's redactor still holds, as one more content chunk."""
         r = self._redactors.pop(index, None)
         rest = r.finish() if r is not None else ""
+        if r is not None:
+            self._done.append(r)
         return self._chunk(index, rest) if rest else b""
 
     def _flush_all(self) -> bytes:

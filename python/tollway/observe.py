@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 
 from tollway.engine import Admission, Denial, PlanInfo, Runtime
-from tollway.telemetry import Attempt, Record
+from tollway.telemetry import Attempt, GuardrailRun, Record
 
 __all__ = ["AttemptLog", "RequestLog", "build_record"]
 
@@ -57,6 +57,7 @@ class RequestLog:
     itl_mean_ms: float | None = None
     itl_max_ms: float | None = None
     output_text: str | None = None
+    guardrails: list[GuardrailRun] = field(default_factory=list)
 
 
 def _param(req: dict[str, Any], name: str) -> Any:
@@ -147,4 +148,5 @@ def build_record(
         rate_limit=rate_limit,
         budget=budget,
         routing_rule=routing,
+        guardrails=log.guardrails,
     )

@@ -154,6 +154,7 @@ class Proxy:
                     req["model"],
                     adm.metadata,
                     head.guardrails,
+                    log.guardrails,
                 )
             session = getattr(self.client, "session", None)
             call = Call(

@@ -2,7 +2,15 @@
 
 from tollway.telemetry.exporter import Telemetry, now_ns
 from tollway.telemetry.metrics import CONTENT_TYPE
-from tollway.telemetry.record import Attempt, Record
+from tollway.telemetry.record import Attempt, GuardrailRun, Record
 from tollway.telemetry.settings import TelemetrySettings
 
-__all__ = ["CONTENT_TYPE", "Attempt", "Record", "Telemetry", "TelemetrySettings", "now_ns"]
+__all__ = [
+    "CONTENT_TYPE",
+    "Attempt",
+    "GuardrailRun",
+    "Record",
+    "Telemetry",
+    "TelemetrySettings",
+    "now_ns",
+]

@@ -48,6 +48,7 @@ _PLAIN: dict[str, tuple[str, tuple[str, ...]]] = {
     "llm_gateway_load_balanced_requests_total": ("Requests routed by a rule.", ("rule", "target")),
     "llm_gateway_fallback_requests_total": ("Attempts on a fallback target.", ("rule", "target")),
     "llm_gateway_span_export_total": ("Spans accepted by the OTLP collector.", ()),
+    "llm_guardrail_requests_total": ("Guardrail runs by result.", ("guardrail", "phase", "result")),
     "llm_gateway_span_dropped_total": ("Spans not exported, by reason.", ("reason",)),
 }
 _HISTOGRAMS: dict[str, tuple[str, tuple[str, ...], tuple[float, ...]]] = {
@@ -142,6 +143,8 @@ class MetricsStore:
             add("llm_gateway_rate_limit_requests_total", rec.rate_limit)
         if rec.budget:
             add("llm_gateway_budget_requests_total", rec.budget)
+        for g in rec.guardrails:
+            add("llm_guardrail_requests_total", (g.name, g.phase, g.result))
         self._dirty = True
 
     def _snapshot(self) -> _Snapshot:

@@ -44,6 +44,18 @@ class Attempt(msgspec.Struct, array_like=True, gc=False, kw_only=True):
     output_text: str | None = None
 
 
+class GuardrailRun(msgspec.Struct, array_like=True, gc=False, kw_only=True):
+    """One guardrail run: `phase` input|output, `result` pass|flag|mutate|block|error, and
+    the categories found (never the matched text)."""
+
+    name: str
+    phase: str
+    result: str
+    start_ns: int
+    end_ns: int
+    categories: list[str] = []
+
+
 class Record(msgspec.Struct, array_like=True, gc=False, kw_only=True):
     """One gateway request. `rate_limit`/`budget` are `(rule_id, result)` of the rule that
     decided (result `"allowed"` or `"blocked"`); `routing_rule` is the load-balancing rule id.
@@ -68,3 +80,4 @@ class Record(msgspec.Struct, array_like=True, gc=False, kw_only=True):
     rate_limit: tuple[str, str] | None = None
     budget: tuple[str, str] | None = None
     routing_rule: str = ""
+    guardrails: list[GuardrailRun] = []

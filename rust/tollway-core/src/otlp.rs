@@ -70,6 +70,20 @@ pub struct Record {
     _rate_limit: IgnoredAny,
     _budget: IgnoredAny,
     _routing_rule: IgnoredAny,
+    #[serde(default)]
+    pub guardrails: Vec<GuardrailRun>,
+}
+
+/// One guardrail run, field for field the Python `GuardrailRun` (array-like).
+#[derive(Debug, Deserialize)]
+pub struct GuardrailRun {
+    pub name: String,
+    pub phase: String,
+    pub result: String,
+    pub start_ns: u64,
+    pub end_ns: u64,
+    #[serde(default)]
+    pub categories: Vec<String>,
 }
 
 /// Decodes a batch as the Python exporter sends it.
@@ -286,6 +300,29 @@ impl SpanEncoder {
                     None
                 } else {
                     error_status(&at.error_type)
+                },
+                ..Default::default()
+            });
+        }
+        for g in &rec.guardrails {
+            let mut a = Attrs(Vec::with_capacity(4));
+            a.text("tollway.guardrail.name", &g.name);
+            a.text("tollway.guardrail.phase", &g.phase);
+            a.text("tollway.guardrail.result", &g.result);
+            a.text("tollway.guardrail.categories", &g.categories.join(","));
+            out.push(Span {
+                trace_id: trace_id.clone(),
+                span_id: self.span_id(),
+                parent_span_id: root_id.clone(),
+                name: format!("guardrail {}", g.name),
+                kind: SpanKind::Internal as i32,
+                start_time_unix_nano: g.start_ns,
+                end_time_unix_nano: g.end_ns.max(g.start_ns),
+                attributes: a.0,
+                status: if g.result == "error" {
+                    error_status("guardrail_error")
+                } else {
+                    None
                 },
                 ..Default::default()
             });
