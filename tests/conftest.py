@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -101,16 +102,46 @@ class Server:
         return output_of(self.proc)
 
 
-@pytest.fixture(scope="session")
-def mock_upstream() -> Iterator[Server]:
+@contextlib.contextmanager
+def mock_server(*args: str) -> Iterator[Server]:
+    """A `tollway mock-upstream` on a free port (extra CLI flags in `args`), stopped after."""
     port = free_port()
-    proc = spawn([sys.executable, "-m", "tollway.mock_upstream", "--port", str(port)])
+    proc = spawn([sys.executable, "-m", "tollway.mock_upstream", "--port", str(port), *args])
     url = f"http://127.0.0.1:{port}"
     try:
         wait_http(f"{url}/healthz", proc)
         yield Server(url, proc)
     finally:
         stop(proc)
+
+
+@pytest.fixture(scope="session")
+def mock_upstream() -> Iterator[Server]:
+    with mock_server() as server:
+        yield server
+
+
+class Gateways:
+    """Starts `tollway serve` processes from config texts; `close()` stops them all."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.started: list[Server] = []
+
+    def start(self, config: str, workers: int = 1, env: dict[str, str] | None = None) -> Server:
+        path = self.directory / f"gateway-{len(self.started)}.yaml"
+        path.write_text(config)
+        port = free_port()
+        cmd = ["tollway", "serve", "--config", str(path), "--port", str(port)]
+        proc = spawn([*cmd, "--workers", str(workers)], {**os.environ, **(env or {})})
+        server = Server(f"http://127.0.0.1:{port}", proc)
+        self.started.append(server)
+        wait_http(f"{server.url}/readyz", proc)
+        return server
+
+    def close(self) -> None:
+        for s in self.started:
+            stop(s.proc)
 
 
 def gateway_config(mock_url: str, extra: str = "") -> str:
@@ -163,34 +194,19 @@ GatewayFactory = Callable[..., Server]
 @pytest.fixture
 def start_gateway(tmp_path: Path) -> Iterator[GatewayFactory]:
     """Starts `tollway serve` with a config text; every gateway is stopped at teardown."""
-    started: list[Server] = []
-
-    def start(config: str, workers: int = 1, env: dict[str, str] | None = None) -> Server:
-        path = tmp_path / f"gateway-{len(started)}.yaml"
-        path.write_text(config)
-        port = free_port()
-        cmd = ["tollway", "serve", "--config", str(path), "--port", str(port)]
-        proc = spawn([*cmd, "--workers", str(workers)], {**os.environ, **(env or {})})
-        server = Server(f"http://127.0.0.1:{port}", proc)
-        started.append(server)
-        wait_http(f"{server.url}/readyz", proc)
-        return server
-
-    yield start
-    for s in started:
-        stop(s.proc)
+    gateways = Gateways(tmp_path)
+    yield gateways.start
+    gateways.close()
 
 
 @pytest.fixture(scope="module")
-def gateway(mock_upstream: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """One gateway shared by a module's tests (starting one takes about a second)."""
-    path = tmp_path_factory.mktemp("gw") / "gateway.yaml"
-    path.write_text(gateway_config(mock_upstream.url))
-    port = free_port()
-    proc = spawn(["tollway", "serve", "--config", str(path), "--port", str(port)])
-    server = Server(f"http://127.0.0.1:{port}", proc)
-    try:
-        wait_http(f"{server.url}/readyz", proc)
-        yield server
-    finally:
-        stop(proc)
+def module_gateways(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateways]:
+    """Gateways shared by a module's tests (starting one takes about a second)."""
+    gateways = Gateways(tmp_path_factory.mktemp("gateways"))
+    yield gateways
+    gateways.close()
+
+
+@pytest.fixture(scope="module")
+def gateway(mock_upstream: Server, module_gateways: Gateways) -> Server:
+    return module_gateways.start(gateway_config(mock_upstream.url))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -12,20 +11,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import CLIENT_KEY, Server, free_port, spawn, stop, wait_http
+from conftest import CLIENT_KEY, Server, free_port, mock_server, spawn, stop, wait_http
 
 
 @pytest.fixture
 def slow_mock() -> Iterator[Server]:
     """A mock streaming 40 tokens 100 ms apart: a 4-second stream."""
-    port = free_port()
-    cmd = [sys.executable, "-m", "tollway.mock_upstream", "--port", str(port)]
-    proc = spawn([*cmd, "--itl-ms", "100", "--tokens", "40"])
-    try:
-        wait_http(f"http://127.0.0.1:{port}/healthz", proc)
-        yield Server(f"http://127.0.0.1:{port}", proc)
-    finally:
-        stop(proc)
+    with mock_server("--itl-ms", "100", "--tokens", "40") as server:
+        yield server
 
 
 def test_sigterm_drains_then_finishes_the_stream_and_exits_0(

@@ -241,6 +241,145 @@ def test_messages_stream_event_order(mock_url: str) -> None:
     ]
 
 
+# --- Tool calls ----------------------------------------------------------------------------
+
+WEATHER = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+OPENAI_TOOLS: list[Any] = [
+    {"type": "function", "function": {"name": "get_weather", "parameters": WEATHER}},
+    {"type": "function", "function": {"name": "get_time", "parameters": WEATHER}},
+]
+ANTHROPIC_TOOLS: list[Any] = [
+    {"name": "get_weather", "input_schema": WEATHER},
+    {"name": "get_time", "input_schema": WEATHER},
+]
+ASK: list[Any] = [{"role": "user", "content": "weather in Paris?"}]
+TOOL_USE = {
+    "type": "tool_use",
+    "id": "toolu_mock_1",
+    "name": "get_weather",
+    "input": {"city": "Paris"},
+}
+
+
+def test_chat_tools_get_one_call_to_the_first_tool(oai: openai.OpenAI) -> None:
+    got = oai.chat.completions.create(model="m", messages=ASK, tools=OPENAI_TOOLS)
+    choice = got.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    (tool_call,) = choice.message.tool_calls or []
+    assert tool_call.id == "call_mock_1" and tool_call.type == "function"
+    assert tool_call.function.name == "get_weather"
+    assert msgspec.json.decode(tool_call.function.arguments) == {"city": "Paris"}
+    assert got.usage is not None and got.usage.completion_tokens > 0
+
+    chunks = list(
+        oai.chat.completions.create(
+            model="m",
+            messages=ASK,
+            tools=OPENAI_TOOLS,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    deltas = [tc for c in chunks if c.choices for tc in c.choices[0].delta.tool_calls or ()]
+    first, *fragments = deltas
+    assert (first.index, first.id, first.type) == (0, "call_mock_1", "function")
+    assert first.function is not None and first.function.name == "get_weather"
+    assert 2 <= len(fragments) <= 3 and {d.index for d in fragments} == {0}
+    arguments = "".join(d.function.arguments or "" for d in fragments if d.function)
+    assert msgspec.json.decode(arguments) == {"city": "Paris"}
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
+    assert [f for f in finishes if f] == ["tool_calls"]
+    assert chunks[-1].usage is not None and chunks[-1].usage == got.usage
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_chat_answers_a_tool_result_with_text(oai: openai.OpenAI, stream: bool) -> None:
+    function = {"name": "get_weather", "arguments": '{"city": "Paris"}'}
+    follow_up: list[Any] = [
+        *ASK,
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"id": "call_mock_1", "type": "function", "function": function}],
+        },
+        {"role": "tool", "tool_call_id": "call_mock_1", "content": "sunny"},
+    ]
+    if not stream:
+        got = oai.chat.completions.create(model="m", messages=follow_up, tools=OPENAI_TOOLS)
+        assert got.choices[0].message.content == TEXT
+        assert got.choices[0].finish_reason == "stop" and not got.choices[0].message.tool_calls
+        return
+    chunks = list(
+        oai.chat.completions.create(model="m", messages=follow_up, tools=OPENAI_TOOLS, stream=True)
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == TEXT
+    assert not any(c.choices[0].delta.tool_calls for c in chunks)
+
+
+def test_messages_tools_get_one_call_to_the_first_tool(claude: anthropic.Anthropic) -> None:
+    got = claude.messages.create(model="c", max_tokens=100, messages=ASK, tools=ANTHROPIC_TOOLS)
+    assert got.stop_reason == "tool_use"
+    (block,) = got.content
+    assert block.type == "tool_use" and block.id == "toolu_mock_1"
+    assert block.name == "get_weather" and block.input == {"city": "Paris"}
+    with claude.messages.stream(
+        model="c", max_tokens=100, messages=ASK, tools=ANTHROPIC_TOOLS
+    ) as stream:
+        partial = [
+            e.delta.partial_json
+            for e in stream
+            if e.type == "content_block_delta" and e.delta.type == "input_json_delta"
+        ]
+        final = stream.get_final_message()
+    assert 2 <= len(partial) <= 3
+    assert final.content == got.content and final.stop_reason == "tool_use"
+    assert final.usage.output_tokens == got.usage.output_tokens
+
+
+def test_messages_tool_use_wire_events(mock_url: str) -> None:
+    body = {
+        "model": "c",
+        "max_tokens": 9,
+        "stream": True,
+        "messages": ASK,
+        "tools": ANTHROPIC_TOOLS,
+    }
+    raw = httpx.post(f"{mock_url}/v1/messages", json=body).content
+    events = [
+        msgspec.json.decode(line[6:]) for line in raw.split(b"\n") if line.startswith(b"data: ")
+    ]
+    kinds = [e["type"] for e in events]
+    assert kinds[:3] == ["message_start", "content_block_start", "ping"]
+    assert kinds[-3:] == ["content_block_stop", "message_delta", "message_stop"]
+    assert events[1]["content_block"] == {**TOOL_USE, "input": {}}
+    assert events[-2]["delta"]["stop_reason"] == "tool_use"
+    assert events[-2]["usage"]["output_tokens"] > 0
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_messages_answer_a_tool_result_with_text(claude: anthropic.Anthropic, stream: bool) -> None:
+    follow_up: list[Any] = [
+        *ASK,
+        {"role": "assistant", "content": [TOOL_USE]},
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": "toolu_mock_1", "content": "sunny"}],
+        },
+    ]
+    if stream:
+        with claude.messages.stream(
+            model="c", max_tokens=100, messages=follow_up, tools=ANTHROPIC_TOOLS
+        ) as s:
+            got = s.get_final_message()
+    else:
+        got = claude.messages.create(
+            model="c", max_tokens=100, messages=follow_up, tools=ANTHROPIC_TOOLS
+        )
+    assert got.stop_reason == "end_turn"
+    (block,) = got.content
+    assert block.type == "text" and block.text == TEXT
+
+
 # --- Faults and the control endpoints -------------------------------------------------------
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -11,7 +10,7 @@ import httpx
 import msgspec
 import openai
 import pytest
-from conftest import CLIENT_KEY, GatewayFactory, Server, free_port, spawn, stop, wait_http
+from conftest import CLIENT_KEY, GatewayFactory, Server, mock_server
 
 MESSAGES: list[Any] = [{"role": "user", "content": "route me"}]
 
@@ -19,14 +18,8 @@ MESSAGES: list[Any] = [{"role": "user", "content": "route me"}]
 @pytest.fixture(scope="module")
 def flaky_mock() -> Iterator[Server]:
     """A mock whose first chat request fails with 503, then answers."""
-    port = free_port()
-    cmd = [sys.executable, "-m", "tollway.mock_upstream", "--port", str(port)]
-    proc = spawn([*cmd, "--fail-status", "503", "--fail-first", "1"])
-    try:
-        wait_http(f"http://127.0.0.1:{port}/healthz", proc)
-        yield Server(f"http://127.0.0.1:{port}", proc)
-    finally:
-        stop(proc)
+    with mock_server("--fail-status", "503", "--fail-first", "1") as server:
+        yield server
 
 
 def config(mock: str, flaky: str) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -10,7 +9,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from conftest import CLIENT_KEY, GatewayFactory, Server, free_port, spawn, stop, wait_http
+from conftest import CLIENT_KEY, GatewayFactory, Gateways, Server, mock_server
 
 MESSAGES: list[Any] = [{"role": "user", "content": "Tell me something"}]
 
@@ -44,16 +43,8 @@ keys: [{{name: client, key: {CLIENT_KEY}, subject: "user:alice"}}]
 
 
 @pytest.fixture(scope="module")
-def gw(mock_upstream: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    path = tmp_path_factory.mktemp("streams") / "g.yaml"
-    path.write_text(config(mock_upstream.url))
-    port = free_port()
-    proc = spawn(["tollway", "serve", "--config", str(path), "--port", str(port)])
-    try:
-        wait_http(f"http://127.0.0.1:{port}/readyz", proc)
-        yield Server(f"http://127.0.0.1:{port}", proc)
-    finally:
-        stop(proc)
+def gw(mock_upstream: Server, module_gateways: Gateways) -> Server:
+    return module_gateways.start(config(mock_upstream.url))
 
 
 @pytest.fixture
@@ -135,14 +126,8 @@ def test_a_broken_stream_ends_in_an_error_not_a_short_answer(
 
 @pytest.fixture
 def slow_mock() -> Iterator[Server]:
-    port = free_port()
-    cmd = [sys.executable, "-m", "tollway.mock_upstream", "--port", str(port)]
-    proc = spawn([*cmd, "--itl-ms", "50", "--tokens", "60"])
-    try:
-        wait_http(f"http://127.0.0.1:{port}/healthz", proc)
-        yield Server(f"http://127.0.0.1:{port}", proc)
-    finally:
-        stop(proc)
+    with mock_server("--itl-ms", "50", "--tokens", "60") as server:
+        yield server
 
 
 def test_leaving_mid_stream_cancels_upstream_and_is_still_charged(

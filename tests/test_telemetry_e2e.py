@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,11 +19,9 @@ from conftest import (
     CLIENT_KEY,
     LIMITED_KEY,
     PROVIDER_KEY,
+    Gateways,
     Server,
     free_port,
-    spawn,
-    stop,
-    wait_http,
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
@@ -192,25 +188,9 @@ Starter = Callable[..., Server]
 
 
 @pytest.fixture(scope="module")
-def start(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Starter]:
+def start(module_gateways: Gateways) -> Starter:
     """Starts `tollway serve` for this module; every gateway is stopped at teardown."""
-    started: list[Server] = []
-    directory = tmp_path_factory.mktemp("telemetry-e2e")
-
-    def run(text: str, workers: int = 1, env: dict[str, str] | None = None) -> Server:
-        path = Path(directory) / f"gateway-{len(started)}.yaml"
-        path.write_text(text)
-        port = free_port()
-        cmd = ["tollway", "serve", "--config", str(path), "--port", str(port)]
-        proc = spawn([*cmd, "--workers", str(workers)], {**os.environ, **(env or {})})
-        server = Server(f"http://127.0.0.1:{port}", proc)
-        started.append(server)
-        wait_http(f"{server.url}/readyz", proc)
-        return server
-
-    yield run
-    for s in started:
-        stop(s.proc)
+    return module_gateways.start
 
 
 @pytest.fixture(scope="module")

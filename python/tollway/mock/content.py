@@ -6,11 +6,14 @@ import base64
 import math
 import struct
 import zlib
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 
 __all__ = [
+    "TOOL_ARGUMENTS",
+    "TOOL_ARGUMENT_FRAGMENTS",
+    "TOOL_CALL_TOKENS",
     "Answers",
     "Embedder",
     "anthropic_error",
@@ -22,6 +25,13 @@ _encode = msgspec.json.Encoder().encode
 
 # Cycled to build answers; the full stop makes long answers read as repeated sentences.
 _WORDS = ("This", "is", "a", "deterministic", "answer", "from", "the", "Tollway", "mock.")
+
+# The arguments of every mock tool call, and the pieces a stream sends them in: joined, the
+# pieces are OpenAI's `arguments` string, and they split inside the JSON, as real providers do.
+TOOL_ARGUMENTS: Final = {"city": "Paris"}
+TOOL_ARGUMENT_FRAGMENTS: Final = ('{"city": ', '"Paris"', "}")
+# Counted like the text answers: one token per streamed piece.
+TOOL_CALL_TOKENS: Final = len(TOOL_ARGUMENT_FRAGMENTS)
 
 
 class Answers:

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 
-from tollway.mock.content import count_words, openai_error
+from tollway.mock.content import (
+    TOOL_ARGUMENT_FRAGMENTS,
+    TOOL_CALL_TOKENS,
+    count_words,
+    openai_error,
+)
 from tollway.mock.exchange import Call, MockAbort
 from tollway.mock.state import Fault, MockState, begin
 
@@ -15,10 +21,26 @@ __all__ = ["chat_completions", "embeddings", "models", "send_openai_status"]
 
 _encode = msgspec.json.Encoder().encode
 _RETRY_AFTER = (b"retry-after", b"1")
+_TOOL_CALL_ID = "call_mock_1"
+_TOOL_ARGUMENTS = "".join(TOOL_ARGUMENT_FRAGMENTS)
+# The first chunk of a text answer, as a tail after the per-request `"choices":[` prefix.
+_OPENING = (
+    b'{"index":0,"delta":{"role":"assistant","content":"","refusal":null},'
+    b'"logprobs":null,"finish_reason":null}]}\n\n'
+)
 
 
 class _Message(msgspec.Struct):
+    role: str = ""
     content: Any = None
+
+
+class _Function(msgspec.Struct):
+    name: str = ""
+
+
+class _Tool(msgspec.Struct):
+    function: _Function = msgspec.field(default_factory=_Function)
 
 
 class _StreamOptions(msgspec.Struct):
@@ -32,6 +54,7 @@ class _ChatRequest(msgspec.Struct):
     max_tokens: int | None = None
     max_completion_tokens: int | None = None
     stream_options: _StreamOptions | None = None
+    tools: list[_Tool] | None = None
 
 
 class _EmbeddingsRequest(msgspec.Struct):
@@ -63,20 +86,37 @@ async def chat_completions(state: MockState, call: Call, body: bytes) -> None:
     fault = await begin(state, call, req.model, send_openai_status)
     if fault is None:
         return
+    # A model offered tools calls one, unless it is reading that call's result.
+    calls_tool = bool(req.tools) and not (req.messages and req.messages[-1].role == "tool")
     answers = state.answers
     limit = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
-    n = answers.length(limit)
-    finish = "stop" if n == answers.tokens else "length"
+    n = TOOL_CALL_TOKENS if calls_tool else answers.length(limit)
+    finish = "tool_calls" if calls_tool else "stop" if n == answers.tokens else "length"
     prompt = sum(4 + count_words(m.content) for m in req.messages)
     usage = {"prompt_tokens": prompt, "completion_tokens": n, "total_tokens": prompt + n}
     chat_id = state.next_id("chatcmpl-mock")
     created = int(time.time())
+    tool = req.tools[0].function.name if req.tools and calls_tool else ""
     if req.stream:
         head = _chunk_head(chat_id, created, req.model)
         usage_wanted = req.stream_options is not None and bool(req.stream_options.include_usage)
-        await _chat_stream(state, call, fault, head, n, finish, usage if usage_wanted else None)
+        opening, deltas = (
+            _tool_call_tails(tool) if calls_tool else (_OPENING, answers.openai_deltas[:n])
+        )
+        await _chat_stream(
+            state, call, fault, head, opening, deltas, finish, usage if usage_wanted else None
+        )
         return
-    message = {"role": "assistant", "content": answers.text_of(n), "refusal": None}
+    if calls_tool:
+        function = {"name": tool, "arguments": _TOOL_ARGUMENTS}
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": None,
+            "refusal": None,
+            "tool_calls": [{"id": _TOOL_CALL_ID, "type": "function", "function": function}],
+        }
+    else:
+        message = {"role": "assistant", "content": answers.text_of(n), "refusal": None}
     choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
     out = _encode(
         {
@@ -106,20 +146,39 @@ def _chunk_head(chat_id: str, created: int, model: str) -> bytes:
     )  # fmt: skip
 
 
+def _tool_call_tails(name: str) -> tuple[bytes, tuple[bytes, ...]]:
+    """The opening chunk tail of a tool call (id, name, empty arguments) and one tail per
+    argument fragment, the shape OpenAI streams tool calls in."""
+    function = {"name": name, "arguments": ""}
+    first = {"index": 0, "id": _TOOL_CALL_ID, "type": "function", "function": function}
+    opening = {"role": "assistant", "content": None, "tool_calls": [first], "refusal": None}
+    deltas = tuple(
+        _choice_tail({"tool_calls": [{"index": 0, "function": {"arguments": fragment}}]})
+        for fragment in TOOL_ARGUMENT_FRAGMENTS
+    )
+    return _choice_tail(opening), deltas
+
+
+def _choice_tail(delta: dict[str, Any]) -> bytes:
+    """A chunk tail after the per-request prefix, like `Answers.openai_deltas`."""
+    choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}
+    return _encode(choice) + b"]}\n\n"
+
+
 async def _chat_stream(
     state: MockState,
     call: Call,
     fault: Fault,
     head: bytes,
-    n: int,
+    opening: bytes,
+    deltas: Sequence[bytes],
     finish: str,
     usage: dict[str, int] | None,
 ) -> None:
-    events = [
-        head + b'{"index":0,"delta":{"role":"assistant","content":"","refusal":null},'
-        b'"logprobs":null,"finish_reason":null}]}\n\n'
-    ]
-    deltas = state.answers.openai_deltas
+    """Streams `opening` then one chunk per delta tail (each one token), the finish chunk,
+    the usage chunk when given, and `[DONE]`; reset-mid and truncated cut it halfway."""
+    events = [head + opening]
+    n = len(deltas)
     if fault.kind in ("reset-mid", "truncated"):
         events.extend(head + d for d in deltas[: max(n // 2, 1)])
         if fault.kind == "truncated":
@@ -129,7 +188,7 @@ async def _chat_stream(
                 raise MockAbort("mock: stream cut before [DONE]")
             await call.end()
         return
-    events.extend(head + d for d in deltas[:n])
+    events.extend(head + d for d in deltas)
     events.append(
         head + b'{"index":0,"delta":{},"logprobs":null,"finish_reason":"' + finish.encode()
         + b'"}]}\n\n'

@@ -3,12 +3,13 @@
 //! (403), routing order (404 for a virtual model no rule matches), budget, then rate limit
 //! (429) - so a request refused for any earlier reason consumes no quota.
 
-use crate::engine::{shorten, Engine, KeyId, TargetId};
+use crate::engine::{Engine, KeyId, TargetId};
 use crate::limits::cost;
 use crate::limits::ratelimit::Ticket;
 use crate::limits::RequestFacts;
 use crate::metadata::{self, Metadata};
 use crate::routing::{self, PlanId};
+use crate::schema::shorten;
 use sha2::{Digest, Sha256};
 
 /// Why a request is refused, with everything needed for an OpenAI-style error body.
@@ -136,7 +137,7 @@ impl Engine {
             None => Vec::new(),
         };
         let Some(&model_id) = self.model_ids.get(model) else {
-            let msg = format!("The model '{}' does not exist", shorten(model));
+            let msg = format!("The model '{}' does not exist", shorten(model, 100));
             return Err(Denial::model(
                 404,
                 "invalid_request_error",
@@ -145,7 +146,7 @@ impl Engine {
             ));
         };
         if !key.allowed[model_id as usize] {
-            let msg = format!("This key may not use the model '{}'", shorten(model));
+            let msg = format!("This key may not use the model '{}'", shorten(model, 100));
             return Err(Denial::model(
                 403,
                 "permission_error",
@@ -173,7 +174,7 @@ impl Engine {
             None => {
                 let msg = format!(
                     "No routing rule for the virtual model '{}' matches this request",
-                    shorten(model)
+                    shorten(model, 100)
                 );
                 return Err(Denial::model(
                     404,

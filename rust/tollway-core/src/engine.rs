@@ -326,15 +326,6 @@ fn decode_hex(hex: &str) -> [u8; 32] {
     out
 }
 
-pub(crate) fn shorten(s: &str) -> String {
-    if s.chars().count() <= 100 {
-        s.to_owned()
-    } else {
-        let head: String = s.chars().take(100).collect();
-        format!("{head}...")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,7 +34,7 @@ pub fn parse(raw: &[u8]) -> Result<Metadata, String> {
     }
     let mut out = Vec::with_capacity(map.len());
     for (k, v) in map {
-        let shown = shorten(&k);
+        let shown = crate::schema::shorten(&k, 40);
         if k.is_empty() || k.chars().count() > MAX_KEY_CHARS {
             return Err(format!(
                 "X-TFY-METADATA keys must be 1-{MAX_KEY_CHARS} characters"
@@ -67,16 +67,6 @@ pub fn merge(request: Metadata, key: &[(String, String)]) -> Metadata {
         .collect();
     out.extend(key.iter().cloned());
     out
-}
-
-fn shorten(s: &str) -> String {
-    const MAX: usize = 40;
-    if s.chars().count() <= MAX {
-        s.to_owned()
-    } else {
-        let head: String = s.chars().take(MAX).collect();
-        format!("{head}...")
-    }
 }
 
 #[cfg(test)]

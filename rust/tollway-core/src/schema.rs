@@ -265,6 +265,14 @@ impl<'a> Fields<'a> {
     }
 }
 
+/// Client-supplied text echoed in an error, cut to `max` characters.
+pub fn shorten(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        None => s.to_owned(),
+        Some((at, _)) => format!("{}...", &s[..at]),
+    }
+}
+
 pub fn as_string(v: &Value, path: &str, errs: &mut Errors) -> Option<String> {
     match v {
         Value::String(s) => Some(s.clone()),
