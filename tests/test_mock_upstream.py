@@ -366,6 +366,7 @@ def test_messages_answer_a_tool_result_with_text(claude: anthropic.Anthropic, st
             "content": [{"type": "tool_result", "tool_use_id": "toolu_mock_1", "content": "sunny"}],
         },
     ]
+    got: anthropic.types.Message
     if stream:
         with claude.messages.stream(
             model="c", max_tokens=100, messages=follow_up, tools=ANTHROPIC_TOOLS

@@ -8,7 +8,7 @@ import httpx
 import msgspec
 import openai
 import pytest
-from conftest import CLIENT_KEY, GatewayFactory, Server
+from conftest import CLIENT_KEY, Gateways, Server
 
 WEATHER = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
 TOOLS: list[Any] = [
@@ -43,8 +43,9 @@ keys: [{{name: client, key: {CLIENT_KEY}, subject: "user:alice"}}]
 """
 
 
-def client_for(start_gateway: GatewayFactory, mock: Server) -> openai.OpenAI:
-    gw = start_gateway(config(mock.url))
+@pytest.fixture(scope="module")
+def client(mock_upstream: Server, module_gateways: Gateways) -> openai.OpenAI:
+    gw = module_gateways.start(config(mock_upstream.url))
     return openai.OpenAI(base_url=f"{gw.url}/v1", api_key=CLIENT_KEY, max_retries=0)
 
 
@@ -54,10 +55,10 @@ def ask(
     """The answer's text, tool calls (as OpenAI message dicts) and finish reason; a stream's
     tool calls are put together from their deltas by index, as OpenAI clients do."""
     if not stream:
-        choice = client.chat.completions.create(model=model, messages=messages, tools=TOOLS)
-        choice0 = choice.choices[0]
-        calls = [c.model_dump(exclude_none=True) for c in choice0.message.tool_calls or ()]
-        return choice0.message.content, calls, choice0.finish_reason
+        whole = client.chat.completions.create(model=model, messages=messages, tools=TOOLS)
+        choice = whole.choices[0]
+        calls = [c.model_dump(exclude_none=True) for c in choice.message.tool_calls or ()]
+        return choice.message.content, calls, choice.finish_reason
     text: str | None = None
     calls_by_index: dict[int, dict[str, Any]] = {}
     finishes: list[str] = []
@@ -101,9 +102,8 @@ def provider_requests(mock: Server, path: str) -> list[dict[str, Any]]:
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
 @pytest.mark.parametrize("model", MODELS)
 def test_a_tool_call_and_its_result_round_trip(
-    start_gateway: GatewayFactory, mock_upstream: Server, model: str, stream: bool
+    client: openai.OpenAI, model: str, stream: bool
 ) -> None:
-    client = client_for(start_gateway, mock_upstream)
     text, calls, finish = ask(client, model, ASK, stream)
     assert finish == "tool_calls" and not text
     (call,) = calls
@@ -117,9 +117,8 @@ def test_a_tool_call_and_its_result_round_trip(
 
 
 def test_anthropic_receives_tools_and_results_in_its_own_shape(
-    start_gateway: GatewayFactory, mock_upstream: Server
+    client: openai.OpenAI, mock_upstream: Server
 ) -> None:
-    client = client_for(start_gateway, mock_upstream)
     model = "anth/claude-3-5-sonnet-latest"
     _, (call,), _ = ask(client, model, ASK, stream=False)
     sent = provider_requests(mock_upstream, "/v1/messages")[-1]["body"]
