@@ -24,6 +24,13 @@ class _Hook(BaseHTTPRequestHandler):
         body = msgspec.json.decode(self.rfile.read(int(self.headers["content-length"])))
         text = msgspec.json.encode(body).decode()
         answer: dict[str, Any] = {"verdict": "forbidden" not in text}
+        if self.headers.get("x-tollway-guardrail-phase") == "output":
+            # On answers: 'hook' blocks every answer, 'hook-mutate' rewrites it.
+            if self.headers.get("x-tollway-guardrail") == "hook-mutate":
+                body["choices"][0]["message"]["content"] = "answer rewritten by the hook"
+                answer = {"verdict": True, "transformed": body}
+            else:
+                answer = {"verdict": False}
         if "rewrite me" in text:
             body["messages"][-1]["content"] = "rewritten by the hook"
             answer["transformed"] = body
@@ -204,3 +211,13 @@ def test_each_guardrail_run_is_counted_by_result(client: openai.OpenAI, gw: Serv
     while not want <= results():
         assert time.monotonic() < deadline, results()
         time.sleep(0.2)
+
+
+def test_output_webhooks_rewrite_or_block_the_answer(client: openai.OpenAI) -> None:
+    rewrite = {"X-TFY-GUARDRAILS": '{"llm_output_guardrails": ["hook-mutate"]}'}
+    answer = ask(client, "hello", extra_headers=rewrite)
+    assert answer.choices[0].message.content == "answer rewritten by the hook"
+    block = {"X-TFY-GUARDRAILS": '{"llm_output_guardrails": ["hook"]}'}
+    with pytest.raises(openai.BadRequestError) as info:
+        ask(client, "hello", extra_headers=block)
+    assert "'hook'" in info.value.response.json()["error"]["message"]

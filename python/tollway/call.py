@@ -20,7 +20,14 @@ from tollway._core import SseMeter, count_prompt_tokens, monotonic_ms
 from tollway.asgi import JSON, RequestHead, Send
 from tollway.engine import Admission, PlanInfo, Runtime
 from tollway.errors import GatewayError
-from tollway.guard import GuardPlan, StreamGuard, guard_output, mutate_input, validate_input
+from tollway.guard import (
+    GuardPlan,
+    StreamGuard,
+    guard_output,
+    mutate_input,
+    validate_input,
+    webhook_output,
+)
 from tollway.observe import AttemptLog, RequestLog
 from tollway.providers import TranslationError
 from tollway.responses import (
@@ -340,6 +347,12 @@ class Call:
                 self._end(plan, resp.status, t0, 0)
                 raise guarded
             payload = guarded
+        if self.guard is not None and self.guard.output_hooks:
+            hooked = await webhook_output(self.guard, payload, self.session)
+            if isinstance(hooked, GatewayError):
+                self._end(plan, resp.status, t0, 0)
+                raise hooked
+            payload = hooked
         done = perf_counter()
         if self.capture_content:
             self.log.output_text = first_message(payload)

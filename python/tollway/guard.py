@@ -42,6 +42,8 @@ class GuardPlan:
     input_validate: list[int] = field(default_factory=list)
     output_mutate: list[int] = field(default_factory=list)
     output_validate: list[int] = field(default_factory=list)
+    # Output webhooks: the OpenAI-shaped answer is POSTed whole (non-streamed answers).
+    output_hooks: list[int] = field(default_factory=list)
     # Every run, for spans and llm_guardrail_* metrics (shared with the request's log).
     runs: list[GuardrailRun] = field(default_factory=list)
 
@@ -65,6 +67,7 @@ class GuardPlan:
 
     @property
     def output(self) -> bool:
+        """Built-in output guardrails run (webhooks are `output_hooks`)."""
         return bool(self.output_mutate or self.output_validate)
 
 
@@ -93,6 +96,9 @@ def plan_for(
         (outputs, plan.output_mutate, plan.output_validate),
     ):
         for i in ids:
+            if ids is outputs and infos[i].kind == "webhook":
+                plan.output_hooks.append(i)  # they see the whole answer, after the built-ins
+                continue
             (mutate if infos[i].operation == "mutate" else validate).append(i)
     return plan
 
@@ -253,6 +259,29 @@ def guard_output(plan: GuardPlan, payload: bytes) -> bytes | GatewayError:
             if redacted != text:
                 message["content"] = text = redacted
                 changed = True
+    return _encode(answer) if changed else payload
+
+
+async def webhook_output(
+    plan: GuardPlan, payload: bytes, session: aiohttp.ClientSession | None
+) -> bytes | GatewayError:
+    """Output webhooks on a whole answer, in order: block, replace (mutate) or pass."""
+    try:
+        answer = _decode(payload)
+    except msgspec.DecodeError:
+        return payload
+    changed = False
+    for gid in plan.output_hooks:
+        info = plan.infos[gid]
+        t0 = now_ns()
+        result = await _webhook(info, answer, "output", session)
+        if isinstance(result, GatewayError):
+            plan.ran(gid, "output", "block", t0)
+            return result
+        mutated = isinstance(result, dict) and info.operation == "mutate"
+        if mutated:
+            answer, changed = result, True
+        plan.ran(gid, "output", "mutate" if mutated else "pass", t0)
     return _encode(answer) if changed else payload
 
 
