@@ -10,19 +10,17 @@ client that leaves mid-stream is still charged for what it was sent (status 499)
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from tollway._core import SseMeter, count_prompt_tokens, monotonic_ms
+from tollway._core import SseMeter, count_prompt_tokens
 from tollway.asgi import JSON, RequestHead, Send
 from tollway.engine import Admission, PlanInfo, Runtime
 from tollway.errors import GatewayError
 from tollway.guard import (
     GuardPlan,
-    StreamGuard,
     guard_output,
     mutate_input,
     validate_input,
@@ -31,30 +29,26 @@ from tollway.guard import (
 from tollway.observe import AttemptLog, RequestLog
 from tollway.providers import TranslationError
 from tollway.responses import (
+    CANCELLED,
+    OUTCOME,
+    OUTCOME_NAMES,
     Failed,
     answer_of,
+    elapsed_ms,
     error_response,
     first_message,
     retry_after_s,
     upstream_failure,
 )
-from tollway.telemetry import now_ns
+from tollway.stream import start_stream
 from tollway.upstream import UpstreamError, UpstreamResponse
 
 if TYPE_CHECKING:
     from tollway.upstream import UpstreamClient
 
-__all__ = ["Call"]
+__all__ = ["CANCELLED", "Call"]
 
-# settle() codes for failures without an HTTP status (see tollway-core routing.rs).
-OUTCOME = {"connect": 0, "timeout": 1, "broken": 2}
-_OUTCOME_NAMES = {0: "connection_error", 1: "timeout", 2: "stream_broken"}
-CANCELLED = 499
 _SSE_HEADERS = ((b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"))
-
-
-def _ms(t0: float) -> float:
-    return (perf_counter() - t0) * 1000
 
 
 class Call:
@@ -138,16 +132,16 @@ class Call:
             reason = str(prev.status) if prev.status else prev.error_type
         attempts.append(AttemptLog(plan, t0 - self.started, fallback_reason=reason))
 
-    def _end(self, plan: PlanInfo, outcome: int, t0: float, tokens: int) -> None:
+    def end(self, plan: PlanInfo, outcome: int, t0: float, tokens: int) -> None:
         """Records how the current attempt ended: for settle, and for telemetry."""
-        self.outcomes[-1] = (plan.target, outcome, _ms(t0), tokens)
+        self.outcomes[-1] = (plan.target, outcome, elapsed_ms(t0), tokens)
         a = self.log.attempts[-1]
         a.end_s = perf_counter() - self.started
         if outcome >= 100:
             a.status = outcome
             a.error_type = "" if outcome < 400 else str(outcome)
         else:
-            a.error_type = _OUTCOME_NAMES[outcome]
+            a.error_type = OUTCOME_NAMES[outcome]
 
     def _payload(self, plan: PlanInfo) -> bytes:
         req = {**self.req, **plan.override_params} if plan.override_params else self.req
@@ -156,7 +150,7 @@ class Call:
         except TranslationError as e:
             raise GatewayError.bad_request(str(e)) from None
 
-    def _headers(
+    def headers(
         self, plan: PlanInfo, extra: list[tuple[bytes, bytes]]
     ) -> list[tuple[bytes, bytes]]:
         headers = [
@@ -208,7 +202,7 @@ class Call:
     def _cancel_marker(self) -> None:
         if self.outcomes and self.outcomes[-1][1] == -1:
             _, _, t0, tokens = self.outcomes[-1]
-            self._end(self.log.attempts[-1].plan, CANCELLED, t0, tokens)
+            self.end(self.log.attempts[-1].plan, CANCELLED, t0, tokens)
 
     async def _guard_input(self, guard: GuardPlan) -> None:
         """Input mutate now, in order; input validate as a task beside the model call."""
@@ -236,7 +230,7 @@ class Call:
             return None
         return t.result()
 
-    async def _gate(self) -> None:
+    async def gate(self) -> None:
         """Nothing reaches the client before the input guardrails' verdict."""
         self.gated = True
         t = self.guard_task
@@ -275,7 +269,7 @@ class Call:
                 try:
                     resp = await self.client.post(url, up.headers, payload, self.timeout_s)
                 except UpstreamError as e:
-                    self._end(plan, OUTCOME[e.kind], t0, 0)
+                    self.end(plan, OUTCOME[e.kind], t0, 0)
                     failed = upstream_failure(e.kind, up.name)
                     # Only a refused connection is retried on the same target: the request
                     # never left. Timeouts and resets may fall back, never repeat here.
@@ -287,14 +281,14 @@ class Call:
                     if not self.stream:
                         await self._respond(resp, plan, t0, admitted)
                         return
-                    started = await self._start_stream(resp, plan, t0)
+                    started = await start_stream(self, resp, plan, t0)
                     if started is None:
                         return
                     failed = started
                     break
                 body = await self._read_error(resp)
                 status = resp.status
-                self._end(plan, status, t0, 0)
+                self.end(plan, status, t0, 0)
                 body = up.provider.response_body(status, body, up.model_id)
                 failed = Failed(*error_response(status, body, up.name, resp.header("retry-after")))
                 if status in plan.retry_on and attempt < plan.retries:
@@ -310,7 +304,7 @@ class Call:
                     await self._fail(failed, plan)
                     return
                 break
-        await self._gate()
+        await self.gate()
         if isinstance(failed, GatewayError) or failed is None:
             raise failed or GatewayError.upstream(503, "no target could be tried", "no_target")
         await self._fail(failed, rt.plans[self.adm.plans[-1]])
@@ -323,8 +317,8 @@ class Call:
             return b""
 
     async def _fail(self, failed: Failed, plan: PlanInfo) -> None:
-        await self._gate()
-        headers = self._headers(plan, [JSON, *failed.headers])
+        await self.gate()
+        headers = self.headers(plan, [JSON, *failed.headers])
         self.log.status = failed.status
         start = {"type": "http.response.start", "status": failed.status, "headers": headers}
         await self.send(start)
@@ -337,20 +331,20 @@ class Call:
         try:
             payload = await resp.read()
         except UpstreamError as e:
-            self._end(plan, OUTCOME[e.kind], t0, 0)
+            self.end(plan, OUTCOME[e.kind], t0, 0)
             raise upstream_failure(e.kind, up.name) from None
         payload = up.provider.response_body(resp.status, payload, up.model_id)
-        await self._gate()
+        await self.gate()
         if self.guard is not None and self.guard.output:
             guarded = guard_output(self.guard, payload)
             if isinstance(guarded, GatewayError):
-                self._end(plan, resp.status, t0, 0)
+                self.end(plan, resp.status, t0, 0)
                 raise guarded
             payload = guarded
         if self.guard is not None and self.guard.output_hooks:
             hooked = await webhook_output(self.guard, payload, self.session)
             if isinstance(hooked, GatewayError):
-                self._end(plan, resp.status, t0, 0)
+                self.end(plan, resp.status, t0, 0)
                 raise hooked
             payload = hooked
         done = perf_counter()
@@ -359,104 +353,13 @@ class Call:
         self.usage, self.log.response_id, self.log.response_model, self.log.finish_reasons = (
             answer_of(payload)
         )
-        self._end(plan, resp.status, t0, self.usage[2])
+        self.end(plan, resp.status, t0, self.usage[2])
         timing = (
             f"auth;dur={(admitted - self.started) * 1000:.3f}, "
             f"model;dur={(done - admitted) * 1000:.3f}, "
             f"total;dur={(done - self.started) * 1000:.3f}"
         )
-        headers = self._headers(plan, [JSON, (b"server-timing", timing.encode())])
+        headers = self.headers(plan, [JSON, (b"server-timing", timing.encode())])
         self.log.status = resp.status
         await self.send({"type": "http.response.start", "status": resp.status, "headers": headers})
         await self.send({"type": "http.response.body", "body": payload, "more_body": False})
-
-    async def _start_stream(
-        self, resp: UpstreamResponse, plan: PlanInfo, t0: float
-    ) -> GatewayError | None:
-        """Waits for the first chunk (bounded by the TTFT timeout) and then relays the stream;
-        returns the failure when the stream never started, so the caller can fall back."""
-        up = plan.upstream
-        chunks = resp.chunks()
-        try:
-            pending = anext(chunks)
-            # A task per stream only when a TTFT bound was asked for.
-            first = await (asyncio.wait_for(pending, self.ttft_s) if self.ttft_s else pending)
-        except (TimeoutError, StopAsyncIteration, UpstreamError) as e:
-            resp.close()
-            kind = e.kind if isinstance(e, UpstreamError) else "timeout"
-            if isinstance(e, StopAsyncIteration):
-                kind = "broken"
-            self._end(plan, OUTCOME[kind], t0, 0)
-            return upstream_failure(kind, up.name, " before the first token")
-        try:
-            await self._gate()
-        except GatewayError:
-            resp.close()
-            self._end(plan, CANCELLED, t0, 0)
-            raise
-        meter = SseMeter(
-            up.provider.stream_format,
-            up.model_id,
-            monotonic_ms() - _ms(t0),
-            strip_usage=not self.wants_usage,
-            include_usage=self.wants_usage,
-        )
-        self.meter = meter
-        try:
-            await self._relay(resp, chunks, first, meter, plan, t0)
-        finally:
-            resp.close()
-        return None
-
-    async def _relay(
-        self,
-        resp: UpstreamResponse,
-        chunks: AsyncIterator[bytes],
-        first: bytes,
-        meter: SseMeter,
-        plan: PlanInfo,
-        t0: float,
-    ) -> None:
-        send = self.send
-        headers = self._headers(plan, list(_SSE_HEADERS))
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        guard = StreamGuard(self.guard) if self.guard is not None and self.guard.output else None
-        guard_start = now_ns()
-        status: int = 200
-        broken: GatewayError | None = None
-
-        async def emit(out: bytes) -> None:
-            if guard is not None:
-                out = guard.feed(out)
-            if out:
-                await send({"type": "http.response.body", "body": out, "more_body": True})
-
-        try:
-            await emit(meter.feed(first))
-            if meter.error is None:
-                async for chunk in chunks:
-                    await emit(meter.feed(chunk))
-                    if meter.error is not None or (guard is not None and guard.error):
-                        break
-                else:
-                    await emit(meter.finish())
-        except UpstreamError as e:
-            status, broken = OUTCOME[e.kind], upstream_failure(e.kind, plan.upstream.name)
-        if guard is not None and guard.error is not None:
-            broken = guard.error  # an output guardrail blocked the rest of the answer
-        elif broken is None and meter.error is not None:
-            status = OUTCOME["broken"]
-            what = (meter.error or "")[:200]
-            broken = GatewayError.upstream(
-                502, f"'{plan.upstream.name}': the stream failed: {what}", meter.error_code or ""
-            )
-        if broken is not None:
-            self.log.error_type = broken.code or "stream_error"
-            # The client already has a 200: say so in-band and end without [DONE]; after the
-            # first byte there is no fallback (the client may have shown part of an answer).
-            event = b"event: error\ndata: " + broken.body() + b"\n\n"
-            await send({"type": "http.response.body", "body": event, "more_body": True})
-        if guard is not None:
-            guard.report(guard_start)
-        self._end(plan, status, t0, meter.output_tokens)
-        await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -5,19 +5,31 @@ failures, and the mapping of transport failures to 502/504.
 
 from __future__ import annotations
 
+from time import perf_counter
+
 import msgspec
 
 from tollway.errors import GatewayError, error_body
 
 __all__ = [
+    "CANCELLED",
+    "OUTCOME",
+    "OUTCOME_NAMES",
     "UPSTREAM_FAILURES",
     "Failed",
     "answer_of",
+    "elapsed_ms",
     "error_response",
     "first_message",
     "retry_after_s",
     "upstream_failure",
 ]
+
+# settle() codes for failures without an HTTP status (see tollway-core routing.rs).
+OUTCOME = {"connect": 0, "timeout": 1, "broken": 2}
+OUTCOME_NAMES = {0: "connection_error", 1: "timeout", 2: "stream_broken"}
+# The client went away (nginx's 499): the request is settled with what it was sent.
+CANCELLED = 499
 
 UPSTREAM_FAILURES = {
     "connect": (502, "could not connect to the provider", "upstream_connection_error"),
@@ -129,3 +141,8 @@ def first_message(body: bytes) -> str | None:
         return None
     message = choices[0].message if choices else None
     return message.content if message else None
+
+
+def elapsed_ms(t0: float) -> float:
+    """Milliseconds since a `perf_counter()` reading."""
+    return (perf_counter() - t0) * 1000

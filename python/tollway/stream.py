@@ -1,0 +1,118 @@
+"""A streamed answer: wait for the first chunk (until then the call may still fall back),
+then relay it through the Rust SSE meter (usage, TTFT/ITL, Anthropic translation) and the
+output guardrails; a provider failure after the first byte becomes an in-band error event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from tollway._core import SseMeter, monotonic_ms
+from tollway.engine import PlanInfo
+from tollway.errors import GatewayError
+from tollway.guard import StreamGuard
+from tollway.responses import CANCELLED, OUTCOME, elapsed_ms, upstream_failure
+from tollway.telemetry import now_ns
+from tollway.upstream import UpstreamError, UpstreamResponse
+
+if TYPE_CHECKING:
+    from tollway.call import Call
+
+__all__ = ["relay", "start_stream"]
+
+_SSE_HEADERS = ((b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"))
+
+
+async def start_stream(
+    call: Call, resp: UpstreamResponse, plan: PlanInfo, t0: float
+) -> GatewayError | None:
+    """Waits for the first chunk (bounded by the TTFT timeout) and then relays the stream;
+    returns the failure when the stream never started, so the caller can fall back."""
+    up = plan.upstream
+    chunks = resp.chunks()
+    try:
+        pending = anext(chunks)
+        # A task per stream only when a TTFT bound was asked for.
+        first = await (asyncio.wait_for(pending, call.ttft_s) if call.ttft_s else pending)
+    except (TimeoutError, StopAsyncIteration, UpstreamError) as e:
+        resp.close()
+        kind = e.kind if isinstance(e, UpstreamError) else "timeout"
+        if isinstance(e, StopAsyncIteration):
+            kind = "broken"
+        call.end(plan, OUTCOME[kind], t0, 0)
+        return upstream_failure(kind, up.name, " before the first token")
+    try:
+        await call.gate()
+    except GatewayError:
+        resp.close()
+        call.end(plan, CANCELLED, t0, 0)
+        raise
+    meter = SseMeter(
+        up.provider.stream_format,
+        up.model_id,
+        monotonic_ms() - elapsed_ms(t0),
+        strip_usage=not call.wants_usage,
+        include_usage=call.wants_usage,
+    )
+    call.meter = meter
+    try:
+        await relay(call, resp, chunks, first, meter, plan, t0)
+    finally:
+        resp.close()
+    return None
+
+
+async def relay(
+    call: Call,
+    resp: UpstreamResponse,
+    chunks: AsyncIterator[bytes],
+    first: bytes,
+    meter: SseMeter,
+    plan: PlanInfo,
+    t0: float,
+) -> None:
+    send = call.send
+    headers = call.headers(plan, list(_SSE_HEADERS))
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    guard = StreamGuard(call.guard) if call.guard is not None and call.guard.output else None
+    guard_start = now_ns()
+    status: int = 200
+    broken: GatewayError | None = None
+
+    async def emit(out: bytes) -> None:
+        if guard is not None:
+            out = guard.feed(out)
+        if out:
+            await send({"type": "http.response.body", "body": out, "more_body": True})
+
+    try:
+        await emit(meter.feed(first))
+        if meter.error is None:
+            async for chunk in chunks:
+                await emit(meter.feed(chunk))
+                if meter.error is not None or (guard is not None and guard.error):
+                    break
+            else:
+                await emit(meter.finish())
+    except UpstreamError as e:
+        status, broken = OUTCOME[e.kind], upstream_failure(e.kind, plan.upstream.name)
+    if guard is not None and guard.error is not None:
+        broken = guard.error  # an output guardrail blocked the rest of the answer
+    elif broken is None and meter.error is not None:
+        status = OUTCOME["broken"]
+        what = (meter.error or "")[:200]
+        broken = GatewayError.upstream(
+            502, f"'{plan.upstream.name}': the stream failed: {what}", meter.error_code or ""
+        )
+    if broken is not None:
+        call.log.error_type = broken.code or "stream_error"
+        # The client already has a 200: say so in-band and end without [DONE]; after the
+        # first byte there is no fallback (the client may have shown part of an answer).
+        event = b"event: error\ndata: " + broken.body() + b"\n\n"
+        await send({"type": "http.response.body", "body": event, "more_body": True})
+    if guard is not None:
+        guard.report(guard_start)
+    call.end(plan, status, t0, meter.output_tokens)
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
