@@ -521,6 +521,10 @@ def test_no_secret_in_logs_spans_metrics_or_error_bodies(
     assert samples(metrics, fail, target="mock/mock-status-503", status="503") == 2
     # All nine requests (refusals included) reach the collector as root spans.
     wait_until(lambda: sum(1 for _, s in receiver.spans(path) if not s.parent_span_id) == 9)
+    # A refusal after authentication (the 403) still names the key, never the secret.
+    roots = [attrs(s) for _, s in receiver.spans(path) if not s.parent_span_id]
+    refused = [a for a in roots if a.get("http.response.status_code") == 403]
+    assert refused and refused[0].get("tollway.key.name") == "limited", refused
     output = gw.output()  # stops the gateway: its whole stdout and stderr
     assert "tollway.access" in output or "request_id" in output  # the access log was written
     spans = b"".join(body for _, body in receiver.requests(path)).decode(errors="replace")

@@ -89,7 +89,10 @@ def build_record(
         routing = routing_id or ""
         rate_limit = (limit_id, "allowed") if limit_id else None
         budget = (budget_id, "allowed") if budget_id else None
-    elif isinstance(adm, Denial) and adm.rule_id:
+    elif isinstance(adm, Denial) and adm.key is not None:
+        key = rt.keys[adm.key]
+        key_name, subject = key.name, key.subject
+    if isinstance(adm, Denial) and adm.rule_id:
         kind = "blocked"
         if adm.code == "budget_exceeded":
             budget = (adm.rule_id, kind)

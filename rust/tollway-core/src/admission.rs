@@ -24,6 +24,8 @@ pub struct Denial {
     pub headers: Vec<(&'static str, String)>,
     /// The rate-limit or budget rule that refused the request (429 only).
     pub rule_id: Option<String>,
+    /// The authenticated key, for refusals after authentication.
+    pub key: Option<KeyId>,
 }
 
 impl Denial {
@@ -36,6 +38,7 @@ impl Denial {
             message,
             headers: Vec::new(),
             rule_id: None,
+            key: None,
         }
     }
 
@@ -128,6 +131,21 @@ impl Engine {
         metadata_header: Option<&[u8]>,
     ) -> Result<Admission, Denial> {
         let key_id = self.authenticate(authorization)?;
+        // A refusal after authentication still says whose request it was (telemetry).
+        self.decide(key_id, model, metadata_header)
+            .map_err(|d| Denial {
+                key: Some(key_id),
+                ..d
+            })
+    }
+
+    #[allow(clippy::result_large_err)]
+    fn decide(
+        &self,
+        key_id: KeyId,
+        model: &str,
+        metadata_header: Option<&[u8]>,
+    ) -> Result<Admission, Denial> {
         let key = &self.keys[key_id as usize];
         let request_meta = match metadata_header {
             Some(raw) => metadata::parse(raw).map_err(|message| Denial {

@@ -110,6 +110,8 @@ struct Denial {
     headers: Vec<(&'static str, String)>,
     #[pyo3(get)]
     rule_id: Option<String>,
+    #[pyo3(get)]
+    key: Option<u32>,
 }
 
 impl From<engine::Denial> for Denial {
@@ -122,6 +124,7 @@ impl From<engine::Denial> for Denial {
             message: d.message,
             headers: d.headers,
             rule_id: d.rule_id,
+            key: d.key,
         }
     }
 }
