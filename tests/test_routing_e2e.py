@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -193,3 +194,47 @@ def test_virtual_models_are_listed_and_unknown_ones_are_404(
     assert {"split", "assistant", "fb", "m/gpt-4o"} <= ids
     with pytest.raises(openai.NotFoundError):
         chat(client, "no-such-virtual")
+
+
+def test_a_providers_retry_after_is_honoured_within_the_retry_budget(
+    start_gateway: GatewayFactory, mock_upstream: Server
+) -> None:
+    """The mock's 429 says retry-after: 1. A budget of 2 x 300 ms cannot wait that long, so
+    the gateway falls back at once; a budget of 2 x 800 ms waits >= 1 s, then retries."""
+
+    def rule(delay_ms: int) -> str:
+        return f"""
+type: provider-account
+name: m
+provider: openai-compatible
+base_url: {mock_upstream.url}/v1
+models: [gpt-4o, mock-status-429]
+---
+type: gateway-keys
+keys: [{{name: client, key: {CLIENT_KEY}, subject: "user:alice"}}]
+---
+type: gateway-load-balancing-config
+rules:
+  - id: busy
+    type: priority-based-routing
+    when: {{models: [busy]}}
+    load_balance_targets:
+      - target: m/mock-status-429
+        priority: 0
+        retry_config: {{attempts: 2, delay: {delay_ms}, on_status_codes: ["429"]}}
+      - {{target: m/gpt-4o, priority: 1}}
+"""
+
+    for delay_ms, tries_of_429, at_least_s in ((300, 1, 0.0), (800, 3, 2.0)):
+        gw = start_gateway(rule(delay_ms))
+        client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key=CLIENT_KEY, max_retries=0)
+        httpx.delete(f"{mock_upstream.url}/_mock/requests")
+        started = time.monotonic()
+        raw = chat(client, "busy")
+        took = time.monotonic() - started
+        assert raw.headers["x-tfy-resolved-model"] == "m/gpt-4o"
+        models = [r["body"]["model"] for r in seen(mock_upstream)]
+        assert models == ["mock-status-429"] * tries_of_429 + ["gpt-4o"], models
+        assert took >= at_least_s, took
+        if tries_of_429 == 1:
+            assert took < 0.5, "fell back without waiting"
