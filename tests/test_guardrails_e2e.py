@@ -151,6 +151,11 @@ def test_audit_lets_it_through(client: openai.OpenAI) -> None:
 
 
 def test_output_redaction_in_stream_and_non_stream(client: openai.OpenAI) -> None:
+    raw = client.chat.completions.with_raw_response.create(
+        model="m/gpt-4o-mini", messages=[{"role": "user", "content": "hello"}]
+    )
+    applied = msgspec.json.decode(raw.headers["x-tfy-applied-configurations"])
+    assert applied == {"guardrails": "default"}
     whole = ask(client, "hello").choices[0].message.content
     assert "Tollway" not in whole and "[REDACTED:BRAND]" in whole
     stream = ask(client, "hello", stream=True)

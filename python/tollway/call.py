@@ -56,6 +56,7 @@ class Call:
 
     __slots__ = (
         "adm",
+        "applied",
         "capture_content",
         "client",
         "endpoint",
@@ -95,6 +96,7 @@ class Call:
         guard: GuardPlan | None = None,
         session: aiohttp.ClientSession | None = None,
         capture_content: bool = False,
+        applied: str = "",
     ) -> None:
         self.log = log
         self.guard = guard
@@ -103,6 +105,8 @@ class Call:
         self.gated = False
         # Answer text goes into spans only when tracing keeps request data.
         self.capture_content = capture_content
+        # x-tfy-applied-configurations: the engine's rule ids, plus the guardrails rule.
+        self.applied = applied.encode() if applied else b""
         self.client = client
         self.rt = rt
         self.endpoint = endpoint
@@ -158,8 +162,8 @@ class Call:
             (b"x-tfy-resolved-model", plan.upstream.resolved_header),
         ]
         adm = self.adm
-        if adm.applied:
-            headers.append((b"x-tfy-applied-configurations", adm.applied.encode()))
+        if self.applied:
+            headers.append((b"x-tfy-applied-configurations", self.applied))
         if adm.limit_headers:
             headers.extend((k.encode(), v.encode()) for k, v in adm.limit_headers)
         headers.extend(extra)

@@ -50,6 +50,7 @@ FORBIDDEN_FIELDS = frozenset(
 )
 
 _decode = msgspec.json.Decoder().decode
+_encode = msgspec.json.Encoder().encode
 
 
 def _validate(body: bytes, endpoint: Endpoint) -> dict[str, Any]:
@@ -93,6 +94,12 @@ def _positive_ms(raw: bytes, header: str) -> int:
             f"{header} must be a positive number of milliseconds", header
         )
     return ms
+
+
+def _with_guardrails(applied: str, rule: str) -> str:
+    """Adds the guardrails rule id to the engine's x-tfy-applied-configurations JSON."""
+    entry = '"guardrails":' + _encode(rule).decode()
+    return f"{applied[:-1]},{entry}}}" if applied else "{" + entry + "}"
 
 
 class Proxy:
@@ -145,17 +152,21 @@ class Proxy:
                     tuple((k.encode(), v.encode()) for k, v in adm.headers),
                 )
             guard = None
+            applied = adm.applied
             if rt.guardrails is not None:
-                key = rt.keys[adm.key]
+                subject, model, meta = rt.keys[adm.key].subject, req["model"], adm.metadata
                 guard = plan_for(
                     rt.guardrails,
                     rt.guard_infos,
-                    key.subject,
-                    req["model"],
-                    adm.metadata,
+                    subject,
+                    model,
+                    meta,
                     head.guardrails,
                     log.guardrails,
                 )
+                rule = rt.guardrails.rule_for_request(subject, model, meta)
+                if rule is not None:
+                    applied = _with_guardrails(applied, rule)
             session = getattr(self.client, "session", None)
             call = Call(
                 self.client,
@@ -172,6 +183,7 @@ class Proxy:
                 guard,
                 session,
                 self.telemetry is not None and self.telemetry.capture_content,
+                applied,
             )
             if call.stream:
                 await _race_disconnect(call.run(), receive, req["model"])
