@@ -174,6 +174,10 @@ def test_a_dead_or_silent_redis_fails_no_request_and_limits_still_hold(
     counted = [float(r.get(k) or 0) for k in r.keys("tollway:rl:*:shared")]
     # What was admitted during the outage is added once Redis is back: reconciled.
     assert sum(counted) >= outage.count(200), counted
+    # Counted in /metrics too: one outage per replica, failed and ok syncs.
+    text = httpx.get(f"{gateways[0].url}/metrics").text
+    assert "llm_gateway_state_sync_outages_total 1.0" in text, text
+    assert 'llm_gateway_state_sync_total{result="failed"}' in text
     # The outage and the recovery are logged once per replica, however many syncs failed.
     for g in gateways:
         out = g.output()

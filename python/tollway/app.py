@@ -142,8 +142,9 @@ class Gateway:
                     # the request path. It reads the current engine each tick (reload swaps it).
                     from tollway.state import RedisSync  # only deployments using Redis load it
 
+                    count = self.telemetry.metrics.add if self.telemetry is not None else None
                     state_sync = RedisSync.from_settings(
-                        self.runtime.settings, lambda: self.runtime.engine
+                        self.runtime.settings, lambda: self.runtime.engine, count
                     )
                     state_sync.start()
                 await send({"type": "lifespan.startup.complete"})

@@ -67,8 +67,11 @@ class RedisSync:
         interval_s: float = 0.1,
         timeout_s: float = 0.25,
         replica_id: str | None = None,
+        count: Callable[[str, tuple[str, ...]], None] | None = None,
     ) -> None:
         self.current = current
+        # Metrics hook: count(counter name, labels), called on the event loop.
+        self._count = count or (lambda _name, _labels: None)
         self.interval_s = interval_s
         self.timeout_s = timeout_s
         self.where = _where(url)
@@ -100,7 +103,12 @@ class RedisSync:
         self._task: asyncio.Task[None] | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings, current: Callable[[], Engine]) -> RedisSync:
+    def from_settings(
+        cls,
+        settings: Settings,
+        current: Callable[[], Engine],
+        count: Callable[[str, tuple[str, ...]], None] | None = None,
+    ) -> RedisSync:
         """The sync a `gateway-settings.state` block asks for (backend `redis`)."""
         if settings.redis_url is None:
             raise ValueError("state.backend is redis but state.redis_url is not set")
@@ -109,6 +117,7 @@ class RedisSync:
             current,
             interval_s=settings.sync_interval_ms / 1000,
             timeout_s=settings.redis_timeout_ms / 1000,
+            count=count,
         )
 
     @property
@@ -232,6 +241,7 @@ class RedisSync:
                         self._watched.pop(key, None)
         set_share(engine, 1)
         self.syncs += 1
+        self._count("llm_gateway_state_sync_total", ("ok",))
         self.connected = True
         if self._down:
             self._down = False
@@ -245,9 +255,11 @@ class RedisSync:
         # Every tick, not only the first: a reload may have swapped in another engine.
         set_share(engine, self.replicas)
         self.connected = False
+        self._count("llm_gateway_state_sync_total", ("failed",))
         if not self._down:
             self._down = True
             self.outages += 1
+            self._count("llm_gateway_state_sync_outages_total", ())
             log.warning(
                 "Redis at %s is unreachable (%s): each replica now enforces 1/%d of every "
                 "limit and budget on its own until it returns",

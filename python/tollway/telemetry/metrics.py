@@ -48,6 +48,8 @@ _PLAIN: dict[str, tuple[str, tuple[str, ...]]] = {
     "llm_gateway_load_balanced_requests_total": ("Requests routed by a rule.", ("rule", "target")),
     "llm_gateway_fallback_requests_total": ("Attempts on a fallback target.", ("rule", "target")),
     "llm_gateway_span_export_total": ("Spans accepted by the OTLP collector.", ()),
+    "llm_gateway_state_sync_total": ("Background syncs with Redis, by result.", ("result",)),
+    "llm_gateway_state_sync_outages_total": ("Times Redis became unreachable.", ()),
     "llm_guardrail_requests_total": ("Guardrail runs by result.", ("guardrail", "phase", "result")),
     "llm_gateway_span_dropped_total": ("Spans not exported, by reason.", ("reason",)),
 }
