@@ -48,6 +48,7 @@ class Gateway:
         self.config_path = config_path
         self.proxy: Proxy | None = None
         self.draining = False
+        self._background: set[asyncio.Future[None]] = set()
         # Created by `tollway serve` on SIGTERM: from then on /readyz says 503.
         self.drain_file = os.environ.get(DRAIN_FILE_ENV)
 
@@ -56,6 +57,10 @@ class Gateway:
         self.runtime = runtime
         if self.proxy is not None:
             self.proxy.runtime = runtime
+        # New models may need another tokenizer table: load it off the event loop.
+        warm = asyncio.ensure_future(asyncio.to_thread(_warm_tokenizers, runtime))
+        self._background.add(warm)  # a reference until done, so it is not collected early
+        warm.add_done_callback(self._background.discard)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -133,7 +138,7 @@ class Gateway:
                     await self.telemetry.start(client.session)
                 # Load the BPE tables off the event loop (the Rust call releases the GIL), so
                 # the first stream without provider usage does not pay ~0.5 s for them.
-                warm = asyncio.ensure_future(asyncio.to_thread(_warm_tokenizers))
+                warm = asyncio.ensure_future(asyncio.to_thread(_warm_tokenizers, self.runtime))
                 if self.config_path:
                     watch = watch_config(self.config_path, lambda: self.runtime, self.swap)
                     watcher = asyncio.ensure_future(watch)
@@ -166,9 +171,12 @@ class Gateway:
                 return
 
 
-def _warm_tokenizers() -> None:
-    for model in ("gpt-4o", "gpt-4"):
-        warm_tokenizer(model)
+def _warm_tokenizers(runtime: Runtime) -> None:
+    """Loads the BPE tables the configured models use (o200k ~47 MB, cl100k ~25 MB), and
+    only those; each loads once per process."""
+    warm_tokenizer("gpt-4o")  # the default estimate for models without a table of their own
+    for model_id in {u.model_id for u in runtime.upstreams}:
+        warm_tokenizer(model_id)
 
 
 def create_app(config_path: str | None = None) -> Gateway:
