@@ -162,7 +162,7 @@ async def wait_for(cond: Callable[[], bool]) -> None:
 def test_spans_arrive_with_genai_attributes_parentage_resource_and_auth_header() -> None:
     async def run() -> Receiver:
         async with receiver() as rx, aiohttp.ClientSession() as session:
-            tel = Telemetry(settings(rx.url))
+            tel = Telemetry(settings(rx.url, exclude_request_data=False))  # content opt-in
             await tel.start(session)
             tel.record(record(1, traceparent=f"00-{TRACE_ID}-{PARENT_ID}-01"))
             tel.record(record(2))

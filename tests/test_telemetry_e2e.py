@@ -196,7 +196,8 @@ def start(module_gateways: Gateways) -> Starter:
 @pytest.fixture(scope="module")
 def traced(start: Starter, mock_upstream: Server, receiver: Receiver) -> Server:
     """Two workers exporting everything (prompts included) to /a/v1/traces."""
-    return start(config(mock_upstream.url, otel_section(f"{receiver.url}/a/v1/traces")), workers=2)
+    otel = otel_section(f"{receiver.url}/a/v1/traces", "exclude_request_data: false")
+    return start(config(mock_upstream.url, otel), workers=2)
 
 
 def client(gw: Server, key: str = CLIENT_KEY) -> openai.OpenAI:

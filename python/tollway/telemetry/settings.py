@@ -46,7 +46,8 @@ class TelemetrySettings(msgspec.Struct, frozen=True, kw_only=True):
     resource_attributes: tuple[tuple[str, str], ...] = ()
     service_name: str = "tollway"
     encoding: str = "proto"
-    exclude_request_data: bool = False
+    # Prompts and answers leave the gateway only when asked (GenAI content is opt-in).
+    exclude_request_data: bool = True
     batch_size: int = 512
     queue_size: int = 4096
     export_timeout_ms: int = 10_000
@@ -111,7 +112,7 @@ class TelemetrySettings(msgspec.Struct, frozen=True, kw_only=True):
             resource_attributes=tuple((k, v) for k, v in attrs if k != "service.name"),
             service_name=str(service),
             encoding=str(encoding),
-            exclude_request_data=bool(otel.get("exclude_request_data", False)),
+            exclude_request_data=bool(otel.get("exclude_request_data", True)),
             batch_size=int(min(batch, queue)),
             queue_size=int(queue),
             export_timeout_ms=int(

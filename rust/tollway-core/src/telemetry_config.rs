@@ -44,7 +44,8 @@ impl Default for OtelSettings {
             resource_attributes: Vec::new(),
             service_name: None,
             encoding: None,
-            exclude_request_data: false,
+            // Prompts and answers leave the gateway only when asked (GenAI content is opt-in).
+            exclude_request_data: true,
             batch_size: 512,
             queue_size: 4096,
             export_timeout_ms: 10_000,
