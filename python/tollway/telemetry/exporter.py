@@ -39,6 +39,10 @@ _CONTENT_TYPE = {"proto": "application/x-protobuf", "json": "application/json"}
 _INTAKE_MIN = 16_384
 
 
+# Records folded into metrics and the access log between two yields to the event loop.
+_INTAKE_SLICE = 64
+
+
 class Telemetry:
     """One per worker process. `record` on the request path; `start`/`stop` in the lifespan;
     `render` for `GET /metrics`."""
@@ -125,7 +129,7 @@ class Telemetry:
         self._tasks = []
         self._backlog.extendleft(reversed(self._inflight))
         self._inflight = []
-        self._intake()
+        await self._intake()
         if self._encoder is not None and self._backlog:
             try:
                 async with asyncio.timeout(timeout_s):
@@ -141,12 +145,12 @@ class Telemetry:
 
     async def render(self) -> bytes:
         """Prometheus text (content type `metrics.CONTENT_TYPE`) summed over all workers."""
-        self._intake()  # a scrape sees this worker's requests up to now
+        await self._intake()  # a scrape sees this worker's requests up to now
         return self.metrics.render()
 
     # -- background ---------------------------------------------------------------------------
 
-    def _intake(self) -> None:
+    async def _intake(self) -> None:
         records, self._buf = self._buf, []
         metrics = self.metrics
         if self.spans_dropped_at_queue:
@@ -156,9 +160,15 @@ class Telemetry:
             self.spans_dropped_at_queue = 0
         if not records:
             return
-        for rec in records:
-            metrics.observe(rec)
-        self.access_log.write(records)
+        # In slices, yielding between them: this runs on the request path's CPU, and a second's
+        # worth of records folded in one go would stall every request arriving meanwhile.
+        for i in range(0, len(records), _INTAKE_SLICE):
+            part = records[i : i + _INTAKE_SLICE]
+            for rec in part:
+                metrics.observe(rec)
+            self.access_log.write(part)
+            if i + _INTAKE_SLICE < len(records):
+                await asyncio.sleep(0)
         if self._encoder is not None:
             room = self.settings.queue_size - len(self._backlog)
             if room < len(records):
@@ -177,7 +187,7 @@ class Telemetry:
                 await asyncio.wait_for(self._wake.wait(), period)
             self._wake.clear()
             try:
-                self._intake()
+                await self._intake()
             except Exception:  # a bad record must not end telemetry for the process
                 _log.exception("telemetry intake failed")
 

@@ -46,7 +46,7 @@ impl Default for OtelSettings {
             encoding: None,
             // Prompts and answers leave the gateway only when asked (GenAI content is opt-in).
             exclude_request_data: true,
-            batch_size: 512,
+            batch_size: 128,
             queue_size: 4096,
             export_timeout_ms: 10_000,
             schedule_delay_ms: 1_000,
