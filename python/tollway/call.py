@@ -34,7 +34,6 @@ from tollway.responses import (
     OUTCOME_NAMES,
     Failed,
     answer_of,
-    elapsed_ms,
     error_response,
     first_message,
     retry_after_s,
@@ -66,7 +65,6 @@ class Call:
         "head",
         "log",
         "meter",
-        "outcomes",
         "raw",
         "req",
         "rt",
@@ -123,8 +121,6 @@ class Call:
         if self.stream and not self.wants_usage:
             # Every stream is metered: ask for usage, and strip that chunk for the client.
             req["stream_options"] = {**(options or {}), "include_usage": True}
-        # (target, status, latency_ms, output_tokens) per attempt, for engine.settle().
-        self.outcomes: list[tuple[int, int, float, int]] = []
         self.usage = (0, 0, 0)
         self.meter: SseMeter | None = None
 
@@ -136,11 +132,11 @@ class Call:
             reason = str(prev.status) if prev.status else prev.error_type
         attempts.append(AttemptLog(plan, t0 - self.started, fallback_reason=reason))
 
-    def end(self, plan: PlanInfo, outcome: int, t0: float, tokens: int) -> None:
-        """Records how the current attempt ended: for settle, and for telemetry."""
-        self.outcomes[-1] = (plan.target, outcome, elapsed_ms(t0), tokens)
+    def end(self, plan: PlanInfo, outcome: int, tokens: int) -> None:
+        """Records how the current attempt ended, once, for both settle and telemetry."""
         a = self.log.attempts[-1]
         a.end_s = perf_counter() - self.started
+        a.outcome, a.output_tokens = outcome, tokens
         if outcome >= 100:
             a.status = outcome
             a.error_type = "" if outcome < 400 else str(outcome)
@@ -193,7 +189,12 @@ class Call:
                 self.guard_task.cancel()
             if self.meter is not None:
                 self.usage = self._stream_usage(self.meter)
-            done = [o for o in self.outcomes if o[1] >= 0]
+            # Settle what ended (an attempt still in flight was marked cancelled above).
+            done = [
+                (a.plan.target, a.outcome, (a.end_s - a.start_s) * 1000, a.output_tokens)
+                for a in self.log.attempts
+                if a.outcome >= 0
+            ]
             self.log.usage = self.usage
             self.log.cost_usd = self.rt.engine.settle(self.adm, done, self.usage)
             meter = self.meter
@@ -204,9 +205,9 @@ class Call:
                 log.finish_reasons = [meter.finish_reason] if meter.finish_reason else []
 
     def _cancel_marker(self) -> None:
-        if self.outcomes and self.outcomes[-1][1] == -1:
-            _, _, t0, tokens = self.outcomes[-1]
-            self.end(self.log.attempts[-1].plan, CANCELLED, t0, tokens)
+        attempts = self.log.attempts
+        if attempts and attempts[-1].outcome == -1:
+            self.end(attempts[-1].plan, CANCELLED, attempts[-1].output_tokens)
 
     async def _guard_input(self, guard: GuardPlan) -> None:
         """Input mutate now, in order; input validate as a task beside the model call."""
@@ -267,13 +268,11 @@ class Call:
             budget_s = plan.retry_delay_s * plan.retries
             for attempt in range(plan.retries + 1):
                 t0 = perf_counter()
-                # Marker for a cancellation mid-attempt: status -1, latency slot holds t0.
-                self.outcomes.append((plan.target, -1, t0, 0))
                 self._begin(plan, t0)
                 try:
                     resp = await self.client.post(url, up.headers, payload, self.timeout_s)
                 except UpstreamError as e:
-                    self.end(plan, OUTCOME[e.kind], t0, 0)
+                    self.end(plan, OUTCOME[e.kind], 0)
                     failed = upstream_failure(e.kind, up.name)
                     # Only a refused connection is retried on the same target: the request
                     # never left. Timeouts and resets may fall back, never repeat here.
@@ -283,7 +282,7 @@ class Call:
                     break
                 if resp.status < 300:
                     if not self.stream:
-                        await self._respond(resp, plan, t0, admitted)
+                        await self._respond(resp, plan, admitted)
                         return
                     started = await start_stream(self, resp, plan, t0)
                     if started is None:
@@ -292,7 +291,7 @@ class Call:
                     break
                 body = await self._read_error(resp)
                 status = resp.status
-                self.end(plan, status, t0, 0)
+                self.end(plan, status, 0)
                 body = up.provider.response_body(status, body, up.model_id)
                 failed = Failed(*error_response(status, body, up.name, resp.header("retry-after")))
                 if status in plan.retry_on and attempt < plan.retries:
@@ -328,27 +327,25 @@ class Call:
         await self.send(start)
         await self.send({"type": "http.response.body", "body": failed.body, "more_body": False})
 
-    async def _respond(
-        self, resp: UpstreamResponse, plan: PlanInfo, t0: float, admitted: float
-    ) -> None:
+    async def _respond(self, resp: UpstreamResponse, plan: PlanInfo, admitted: float) -> None:
         up = plan.upstream
         try:
             payload = await resp.read()
         except UpstreamError as e:
-            self.end(plan, OUTCOME[e.kind], t0, 0)
+            self.end(plan, OUTCOME[e.kind], 0)
             raise upstream_failure(e.kind, up.name) from None
         payload = up.provider.response_body(resp.status, payload, up.model_id)
         await self.gate()
         if self.guard is not None and self.guard.output:
             guarded = guard_output(self.guard, payload)
             if isinstance(guarded, GatewayError):
-                self.end(plan, resp.status, t0, 0)
+                self.end(plan, resp.status, 0)
                 raise guarded
             payload = guarded
         if self.guard is not None and self.guard.output_hooks:
             hooked = await webhook_output(self.guard, payload, self.session)
             if isinstance(hooked, GatewayError):
-                self.end(plan, resp.status, t0, 0)
+                self.end(plan, resp.status, 0)
                 raise hooked
             payload = hooked
         done = perf_counter()
@@ -357,7 +354,7 @@ class Call:
         self.usage, self.log.response_id, self.log.response_model, self.log.finish_reasons = (
             answer_of(payload)
         )
-        self.end(plan, resp.status, t0, self.usage[2])
+        self.end(plan, resp.status, self.usage[2])
         timing = (
             f"auth;dur={(admitted - self.started) * 1000:.3f}, "
             f"model;dur={(done - admitted) * 1000:.3f}, "

@@ -36,6 +36,9 @@ class AttemptLog:
     status: int = 0
     error_type: str = ""
     fallback_reason: str = ""
+    # What settle() is told: an HTTP status or routing OUTCOME_* code; -1 while in flight.
+    outcome: int = -1
+    output_tokens: int = 0
 
 
 @dataclass(slots=True)

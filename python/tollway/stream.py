@@ -41,13 +41,13 @@ async def start_stream(
         kind = e.kind if isinstance(e, UpstreamError) else "timeout"
         if isinstance(e, StopAsyncIteration):
             kind = "broken"
-        call.end(plan, OUTCOME[kind], t0, 0)
+        call.end(plan, OUTCOME[kind], 0)
         return upstream_failure(kind, up.name, " before the first token")
     try:
         await call.gate()
     except GatewayError:
         resp.close()
-        call.end(plan, CANCELLED, t0, 0)
+        call.end(plan, CANCELLED, 0)
         raise
     meter = SseMeter(
         up.provider.stream_format,
@@ -58,7 +58,7 @@ async def start_stream(
     )
     call.meter = meter
     try:
-        await relay(call, resp, chunks, first, meter, plan, t0)
+        await relay(call, resp, chunks, first, meter, plan)
     finally:
         resp.close()
     return None
@@ -71,7 +71,6 @@ async def relay(
     first: bytes,
     meter: SseMeter,
     plan: PlanInfo,
-    t0: float,
 ) -> None:
     send = call.send
     headers = call.headers(plan, list(_SSE_HEADERS))
@@ -114,5 +113,5 @@ async def relay(
         await send({"type": "http.response.body", "body": event, "more_body": True})
     if guard is not None:
         guard.report(guard_start)
-    call.end(plan, status, t0, meter.output_tokens)
+    call.end(plan, status, meter.output_tokens)
     await send({"type": "http.response.body", "body": b"", "more_body": False})
