@@ -186,7 +186,7 @@ def create_app(config_path: str | None = None) -> Gateway:
         raise RuntimeError("no config: set TOLLWAY_CONFIG or pass a path")
     logging.basicConfig(level=os.environ.get("TOLLWAY_LOG_LEVEL", "INFO").upper())
     runtime = load_runtime(path)
-    sections = msgspec.json.decode(runtime.settings.telemetry_json or "{}")
+    sections = msgspec.json.decode(runtime.settings.telemetry_json)
     settings = TelemetrySettings.from_config(
         sections.get("otel"), sections.get("metrics"), os.environ
     )

@@ -562,7 +562,11 @@ fn parse_sha256(s: &str, path: &str, errs: &mut Errors) -> Option<String> {
 
 /// Reads every document; `docs` items are `{"source": "...", "doc": {...}}`.
 pub fn parse_documents(docs: &Value, errs: &mut Errors) -> RawConfig {
-    let mut cfg = RawConfig::default();
+    let mut cfg = RawConfig {
+        // Valid JSON even without a gateway-settings document.
+        telemetry_json: "{}".to_owned(),
+        ..RawConfig::default()
+    };
     let mut seen_settings = false;
     let Some(items) = docs.as_array() else {
         errs.push("", "expected a list of documents");
