@@ -283,6 +283,9 @@ class Guardrails:
     def for_request(
         self, subject: str, model: str, metadata: dict[str, str] | None = None
     ) -> tuple[list[int], list[int]]: ...
+    def rule_for(
+        self, subject: str, model: str, metadata: dict[str, str] | None = None
+    ) -> tuple[list[int], list[int], str] | None: ...
     def rule_for_request(
         self, subject: str, model: str, metadata: dict[str, str] | None = None
     ) -> str | None: ...

@@ -44,6 +44,8 @@ class GuardPlan:
     output_validate: list[int] = field(default_factory=list)
     # Output webhooks: the OpenAI-shaped answer is POSTed whole (non-streamed answers).
     output_hooks: list[int] = field(default_factory=list)
+    # The guardrails rule that matched, for x-tfy-applied-configurations.
+    rule_id: str | None = None
     # Every run, for spans and llm_guardrail_* metrics (shared with the request's log).
     runs: list[GuardrailRun] = field(default_factory=list)
 
@@ -81,7 +83,8 @@ def plan_for(
     runs: list[GuardrailRun],
 ) -> GuardPlan | None:
     """The request's guardrails: the first matching rule's, plus `X-TFY-GUARDRAILS`."""
-    inputs, outputs = guardrails.for_request(subject, model, metadata)
+    matched = guardrails.rule_for(subject, model, metadata)
+    inputs, outputs, rule_id = matched if matched is not None else ([], [], None)
     if header is not None:
         extra = guardrails.parse_header(header)
         if isinstance(extra, str):
@@ -90,7 +93,7 @@ def plan_for(
         outputs = outputs + [i for i in extra[1] if i not in outputs]
     if not inputs and not outputs:
         return None
-    plan = GuardPlan(guardrails, infos, runs=runs)
+    plan = GuardPlan(guardrails, infos, runs=runs, rule_id=rule_id)
     for ids, mutate, validate in (
         (inputs, plan.input_mutate, plan.input_validate),
         (outputs, plan.output_mutate, plan.output_validate),

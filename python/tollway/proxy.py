@@ -164,9 +164,8 @@ class Proxy:
                     head.guardrails,
                     log.guardrails,
                 )
-                rule = rt.guardrails.rule_for_request(subject, model, meta)
-                if rule is not None:
-                    applied = _with_guardrails(applied, rule)
+                if guard is not None and guard.rule_id is not None:
+                    applied = _with_guardrails(applied, guard.rule_id)
             session = getattr(self.client, "session", None)
             call = Call(
                 self.client,

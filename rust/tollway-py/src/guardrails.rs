@@ -21,6 +21,9 @@ struct Finding {
     end: usize,
 }
 
+/// A matched rule: input guardrail ids, output guardrail ids, rule id.
+type MatchedRule = (Vec<u32>, Vec<u32>, String);
+
 #[pymethods]
 impl Finding {
     fn __repr__(&self) -> String {
@@ -200,6 +203,22 @@ impl Guardrails {
         let md = metadata_pairs(metadata)?;
         let (i, o) = self.inner.for_request(subject, model, &md);
         Ok((i.to_vec(), o.to_vec()))
+    }
+
+    /// The first matching rule as `(input ids, output ids, rule id)`, or None: one match
+    /// gives the request path both its guardrails and the id for its response header.
+    #[pyo3(signature = (subject, model, metadata=None))]
+    fn rule_for(
+        &self,
+        subject: &str,
+        model: &str,
+        metadata: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Option<MatchedRule>> {
+        let md = metadata_pairs(metadata)?;
+        Ok(self
+            .inner
+            .matching_rule(subject, model, &md)
+            .map(|r| (r.input.to_vec(), r.output.to_vec(), r.id.clone())))
     }
 
     /// The id of the first rule matching the request (for `x-tfy-applied-configurations`).
