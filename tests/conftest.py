@@ -106,7 +106,7 @@ class Server:
 def mock_server(*args: str) -> Iterator[Server]:
     """A `tollway mock-upstream` on a free port (extra CLI flags in `args`), stopped after."""
     port = free_port()
-    proc = spawn([sys.executable, "-m", "tollway.mock_upstream", "--port", str(port), *args])
+    proc = spawn([sys.executable, "-m", "tollway.mock", "--port", str(port), *args])
     url = f"http://127.0.0.1:{port}"
     try:
         wait_http(f"{url}/healthz", proc)

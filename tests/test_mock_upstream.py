@@ -20,7 +20,7 @@ import msgspec
 import openai
 import pytest
 
-from tollway.mock_upstream import (
+from tollway.mock.serve import (
     MockSettings,
     create_app,
     parse_settings,
@@ -54,7 +54,7 @@ def mock_url() -> Iterator[str]:
     # The package may not be installed while it is being built.
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PYTHON_DIR), env.get("PYTHONPATH")) if p)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tollway.mock_upstream", "--port", str(port)],
+        [sys.executable, "-m", "tollway.mock", "--port", str(port)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -34,7 +34,7 @@ def _free_port(host: str = "127.0.0.1") -> int:
 def _demo_mock() -> Iterator[str]:
     """Runs the bundled mock upstream for the demo; yields its base URL."""
     port = _free_port()
-    cmd = [sys.executable, "-m", "tollway.mock_upstream", "--port", str(port)]
+    cmd = [sys.executable, "-m", "tollway.mock", "--port", str(port)]
     proc = subprocess.Popen(cmd)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -147,7 +147,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["mock-upstream"]:
-        from tollway.mock_upstream import main as mock_main
+        from tollway.mock.serve import main as mock_main
 
         return mock_main(argv[1:])
     args = _parser().parse_args(argv)

@@ -157,7 +157,7 @@ pub struct RawConfig {
     pub server: ServerSettings,
     pub accounts: Vec<ProviderAccount>,
     pub keys: Vec<KeyConfig>,
-    pub lb_rules: Vec<crate::lb_config::LbRule>,
+    pub lb_rules: Vec<crate::routing::config::LbRule>,
     pub rate_limits: Vec<crate::limits::RateLimitRule>,
     pub budgets: Vec<crate::limits::BudgetRule>,
     pub guardrails: crate::guardrails::GuardrailsConfig,
@@ -213,7 +213,9 @@ pub fn parse_document(
             }
         }
         "gateway-keys" => parse_keys(doc, cfg, errs),
-        "gateway-load-balancing-config" => crate::lb_config::parse(doc, &mut cfg.lb_rules, errs),
+        "gateway-load-balancing-config" => {
+            crate::routing::config::parse(doc, &mut cfg.lb_rules, errs)
+        }
         "gateway-rate-limiting-config" => {
             crate::limits::parse_rate_limits(doc, &mut cfg.rate_limits, errs);
         }
@@ -241,12 +243,12 @@ fn parse_settings(doc: &Value, cfg: &mut RawConfig, errs: &mut Errors) {
         (
             "otel",
             f.get("otel")
-                .map(|v| crate::telemetry_config::parse_otel(v, "otel", errs).is_some()),
+                .map(|v| crate::telemetry::config::parse_otel(v, "otel", errs).is_some()),
         ),
         (
             "metrics",
             f.get("metrics")
-                .map(|v| crate::telemetry_config::parse_metrics(v, "metrics", errs).is_some()),
+                .map(|v| crate::telemetry::config::parse_metrics(v, "metrics", errs).is_some()),
         ),
     ] {
         if ok == Some(true) {

@@ -1,20 +1,16 @@
 //! Tollway's request-path engine, with no Python in it: config schema and compile,
 //! authentication, metadata validation and admission. `tollway-py` wraps it for Python.
 
-pub mod admission;
-pub mod anthropic;
 pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod guardrails;
-pub mod lb_config;
 pub mod limits;
 pub mod metadata;
-pub mod otlp;
 pub mod routing;
 pub mod schema;
 pub mod sse;
-pub mod telemetry_config;
+pub mod telemetry;
 pub mod tokens;
 pub mod when;
 

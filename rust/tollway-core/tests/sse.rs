@@ -544,7 +544,7 @@ proptest! {
         let mut m = meter(format, true, true);
         for c in &chunks {
             let _ = m.feed(c, 1.0);
-            prop_assert!(m.pending() <= tollway_core::sse::meter::MAX_EVENT_BYTES);
+            prop_assert!(m.pending() <= tollway_core::sse::MAX_EVENT_BYTES);
         }
         let _ = m.finish(2.0);
         let _ = m.output_tokens();
@@ -558,7 +558,7 @@ fn an_endless_event_is_an_error_not_unbounded_memory() {
     assert!(m.feed(b"data: ", 0.0).is_empty());
     for _ in 0..20 {
         assert!(m.feed(&block, 0.0).is_empty());
-        assert!(m.pending() <= tollway_core::sse::meter::MAX_EVENT_BYTES);
+        assert!(m.pending() <= tollway_core::sse::MAX_EVENT_BYTES);
     }
     assert_eq!(m.error(), Some(&StreamError::EventTooLarge));
     assert_eq!(m.pending(), 0);

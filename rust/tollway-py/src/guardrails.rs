@@ -140,13 +140,13 @@ impl Guardrails {
             g::parse(doc, &mut cfg, &mut errs);
         }
         if !errs.is_empty() {
-            return Err(crate::config_error(&errs.list));
+            return Err(crate::errors::config_error(&errs.list));
         }
         GuardrailSet::compile(&cfg)
             .map(|set| Self {
                 inner: Arc::new(set),
             })
-            .map_err(|e| crate::config_error(&e))
+            .map_err(|e| crate::errors::config_error(&e))
     }
 
     #[getter]

@@ -3,7 +3,7 @@
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
-use tollway_core::otlp::{decode_batch, Encoding, SpanEncoder as CoreEncoder};
+use tollway_core::telemetry::otlp::{decode_batch, Encoding, SpanEncoder as CoreEncoder};
 
 /// Built once per exporter from the resolved settings; `encode` is called once per batch.
 #[pyclass(frozen, module = "tollway._core")]

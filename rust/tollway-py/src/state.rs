@@ -1,6 +1,6 @@
 //! Shared state across replicas: what the Redis sync task exchanges with an engine.
 
-use crate::Engine;
+use crate::engine::Engine;
 use pyo3::prelude::*;
 use tollway_core::limits::sync;
 

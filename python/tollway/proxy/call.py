@@ -19,16 +19,15 @@ from tollway._core import SseMeter, count_prompt_tokens
 from tollway.asgi import JSON, RequestHead, Send
 from tollway.engine import Admission, PlanInfo, Runtime
 from tollway.errors import GatewayError
-from tollway.guard import (
+from tollway.guardrails.request import (
     GuardPlan,
     guard_output,
     mutate_input,
     validate_input,
     webhook_output,
 )
-from tollway.observe import AttemptLog, RequestLog
 from tollway.providers import TranslationError
-from tollway.responses import (
+from tollway.proxy.responses import (
     CANCELLED,
     OUTCOME,
     OUTCOME_NAMES,
@@ -39,7 +38,8 @@ from tollway.responses import (
     retry_after_s,
     upstream_failure,
 )
-from tollway.stream import start_stream
+from tollway.proxy.stream import start_stream
+from tollway.telemetry.observe import AttemptLog, RequestLog
 from tollway.upstream import UpstreamError, UpstreamResponse
 
 if TYPE_CHECKING:

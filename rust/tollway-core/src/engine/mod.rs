@@ -5,17 +5,19 @@
 
 use crate::clock::{Clock, Rng};
 use crate::config::{self, KeySecret, Provider, RawConfig, ServerSettings};
-use crate::lb_config::RetryConfig;
 use crate::limits::cost::{CostTable, Price};
 use crate::limits::{Budgets, RateLimiter, DEFAULT_MAX_ENTITIES};
 use crate::metadata::Metadata;
+use crate::routing::config::RetryConfig;
 use crate::routing::{Plan, PlanId, Rule, TargetState};
 use crate::schema::{ConfigError, Errors};
 use globset::{Glob, GlobSetBuilder};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-pub use crate::admission::{Admission, AttemptOutcome, Denial, Usage};
+pub mod admission;
+
+pub use admission::{Admission, AttemptOutcome, Denial, Usage};
 use std::collections::HashMap;
 use std::sync::Arc;
 

@@ -10,7 +10,7 @@ use std::io::Write;
 
 use serde::Deserialize;
 
-use crate::sse::meter::{raw_error, ErrorIn, Recorder, StreamError};
+use crate::sse::{raw_error, ErrorIn, Recorder, StreamError};
 use crate::sse::{Event, Flow};
 
 /// OpenAI's finish reason for an Anthropic stop reason.

@@ -17,12 +17,12 @@ from typing import Any, Literal
 import msgspec
 
 from tollway.asgi import Receive, RequestHead, Scope, Send, read_body, send_error
-from tollway.call import CANCELLED, Call
 from tollway.engine import Admission, Denial, Runtime
 from tollway.errors import GatewayError
-from tollway.guard import plan_for
-from tollway.observe import RequestLog, build_record
+from tollway.guardrails.request import plan_for
+from tollway.proxy.call import CANCELLED, Call
 from tollway.telemetry import Telemetry, now_ns
+from tollway.telemetry.observe import RequestLog, build_record
 from tollway.upstream import UpstreamClient
 
 __all__ = ["FORBIDDEN_FIELDS", "Proxy"]

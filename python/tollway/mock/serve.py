@@ -1,4 +1,4 @@
-"""Entry point of the mock OpenAI/Anthropic upstream: `python -m tollway.mock_upstream`."""
+"""The mock OpenAI/Anthropic upstream server: `python -m tollway.mock`."""
 
 # Only the standard library, msgspec and granian are imported (here and in tollway.mock), so
 # the mock runs before the rest of the package or its Rust extension is built.
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     # Workers are separate processes; the environment is how settings reach them.
     os.environ[SETTINGS_ENV] = settings_to_env(settings)
     Granian(
-        target="tollway.mock_upstream:app_from_env",
+        target="tollway.mock.serve:app_from_env",
         factory=True,
         address=settings.host,
         port=settings.port,

@@ -5,7 +5,7 @@
 //! returns the whole order to try, so fallbacks need no second call.
 
 use crate::clock::{Clock, Rng};
-use crate::lb_config::{RetryConfig, Strategy};
+use crate::routing::config::{RetryConfig, Strategy};
 use crate::when::When;
 use std::collections::VecDeque;
 use std::sync::Mutex;

@@ -12,13 +12,13 @@ from typing import TYPE_CHECKING
 from tollway._core import SseMeter, monotonic_ms
 from tollway.engine import PlanInfo
 from tollway.errors import GatewayError
-from tollway.guard import StreamGuard
-from tollway.responses import CANCELLED, OUTCOME, elapsed_ms, upstream_failure
+from tollway.guardrails.stream import StreamGuard
+from tollway.proxy.responses import CANCELLED, OUTCOME, elapsed_ms, upstream_failure
 from tollway.telemetry import now_ns
 from tollway.upstream import UpstreamError, UpstreamResponse
 
 if TYPE_CHECKING:
-    from tollway.call import Call
+    from tollway.proxy.call import Call
 
 __all__ = ["relay", "start_stream"]
 

@@ -2,11 +2,16 @@
 //! byte the network split them at. Work is linear in the bytes fed and memory is bounded by the
 //! largest allowed event; the metering and translation on top of it live in [`meter`].
 
+pub mod anthropic;
 pub mod meter;
 
-pub use meter::{MeterOptions, SseMeter, StreamError, StreamFormat, Usage};
+pub use meter::{MeterOptions, SseMeter, StreamFormat};
+
+use std::borrow::Cow;
+use std::fmt;
 
 use memchr::{memchr, memchr2};
+use serde::Deserialize;
 
 /// One complete event, borrowed from the parser until the callback returns.
 #[derive(Debug)]
@@ -243,6 +248,141 @@ impl SseParser {
         };
         let name = self.name.map_or(&b""[..], |(a, b)| &raw[a..b]);
         on_event(&Event { name, data, raw })
+    }
+}
+
+/// The largest event accepted; a bigger one is a broken or hostile upstream.
+pub const MAX_EVENT_BYTES: usize = 1 << 20;
+/// Output text kept for counting tokens when the provider reports none; past it, bytes / 4.
+const MAX_TEXT_BYTES: usize = 4 << 20;
+
+/// Why a stream is not a complete, well-formed answer. The client must get an error for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StreamError {
+    /// A `data:` line that should be JSON is not.
+    InvalidJson,
+    /// An event larger than [`MAX_EVENT_BYTES`].
+    EventTooLarge,
+    /// The provider sent an error event; `kind` is its type when it gave one.
+    Upstream {
+        kind: Option<String>,
+        message: String,
+    },
+    /// The stream ended before a finish reason or end marker.
+    Truncated,
+}
+
+impl StreamError {
+    /// A stable code for the client's error body and for metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidJson => "invalid_upstream_stream",
+            Self::EventTooLarge => "upstream_event_too_large",
+            Self::Upstream { .. } => "upstream_stream_error",
+            Self::Truncated => "upstream_stream_truncated",
+        }
+    }
+}
+
+impl fmt::Display for StreamError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::InvalidJson => f.write_str("the provider sent an event that is not valid JSON"),
+            Self::EventTooLarge => {
+                write!(f, "the provider sent an event over {MAX_EVENT_BYTES} bytes")
+            }
+            Self::Upstream {
+                kind: Some(k),
+                message,
+            } => write!(f, "the provider sent an error ({k}): {message}"),
+            Self::Upstream {
+                kind: None,
+                message,
+            } => write!(f, "the provider sent an error: {message}"),
+            Self::Truncated => f.write_str("the provider's stream ended before the answer did"),
+        }
+    }
+}
+
+/// Token counts as the provider reported them (either half may be missing on a cut stream).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub prompt_tokens: Option<u64>,
+    pub completion_tokens: Option<u64>,
+    pub cached_tokens: Option<u64>,
+}
+
+/// What a stream showed so far; shared by the OpenAI reader and the Anthropic translator.
+#[derive(Debug)]
+pub(crate) struct Recorder {
+    started_ms: f64,
+    first_token_ms: Option<f64>,
+    last_token_ms: f64,
+    token_events: u64,
+    itl_max_ms: f64,
+    text: String,
+    text_overflow: usize,
+    pub(crate) finish_reason: Option<String>,
+    pub(crate) usage: Usage,
+    pub(crate) done: bool,
+    pub(crate) error: Option<StreamError>,
+    pub(crate) response_id: Option<String>,
+}
+
+impl Recorder {
+    /// A content-bearing event arrived at `now_ms` with `text` (content, tool arguments...).
+    pub(crate) fn token(&mut self, now_ms: f64, text: &str) {
+        match self.first_token_ms {
+            None => self.first_token_ms = Some(now_ms),
+            Some(_) => self.itl_max_ms = self.itl_max_ms.max(now_ms - self.last_token_ms),
+        }
+        self.last_token_ms = now_ms;
+        self.token_events += 1;
+        self.push_text(text);
+    }
+
+    /// More output text of the current token event, kept for counting.
+    pub(crate) fn push_text(&mut self, text: &str) {
+        if self.text.len() + text.len() <= MAX_TEXT_BYTES {
+            self.text.push_str(text);
+        } else {
+            self.text_overflow += text.len();
+        }
+    }
+
+    pub(crate) fn fail(&mut self, e: StreamError) -> Flow {
+        if self.error.is_none() {
+            self.error = Some(e);
+        }
+        Flow::Stop
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ErrorIn<'a> {
+    #[serde(borrow, default, rename = "type")]
+    pub(crate) kind: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub(crate) message: Option<Cow<'a, str>>,
+}
+
+impl ErrorIn<'_> {
+    pub(crate) fn into_error(self) -> StreamError {
+        StreamError::Upstream {
+            kind: self.kind.map(Cow::into_owned),
+            message: self
+                .message
+                .map_or_else(|| "unknown error".to_owned(), Cow::into_owned),
+        }
+    }
+}
+
+/// The message of an error event whose data is not the JSON we expect.
+pub(crate) fn raw_error(data: &[u8]) -> StreamError {
+    let text = String::from_utf8_lossy(&data[..data.len().min(200)]).into_owned();
+    StreamError::Upstream {
+        kind: None,
+        message: text,
     }
 }
 

@@ -1,0 +1,111 @@
+"""Output guardrails over a streamed answer: deltas redacted as they pass, holding back only
+what a pattern could still need; a validate verdict ends the stream with an error event."""
+
+from __future__ import annotations
+
+import msgspec
+
+from tollway.errors import GatewayError
+from tollway.guardrails import Outcome, StreamRedactor, decide
+from tollway.guardrails.request import GuardPlan, blocked
+
+__all__ = ["StreamGuard"]
+
+_decode = msgspec.json.Decoder().decode
+_encode = msgspec.json.Encoder().encode
+
+
+class StreamGuard:
+    """Output guardrails over an OpenAI chat-completion SSE stream, event by event."""
+
+    __slots__ = ("_buffer", "_done", "_plan", "_redactors", "_seen", "error")
+
+    def __init__(self, plan: GuardPlan) -> None:
+        self._plan = plan
+        self._buffer = b""
+        self._redactors: dict[int, StreamRedactor] = {}
+        self._done: list[StreamRedactor] = []
+        self._seen: dict[int, str] = {}
+        self.error: GatewayError | None = None
+
+    def feed(self, data: bytes) -> bytes:
+        """Complete events in, guarded events out; a partial event waits for its end."""
+        self._buffer += data
+        *events, self._buffer = self._buffer.split(b"\n\n")
+        return b"".join(self._event(e) + b"\n\n" for e in events if self.error is None)
+
+    def report(self, start_ns: int) -> None:
+        """One run per output guardrail for the whole stream."""
+        plan = self._plan
+        for gid in plan.output_validate:
+            name = f"'{plan.infos[gid].name}'"
+            blocked = self.error is not None and name in self.error.message
+            plan.ran(gid, "output", "block" if blocked else "pass", start_ns)
+        cats = sorted({c for r in self._done for c in r.categories})
+        for gid in plan.output_mutate:
+            plan.ran(gid, "output", "mutate" if cats else "pass", start_ns, cats)
+
+    def finish(self) -> bytes:
+        """Flushes a stream that ended without [DONE] (the caller reports the error)."""
+        return self._flush_all() + (self._buffer if self.error is None else b"")
+
+    def _flush(self, index: int) -> bytes:
+        """What a choice's redactor still holds, as one more content chunk."""
+        r = self._redactors.pop(index, None)
+        rest = r.finish() if r is not None else ""
+        if r is not None:
+            self._done.append(r)
+        return self._chunk(index, rest) if rest else b""
+
+    def _flush_all(self) -> bytes:
+        return b"".join(self._flush(i) for i in list(self._redactors))
+
+    def _chunk(self, index: int, text: str) -> bytes:
+        event = {
+            "object": "chat.completion.chunk",
+            "choices": [{"index": index, "delta": {"content": text}}],
+        }
+        return b"data: " + _encode(event) + b"\n\n"
+
+    def _event(self, event: bytes) -> bytes:
+        if event.startswith(b"data: [DONE]"):
+            return self._flush_all() + event
+        if not event.startswith(b"data: {"):
+            return event
+        try:
+            chunk = _decode(event[6:])
+        except msgspec.DecodeError:
+            return event
+        choices = chunk.get("choices") if isinstance(chunk, dict) else None
+        prefix = b""
+        for choice in choices if isinstance(choices, list) else ():
+            if isinstance(choice, dict) and choice.get("finish_reason"):
+                # Held-back text goes out before the choice ends.
+                prefix += self._flush(choice.get("index", 0))
+            delta = choice.get("delta") if isinstance(choice, dict) else None
+            text = delta.get("content") if isinstance(delta, dict) else None
+            if not isinstance(text, str) or not text or delta is None:
+                continue
+            index = choice.get("index", 0)
+            if self._plan.output_validate and self._validate(index, text):
+                return b""
+            if self._plan.output_mutate:
+                r = self._redactors.get(index)
+                if r is None:
+                    r = self._redactors[index] = self._plan.set.stream_redactor(
+                        self._plan.output_mutate
+                    )
+                delta["content"] = r.feed(text)
+        return prefix + b"data: " + _encode(chunk)
+
+    def _validate(self, index: int, text: str) -> bool:
+        seen = self._seen[index] = self._seen.get(index, "") + text
+        for gid in self._plan.output_validate:
+            info = self._plan.infos[gid]
+            check = self._plan.set.check(gid, seen) if info.kind != "webhook" else None
+            if check is None or not check.flagged:
+                continue
+            if decide(info.enforcing_strategy, Outcome.FLAG).blocks:
+                self.error = blocked(info, [f.category for f in check.findings])
+                return True
+        return False

@@ -1,0 +1,5 @@
+//! Telemetry: the typed `otel`/`metrics` settings ([`config`]) and OTLP span encoding
+//! ([`otlp`]), both off the request path.
+
+pub mod config;
+pub mod otlp;

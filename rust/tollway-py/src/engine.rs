@@ -1,0 +1,391 @@
+//! Python classes over the compiled engine: `Engine` (admit, settle, authenticate) and the
+//! frozen values it returns.
+
+use crate::errors::{config_error, invalid};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+use std::sync::Arc;
+use tollway_core::clock::Clock;
+use tollway_core::engine;
+use tollway_core::routing::config::Strategy;
+
+#[pyclass(frozen, module = "tollway._core")]
+pub(crate) struct Settings {
+    #[pyo3(get)]
+    host: String,
+    #[pyo3(get)]
+    port: u16,
+    #[pyo3(get)]
+    workers: u32,
+    #[pyo3(get)]
+    max_body_bytes: u64,
+    #[pyo3(get)]
+    connect_timeout_ms: u64,
+    #[pyo3(get)]
+    request_timeout_ms: u64,
+    #[pyo3(get)]
+    max_request_timeout_ms: u64,
+    #[pyo3(get)]
+    drain_delay_s: u64,
+    #[pyo3(get)]
+    shutdown_grace_s: u64,
+    #[pyo3(get)]
+    http: String,
+    #[pyo3(get)]
+    backpressure: Option<u64>,
+    #[pyo3(get)]
+    keep_alive: bool,
+    /// `{"otel": {...}, "metrics": {...}}`: the validated telemetry sections.
+    #[pyo3(get)]
+    telemetry_json: String,
+    #[pyo3(get)]
+    state_backend: String,
+    #[pyo3(get)]
+    redis_url: Option<String>,
+    #[pyo3(get)]
+    sync_interval_ms: u64,
+    #[pyo3(get)]
+    redis_timeout_ms: u64,
+}
+
+#[pyclass(frozen, module = "tollway._core")]
+pub(crate) struct Target {
+    #[pyo3(get)]
+    name: String,
+    #[pyo3(get)]
+    account: String,
+    #[pyo3(get)]
+    provider: &'static str,
+    #[pyo3(get)]
+    base_url: String,
+    #[pyo3(get)]
+    api_key: Option<String>,
+    #[pyo3(get)]
+    api_version: Option<String>,
+    #[pyo3(get)]
+    headers: Vec<(String, String)>,
+    #[pyo3(get)]
+    model_id: String,
+}
+
+#[pyclass(frozen, module = "tollway._core")]
+pub(crate) struct Key {
+    #[pyo3(get)]
+    name: String,
+    #[pyo3(get)]
+    subject: String,
+}
+
+/// A refused request: HTTP status and the fields of an OpenAI error body.
+#[pyclass(frozen, module = "tollway._core")]
+pub(crate) struct Denial {
+    #[pyo3(get)]
+    status: u16,
+    #[pyo3(get)]
+    error_type: &'static str,
+    #[pyo3(get)]
+    code: &'static str,
+    #[pyo3(get)]
+    param: Option<&'static str>,
+    #[pyo3(get)]
+    message: String,
+    #[pyo3(get)]
+    headers: Vec<(&'static str, String)>,
+    #[pyo3(get)]
+    rule_id: Option<String>,
+    #[pyo3(get)]
+    key: Option<u32>,
+}
+
+impl From<engine::Denial> for Denial {
+    fn from(d: engine::Denial) -> Self {
+        Self {
+            status: d.status,
+            error_type: d.error_type,
+            code: d.code,
+            param: d.param,
+            message: d.message,
+            headers: d.headers,
+            rule_id: d.rule_id,
+            key: d.key,
+        }
+    }
+}
+
+/// An admitted request: key id, target ids in the order to try, merged metadata.
+#[pyclass(frozen, module = "tollway._core")]
+pub(crate) struct Admission {
+    inner: engine::Admission,
+}
+
+#[pymethods]
+impl Admission {
+    #[getter]
+    fn key(&self) -> u32 {
+        self.inner.key
+    }
+
+    /// Index into `Engine.rules` of the routing rule applied, if any.
+    #[getter]
+    fn rule(&self) -> Option<u32> {
+        self.inner.rule
+    }
+
+    /// Plan ids (into `Engine.plans`) in the order to try them.
+    #[getter]
+    fn plans(&self) -> Vec<u32> {
+        self.inner.plans.clone()
+    }
+
+    /// `x-tfy-applied-configurations` value (JSON of rule ids by kind); "" when none applied.
+    #[getter]
+    fn applied(&self) -> &str {
+        &self.inner.applied
+    }
+
+    /// Rule ids applied by kind: (routing, rate limit, budget), for telemetry.
+    #[getter]
+    fn rule_ids(&self) -> (Option<String>, Option<String>, Option<String>) {
+        let [a, b, c] = self.inner.rule_ids.clone();
+        (a, b, c)
+    }
+
+    /// `x-ratelimit-*` response headers when a rate limit applies.
+    #[getter]
+    fn limit_headers(&self) -> Vec<(&'static str, String)> {
+        self.inner.limit_headers.clone()
+    }
+
+    #[getter]
+    fn metadata<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        for (k, v) in &self.inner.metadata {
+            d.set_item(k, v)?;
+        }
+        Ok(d)
+    }
+}
+
+/// One way to call a target: a routing rule's slot, or a direct request for the target.
+#[pyclass(frozen, module = "tollway._core")]
+pub(crate) struct Plan {
+    #[pyo3(get)]
+    target: u32,
+    #[pyo3(get)]
+    rule: Option<u32>,
+    #[pyo3(get)]
+    retry_attempts: u32,
+    #[pyo3(get)]
+    retry_delay_ms: u64,
+    #[pyo3(get)]
+    retry_status_codes: Vec<u16>,
+    #[pyo3(get)]
+    fallback_status_codes: Vec<u16>,
+    #[pyo3(get)]
+    fallback_candidate: bool,
+    #[pyo3(get)]
+    override_params: Option<String>,
+}
+
+#[pyclass(frozen, module = "tollway._core")]
+pub(crate) struct Rule {
+    #[pyo3(get)]
+    id: String,
+    #[pyo3(get)]
+    strategy: &'static str,
+}
+
+/// The compiled, immutable config. Reload builds a new one.
+#[pyclass(frozen, module = "tollway._core")]
+pub(crate) struct Engine {
+    pub(crate) inner: engine::Engine,
+}
+
+fn header_str(raw: Option<&[u8]>) -> Option<&str> {
+    // A non-UTF-8 Authorization header is as good as a missing one: 401 follows.
+    raw.and_then(|b| std::str::from_utf8(b).ok())
+}
+
+#[pymethods]
+impl Engine {
+    /// Compiles `[{"source": str, "doc": {...}}, ...]` given as JSON bytes.
+    /// `manual_clock=True` gives a clock only `advance_clock` moves (for tests).
+    #[new]
+    /// `previous`: the engine being replaced; live state of unchanged targets carries over.
+    #[pyo3(signature = (documents_json, manual_clock=false, previous=None))]
+    fn new(
+        documents_json: &[u8],
+        manual_clock: bool,
+        previous: Option<PyRef<'_, Engine>>,
+    ) -> PyResult<Self> {
+        let docs: serde_json::Value = serde_json::from_slice(documents_json)
+            .map_err(|e| invalid(format!("documents are not valid JSON: {e}")))?;
+        let clock = match (&previous, manual_clock) {
+            (Some(prev), _) => Arc::clone(&prev.inner.clock),
+            (None, true) => Arc::new(Clock::manual()),
+            (None, false) => Arc::new(Clock::System),
+        };
+        let mut inner =
+            engine::Engine::compile_with_clock(&docs, clock).map_err(|e| config_error(&e))?;
+        if let Some(prev) = previous {
+            inner.adopt_state(&prev.inner);
+        }
+        Ok(Self { inner })
+    }
+
+    fn advance_clock(&self, ms: u64) {
+        self.inner.clock.advance(ms);
+    }
+
+    /// Feeds back one request: its attempts `(target, status, latency_ms, output_tokens)`
+    /// (status HTTP, or 0 connect error, 1 timeout, 2 broken, 499 cancelled) and the usage
+    /// of the answer `(input, cached_input, output)`. Returns the cost in USD.
+    fn settle(
+        &self,
+        admission: PyRef<'_, Admission>,
+        attempts: Vec<(u32, u16, f64, u32)>,
+        usage: (u64, u64, u64),
+    ) -> f64 {
+        let outcomes: Vec<engine::AttemptOutcome> = attempts
+            .into_iter()
+            .map(
+                |(target, status, latency_ms, output_tokens)| engine::AttemptOutcome {
+                    target,
+                    status,
+                    latency_ms,
+                    output_tokens,
+                },
+            )
+            .collect();
+        let usage = tollway_core::engine::Usage {
+            input_tokens: usage.0,
+            cached_input_tokens: usage.1,
+            output_tokens: usage.2,
+        };
+        self.inner.settle(&admission.inner, &outcomes, usage)
+    }
+
+    fn healthy(&self, target: u32) -> bool {
+        self.inner.healthy(target)
+    }
+
+    #[getter]
+    fn plans(&self) -> Vec<Plan> {
+        self.inner
+            .plans
+            .iter()
+            .map(|p| Plan {
+                target: p.target,
+                rule: p.rule,
+                retry_attempts: p.retry.attempts,
+                retry_delay_ms: p.retry.delay_ms,
+                retry_status_codes: p.retry.on_status_codes.clone(),
+                fallback_status_codes: p.fallback_status_codes.clone(),
+                fallback_candidate: p.fallback_candidate,
+                override_params: p.override_params.clone(),
+            })
+            .collect()
+    }
+
+    #[getter]
+    fn rules(&self) -> Vec<Rule> {
+        self.inner
+            .rules
+            .iter()
+            .map(|r| Rule {
+                id: r.id.clone(),
+                strategy: match r.strategy {
+                    Strategy::Weight => "weight-based-routing",
+                    Strategy::Latency => "latency-based-routing",
+                    Strategy::Priority => "priority-based-routing",
+                },
+            })
+            .collect()
+    }
+
+    /// Decides one request; returns an `Admission` or a `Denial` (never raises for bad input).
+    #[pyo3(signature = (authorization, model, metadata=None))]
+    fn admit(
+        &self,
+        py: Python<'_>,
+        authorization: Option<&[u8]>,
+        model: &str,
+        metadata: Option<&[u8]>,
+    ) -> PyResult<Py<PyAny>> {
+        Ok(
+            match self.inner.admit(header_str(authorization), model, metadata) {
+                Ok(inner) => Py::new(py, Admission { inner })?.into_any(),
+                Err(d) => Py::new(py, Denial::from(d))?.into_any(),
+            },
+        )
+    }
+
+    /// The key id for an Authorization header value, or a `Denial`.
+    fn authenticate(&self, py: Python<'_>, authorization: Option<&[u8]>) -> PyResult<Py<PyAny>> {
+        Ok(match self.inner.authenticate(header_str(authorization)) {
+            Ok(id) => id.into_pyobject(py)?.into_any().unbind(),
+            Err(d) => Py::new(py, Denial::from(d))?.into_any(),
+        })
+    }
+
+    fn models_for<'py>(&self, py: Python<'py>, key: u32) -> PyResult<Bound<'py, PyList>> {
+        if key as usize >= self.inner.keys.len() {
+            return Err(invalid("no such key id"));
+        }
+        PyList::new(py, self.inner.models_for(key).collect::<Vec<_>>())
+    }
+
+    #[getter]
+    fn settings(&self) -> Settings {
+        let s = &self.inner.settings;
+        Settings {
+            host: s.host.clone(),
+            port: s.port,
+            workers: s.workers,
+            max_body_bytes: s.max_body_bytes,
+            connect_timeout_ms: s.connect_timeout_ms,
+            request_timeout_ms: s.request_timeout_ms,
+            max_request_timeout_ms: s.max_request_timeout_ms,
+            drain_delay_s: s.drain_delay_s,
+            shutdown_grace_s: s.shutdown_grace_s,
+            http: s.http.clone(),
+            backpressure: s.backpressure,
+            keep_alive: s.keep_alive,
+            telemetry_json: self.inner.telemetry_json.clone(),
+            state_backend: self.inner.state.backend.clone(),
+            redis_url: self.inner.state.redis_url.clone(),
+            sync_interval_ms: self.inner.state.sync_interval_ms,
+            redis_timeout_ms: self.inner.state.redis_timeout_ms,
+        }
+    }
+
+    #[getter]
+    fn targets(&self) -> Vec<Target> {
+        self.inner
+            .targets
+            .iter()
+            .map(|t| Target {
+                name: t.name.clone(),
+                account: t.account.clone(),
+                provider: t.provider.name(),
+                base_url: t.base_url.clone(),
+                api_key: t.api_key.clone(),
+                api_version: t.api_version.clone(),
+                headers: t.headers.clone(),
+                model_id: t.model_id.clone(),
+            })
+            .collect()
+    }
+
+    #[getter]
+    fn keys(&self) -> Vec<Key> {
+        self.inner
+            .keys
+            .iter()
+            .map(|k| Key {
+                name: k.name.clone(),
+                subject: k.subject.clone(),
+            })
+            .collect()
+    }
+}
