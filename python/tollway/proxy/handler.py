@@ -139,6 +139,7 @@ class Proxy:
                 assert isinstance(denial, Denial)
                 raise GatewayError(denial.status, denial.message, denial.error_type, denial.code)
             body = await read_body(receive, rt.settings.max_body_bytes, head.content_length)
+            log.request_body, log.logging_config = body, head.logging_config
             req = _validate(body, endpoint)
             timeouts = self._timeouts(head)
             adm = rt.engine.admit(head.authorization, req["model"], head.metadata)
@@ -181,7 +182,8 @@ class Proxy:
                 log,
                 guard,
                 session,
-                self.telemetry is not None and self.telemetry.capture_content,
+                self.telemetry is not None
+                and (self.telemetry.capture_content or self.telemetry.log_body_cap > 0),
                 applied,
             )
             if call.stream:
@@ -204,6 +206,7 @@ class Proxy:
                         adm,
                         head.traceparent,
                         self.telemetry.capture_content,
+                        self.telemetry.log_body_cap if self.telemetry.sinks else None,
                     )
                 )
 

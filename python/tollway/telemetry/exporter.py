@@ -15,6 +15,7 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -96,6 +97,10 @@ class Telemetry:
         self.spans_dropped_at_queue = 0
         self.spans_exported = 0
         self.spans_dropped = 0
+        # Other consumers of the records (the request log): called from intake, must not block.
+        self.sinks: list[Callable[[list[Record]], None]] = []
+        # Request and response bodies are kept in the request log up to this many bytes.
+        self.log_body_cap = 0
 
     # -- request path -------------------------------------------------------------------------
 
@@ -167,6 +172,8 @@ class Telemetry:
             for rec in part:
                 metrics.observe(rec)
             self.access_log.write(part)
+            for sink in self.sinks:
+                sink(part)
             if i + _INTAKE_SLICE < len(records):
                 await asyncio.sleep(0)
         if self._encoder is not None:

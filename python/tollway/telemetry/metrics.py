@@ -52,6 +52,11 @@ _PLAIN: dict[str, tuple[str, tuple[str, ...]]] = {
     "llm_gateway_state_sync_outages_total": ("Times Redis became unreachable.", ()),
     "llm_guardrail_requests_total": ("Guardrail runs by result.", ("guardrail", "phase", "result")),
     "llm_gateway_span_dropped_total": ("Spans not exported, by reason.", ("reason",)),
+    "llm_gateway_request_log_rows_total": ("Request-log rows by result.", ("result",)),
+    "llm_gateway_alerts_total": (
+        "Alert notifications by channel and result.",
+        ("channel", "result"),
+    ),
 }
 _HISTOGRAMS: dict[str, tuple[str, tuple[str, ...], tuple[float, ...]]] = {
     "llm_gateway_request_processing_ms": ("Request latency in ms.", ("+meta",), _LATENCY_MS),

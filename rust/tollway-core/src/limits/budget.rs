@@ -470,6 +470,27 @@ impl Budgets {
             .collect()
     }
 
+    /// The spend of the entity a request counts against under rule `rule_id`, this period:
+    /// `(entity label, period index, spent, limit)`; `None` for an unknown rule. For alerts.
+    pub fn spend_of(
+        &self,
+        rule_id: &str,
+        wall_ms: u64,
+        facts: &RequestFacts<'_>,
+    ) -> Option<(String, u64, f64, f64)> {
+        let b = self.budgets.iter().find(|b| b.rule.id == rule_id)?;
+        let period = b.rule.period.index(wall_ms);
+        let entity = entity_key(&b.rule.applies_per, facts);
+        let spent = b
+            .state
+            .lock()
+            .spend
+            .get(entity)
+            .map_or(0.0, |s| s.spent(period));
+        let label = super::entity::label(&b.rule.applies_per, facts);
+        Some((label, period, spent, b.rule.limit_usd))
+    }
+
     /// A client-facing message for a block, naming the rule.
     pub fn message(&self, d: &BudgetDecision) -> String {
         let Some(b) = d.rule.and_then(|r| self.budgets.get(r as usize)) else {

@@ -72,6 +72,9 @@ pub struct Record {
     _routing_rule: IgnoredAny,
     #[serde(default)]
     pub guardrails: Vec<GuardrailRun>,
+    /// The request log's part of the record (tollway.logs), not exported as spans.
+    #[serde(default)]
+    _log: Option<IgnoredAny>,
 }
 
 /// One guardrail run, field for field the Python `GuardrailRun` (array-like).
