@@ -24,7 +24,7 @@ class LogSettings(msgspec.Struct, frozen=True, kw_only=True):
     exclude_request_data: bool = True
     max_body_bytes: int = 65_536
     queue_size: int = 100_000
-    batch_size: int = 2_000
+    batch_size: int = 5_000
     flush_interval_ms: int = 1_000
     # How often retention runs (and once at start).
     retention_interval_s: float = 3_600.0
