@@ -36,6 +36,9 @@ __all__ = ["Analytics"]
 _encode = msgspec.json.Encoder().encode
 _LIST_COLUMNS = ", ".join(n for n in NAMES if n not in ("request_body", "response_body"))
 _PREFIX = "/v1/analytics/"
+# The page's own inline script and style; it talks only to this gateway.
+_CSP = (b"default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+        b"connect-src 'self'; img-src data:; frame-ancestors 'none'")  # fmt: skip
 EventsReader = Callable[[dict[str, str]], list[dict[str, Any]]]
 
 
@@ -159,5 +162,5 @@ async def _reply(
 async def _page(send: Send, request_id: bytes) -> None:
     html = resources.files("tollway.logs").joinpath("ui.html").read_bytes()
     headers = [(b"content-type", b"text/html; charset=utf-8"), (b"x-request-id", request_id),
-               (b"cache-control", b"no-store")]  # fmt: skip
+               (b"cache-control", b"no-store"), (b"content-security-policy", _CSP)]  # fmt: skip
     await send_json(send, 200, html, headers)

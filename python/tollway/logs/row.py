@@ -91,7 +91,8 @@ def row_of(rec: Record) -> Row | None:
         rec.model if rec.routing_rule else "",
         final.target if final is not None else "",
         rec.status,
-        rec.error_type,
+        # An upstream refusal passed on as-is names its status (e.g. "400") through the attempt.
+        rec.error_type or (final.error_type if final is not None and rec.status >= 400 else ""),
         part.stream,
         len(rec.attempts),
         any(a.fallback_reason for a in rec.attempts),
