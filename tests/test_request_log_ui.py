@@ -11,7 +11,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from conftest import CLIENT_KEY, Gateways, Server, gateway_config
 
 ADMIN_KEY = "admin-key-0123456789"

@@ -87,8 +87,8 @@ class EmbeddedStore:
         try:
             with self.session() as con:
                 con.execute(
-                    f"COPY {TABLE} ({', '.join(NAMES)}) FROM '{tmp}' "
-                    "(FORMAT csv, HEADER false, NULLSTR '\\N', QUOTE '\"', ESCAPE '\"', AUTO_DETECT false)"
+                    f"COPY {TABLE} ({', '.join(NAMES)}) FROM '{tmp}' (FORMAT csv, HEADER false, "
+                    "NULLSTR '\\N', QUOTE '\"', ESCAPE '\"', AUTO_DETECT false)"
                 )
         finally:
             with contextlib.suppress(OSError):
