@@ -28,7 +28,7 @@ __all__ = ["EmbeddedStore", "StoreBusy"]
 TABLE = "requests"
 _DDL = f"CREATE TABLE IF NOT EXISTS {TABLE} (" + ", ".join(f"{n} {t}" for n, t, _ in COLUMNS) + ")"
 _NULL = "\\N"
-_CONFIG = {"checkpoint_threshold": "4MB"}
+_CONFIG: dict[str, str | bool | int | float | list[str]] = {"checkpoint_threshold": "4MB"}
 
 
 class StoreBusy(Exception):
