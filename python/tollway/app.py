@@ -146,7 +146,7 @@ class Gateway:
                 if self.telemetry is not None:
                     await self.telemetry.start(client.session)
                 if self.request_log is not None:
-                    self.request_log.writer.start()
+                    self.request_log.start(client.session, lambda: self.runtime.engine)
                 # Load the BPE tables off the event loop (the Rust call releases the GIL), so
                 # the first stream without provider usage does not pay ~0.5 s for them.
                 warm = asyncio.ensure_future(asyncio.to_thread(_warm_tokenizers, self.runtime))
@@ -178,7 +178,7 @@ class Gateway:
                     await self.telemetry.stop(timeout_s=5.0)
                 if self.request_log is not None:
                     # After telemetry's last intake, so every record has reached the writer.
-                    await asyncio.to_thread(self.request_log.writer.stop, 5.0)
+                    await self.request_log.stop()
                 if client is not None:
                     await client.close()
                 await send({"type": "lifespan.shutdown.complete"})

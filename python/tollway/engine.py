@@ -21,6 +21,7 @@ from tollway._core import (
     Guardrails,
     Key,
     Settings,
+    budget_spend,
 )
 from tollway.config import compile_documents, load_documents
 from tollway.providers import Provider, provider_for
@@ -34,6 +35,7 @@ __all__ = [
     "Runtime",
     "Settings",
     "Upstream",
+    "budget_spend",
 ]
 
 

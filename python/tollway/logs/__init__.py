@@ -3,26 +3,56 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
+from tollway.engine import Engine
+from tollway.logs.alerts import Alerts
 from tollway.logs.api import Analytics
+from tollway.logs.events import EventStore
 from tollway.logs.settings import LogSettings
 from tollway.logs.writer import LogWriter, Store
 from tollway.telemetry import Telemetry
 
-__all__ = ["Analytics", "LogSettings", "LogWriter", "RequestLogging", "resolve_path", "setup"]
+__all__ = [
+    "Alerts",
+    "Analytics",
+    "LogSettings",
+    "LogWriter",
+    "RequestLogging",
+    "resolve_path",
+    "setup",
+]
 
 
 @dataclass
 class RequestLogging:
+    """What the gateway starts and stops: the log's writer, the API, alerts (if configured)."""
+
     settings: LogSettings
-    writer: LogWriter
+    writer: LogWriter | None
     analytics: Analytics
+    alerts: Alerts | None = None
+
+    def start(self, session: aiohttp.ClientSession, engine: Callable[[], Engine]) -> None:
+        if self.writer is not None:
+            self.writer.start()
+        if self.alerts is not None:
+            self.alerts.engine = engine
+            self.alerts.start(session)
+
+    async def stop(self) -> None:
+        if self.alerts is not None:
+            await self.alerts.stop()
+        if self.writer is not None:
+            await asyncio.to_thread(self.writer.stop, 5.0)
 
 
 def resolve_path(path: str, config_path: str | None) -> str:
@@ -52,12 +82,24 @@ def make_store(settings: LogSettings, config_path: str | None) -> tuple[Store, s
 def setup(
     sections: Mapping[str, Any], telemetry: Telemetry, config_path: str | None
 ) -> RequestLogging | None:
-    """Hooks a request log into `telemetry` as configured; None when it is switched off."""
+    """Hooks the request log and alerts into `telemetry` as configured; None when neither is
+    on. Crossings live in `<log path>.events.sqlite`, shared by the workers."""
     settings = LogSettings.from_config(sections.get("request_logs"))
-    if not settings.enabled:
+    alerts_config = sections.get("alerts")
+    if not settings.enabled and not alerts_config:
         return None
-    store, table, clickhouse = make_store(settings, config_path)
-    writer = LogWriter(settings, [store], telemetry.metrics)
-    telemetry.sinks.append(writer.submit)
-    telemetry.log_body_cap = settings.body_cap
-    return RequestLogging(settings, writer, Analytics(store, table, clickhouse))
+    writer = None
+    analytics = Analytics(None, "", False)
+    if settings.enabled:
+        store, table, clickhouse = make_store(settings, config_path)
+        writer = LogWriter(settings, [store], telemetry.metrics)
+        telemetry.sinks.append(writer.submit)
+        telemetry.log_body_cap = settings.body_cap
+        analytics = Analytics(store, table, clickhouse)
+    alerts = None
+    if alerts_config:
+        events = EventStore(resolve_path(settings.path, config_path) + ".events.sqlite")
+        alerts = Alerts(alerts_config, events, telemetry.metrics)
+        telemetry.sinks.append(alerts.observe)
+        analytics.events = events.list
+    return RequestLogging(settings, writer, analytics, alerts)

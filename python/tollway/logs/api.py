@@ -51,7 +51,7 @@ def _forbidden() -> GatewayError:
 class Analytics:
     """Serves the analytics API for one store (`clickhouse` says which SQL it speaks)."""
 
-    def __init__(self, store: Store, table: str, clickhouse: bool = False,
+    def __init__(self, store: Store | None, table: str, clickhouse: bool = False,
                  events: EventsReader | None = None) -> None:  # fmt: skip
         self.store = store
         self.table = table
@@ -97,6 +97,9 @@ class Analytics:
 
     async def _run(self, sql: str, d: Dialect) -> tuple[list[str], list[tuple[Any, ...]]]:
         sql = sql.replace("{table}", self.table)
+        if self.store is None:
+            raise GatewayError(404, "The request log is switched off (request_logs.enabled)",
+                               "invalid_request_error", "not_found")  # fmt: skip
         try:
             if self.clickhouse:
                 return await asyncio.to_thread(self.store.query, sql, (), d.named)  # type: ignore[call-arg]

@@ -164,6 +164,8 @@ class Telemetry:
             self.spans_dropped += self.spans_dropped_at_queue
             self.spans_dropped_at_queue = 0
         if not records:
+            # Background counters (request log, alerts) still reach the other workers' scrapes.
+            metrics.flush()
             return
         # In slices, yielding between them: this runs on the request path's CPU, and a second's
         # worth of records folded in one go would stall every request arriving meanwhile.
