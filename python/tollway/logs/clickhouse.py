@@ -77,7 +77,9 @@ class ClickHouseStore:
     ) -> tuple[list[str], list[tuple[Any, ...]]]:
         """(column names, rows); `sql` uses ClickHouse `{name:Type}` placeholders."""
         self.ensure_table()
-        out = msgspec.json.decode(self._post(sql + " FORMAT JSONCompact", params=named))
+        # 64-bit integers as JSON numbers (ClickHouse quotes them by default).
+        settings = " SETTINGS output_format_json_quote_64bit_integers = 0"
+        out = msgspec.json.decode(self._post(sql + settings + " FORMAT JSONCompact", params=named))
         names = [m["name"] for m in out.get("meta", [])]
         return names, [tuple(r) for r in out.get("data", [])]
 
