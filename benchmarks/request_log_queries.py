@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tollway.logs.api import _LIST_COLUMNS
+from tollway.logs.api import LIST_COLUMNS
 from tollway.logs.query import Dialect, parse_list, parse_summary
 from tollway.logs.store import TABLE, EmbeddedStore
 
@@ -67,14 +67,14 @@ def run_query(store: EmbeddedStore, kind: str, params: dict[str, str], now_s: fl
         q = parse_summary(params, Dialect())
         sql, args = q.sql, q.dialect.params
     else:
-        lq = parse_list(params, _LIST_COLUMNS, Dialect())
+        lq = parse_list(params, LIST_COLUMNS, Dialect())
         sql, args = lq.sql, lq.dialect.params
     _, rows = store.query(sql.replace("{table}", TABLE), args)
     if kind == "cursor":  # the next page, as a client following next_cursor would ask
         from tollway.logs.query import encode_cursor
 
         last = rows[-2]
-        lq = parse_list({**params, "cursor": encode_cursor(last[0], last[1])}, _LIST_COLUMNS,
+        lq = parse_list({**params, "cursor": encode_cursor(last[0], last[1])}, LIST_COLUMNS,
                         Dialect())  # fmt: skip
         _, rows = store.query(lq.sql.replace("{table}", TABLE), lq.dialect.params)
     return len(rows)

@@ -31,10 +31,10 @@ from tollway.logs.query import (
 from tollway.logs.row import JSON_COLUMNS, NAMES
 from tollway.logs.writer import Store
 
-__all__ = ["Analytics"]
+__all__ = ["LIST_COLUMNS", "Analytics", "item_of"]
 
 _encode = msgspec.json.Encoder().encode
-_LIST_COLUMNS = ", ".join(n for n in NAMES if n not in ("request_body", "response_body"))
+LIST_COLUMNS = ", ".join(n for n in NAMES if n not in ("request_body", "response_body"))
 _PREFIX = "/v1/analytics/"
 # The page's own inline script and style; it talks only to this gateway.
 _CSP = (b"default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
@@ -109,9 +109,9 @@ class Analytics:
                                "api_error", "log_unavailable") from None  # fmt: skip
 
     async def _list(self, params: dict[str, str], send: Send, request_id: bytes) -> None:
-        q = parse_list(params, _LIST_COLUMNS, Dialect(self.clickhouse))
+        q = parse_list(params, LIST_COLUMNS, Dialect(self.clickhouse))
         names, rows = await self._run(q.sql, q.dialect)
-        items = [_item(names, r) for r in rows[: q.limit]]
+        items = [item_of(names, r) for r in rows[: q.limit]]
         cursor = None
         if len(rows) > q.limit:
             last = items[-1]
@@ -125,7 +125,7 @@ class Analytics:
         if not rows:
             raise GatewayError(404, f"No logged request with id '{rid[:128]}'",
                                "invalid_request_error", "not_found")  # fmt: skip
-        await _reply(send, request_id, _item(names, rows[0]), "json", [])
+        await _reply(send, request_id, item_of(names, rows[0]), "json", [])
 
     async def _summary(self, params: dict[str, str], send: Send, request_id: bytes) -> None:
         q = parse_summary(params, Dialect(self.clickhouse))
@@ -134,7 +134,7 @@ class Analytics:
         await _reply(send, request_id, {"data": data}, q.fmt, data)
 
 
-def _item(names: list[str], row: tuple[Any, ...]) -> dict[str, Any]:
+def item_of(names: list[str], row: tuple[Any, ...]) -> dict[str, Any]:
     item = dict(zip(names, row, strict=True))
     for col in JSON_COLUMNS.intersection(item):
         if isinstance(item[col], str):
