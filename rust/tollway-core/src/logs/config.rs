@@ -87,7 +87,7 @@ pub fn parse_alerts(doc: &Value, out: &mut LogsConfig, errs: &mut Errors) {
         errs.push("type", "gateway-alerts-config may appear only once");
     }
     let before = errs.list.len();
-    let Some(f) = Fields::new(doc, "", &["type", "channels", "rules"], errs) else {
+    let Some(f) = Fields::new(doc, "", &["type", "name", "channels", "rules"], errs) else {
         return;
     };
     let mut channels: Vec<String> = Vec::new();
