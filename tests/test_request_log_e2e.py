@@ -305,3 +305,27 @@ def test_retention_deletes_old_rows_and_older_bodies(
     recent = httpx.get(f"{gw.url}/v1/analytics/requests/recent", headers=ADMIN).json()
     assert old["request_body"] is None and old["response_body"] is None
     assert recent["request_body"] == "request"
+
+
+def test_check_config_names_bad_log_and_alert_fields(tmp_path: Path) -> None:
+    import subprocess
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "type: gateway-settings\n"
+        "request_logs: {backend: clickhouse, retention_days: 0, colour: red}\n"
+        "---\n"
+        "type: gateway-keys\n"
+        "keys: [{name: k, key: key-0123456789, subject: 'user:u', admin: 'yes'}]\n"
+        "---\n"
+        "type: gateway-alerts-config\n"
+        "channels: [{name: ops, kind: pager}]\n"
+        "rules: [{id: r, kind: budget, budget: nope, thresholds: [80], notify: [ops, mail]}]\n"
+    )
+    r = subprocess.run(["tollway", "check-config", str(bad)], capture_output=True, text=True,
+                       timeout=30)  # fmt: skip
+    assert r.returncode == 1
+    for path in ("request_logs.colour", "request_logs.clickhouse_url",
+                 "request_logs.retention_days", "keys[0].admin", "channels[0].kind",
+                 "rules[0].budget", "rules[0].notify[1]"):  # fmt: skip
+        assert path in r.stdout, (path, r.stdout)
