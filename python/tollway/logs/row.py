@@ -74,12 +74,14 @@ def row_of(rec: Record) -> Row | None:
             }
         )
         final = a
-    guard_ns = sum(g.end_ns - g.start_ns for g in rec.guardrails)
-    guardrails = [
-        {"name": g.name, "phase": g.phase, "result": g.result, "categories": g.categories,
-         "latency_ms": _ms(g.end_ns - g.start_ns)}
-        for g in rec.guardrails
-    ]  # fmt: skip
+    guard_ns = 0
+    guardrails = "[]"
+    if rec.guardrails:
+        guard_ns = sum(g.end_ns - g.start_ns for g in rec.guardrails)
+        guardrails = _encode(
+            [{"name": g.name, "phase": g.phase, "result": g.result, "categories": g.categories,
+              "latency_ms": _ms(g.end_ns - g.start_ns)} for g in rec.guardrails]
+        ).decode()  # fmt: skip
     total_ns = rec.end_ns - rec.start_ns
     return (
         rec.start_ns // 1000,
@@ -105,10 +107,10 @@ def row_of(rec: Record) -> Row | None:
         _ms(guard_ns),
         final.ttft_ms if final is not None else None,
         final.itl_mean_ms if final is not None else None,
-        _encode(rec.rule_ids).decode(),
-        _encode(rec.metadata).decode(),
+        _encode(rec.rule_ids).decode() if rec.rule_ids else "[]",
+        _encode(rec.metadata).decode() if rec.metadata else "{}",
         _encode(attempts).decode(),
-        _encode(guardrails).decode(),
+        guardrails,
         part.request_body,
         part.response_body,
     )

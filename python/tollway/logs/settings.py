@@ -24,8 +24,9 @@ class LogSettings(msgspec.Struct, frozen=True, kw_only=True):
     exclude_request_data: bool = True
     max_body_bytes: int = 65_536
     queue_size: int = 100_000
-    batch_size: int = 5_000
-    flush_interval_ms: int = 1_000
+    batch_size: int = 10_000
+    # A batch costs ~20 ms of fixed work (a session on the file): fewer, larger batches.
+    flush_interval_ms: int = 2_000
     # How often retention runs (and once at start).
     retention_interval_s: float = 3_600.0
 

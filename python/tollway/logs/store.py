@@ -27,7 +27,17 @@ __all__ = ["EmbeddedStore", "StoreBusy"]
 
 TABLE = "requests"
 _DDL = f"CREATE TABLE IF NOT EXISTS {TABLE} (" + ", ".join(f"{n} {t}" for n, t, _ in COLUMNS) + ")"
-_NULL = "\\N"
+_NULLABLE = {"ttft_ms", "itl_ms", "request_body", "response_body"}
+_LOAD = (
+    f"INSERT INTO {TABLE} ({', '.join(NAMES)}) SELECT "  # noqa: S608 (fixed names)
+    + ", ".join(
+        f"coalesce({n}, '')" if t == "VARCHAR" and n not in _NULLABLE else n for n, t, _ in COLUMNS
+    )
+    + " FROM read_csv(?, header = false, nullstr = '', quote = '\"', escape = '\"', "
+    + "auto_detect = false, columns = {"
+    + ", ".join(f"'{n}': '{t}'" for n, t, _ in COLUMNS)
+    + "})"
+)
 _CONFIG: dict[str, str | bool | int | float | list[str]] = {"checkpoint_threshold": "4MB"}
 
 
@@ -82,14 +92,12 @@ class EmbeddedStore:
             return
         tmp = f"{self.path}.{os.getpid()}.{threading.get_ident()}.csv"
         with open(tmp, "w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            w.writerows(tuple(_NULL if v is None else v for v in r) for r in rows)
+            # No per-value work here: None and "" are both an empty field; _LOAD turns it
+            # back into "" for text columns and NULL for the others.
+            csv.writer(f).writerows(rows)
         try:
             with self.session() as con:
-                con.execute(
-                    f"COPY {TABLE} ({', '.join(NAMES)}) FROM '{tmp}' (FORMAT csv, HEADER false, "
-                    "NULLSTR '\\N', QUOTE '\"', ESCAPE '\"', AUTO_DETECT false)"
-                )
+                con.execute(_LOAD, [tmp])
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
