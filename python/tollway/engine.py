@@ -80,7 +80,7 @@ class Runtime:
     guard_infos: tuple[GuardrailInfo, ...] = ()
 
     @classmethod
-    def build(cls, engine: Engine, guardrails: Guardrails | None = None) -> Runtime:
+    def build(cls, engine: Engine) -> Runtime:
         upstreams = []
         for t in engine.targets:
             provider = provider_for(t.provider)
@@ -112,6 +112,7 @@ class Runtime:
             )
             for p in engine.plans
         )
+        guardrails: Guardrails | None = engine.guardrails
         infos: tuple[GuardrailInfo, ...] = ()
         if guardrails is not None and guardrails.names:
             infos = tuple(guardrails.info(i) for i in range(len(guardrails.names)))
@@ -132,5 +133,4 @@ def load_runtime(path: str, previous: Runtime | None = None) -> Runtime:
     """Compiles a config file or directory into a Runtime (raises `ConfigError`)."""
     documents = load_documents(path)
     engine = compile_documents(documents, previous.engine if previous else None)
-    # The engine has validated the guardrails documents; this compiles their scanners.
-    return Runtime.build(engine, Guardrails(documents))
+    return Runtime.build(engine)

@@ -216,9 +216,7 @@ class Call:
         if not guard.input_validate:
             return
         current = asyncio.current_task()
-        task = asyncio.ensure_future(
-            validate_input(guard, self.req, self.adm.metadata, self.session)
-        )
+        task = asyncio.ensure_future(validate_input(guard, self.req, self.adm, self.session))
 
         def on_done(t: asyncio.Task[GatewayError | None]) -> None:
             # Cancel the model call at once on a block, unless the response is already

@@ -112,10 +112,17 @@ impl From<engine::Denial> for Denial {
     }
 }
 
+type RuleIds = (
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
 /// An admitted request: key id, target ids in the order to try, merged metadata.
 #[pyclass(frozen, module = "tollway._core")]
 pub(crate) struct Admission {
-    inner: engine::Admission,
+    pub(crate) inner: engine::Admission,
 }
 
 #[pymethods]
@@ -143,11 +150,30 @@ impl Admission {
         &self.inner.applied
     }
 
-    /// Rule ids applied by kind: (routing, rate limit, budget), for telemetry.
+    /// Rule ids applied by kind: (routing, rate limit, budget, guardrails), for telemetry.
     #[getter]
-    fn rule_ids(&self) -> (Option<String>, Option<String>, Option<String>) {
-        let [a, b, c] = self.inner.rule_ids.clone();
-        (a, b, c)
+    fn rule_ids(&self) -> RuleIds {
+        let [a, b, c, d] = self.inner.rule_ids.clone();
+        (a, b, c, d)
+    }
+
+    /// Guardrail ids (into `Engine.guardrails`) run on the request, before or beside the call.
+    #[getter]
+    fn input_guardrails(&self) -> Vec<u32> {
+        self.inner.guardrails.input.clone()
+    }
+
+    /// Guardrail ids run on the answer.
+    #[getter]
+    fn output_guardrails(&self) -> Vec<u32> {
+        self.inner.guardrails.output.clone()
+    }
+
+    /// Guardrail ids for MCP tool calls: (on the arguments, on the result).
+    #[getter]
+    fn tool_guardrails(&self) -> (Vec<u32>, Vec<u32>) {
+        let g = &self.inner.guardrails;
+        (g.tool_pre.clone(), g.tool_post.clone())
     }
 
     /// `x-ratelimit-*` response headers when a rate limit applies.
@@ -304,16 +330,20 @@ impl Engine {
     }
 
     /// Decides one request; returns an `Admission` or a `Denial` (never raises for bad input).
-    #[pyo3(signature = (authorization, model, metadata=None))]
+    #[pyo3(signature = (authorization, model, metadata=None, guardrails=None))]
     fn admit(
         &self,
         py: Python<'_>,
         authorization: Option<&[u8]>,
         model: &str,
         metadata: Option<&[u8]>,
+        guardrails: Option<&[u8]>,
     ) -> PyResult<Py<PyAny>> {
         Ok(
-            match self.inner.admit(header_str(authorization), model, metadata) {
+            match self
+                .inner
+                .admit(header_str(authorization), model, metadata, guardrails)
+            {
                 Ok(inner) => Py::new(py, Admission { inner })?.into_any(),
                 Err(d) => Py::new(py, Denial::from(d))?.into_any(),
             },
@@ -333,6 +363,12 @@ impl Engine {
             return Err(invalid("no such key id"));
         }
         PyList::new(py, self.inner.models_for(key).collect::<Vec<_>>())
+    }
+
+    /// The compiled guardrails of this config (empty when none are configured).
+    #[getter]
+    fn guardrails(&self) -> crate::guardrails::Guardrails {
+        crate::guardrails::Guardrails::from_set(Arc::clone(&self.inner.guardrails))
     }
 
     #[getter]

@@ -3,7 +3,6 @@
 use std::sync::OnceLock;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use tollway_core::sse::{MeterOptions, StreamFormat};
@@ -59,7 +58,7 @@ impl SseMeter {
         include_usage: bool,
     ) -> PyResult<Self> {
         let format = StreamFormat::parse(format).ok_or_else(|| {
-            PyValueError::new_err(format!(
+            crate::errors::invalid(format!(
                 "format must be 'openai' or 'anthropic', not {format:?}"
             ))
         })?;
