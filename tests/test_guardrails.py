@@ -200,14 +200,19 @@ def test_redaction_whole_and_streamed_agree(guardrails: Guardrails) -> None:
 
 
 def test_metadata_validation_names_the_key_not_the_value(engine: Engine) -> None:
-    guardrails = engine.guardrails
-    meta = ids(guardrails, "meta")[0]
-    ok = admit(engine, "key-user-x", b'{"team": "a", "env": "prod"}')
-    assert guardrails.validate_metadata(meta, ok) == []
-    bad = admit(engine, "key-user-x", b'{"env": "secret-stage"}')
-    assert guardrails.validate_metadata(meta, bad) == [
-        "metadata 'team' is required",
-        "metadata 'env' has a value that is not allowed",
+    meta = ids(engine.guardrails, "meta")[0]
+    header = b'{"llm_input_guardrails": ["meta"]}'
+    ok = admit(engine, "key-user-x", b'{"team": "a", "env": "prod"}', header)
+    assert ok.metadata_violations == []
+    bad = admit(engine, "key-user-x", b'{"env": "secret-stage"}', header)
+    assert bad.metadata_violations == [
+        (
+            meta,
+            [
+                "metadata 'team' is required",
+                "metadata 'env' has a value that is not allowed",
+            ],
+        )
     ]
 
 

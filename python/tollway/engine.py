@@ -23,7 +23,8 @@ from tollway._core import (
     Settings,
 )
 from tollway.config import compile_documents, load_documents
-from tollway.providers import Provider, provider_for
+from tollway.providers import Provider
+from tollway.providers.registry import provider_for
 
 __all__ = [
     "Admission",

@@ -169,6 +169,13 @@ impl Admission {
         self.inner.guardrails.output.clone()
     }
 
+    /// `(guardrail id, violations)` of the metadata-validation guardrails that flag the
+    /// request's metadata (messages name keys, never values).
+    #[getter]
+    fn metadata_violations(&self) -> Vec<(u32, Vec<String>)> {
+        self.inner.metadata_violations.clone()
+    }
+
     /// Guardrail ids for MCP tool calls: (on the arguments, on the result).
     #[getter]
     fn tool_guardrails(&self) -> (Vec<u32>, Vec<u32>) {

@@ -1,7 +1,6 @@
 //! The Python face of `tollway_core::guardrails`: one compiled `Guardrails` per config, and
 //! findings with offsets in characters (Python string indices), never the matched text.
 
-use crate::engine::Admission;
 use crate::errors::invalid;
 use pyo3::prelude::*;
 use std::sync::Arc;
@@ -204,18 +203,6 @@ impl Guardrails {
         Ok(StreamRedactor {
             inner: self.inner.stream_redactor(&ids),
         })
-    }
-
-    /// Violation messages (naming keys, never values) of the admitted request's metadata;
-    /// empty when it passes.
-    fn validate_metadata(&self, id: u32, admission: &Admission) -> PyResult<Vec<String>> {
-        self.ids(vec![id])?;
-        Ok(self
-            .inner
-            .validate_metadata(id, &admission.inner.metadata)
-            .iter()
-            .map(ToString::to_string)
-            .collect())
     }
 }
 

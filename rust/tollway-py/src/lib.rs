@@ -11,7 +11,9 @@ use engine::{Admission, Denial, Engine, Key, Plan, Rule, Settings, Target};
 use errors::ConfigError;
 use pyo3::prelude::*;
 
-#[pymodule]
+// Safe without the GIL: frozen classes hold immutable or atomic state, and mutable ones
+// (meters, redactors) are borrow-checked by PyO3 per call.
+#[pymodule(gil_used = false)]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("ConfigError", m.py().get_type::<ConfigError>())?;
     m.add_class::<Engine>()?;

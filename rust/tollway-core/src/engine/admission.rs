@@ -5,7 +5,7 @@
 //! refused for any earlier reason consumes no quota.
 
 use crate::engine::{Engine, KeyId, TargetId};
-use crate::guardrails::Selection;
+use crate::guardrails::{GuardrailId, Selection};
 use crate::limits::cost;
 use crate::limits::ratelimit::Ticket;
 use crate::limits::RequestFacts;
@@ -81,6 +81,9 @@ pub struct Admission {
     pub rule_ids: [Option<String>; 4],
     /// The guardrails this request runs (ids into `Engine::guardrails`).
     pub guardrails: Selection,
+    /// What the selected metadata-validation guardrails found (by id; only those that flag):
+    /// decided here, where the merged metadata is, so it never crosses to Python and back.
+    pub metadata_violations: Vec<(GuardrailId, Vec<String>)>,
 }
 
 /// What `settle` learns from one upstream attempt.
@@ -220,6 +223,14 @@ impl Engine {
         let guardrail_rule = guardrails
             .rule
             .map(|r| self.guardrails.rules[r].id.as_str());
+        let metadata_violations = guardrails
+            .input
+            .iter()
+            .filter_map(|&id| {
+                let found = self.guardrails.validate_metadata(id, &metadata);
+                (!found.is_empty()).then(|| (id, found.iter().map(ToString::to_string).collect()))
+            })
+            .collect();
         let mut applied: Vec<(&str, &str)> = Vec::new();
         if let Some(r) = matched {
             applied.push(("load_balancing", &self.rules[r as usize].id));
@@ -289,6 +300,7 @@ impl Engine {
             applied,
             rule_ids,
             guardrails,
+            metadata_violations,
         })
     }
 
