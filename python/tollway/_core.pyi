@@ -107,11 +107,14 @@ class Plan:
     def override_params(self) -> str | None: ...
 
 @final
-class Rule:
+class Outcome:
+    CONNECT: Outcome
+    TIMEOUT: Outcome
+    BROKEN: Outcome
+    CANCELLED: Outcome
+    def __int__(self) -> int: ...
     @property
-    def id(self) -> str: ...
-    @property
-    def strategy(self) -> str: ...
+    def error_type(self) -> str: ...
 
 @final
 class Admission:
@@ -150,11 +153,8 @@ class Engine:
         attempts: list[tuple[int, int, float, int]],
         usage: tuple[int, int, int],
     ) -> float: ...
-    def healthy(self, target: int) -> bool: ...
     @property
     def plans(self) -> list[Plan]: ...
-    @property
-    def rules(self) -> list[Rule]: ...
     def admit(
         self,
         authorization: bytes | None,

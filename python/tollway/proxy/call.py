@@ -15,9 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from tollway._core import SseMeter, count_prompt_tokens
 from tollway.asgi import JSON, RequestHead, Send
-from tollway.engine import Admission, PlanInfo, Runtime
+from tollway.engine import Admission, PlanInfo, Runtime, SseMeter, count_prompt_tokens
 from tollway.errors import GatewayError
 from tollway.guardrails.request import (
     GuardPlan,

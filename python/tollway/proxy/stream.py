@@ -9,9 +9,8 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Protocol
 
-from tollway._core import SseMeter, monotonic_ms
 from tollway.asgi import Send
-from tollway.engine import PlanInfo
+from tollway.engine import PlanInfo, SseMeter, monotonic_ms
 from tollway.errors import GatewayError
 from tollway.guardrails.request import GuardPlan
 from tollway.guardrails.stream import StreamGuard
@@ -41,6 +40,7 @@ class StreamHost(Protocol):
     def headers(
         self, plan: PlanInfo, extra: list[tuple[bytes, bytes]]
     ) -> list[tuple[bytes, bytes]]: ...
+
 
 _SSE_HEADERS = ((b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"))
 

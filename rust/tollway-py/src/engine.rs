@@ -7,7 +7,7 @@ use pyo3::types::{PyDict, PyList};
 use std::sync::Arc;
 use tollway_core::clock::Clock;
 use tollway_core::engine;
-use tollway_core::routing::config::Strategy;
+use tollway_core::routing;
 
 #[pyclass(frozen, module = "tollway._core")]
 pub(crate) struct Settings {
@@ -109,6 +109,38 @@ impl From<engine::Denial> for Denial {
             rule_id: d.rule_id,
             key: d.key,
         }
+    }
+}
+
+/// How an attempt ended without an HTTP status: `int(Outcome.TIMEOUT)` is what `settle`
+/// takes in place of a status (the codes are the core's `routing::Outcome`).
+#[pyclass(eq, eq_int, frozen, module = "tollway._core")]
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[allow(clippy::upper_case_acronyms)]
+pub(crate) enum Outcome {
+    CONNECT = routing::Outcome::Connect as isize,
+    TIMEOUT = routing::Outcome::Timeout as isize,
+    BROKEN = routing::Outcome::Broken as isize,
+    CANCELLED = routing::Outcome::Cancelled as isize,
+}
+
+impl Outcome {
+    fn core(self) -> routing::Outcome {
+        match self {
+            Self::CONNECT => routing::Outcome::Connect,
+            Self::TIMEOUT => routing::Outcome::Timeout,
+            Self::BROKEN => routing::Outcome::Broken,
+            Self::CANCELLED => routing::Outcome::Cancelled,
+        }
+    }
+}
+
+#[pymethods]
+impl Outcome {
+    /// The `error.type` telemetry records for an attempt that ended this way.
+    #[getter]
+    fn error_type(&self) -> &'static str {
+        self.core().error_type()
     }
 }
 
@@ -220,14 +252,6 @@ pub(crate) struct Plan {
     override_params: Option<String>,
 }
 
-#[pyclass(frozen, module = "tollway._core")]
-pub(crate) struct Rule {
-    #[pyo3(get)]
-    id: String,
-    #[pyo3(get)]
-    strategy: &'static str,
-}
-
 /// The compiled, immutable config. Reload builds a new one.
 #[pyclass(frozen, module = "tollway._core")]
 pub(crate) struct Engine {
@@ -298,10 +322,6 @@ impl Engine {
         self.inner.settle(&admission.inner, &outcomes, usage)
     }
 
-    fn healthy(&self, target: u32) -> bool {
-        self.inner.healthy(target)
-    }
-
     #[getter]
     fn plans(&self) -> Vec<Plan> {
         self.inner
@@ -316,22 +336,6 @@ impl Engine {
                 fallback_status_codes: p.fallback_status_codes.clone(),
                 fallback_candidate: p.fallback_candidate,
                 override_params: p.override_params.clone(),
-            })
-            .collect()
-    }
-
-    #[getter]
-    fn rules(&self) -> Vec<Rule> {
-        self.inner
-            .rules
-            .iter()
-            .map(|r| Rule {
-                id: r.id.clone(),
-                strategy: match r.strategy {
-                    Strategy::Weight => "weight-based-routing",
-                    Strategy::Latency => "latency-based-routing",
-                    Strategy::Priority => "priority-based-routing",
-                },
             })
             .collect()
     }
