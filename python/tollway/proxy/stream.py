@@ -14,7 +14,7 @@ from tollway.engine import PlanInfo, SseMeter, monotonic_ms
 from tollway.errors import GatewayError
 from tollway.guardrails.request import GuardPlan
 from tollway.guardrails.stream import StreamGuard
-from tollway.proxy.responses import CANCELLED, OUTCOME, elapsed_ms, upstream_failure
+from tollway.proxy.responses import CANCELLED, OUTCOME, elapsed_ms
 from tollway.telemetry import now_ns
 from tollway.telemetry.observe import RequestLog
 from tollway.upstream import UpstreamError, UpstreamResponse
@@ -62,7 +62,7 @@ async def start_stream(
         if isinstance(e, StopAsyncIteration):
             kind = "broken"
         call.end(plan, OUTCOME[kind], 0)
-        return upstream_failure(kind, up.name, " before the first token")
+        return GatewayError.upstream_failure(kind, up.name, " before the first token")
     try:
         await call.gate()
     except GatewayError:
@@ -116,14 +116,13 @@ async def relay(
             else:
                 await emit(meter.finish())
     except UpstreamError as e:
-        status, broken = OUTCOME[e.kind], upstream_failure(e.kind, plan.upstream.name)
+        status, broken = OUTCOME[e.kind], GatewayError.upstream_failure(e.kind, plan.upstream.name)
     if guard is not None and guard.error is not None:
         broken = guard.error  # an output guardrail blocked the rest of the answer
     elif broken is None and meter.error is not None:
         status = OUTCOME["broken"]
-        what = (meter.error or "")[:200]
-        broken = GatewayError.upstream(
-            502, f"'{plan.upstream.name}': the stream failed: {what}", meter.error_code or ""
+        broken = GatewayError.stream_broken(
+            plan.upstream.name, meter.error or "", meter.error_code or ""
         )
     if broken is not None:
         call.log.error_type = broken.code or "stream_error"
