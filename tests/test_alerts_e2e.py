@@ -52,6 +52,7 @@ def receiver() -> Iterator[Receiver]:
     r = Receiver(fail_first=1)  # the first delivery fails: retried with backoff
     yield r
     r.server.shutdown()
+    r.server.server_close()
 
 
 @pytest.fixture

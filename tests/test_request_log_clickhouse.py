@@ -75,6 +75,7 @@ def clickhouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChdbHttp]:
     ch = ChdbHttp(tmp_path_factory.mktemp("chdb"))
     yield ch
     ch.server.shutdown()
+    ch.server.server_close()
 
 
 def test_clickhouse_receives_the_rows_and_answers_the_api(

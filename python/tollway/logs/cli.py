@@ -47,7 +47,7 @@ def _path(args: argparse.Namespace) -> str:
     config = args.config or os.environ.get("TOLLWAY_CONFIG")
     if not config:
         raise SystemExit("tollway logs: give --path or --config (or set TOLLWAY_CONFIG)")
-    from tollway.config import ConfigError, compile_engine
+    from tollway.engine import ConfigError, compile_engine
     from tollway.logs import resolve_path
 
     try:

@@ -131,27 +131,7 @@ pub struct KeyConfig {
     pub admin: bool,
 }
 
-/// Where limit and budget counters are shared (DESIGN.md §6).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StateSettings {
-    /// `local` (in process) or `redis` (synced in the background).
-    pub backend: String,
-    pub redis_url: Option<String>,
-    pub sync_interval_ms: u64,
-    /// Connect and read timeout of every Redis call: a hung Redis never blocks anything.
-    pub redis_timeout_ms: u64,
-}
-
-impl Default for StateSettings {
-    fn default() -> Self {
-        Self {
-            backend: "local".to_owned(),
-            redis_url: None,
-            sync_interval_ms: 100,
-            redis_timeout_ms: 250,
-        }
-    }
-}
+pub use crate::limits::sync::StateSettings;
 
 /// Everything the documents said, before names are resolved across documents.
 #[derive(Debug, Default, Clone)]
@@ -567,6 +547,9 @@ pub fn parse_documents(docs: &Value, errs: &mut Errors) -> RawConfig {
         }
     }
     errs.set_source("");
-    crate::logs::config::finish(&mut cfg, errs);
+    let budgets: Vec<&str> = cfg.budgets.iter().map(|b| b.id.as_str()).collect();
+    let limits: Vec<&str> = cfg.rate_limits.iter().map(|r| r.id.as_str()).collect();
+    let json = &mut cfg.telemetry_json;
+    crate::logs::config::finish(&mut cfg.logs, &budgets, &limits, json, errs);
     cfg
 }

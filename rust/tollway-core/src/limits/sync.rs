@@ -9,9 +9,30 @@
 
 use super::config::{BudgetPeriod, LimitKind, RatePeriod};
 use super::{Budgets, RateLimiter};
-use crate::config::StateSettings;
 use crate::schema::{Errors, Fields};
 use serde_json::Value;
+
+/// Where limit and budget counters are shared (DESIGN.md §6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateSettings {
+    /// `local` (in process) or `redis` (synced in the background).
+    pub backend: String,
+    pub redis_url: Option<String>,
+    pub sync_interval_ms: u64,
+    /// Connect and read timeout of every Redis call: a hung Redis never blocks anything.
+    pub redis_timeout_ms: u64,
+}
+
+impl Default for StateSettings {
+    fn default() -> Self {
+        Self {
+            backend: "local".to_owned(),
+            redis_url: None,
+            sync_interval_ms: 100,
+            redis_timeout_ms: 250,
+        }
+    }
+}
 
 /// `gateway-settings.state`: where limit and budget counters are shared.
 pub fn parse_state(v: &Value, out: &mut StateSettings, errs: &mut Errors) {

@@ -1,7 +1,6 @@
 //! `gateway-settings.request_logs` and the `gateway-alerts-config` document: checked here
 //! (unknown fields are errors with their paths), handed to Python as validated JSON.
 
-use crate::config::RawConfig;
 use crate::schema::{Errors, Fields};
 use serde_json::Value;
 
@@ -228,26 +227,32 @@ fn parse_channel(item: &Value, path: &str, errs: &mut Errors) -> Option<String> 
 }
 
 /// After every document is read: alerts rules must name existing budget and rate-limit
-/// rules; the valid document joins the sections handed to Python (`telemetry_json`).
-pub fn finish(cfg: &mut RawConfig, errs: &mut Errors) {
-    let refs = std::mem::take(&mut cfg.logs.refs);
-    for (source, path, kind, id) in refs {
-        let known = if kind == "budget" {
-            cfg.budgets.iter().any(|b| b.id == id)
+/// rules (`budget_ids`, `rate_limit_ids`); the valid document joins the sections handed to
+/// Python (`telemetry_json`).
+pub fn finish(
+    logs: &mut LogsConfig,
+    budget_ids: &[&str],
+    rate_limit_ids: &[&str],
+    telemetry_json: &mut String,
+    errs: &mut Errors,
+) {
+    for (source, path, kind, id) in std::mem::take(&mut logs.refs) {
+        let ids = if kind == "budget" {
+            budget_ids
         } else {
-            cfg.rate_limits.iter().any(|r| r.id == id)
+            rate_limit_ids
         };
-        if !known {
+        if !ids.contains(&id.as_str()) {
             errs.set_source(source);
             errs.push(&path, format!("no {kind} rule with id '{id}'"));
-            cfg.logs.alerts = None;
+            logs.alerts = None;
         }
     }
     errs.set_source("");
-    if let Some((_, doc)) = cfg.logs.alerts.take() {
-        if let Ok(Value::Object(mut sections)) = serde_json::from_str(&cfg.telemetry_json) {
+    if let Some((_, doc)) = logs.alerts.take() {
+        if let Ok(Value::Object(mut sections)) = serde_json::from_str(telemetry_json) {
             sections.insert("alerts".to_owned(), doc);
-            cfg.telemetry_json = Value::Object(sections).to_string();
+            *telemetry_json = Value::Object(sections).to_string();
         }
     }
 }
