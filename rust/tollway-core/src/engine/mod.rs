@@ -47,6 +47,8 @@ pub struct Key {
     pub metadata: Metadata,
     /// Indexed by model id.
     pub(crate) allowed: Vec<bool>,
+    /// `allowed_models`, for names no account or rule defines (see [`Engine::any_model_rules`]).
+    pub(crate) allowed_globs: globset::GlobSet,
 }
 
 #[derive(Debug)]
@@ -58,7 +60,10 @@ pub struct Engine {
     /// Every name a client may ask for: targets first (model id == target id), then virtual.
     pub model_names: Vec<String>,
     pub(crate) model_ids: HashMap<String, ModelId>,
+    /// Per model id, the routing rules that may apply to it, in config order.
     pub(crate) rules_by_model: Vec<Vec<u32>>,
+    /// Rules without `when.models`: they apply to any name, even one nothing else defines.
+    pub(crate) any_model_rules: Vec<u32>,
     pub rules: Vec<Rule>,
     /// Plan `i < targets.len()` is the direct plan of target `i`; rule slots follow.
     pub plans: Vec<Plan>,
@@ -157,12 +162,19 @@ impl Engine {
             &mut plans,
             errs,
         );
-        let mut rules_by_model = vec![Vec::new(); model_names.len()];
+        let mut rules_by_model: Vec<Vec<u32>> = vec![Vec::new(); model_names.len()];
+        let mut any_model_rules = Vec::new();
         for (r, rule) in rules.iter().enumerate() {
-            for m in rule.when.models.iter().flatten() {
+            let r = r as u32;
+            let Some(models) = &rule.when.models else {
+                any_model_rules.push(r);
+                rules_by_model.iter_mut().for_each(|list| list.push(r));
+                continue;
+            };
+            for m in models {
                 if let Some(&id) = model_ids.get(m) {
-                    if !rules_by_model[id as usize].contains(&(r as u32)) {
-                        rules_by_model[id as usize].push(r as u32);
+                    if !rules_by_model[id as usize].contains(&r) {
+                        rules_by_model[id as usize].push(r);
                     }
                 }
             }
@@ -205,6 +217,7 @@ impl Engine {
                 subject: k.subject.clone(),
                 metadata: k.metadata.clone(),
                 allowed: model_names.iter().map(|m| set.is_match(m)).collect(),
+                allowed_globs: set,
             });
         }
         errs.set_source("");
@@ -220,6 +233,7 @@ impl Engine {
             model_names,
             model_ids,
             rules_by_model,
+            any_model_rules,
             rules,
             plans,
             keys,
