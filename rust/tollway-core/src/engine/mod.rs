@@ -16,6 +16,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 pub mod admission;
+mod warnings;
 
 pub use admission::{Admission, AttemptOutcome, Denial, Usage};
 use std::collections::HashMap;
@@ -74,6 +75,8 @@ pub struct Engine {
     pub budgets: Budgets,
     pub clock: Arc<Clock>,
     pub(crate) rng: Rng,
+    /// Valid but surely not meant (see `warnings.rs`): printed by `check-config`, logged on load.
+    pub warnings: Vec<ConfigError>,
 }
 
 impl Engine {
@@ -221,6 +224,16 @@ impl Engine {
             });
         }
         errs.set_source("");
+        let warnings = warnings::find(
+            &raw,
+            &warnings::Compiled {
+                targets: &targets,
+                model_names: &model_names,
+                model_ids: &model_ids,
+                rules: &rules,
+                plans: &plans,
+            },
+        );
         let states = targets
             .iter()
             .map(|_| Arc::new(TargetState::default()))
@@ -243,6 +256,7 @@ impl Engine {
             rate_limiter: RateLimiter::new(raw.rate_limits, DEFAULT_MAX_ENTITIES),
             budgets: Budgets::new(raw.budgets, DEFAULT_MAX_ENTITIES),
             rng: Rng::from_time(),
+            warnings,
         }
     }
 
