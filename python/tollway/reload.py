@@ -45,3 +45,5 @@ async def watch_config(
             continue
         swap(runtime)
         log.info("config reloaded from %s", path)
+        for warning in runtime.engine.warnings:
+            log.warning("config warning: %s", warning)

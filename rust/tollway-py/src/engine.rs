@@ -447,4 +447,14 @@ impl Engine {
             })
             .collect()
     }
+
+    /// Valid but surely not meant: `"<source>: <path>: <message>"`, one per finding.
+    #[getter]
+    fn warnings(&self) -> Vec<String> {
+        self.inner
+            .warnings
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
 }
