@@ -167,7 +167,9 @@ def test_spans_arrive_with_genai_attributes_parentage_resource_and_auth_header()
             tel.record(record(1, traceparent=f"00-{TRACE_ID}-{PARENT_ID}-01"))
             tel.record(record(2))
             await tel.stop(timeout_s=5)
-            assert tel.spans_exported == 6
+            # Per request: the root, two attempts, and the policy steps (rate limit, budget,
+            # load balancing, one fallback).
+            assert tel.spans_exported == 14
             return rx
 
     rx = asyncio.run(run())
@@ -186,7 +188,17 @@ def test_spans_arrive_with_genai_attributes_parentage_resource_and_auth_header()
         by_trace.setdefault(span.trace_id, []).append(span)
     assert len(by_trace) == 2
     caller = by_trace[bytes.fromhex(TRACE_ID)]
-    root, first, second = caller
+    (root,) = [s for s in caller if s.kind == Span.SPAN_KIND_SERVER]
+    first, second = [s for s in caller if s.kind == Span.SPAN_KIND_CLIENT]
+    policy = {s.name: attrs(s) for s in caller if s.kind == Span.SPAN_KIND_INTERNAL}
+    assert set(policy) == {
+        "rate_limit rl-alice",
+        "budget budget-team",
+        "load_balance lb-gpt",
+        "fallback openai/gpt-4o",
+    }
+    assert policy["fallback openai/gpt-4o"]["tollway.fallback.from"] == "azure/gpt-4o"
+    assert all(s.parent_span_id == root.span_id for s in caller if s is not root)
     assert root.kind == Span.SPAN_KIND_SERVER
     assert root.name == "POST /v1/chat/completions"
     assert root.parent_span_id == bytes.fromhex(PARENT_ID)
@@ -345,9 +357,9 @@ def test_metrics_families_labels_and_metadata_cardinality_cap() -> None:
     assert _sample(text, req, llm_gateway_metadata_team="other") == 2
     labels = {"model_name": "gpt-4o", "target": "openai/gpt-4o", "username": "user:alice"}
     assert _sample(text, req, status="200", **labels) == 5
-    assert _sample(text, "llm_gateway_output_tokens_total", **labels) == 5 * 34
-    assert _sample(text, "llm_gateway_request_cost_total") == pytest.approx(5 * 0.002)
-    fail = "llm_gateway_request_model_inference_failure_total"
+    assert _sample(text, "llm_gateway_output_tokens", **labels) == 5 * 34
+    assert _sample(text, "llm_gateway_request_cost") == pytest.approx(5 * 0.002)
+    fail = "llm_gateway_request_model_inference_failure"
     assert _sample(text, fail, target="azure/gpt-4o", status="503", error_type="503") == 5
     assert _sample(text, "llm_gateway_fallback_requests_total", rule="lb-gpt") == 5
     assert _sample(text, "llm_gateway_rate_limit_requests_total", rule="rl-alice") == 5
@@ -381,7 +393,7 @@ def test_totals_are_summed_over_worker_processes(tmp_path: Path) -> None:
     scraper.observe(record(99))
     text = scraper.render().decode()
     assert _sample(text, "llm_gateway_requests_total") == 8
-    assert _sample(text, "llm_gateway_input_tokens_total") == 8 * 12
+    assert _sample(text, "llm_gateway_input_tokens") == 8 * 12
     assert _sample(text, "llm_gateway_request_processing_ms_count") == 8
 
 

@@ -48,6 +48,8 @@ if TYPE_CHECKING:
 __all__ = ["CANCELLED", "Call"]
 
 _SSE_HEADERS = ((b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"))
+# A streamed answer in a trace (exclude_request_data: false) keeps at most this much text.
+_MAX_TRACED_TEXT = 32 * 1024
 
 
 class Call:
@@ -203,6 +205,8 @@ class Call:
                 log.ttft_ms, log.itl_mean_ms = meter.ttft_ms, meter.itl_mean_ms
                 log.itl_max_ms, log.response_id = meter.itl_max_ms, meter.response_id or ""
                 log.finish_reasons = [meter.finish_reason] if meter.finish_reason else []
+                if self.capture_content:
+                    log.output_text = meter.text(_MAX_TRACED_TEXT)  # what the client was sent
 
     def _cancel_marker(self) -> None:
         attempts = self.log.attempts

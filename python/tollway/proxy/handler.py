@@ -204,6 +204,7 @@ class Proxy:
                         adm,
                         head.traceparent,
                         self.telemetry.capture_content,
+                        self.telemetry.tracing,
                     )
                 )
 
