@@ -107,6 +107,10 @@ class Gateway:
         else:
             await send_error(send, _NOT_FOUND, RequestHead(scope["headers"]).request_id)
 
+    def _rejected(self) -> None:
+        if self.telemetry is not None:
+            self.telemetry.metrics.add("llm_gateway_config_parsing_failures", ())
+
     async def _models(self, scope: Scope, send: Send) -> None:
         head = RequestHead(scope["headers"])
         rt = self.runtime
@@ -136,11 +140,14 @@ class Gateway:
                 self.proxy = Proxy(self.runtime, client, self.telemetry)
                 if self.telemetry is not None:
                     await self.telemetry.start(client.session)
+                    self.telemetry.watch_engine(lambda: self.runtime.engine)
                 # Load the BPE tables off the event loop (the Rust call releases the GIL), so
                 # the first stream without provider usage does not pay ~0.5 s for them.
                 warm = asyncio.ensure_future(asyncio.to_thread(_warm_tokenizers, self.runtime))
                 if self.config_path:
-                    watch = watch_config(self.config_path, lambda: self.runtime, self.swap)
+                    watch = watch_config(
+                        self.config_path, lambda: self.runtime, self.swap, rejected=self._rejected
+                    )
                     watcher = asyncio.ensure_future(watch)
                 if self.runtime.settings.state_backend == "redis":
                     # Limits shared across replicas: a background sync with Redis, never on

@@ -21,6 +21,7 @@ from tollway.engine import Admission, Denial, Runtime
 from tollway.errors import GatewayError
 from tollway.guardrails.request import plan_for
 from tollway.proxy.call import CANCELLED, Call
+from tollway.proxy.timing import server_timing
 from tollway.telemetry import Telemetry, now_ns
 from tollway.telemetry.observe import RequestLog, build_record
 from tollway.upstream import UpstreamClient
@@ -132,6 +133,7 @@ class Proxy:
         log = RequestLog(scope["path"], now_ns())
         req: dict[str, Any] | None = None
         adm: Admission | Denial | None = None
+        applied = ""
         try:
             if head.authorization is None:
                 # Refuse before reading a body nobody is entitled to send.
@@ -191,7 +193,10 @@ class Proxy:
         except GatewayError as e:
             log.status, log.error_type = e.status, e.code or e.error_type
             if e.status != CANCELLED:
-                await send_error(send, e, head.request_id)
+                extra = [(b"server-timing", server_timing(started, log))]
+                if applied:  # a refusal after admission (guardrail, upstream): the rules applied
+                    extra.append((b"x-tfy-applied-configurations", applied.encode()))
+                await send_error(send, e, head.request_id, extra)
         finally:
             if self.telemetry is not None:
                 self.telemetry.record(

@@ -14,6 +14,7 @@ from tollway.engine import PlanInfo
 from tollway.errors import GatewayError
 from tollway.guardrails.stream import StreamGuard
 from tollway.proxy.responses import CANCELLED, OUTCOME, elapsed_ms, upstream_failure
+from tollway.proxy.timing import server_timing
 from tollway.telemetry import now_ns
 from tollway.upstream import UpstreamError, UpstreamResponse
 
@@ -58,7 +59,7 @@ async def start_stream(
     )
     call.meter = meter
     try:
-        await relay(call, resp, chunks, first, meter, plan)
+        await relay(call, resp, chunks, first, meter, plan, t0)
     finally:
         resp.close()
     return None
@@ -71,9 +72,11 @@ async def relay(
     first: bytes,
     meter: SseMeter,
     plan: PlanInfo,
+    t0: float,
 ) -> None:
     send = call.send
-    headers = call.headers(plan, list(_SSE_HEADERS))
+    timing = (b"server-timing", server_timing(call.started, call.log, ttfb_from=t0))
+    headers = call.headers(plan, [*_SSE_HEADERS, timing])
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     guard = StreamGuard(call.guard) if call.guard is not None and call.guard.output else None
     guard_start = now_ns()
