@@ -474,6 +474,7 @@ def test_server_timing_on_every_kind_of_response(gw: Server) -> None:
         400: (auth, {"model": "mock/gpt-4o"}),
         503: (auth, {**body, "model": "mock/mock-status-503"}),
     }
+    assert "total" in timing(http.get("/v1/models", headers=auth))
     for status, (headers, payload) in cases.items():
         r = http.post("/v1/chat/completions", json=payload, headers=headers)
         assert r.status_code == status, (status, r.text)

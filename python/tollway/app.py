@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import os
+from time import perf_counter
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -112,12 +113,13 @@ class Gateway:
             self.telemetry.metrics.add("llm_gateway_config_parsing_failures", ())
 
     async def _models(self, scope: Scope, send: Send) -> None:
+        started = perf_counter()
         head = RequestHead(scope["headers"])
         rt = self.runtime
         key = rt.engine.authenticate(head.authorization)
         if isinstance(key, Denial):
             err = GatewayError(key.status, key.message, key.error_type, key.code)
-            await send_error(send, err, head.request_id)
+            await send_error(send, err, head.request_id, [_timing(started)])
             return
         accounts = {u.name: u.account for u in rt.upstreams}
         data = [
@@ -125,7 +127,8 @@ class Gateway:
             for name in rt.engine.models_for(key)
         ]
         body = _encode({"object": "list", "data": data})
-        await send_json(send, 200, body, [JSON, (b"x-request-id", head.request_id)])
+        headers = [JSON, (b"x-request-id", head.request_id), _timing(started)]
+        await send_json(send, 200, body, headers)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         client: UpstreamClient | None = None
@@ -176,6 +179,12 @@ class Gateway:
                     await client.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def _timing(started: float) -> tuple[bytes, bytes]:
+    """Server-Timing of a response made by the gateway alone (no model, no guardrail)."""
+    ms = (perf_counter() - started) * 1000
+    return b"server-timing", f"gateway;dur={ms:.3f}, total;dur={ms:.3f}".encode()
 
 
 def _warm_tokenizers(runtime: Runtime) -> None:
