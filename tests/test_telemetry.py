@@ -427,6 +427,31 @@ def test_settings_follow_the_otel_environment_and_config_wins() -> None:
     assert TelemetrySettings.from_config(None, None, {}).traces_endpoint is None
 
 
+def test_truefoundry_variables_metadata_keys_and_metrics_push() -> None:
+    env = {
+        "ENABLE_OTEL_METRICS": "true",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318",
+        "OTEL_EXPORTER_OTLP_METRICS_HEADERS": "Authorization=Bearer tok",
+        "LLM_GATEWAY_METADATA_LOGGING_KEYS": '["customer_id", "request-type", "customer_id"]',
+        "ENABLE_OTEL_TRACING": "false",
+    }
+    s = TelemetrySettings.from_config(None, None, env)
+    assert s.traces_endpoint is None  # ENABLE_OTEL_TRACING=false
+    assert s.metrics_endpoint == "http://collector:4318/v1/metrics"
+    assert dict(s.metrics_headers) == {"Authorization": "Bearer tok"}
+    assert s.metadata_logging_keys == ("customer_id",)  # not label-safe and repeats skipped
+    assert "tok" not in repr(s)
+    otel = {"metrics_endpoint": "http://file:4318/v1/metrics", "metrics_export_interval_ms": 500}
+    s = TelemetrySettings.from_config(otel, {"metadata_logging_keys": ["team"]}, env)
+    assert (s.metrics_endpoint, s.metrics_export_interval_ms) == (
+        "http://file:4318/v1/metrics",
+        500,
+    )
+    assert s.metadata_logging_keys == ("team",)
+    off = TelemetrySettings.from_config(None, None, {**env, "ENABLE_OTEL_METRICS": "false"})
+    assert off.metrics_endpoint is None
+
+
 def test_access_log_has_one_json_line_per_request_and_no_secret(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

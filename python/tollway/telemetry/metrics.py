@@ -142,8 +142,9 @@ class MetricsStore:
 
     def set_gauges(self, name: str, values: dict[tuple[str, ...], float]) -> None:
         """Replaces a gauge family's series (e.g. budget spend, read from the engine)."""
-        self._gauges[name] = values
-        self._dirty = True
+        if self._gauges[name] != values:
+            self._gauges[name] = values
+            self._dirty = True
 
     def _hist(self, name: str, labels: tuple[str, ...], value: float) -> None:
         series = self._hists[name]

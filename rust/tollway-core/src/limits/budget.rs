@@ -529,8 +529,12 @@ impl Budgets {
                 .filter(|(_, spent)| *spent > 0.0)
                 .collect();
             drop(inner);
-            rows.sort_by(|a, b| b.1.total_cmp(&a.1));
+            let largest_first = |a: &(Arc<str>, f64), b: &(Arc<str>, f64)| b.1.total_cmp(&a.1);
+            if rows.len() > cap && cap > 0 {
+                rows.select_nth_unstable_by(cap - 1, largest_first);
+            }
             rows.truncate(cap);
+            rows.sort_by(largest_first);
             out.extend(rows.into_iter().map(|(entity, spent)| BudgetSpend {
                 rule: Arc::clone(&b.state.id),
                 entity,

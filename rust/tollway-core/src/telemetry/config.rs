@@ -261,6 +261,8 @@ mod tests {
             "exclude_request_data": true,
             "batch_size": 100,
             "queue_size": 1000,
+            "metrics_endpoint": "https://prom.example.com/api/v1/otlp/v1/metrics",
+            "metrics_headers": {"Authorization": "Bearer bWV0cmljcw"},
         });
         let mut errs = Errors::new("");
         let s = parse_otel(&v, "otel", &mut errs).unwrap();
@@ -271,6 +273,12 @@ mod tests {
         assert!(s.exclude_request_data);
         assert_eq!(s.schedule_delay_ms, 1_000);
         assert!(!format!("{s:?}").contains("c2VjcmV0"));
+        assert!(!format!("{s:?}").contains("bWV0cmljcw"));
+        assert_eq!(s.metrics_export_interval_ms, 60_000);
+        assert!(s.metrics_endpoint.is_some());
+        let bad = json!({"metrics_endpoint": "prom:9090", "metrics_export_interval_ms": 5});
+        assert!(parse_otel(&bad, "otel", &mut errs).is_none());
+        assert_eq!(errs.list.len(), 2);
     }
 
     #[test]
