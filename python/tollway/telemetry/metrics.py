@@ -189,17 +189,21 @@ class MetricsStore:
             add("llm_gateway_budget_requests_total", rec.budget)
         for g in rec.guardrails:
             add("llm_gateway_guardrails_requests_total", (g.name, g.phase, g.result))
-            if g.result == "error":
-                if g.name not in self.failing_guardrails:
-                    self.failing_guardrails.add(g.name)
-                    _log.warning(
-                        "guardrail %r is failing (its provider errors); runs are counted as "
-                        "result=\"error\" until it answers again", g.name
-                    )  # fmt: skip
-            elif g.name in self.failing_guardrails:
-                self.failing_guardrails.discard(g.name)
-                _log.info("guardrail %r answers again", g.name)
+            self._guardrail_health(g.name, g.result == "error")
         self._dirty = True
+
+    def _guardrail_health(self, name: str, failed: bool) -> None:
+        """Logs a guardrail outage once when it starts and once when it ends."""
+        if failed and name not in self.failing_guardrails:
+            self.failing_guardrails.add(name)
+            _log.warning(
+                "guardrail %r is failing (its provider errors); runs are counted as "
+                'result="error" until it answers again',
+                name,
+            )
+        elif not failed and name in self.failing_guardrails:
+            self.failing_guardrails.discard(name)
+            _log.info("guardrail %r answers again", name)
 
     def _snapshot(self) -> _Snapshot:
         def rows(d: Counts) -> dict[str, list[tuple[list[str], float]]]:

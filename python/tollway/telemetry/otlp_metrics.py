@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import msgspec
 
-from tollway._core import MetricsEncoder
+from tollway.engine import MetricsEncoder
 from tollway.telemetry.metrics import FAMILIES, HISTOGRAMS, MetricsStore
 from tollway.telemetry.settings import TelemetrySettings
 

@@ -1,6 +1,5 @@
 //! Python face of the OTLP batch encoder: a JSON batch of records in, an export body out.
 
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use tollway_core::telemetry::metrics_otlp::{self, MetricsEncoder as CoreMetricsEncoder};
@@ -10,7 +9,7 @@ fn encoding_of(name: &str) -> PyResult<Encoding> {
     match name {
         "proto" => Ok(Encoding::Protobuf),
         "json" => Ok(Encoding::Json),
-        _ => Err(PyValueError::new_err("encoding must be 'proto' or 'json'")),
+        _ => Err(crate::errors::invalid("encoding must be 'proto' or 'json'")),
     }
 }
 
@@ -45,7 +44,7 @@ impl SpanEncoder {
         batch_json: &[u8],
     ) -> PyResult<(Bound<'py, PyBytes>, usize)> {
         let records = decode_batch(batch_json)
-            .map_err(|e| PyValueError::new_err(format!("bad telemetry batch: {e}")))?;
+            .map_err(|e| crate::errors::invalid(format!("bad telemetry batch: {e}")))?;
         let (body, n) = self.inner.encode(&records, self.encoding);
         Ok((PyBytes::new(py, &body), n))
     }
@@ -76,7 +75,7 @@ impl MetricsEncoder {
     /// The export body for a msgspec-encoded `(start_ns, now_ns, list[Family])`.
     fn encode<'py>(&self, py: Python<'py>, batch_json: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
         let batch = metrics_otlp::decode_batch(batch_json)
-            .map_err(|e| PyValueError::new_err(format!("bad metrics batch: {e}")))?;
+            .map_err(|e| crate::errors::invalid(format!("bad metrics batch: {e}")))?;
         Ok(PyBytes::new(py, &self.inner.encode(&batch, self.encoding)))
     }
 }
