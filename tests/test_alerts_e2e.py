@@ -133,13 +133,13 @@ rules:
     time.sleep(1.5)  # anything sent twice would have arrived by now
     budget = budget_posts()
     assert sorted(p["threshold"] for p in budget) == [50.0, 100.0]
-    assert all(p["entity"] == "user:alice" and p["rule"] == "daily" for p in budget)
+    assert all(p["entity"] == "user=alice" and p["rule"] == "daily" for p in budget)
     assert budget[-1]["limit_usd"] == pytest.approx(0.0001)
     rate = [p for p in receiver.posts if p["kind"] == "rate_limit"]
     assert len(rate) == 1 and rate[0]["rule"] == "capped" and rate[0]["value"] >= 2
     assert len(mails) == 2
     assert all(m.rcpt_tos == ["finops@example.com"] for m in mails)
-    assert b"Budget 'daily' for user:alice" in b"".join(m.content for m in mails)
+    assert b"Budget 'daily' for user=alice" in b"".join(m.content for m in mails)
 
     # The events API lists the crossings and where each was delivered.
     admin = {"authorization": f"Bearer {ADMIN_KEY}"}

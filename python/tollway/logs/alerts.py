@@ -90,6 +90,7 @@ class Alerts:
         if got is None:
             return
         entity, period, spent, limit = got
+        entity = entity or "all"  # a budget without budget_applies_per: one shared entity
         percent = spent / limit * 100 if limit > 0 else float("inf")
         for alert in self.budget_rules[rule_id]:
             for threshold in sorted(alert.get("thresholds") or [100]):

@@ -22,27 +22,6 @@ pub fn part_value<'a>(part: &KeyPart, facts: &RequestFacts<'a>) -> Option<&'a st
     }
 }
 
-/// A readable name of the entity under `parts` (`user:alice`, `metadata.team:ml`), for
-/// alerts; `all` when every request shares one entity.
-pub fn label(parts: &[KeyPart], facts: &RequestFacts<'_>) -> String {
-    if parts.is_empty() {
-        return "all".to_owned();
-    }
-    let names: Vec<String> = parts
-        .iter()
-        .map(|part| {
-            let name = match part {
-                KeyPart::User => "user".to_owned(),
-                KeyPart::VirtualAccount => "virtualaccount".to_owned(),
-                KeyPart::Model => "model".to_owned(),
-                KeyPart::Metadata(key) => format!("metadata.{key}"),
-            };
-            format!("{name}:{}", part_value(part, facts).unwrap_or("-"))
-        })
-        .collect();
-    names.join(",")
-}
-
 /// The entity id of a request under `parts`; with no parts, every request shares id 0.
 pub fn entity_key(parts: &[KeyPart], facts: &RequestFacts<'_>) -> u64 {
     if parts.is_empty() {
