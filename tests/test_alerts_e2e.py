@@ -3,6 +3,8 @@ an SMTP server (aiosmtpd) run by the test, exactly once per crossing, from two w
 
 from __future__ import annotations
 
+import email
+import email.policy
 import json
 import threading
 import time
@@ -139,7 +141,10 @@ rules:
     assert len(rate) == 1 and rate[0]["rule"] == "capped" and rate[0]["value"] >= 2
     assert len(mails) == 2
     assert all(m.rcpt_tos == ["finops@example.com"] for m in mails)
-    assert b"Budget 'daily' for user=alice" in b"".join(m.content for m in mails)
+    texts = [email.message_from_bytes(m.content, policy=email.policy.default) for m in mails]
+    bodies = [t.get_content() for t in texts]  # type: ignore[attr-defined]
+    assert all("Budget 'daily' for user=alice" in b for b in bodies), bodies
+    assert any("of $0.0001 this period" in b for b in bodies), bodies
 
     # The events API lists the crossings and where each was delivered.
     admin = {"authorization": f"Bearer {ADMIN_KEY}"}

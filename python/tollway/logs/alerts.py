@@ -32,6 +32,11 @@ _log = logging.getLogger("tollway.alerts")
 _QUEUE = 10_000
 
 
+def _usd(x: float) -> str:
+    """Dollars with the digits small amounts need: 12.50, 0.015, 0.000103."""
+    return f"{x:.2f}" if x >= 1 else f"{x:.3g}"
+
+
 class Alerts:
     def __init__(
         self,
@@ -100,7 +105,7 @@ class Alerts:
                 self._seen.add(seen)
                 message = (
                     f"Budget '{rule_id}' for {entity} is at {percent:.0f}% "
-                    f"(${spent:.4f} of ${limit:.2f} this period; threshold {threshold:g}%)"
+                    f"(${_usd(spent)} of ${_usd(limit)} this period; threshold {threshold:g}%)"
                 )
                 self._push(Crossing(kind="budget", alert=alert["id"], rule=rule_id,
                                     entity=entity, threshold=float(threshold), period=period,
