@@ -94,7 +94,10 @@ class EmbeddedStore:
         with open(tmp, "w", newline="", encoding="utf-8") as f:
             # No per-value work here: None and "" are both an empty field; _LOAD turns it
             # back into "" for text columns and NULL for the others.
-            csv.writer(f).writerows(rows)
+            w = csv.writer(f)
+            for i in range(0, len(rows), 512):
+                w.writerows(rows[i : i + 512])
+                time.sleep(0)  # let the event loop run between slices (GIL)
         try:
             with self.session() as con:
                 con.execute(_LOAD, [tmp])
