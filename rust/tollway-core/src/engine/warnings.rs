@@ -199,10 +199,14 @@ fn unreachable_guardrails(raw: &RawConfig, out: &mut Vec<ConfigError>) {
         .filter(|(j, r)| !rules[..*j].iter().any(|e| covers(&e.when, &r.when)))
         .map(|(_, r)| r)
         .collect();
+    // A rule may name a guardrail plainly or as `<group>/<name>`.
+    let names = |entry: &String, name: &str| {
+        entry == name || entry.rsplit_once('/').is_some_and(|(_, n)| n == name)
+    };
     for g in &raw.guardrails.guardrails {
         let listed = live
             .iter()
-            .any(|r| r.input.contains(&g.name) || r.output.contains(&g.name));
+            .any(|r| r.input.iter().chain(&r.output).any(|e| names(e, &g.name)));
         if !listed {
             warn(
                 out,
