@@ -261,6 +261,8 @@ class Call:
                 continue
             up = plan.upstream
             url = up.chat_url if self.endpoint == "chat" else up.embeddings_url
+            if self.stream and up.stream_url is not None:
+                url = up.stream_url  # providers with a separate streaming method
             if url is None:
                 failed = GatewayError.bad_request(f"'{up.name}' has no embeddings API", "model")
                 continue
@@ -270,7 +272,10 @@ class Call:
                 t0 = perf_counter()
                 self._begin(plan, t0)
                 try:
-                    resp = await self.client.post(url, up.headers, payload, self.timeout_s)
+                    headers = up.headers
+                    if up.auth is not None:  # a signature or a short-lived token per request
+                        headers = await up.auth.headers(url, headers, payload)
+                    resp = await self.client.post(url, headers, payload, self.timeout_s)
                 except UpstreamError as e:
                     self.end(plan, OUTCOME[e.kind], 0)
                     failed = upstream_failure(e.kind, up.name)
@@ -292,7 +297,7 @@ class Call:
                 body = await self._read_error(resp)
                 status = resp.status
                 self.end(plan, status, 0)
-                body = up.provider.response_body(status, body, up.model_id)
+                body = up.provider.response_body(status, body, up.model_id, self.req)
                 failed = Failed(*error_response(status, body, up.name, resp.header("retry-after")))
                 if status in plan.retry_on and attempt < plan.retries:
                     wait = plan.retry_delay_s
@@ -334,7 +339,7 @@ class Call:
         except UpstreamError as e:
             self.end(plan, OUTCOME[e.kind], 0)
             raise upstream_failure(e.kind, up.name) from None
-        payload = up.provider.response_body(resp.status, payload, up.model_id)
+        payload = up.provider.response_body(resp.status, payload, up.model_id, self.req)
         await self.gate()
         if self.guard is not None and self.guard.output:
             guarded = guard_output(self.guard, payload)

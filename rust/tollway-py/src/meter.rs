@@ -60,7 +60,7 @@ impl SseMeter {
     ) -> PyResult<Self> {
         let format = StreamFormat::parse(format).ok_or_else(|| {
             PyValueError::new_err(format!(
-                "format must be 'openai' or 'anthropic', not {format:?}"
+                "format must be 'openai', 'anthropic', 'gemini' or 'bedrock', not {format:?}"
             ))
         })?;
         let created = SystemTime::now()
@@ -102,6 +102,8 @@ impl SseMeter {
         match self.inner.format() {
             StreamFormat::OpenAi => "openai",
             StreamFormat::Anthropic => "anthropic",
+            StreamFormat::Gemini => "gemini",
+            StreamFormat::Bedrock => "bedrock",
         }
     }
 
