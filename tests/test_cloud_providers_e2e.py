@@ -6,6 +6,7 @@ service-account OAuth tokens, SigV4)."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import pytest
 from conftest import CLIENT_KEY, Gateways, Server
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from prometheus_client.parser import text_string_to_metric_families
 from test_tools_e2e import ASK, TEXT_START, ask, follow_up
 
 from tollway.mock.bedrock_api import MOCK_ACCESS_KEY_ID, MOCK_SECRET_ACCESS_KEY
@@ -343,3 +345,24 @@ def test_presets_fill_quirks(client: openai.OpenAI, mock_upstream: Server) -> No
     assert whole.choices[0].message.content
     seen = requests_to(mock_upstream, "/v1/chat/completions")[-1]
     assert "authorization" not in seen["headers"]  # local servers need no key
+
+
+@pytest.mark.parametrize("model", ["bed/claude", "gem/gemini-2.5-flash"])
+def test_cloud_answers_are_priced_from_the_bundled_table(
+    client: openai.OpenAI, gw: Server, model: str
+) -> None:
+    list(client.chat.completions.create(model=model, messages=MESSAGES, stream=True))
+
+    def cost() -> float:
+        text = httpx.get(f"{gw.url}/metrics").text
+        return sum(
+            s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name == "llm_gateway_request_cost_total" and s.labels.get("target") == model
+        )
+
+    deadline = time.monotonic() + 10
+    while cost() <= 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert cost() > 0
