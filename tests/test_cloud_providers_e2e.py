@@ -366,3 +366,24 @@ def test_cloud_answers_are_priced_from_the_bundled_table(
     while cost() <= 0 and time.monotonic() < deadline:
         time.sleep(0.1)
     assert cost() > 0
+
+
+def test_images_reach_gemini_and_bedrock_in_their_shapes(
+    client: openai.OpenAI, mock_upstream: Server
+) -> None:
+    image: list[Any] = [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+    ]
+    for model, part in (("gem/gemini-2.5-flash", "/v1beta/"), ("bed/claude", "/model/")):
+        answer = client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": image}]
+        )
+        assert answer.choices[0].message.content
+        sent = requests_to(mock_upstream, part)[-1]["body"]
+        if part == "/model/":
+            blocks = sent["messages"][0]["content"]
+            assert blocks[1] == {"image": {"format": "png", "source": {"bytes": "iVBORw0KGgo="}}}
+        else:
+            parts = sent["contents"][0]["parts"]
+            assert parts[1] == {"inlineData": {"mimeType": "image/png", "data": "iVBORw0KGgo="}}
