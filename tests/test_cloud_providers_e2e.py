@@ -59,7 +59,8 @@ models:
   - {{name: claude, model_id: "{BEDROCK_MODEL}"}}
   - mock-status-429
   - mock-throttled-mid
-  - mock-reset-mid"""
+  - mock-reset-mid
+  - mock-truncated"""
     return f"""
 type: provider-account
 name: gem
@@ -67,7 +68,7 @@ provider: gemini
 base_url: {mock}/v1beta
 api_key: gemini-test-key
 models: [gemini-2.5-flash, gemini-2.5-pro-thinking, mock-blocked, mock-status-400,
-         mock-reset-mid, text-embedding-004]
+         mock-reset-mid, mock-truncated, text-embedding-004]
 ---
 type: provider-account
 name: vtx
@@ -281,6 +282,14 @@ def test_a_broken_stream_ends_in_an_error_not_a_short_answer(
         json={"model": model, "messages": MESSAGES, "stream": True},
     ).content
     assert b"event: error" in raw and b"[DONE]" not in raw
+
+
+@pytest.mark.parametrize("model", ["gem/mock-truncated", "bed/mock-truncated"])
+def test_a_cut_whole_answer_is_a_502_not_a_crash(client: openai.OpenAI, model: str) -> None:
+    with pytest.raises(openai.APIStatusError) as e:
+        client.chat.completions.create(model=model, messages=MESSAGES)
+    assert e.value.status_code == 502
+    assert e.value.response.json()["error"]["code"] == "invalid_upstream_response"
 
 
 def test_gemini_errors_safety_blocks_and_thinking_usage(client: openai.OpenAI) -> None:

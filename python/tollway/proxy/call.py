@@ -339,7 +339,16 @@ class Call:
         except UpstreamError as e:
             self.end(plan, OUTCOME[e.kind], 0)
             raise upstream_failure(e.kind, up.name) from None
-        payload = up.provider.response_body(resp.status, payload, up.model_id, self.req)
+        try:
+            payload = up.provider.response_body(resp.status, payload, up.model_id, self.req)
+        except (ValueError, TypeError, AttributeError, KeyError):
+            # A translated provider's 2xx answer that is not the JSON its API promises.
+            self.end(plan, OUTCOME["broken"], 0)
+            raise GatewayError.upstream(
+                502,
+                f"'{up.name}' sent an answer that could not be read",
+                "invalid_upstream_response",
+            ) from None
         await self.gate()
         if self.guard is not None and self.guard.output:
             guarded = guard_output(self.guard, payload)
