@@ -4,16 +4,18 @@ at every byte, and SigV4 signing checked against independent implementations."""
 from __future__ import annotations
 
 import zlib
+from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
 
-from tollway._core import SseMeter, sigv4_headers
+from tollway.engine import SseMeter, compile_engine
 from tollway.mock.bedrock_api import event_frame, sigv4_signature
-from tollway.providers import TranslationError, provider_for
+from tollway.providers import TranslationError
 from tollway.providers import bedrock as b
 from tollway.providers import google as g
+from tollway.providers.registry import provider_for
 
 WEATHER = {
     "type": "function",
@@ -309,7 +311,10 @@ def test_bedrock_bad_crc_and_exceptions_are_stream_errors() -> None:
     assert zlib.crc32(b"") == 0  # the frames above use CRC-32 (IEEE), as event streams do
 
 
-def test_sigv4_matches_an_independent_implementation() -> None:
+def test_sigv4_matches_an_independent_implementation(tmp_path: Path) -> None:
+    config = tmp_path / "bedrock.yaml"
+    config.write_text("type: provider-account\nname: b\nprovider: bedrock\nmodels: [m]\n")
+    sigv4_headers = compile_engine(config).targets[0].sigv4_headers
     url = "https://bedrock-runtime.us-west-2.amazonaws.com/model/anthropic.claude-3%3A0/converse-stream"
     headers = [("content-type", "application/json"), ("x-extra", "  a   b ")]
     body = b'{"messages":[]}'
@@ -374,6 +379,9 @@ def test_providers_name_their_urls() -> None:
         aws_secret_access_key: str | None = "S"
         aws_session_token: str | None = None
         aws_profile: str | None = None
+
+        def sigv4_headers(self, *args: Any) -> list[tuple[str, str]]:
+            return []
 
     gem = provider_for("gemini").endpoints(Target())  # type: ignore[arg-type]
     assert (

@@ -14,9 +14,8 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from tollway._core import warm_tokenizer
 from tollway.asgi import JSON, Receive, RequestHead, Scope, Send, send_error, send_json
-from tollway.engine import Denial, Runtime, load_runtime
+from tollway.engine import Denial, Runtime, load_runtime, warm_tokenizer
 from tollway.errors import GatewayError
 from tollway.proxy import Proxy
 from tollway.reload import watch_config

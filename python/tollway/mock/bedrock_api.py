@@ -27,8 +27,9 @@ from tollway.mock.content import (
     TOOL_CALL_TOKENS,
     count_words,
 )
-from tollway.mock.exchange import Call, MockAbort
-from tollway.mock.state import MockState, begin
+from tollway.mock.exchange import Call
+from tollway.mock.faults import respond_whole, stream_events
+from tollway.mock.state import Fault, MockState, begin
 
 __all__ = [
     "MOCK_ACCESS_KEY_ID",
@@ -231,44 +232,45 @@ async def converse(state: MockState, call: Call, body: bytes, model: str, stream
             }
         else:
             block = {"text": answers.text_of(n)}
-        message = {"role": "assistant", "content": [block]}
-        out = _encode(
-            {
-                "output": {"message": message},
-                "stopReason": stop,
-                "usage": usage,
-                "metrics": {"latencyMs": 1},
-            }
-        )
-        if fault.kind == "reset-mid":
-            await call.respond_partial(out[: len(out) // 2], len(out))
-        elif fault.kind == "truncated":
-            await call.respond(200, out[: len(out) // 2])
-        else:
-            await call.respond(200, out, (_JSON,))
+        whole = {
+            "output": {"message": {"role": "assistant", "content": [block]}},
+            "stopReason": stop,
+            "usage": usage,
+            "metrics": {"latencyMs": 1},
+        }
+        await respond_whole(call, fault, _encode(whole))
         return
+    await _stream(state, call, fault, model, tool, n, stop, usage)
+
+
+async def _stream(
+    state: MockState,
+    call: Call,
+    fault: Fault,
+    model: str,
+    tool: str | None,
+    n: int,
+    stop: str,
+    usage: dict[str, int],
+) -> None:
+    """ConverseStream's frames: messageStart, the block (text deltas, or a toolUse start and its
+    input deltas), contentBlockStop, messageStop, metadata."""
     events = [_event("messageStart", {"role": "assistant"})]
+    deltas: list[dict[str, Any]]
     if tool:
         start = {"toolUse": {"toolUseId": _TOOL_USE_ID, "name": tool}}
         events.append(_event("contentBlockStart", {"contentBlockIndex": 0, "start": start}))
-        deltas: list[dict[str, Any]] = [{"toolUse": {"input": f}} for f in TOOL_ARGUMENT_FRAGMENTS]
+        deltas = [{"toolUse": {"input": f}} for f in TOOL_ARGUMENT_FRAGMENTS]
     else:
-        texts = [answers.text_of(i + 1)[len(answers.text_of(i)) :] for i in range(n)]
+        texts = [state.answers.text_of(i + 1)[len(state.answers.text_of(i)) :] for i in range(n)]
         deltas = [{"text": t} for t in texts]
     events += [_event("contentBlockDelta", {"contentBlockIndex": 0, "delta": d}) for d in deltas]
-    if model == "mock-throttled-mid" or fault.kind in ("reset-mid", "truncated"):
+    if model == "mock-throttled-mid":
         events = events[: max(len(events) // 2, 2)]
-        if model == "mock-throttled-mid":
-            events.append(_exception("throttlingException", "Too many tokens, please wait."))
-        elif fault.kind == "truncated":
-            events.append(_event("contentBlockDelta", {"contentBlockIndex": 0})[:20])
-        if await call.stream(events, range(1, len(events)), state.itl_s, _EVENTSTREAM):
-            if fault.kind == "reset-mid":
-                raise MockAbort("mock: stream cut before messageStop")
-            await call.end()
-        return
-    events.append(_event("contentBlockStop", {"contentBlockIndex": 0}))
-    events.append(_event("messageStop", {"stopReason": stop}))
-    events.append(_event("metadata", {"usage": usage, "metrics": {"latencyMs": 1}}))
-    if await call.stream(events, range(1, 1 + len(deltas)), state.itl_s, _EVENTSTREAM):
-        await call.end()
+        events.append(_exception("throttlingException", "Too many tokens, please wait."))
+    else:
+        events.append(_event("contentBlockStop", {"contentBlockIndex": 0}))
+        events.append(_event("messageStop", {"stopReason": stop}))
+        events.append(_event("metadata", {"usage": usage, "metrics": {"latencyMs": 1}}))
+    broken = _event("contentBlockDelta", {"contentBlockIndex": 0})[:20]
+    await stream_events(state, call, fault, events, broken, _EVENTSTREAM)

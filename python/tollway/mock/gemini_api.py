@@ -18,7 +18,8 @@ from urllib.parse import parse_qs, unquote
 import msgspec
 
 from tollway.mock.content import TOOL_ARGUMENTS, TOOL_CALL_TOKENS, count_words
-from tollway.mock.exchange import Call, MockAbort
+from tollway.mock.exchange import Call
+from tollway.mock.faults import respond_whole, stream_events
 from tollway.mock.state import MockState, begin
 
 __all__ = ["VERTEX_TOKEN_PREFIX", "google_error", "route", "token"]
@@ -122,70 +123,81 @@ def _usage(prompt: int, n: int, model: str) -> dict[str, Any]:
     return usage
 
 
-async def _generate(
-    state: MockState, call: Call, body: bytes, model: str, vertex: bool, stream: bool
-) -> None:
+async def _read(call: Call, body: bytes, vertex: bool) -> dict[str, Any] | None:
+    """The request body after the auth check, or None when an error was answered."""
     if not _authorized(call, vertex):
         await _error(call, 401, "mock: missing or invalid credentials")
-        return
+        return None
     try:
         req = msgspec.json.decode(body)
     except msgspec.DecodeError as e:
         await _error(call, 400, f"Invalid JSON payload received. {e}")
+        return None
+    if not isinstance(req, dict):
+        await _error(call, 400, "Invalid JSON payload received. Expected an object.")
+        return None
+    return req
+
+
+def _tool(req: dict[str, Any]) -> str | None:
+    """The function a model offered tools calls, unless it is reading a call's result."""
+    tools = req.get("tools") or []
+    declarations = tools[0].get("functionDeclarations") or [] if tools else []
+    if not declarations or _reads_tool_result(req):
+        return None
+    name: str | None = declarations[0].get("name")
+    return name
+
+
+async def _generate(
+    state: MockState, call: Call, body: bytes, model: str, vertex: bool, stream: bool
+) -> None:
+    req = await _read(call, body, vertex)
+    if req is None:
         return
-    if not isinstance(req, dict) or not req.get("contents"):
+    if not req.get("contents"):
         await _error(call, 400, "* GenerateContentRequest.contents: contents is not specified")
         return
     fault = await begin(state, call, model, _status)
     if fault is None:
         return
-    tools = req.get("tools") or []
-    declarations = tools[0].get("functionDeclarations") or [] if tools else []
-    tool = declarations[0].get("name") if declarations and not _reads_tool_result(req) else None
+    tool = _tool(req)
     answers = state.answers
-    limit = (req.get("generationConfig") or {}).get("maxOutputTokens")
-    n = TOOL_CALL_TOKENS if tool else answers.length(limit)
+    n = (
+        TOOL_CALL_TOKENS
+        if tool
+        else answers.length((req.get("generationConfig") or {}).get("maxOutputTokens"))
+    )
     finish = "STOP" if tool or n == answers.tokens else "MAX_TOKENS"
     prompt = _prompt_tokens(req)
-    response_id = state.next_id("mockresp")
-    common = {"modelVersion": model, "responseId": response_id}
+    common = {"modelVersion": model, "responseId": state.next_id("mockresp")}
     if model == "mock-blocked":
-        blocked = {
-            "promptFeedback": {"blockReason": "SAFETY", "safetyRatings": []},
-            "usageMetadata": {"promptTokenCount": prompt, "totalTokenCount": prompt},
-            **common,
-        }
-        out = _encode(blocked)
-        if not stream:
-            await call.respond(200, out)
-        elif await call.stream([b"data: " + out + b"\r\n\r\n"], range(0), 0):
-            await call.end()
-        return
-    if tool:
-        parts: list[dict[str, Any]] = [{"functionCall": {"name": tool, "args": TOOL_ARGUMENTS}}]
-    else:
-        parts = [{"text": answers.text_of(n)}]
-    if not stream:
-        whole = {
-            "content": {"parts": parts, "role": "model"},
-            "finishReason": finish,
-            "index": 0,
-            "safetyRatings": [],
-        }
-        out = _encode({"candidates": [whole], "usageMetadata": _usage(prompt, n, model), **common})
-        if fault.kind == "reset-mid":
-            await call.respond_partial(out[: len(out) // 2], len(out))
-        elif fault.kind == "truncated":
-            await call.respond(200, out[: len(out) // 2])
+        out = _encode(
+            {
+                "promptFeedback": {"blockReason": "SAFETY", "safetyRatings": []},
+                "usageMetadata": {"promptTokenCount": prompt, "totalTokenCount": prompt},
+                **common,
+            }
+        )
+        if stream:
+            await stream_events(state, call, fault, [b"data: " + out + b"\r\n\r\n"], b"")
         else:
-            await call.respond(200, out)
+            await respond_whole(call, fault, out)
         return
-    # One event per token (a tool call is one event); the last carries the finish reason.
+    pieces: list[list[dict[str, Any]]]
     if tool:
-        pieces = [parts]
+        pieces = [[{"functionCall": {"name": tool, "args": TOOL_ARGUMENTS}}]]
     else:
         texts = [answers.text_of(i + 1)[len(answers.text_of(i)) :] for i in range(n)]
         pieces = [[{"text": t}] for t in texts] or [[{"text": ""}]]
+    if not stream:
+        parts = pieces[0] if tool else [{"text": answers.text_of(n)}]
+        whole = {"content": {"parts": parts, "role": "model"}, "finishReason": finish, "index": 0}
+        usage = _usage(prompt, n, model)
+        out = _encode({"candidates": [whole], "usageMetadata": usage, **common})
+        await respond_whole(call, fault, out)
+        return
+    # One event per token (a tool call is one event); the last carries the finish reason.
     events = []
     for i, piece in enumerate(pieces):
         last = i == len(pieces) - 1
@@ -195,29 +207,16 @@ async def _generate(
         usage = _usage(prompt, n if last else i + 1, model)
         chunk = {"candidates": [candidate], "usageMetadata": usage, **common}
         events.append(b"data: " + _encode(chunk) + b"\r\n\r\n")
-    if fault.kind in ("reset-mid", "truncated"):
-        events = events[: max(len(events) // 2, 1)]
-        if fault.kind == "truncated":
-            events.append(b'data: {"candidates": [{"content": {"par\r\n\r\n')
-        if await call.stream(events, range(1, len(events)), state.itl_s):
-            if fault.kind == "reset-mid":
-                raise MockAbort("mock: stream cut before the finish")
-            await call.end()
-        return
-    if await call.stream(events, range(1, len(events)), state.itl_s):
-        await call.end()
+    await stream_events(
+        state, call, fault, events, b'data: {"candidates": [{"content": {"par\r\n\r\n'
+    )
 
 
 async def _embed(
     state: MockState, call: Call, body: bytes, model: str, vertex: bool, stream: bool
 ) -> None:
-    if not _authorized(call, vertex):
-        await _error(call, 401, "mock: missing or invalid credentials")
-        return
-    try:
-        req = msgspec.json.decode(body)
-    except msgspec.DecodeError as e:
-        await _error(call, 400, f"Invalid JSON payload received. {e}")
+    req = await _read(call, body, vertex)
+    if req is None:
         return
     dim = state.settings.embedding_dimensions
     if vertex:  # predict: {"instances": [{"content": ...}], "parameters": {...}}

@@ -14,12 +14,12 @@ from typing import Any, Literal, Protocol
 
 __all__ = [
     "OPENAI_COMPATIBLE",
+    "CloudTarget",
     "Endpoints",
     "Provider",
     "ProviderTarget",
     "RequestAuth",
     "TranslationError",
-    "provider_for",
 ]
 
 StreamFormat = Literal["openai", "anthropic", "gemini", "bedrock"]
@@ -84,6 +84,22 @@ class CloudTarget(ProviderTarget, Protocol):
     @property
     def aws_profile(self) -> str | None: ...
 
+    def sigv4_headers(
+        self,
+        method: str,
+        url: str,
+        headers: list[tuple[str, str]],
+        body: bytes,
+        region: str,
+        service: str,
+        access_key_id: str,
+        secret_access_key: str,
+        session_token: str | None = None,
+        unix_time: float | None = None,
+    ) -> list[tuple[str, str]]:
+        """SigV4 headers for a request (signed in Rust with AWS's `aws-sigv4` crate)."""
+        ...
+
 
 class RequestAuth(Protocol):
     """Credentials computed per request: a signature over the body, or a short-lived token."""
@@ -124,33 +140,3 @@ class Provider(Protocol):
         """The OpenAI body for the provider's non-streamed answer to `request`: a
         `chat.completion` (or embeddings list) for 2xx, an OpenAI error body otherwise."""
         ...
-
-
-def provider_for(name: str) -> Provider:
-    """The provider of a `provider-account`'s `provider` field."""
-    # Imported here so loading one provider does not load them all.
-    if name in OPENAI_COMPATIBLE:
-        from tollway.providers.openai import OpenAIProvider
-
-        return OpenAIProvider(name)
-    if name == "gemini":
-        from tollway.providers.gemini import GeminiProvider
-
-        return GeminiProvider()
-    if name == "vertex":
-        from tollway.providers.vertex import VertexProvider
-
-        return VertexProvider()
-    if name == "bedrock":
-        from tollway.providers.bedrock import BedrockProvider
-
-        return BedrockProvider()
-    if name == "azure-openai":
-        from tollway.providers.azure import AzureOpenAIProvider
-
-        return AzureOpenAIProvider()
-    if name == "anthropic":
-        from tollway.providers.anthropic import AnthropicProvider
-
-        return AnthropicProvider()
-    raise ValueError(f"unknown provider {name!r}")

@@ -17,10 +17,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tollway._core import sigv4_headers
 from tollway.upstream import UpstreamError
+
+if TYPE_CHECKING:
+    from tollway.providers import CloudTarget
 
 __all__ = ["AwsCredentials", "SigV4Auth", "default_region"]
 
@@ -97,17 +99,17 @@ class SigV4Auth:
 
     def __init__(
         self,
+        target: CloudTarget,
         region: str,
         service: str,
         credentials: AwsCredentials | None,
-        profile: str | None,
-        account: str,
     ) -> None:
+        self._sign = target.sigv4_headers
         self.region = region
         self.service = service
         self._creds = credentials
-        self._profile = profile
-        self._account = account
+        self._profile = target.aws_profile
+        self._account = target.account
         self._lock: asyncio.Lock | None = None
 
     async def _resolve(self) -> AwsCredentials:
@@ -126,7 +128,7 @@ class SigV4Auth:
 
     async def headers(self, url: str, headers: Mapping[str, str], body: bytes) -> dict[str, str]:
         creds = self._creds or await self._resolve()
-        signed = sigv4_headers(
+        signed = self._sign(
             "POST",
             url,
             list(headers.items()),

@@ -269,7 +269,7 @@ class BedrockProvider:
             creds = AwsCredentials(
                 target.aws_access_key_id, target.aws_secret_access_key, target.aws_session_token
             )
-        auth = SigV4Auth(region, "bedrock", creds, target.aws_profile, target.account)
+        auth = SigV4Auth(target, region, "bedrock", creds)
         headers = {"content-type": "application/json", **dict(target.headers)}
         return Endpoints(
             f"{model}/converse", None, headers, stream_url=f"{model}/converse-stream", auth=auth

@@ -15,9 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from tollway._core import SseMeter, count_prompt_tokens
 from tollway.asgi import JSON, RequestHead, Send
-from tollway.engine import Admission, PlanInfo, Runtime
+from tollway.engine import Admission, PlanInfo, Runtime, SseMeter, Upstream, count_prompt_tokens
 from tollway.errors import GatewayError
 from tollway.guardrails.request import (
     GuardPlan,
@@ -216,9 +215,7 @@ class Call:
         if not guard.input_validate:
             return
         current = asyncio.current_task()
-        task = asyncio.ensure_future(
-            validate_input(guard, self.req, self.adm.metadata, self.session)
-        )
+        task = asyncio.ensure_future(validate_input(guard, self.req, self.adm, self.session))
 
         def on_done(t: asyncio.Task[GatewayError | None]) -> None:
             # Cancel the model call at once on a block, unless the response is already
@@ -251,6 +248,17 @@ class Call:
             prompt = count_prompt_tokens(self.raw, str(self.req.get("model", "")))
         return (prompt, meter.cached_tokens or 0, meter.output_tokens)
 
+    def _url(self, up: Upstream) -> str | None:
+        if self.stream and up.stream_url is not None:
+            return up.stream_url  # providers with a separate streaming method
+        return up.chat_url if self.endpoint == "chat" else up.embeddings_url
+
+    async def _post(self, up: Upstream, url: str, payload: bytes) -> UpstreamResponse:
+        headers = up.headers
+        if up.auth is not None:  # a signature or a short-lived token, per attempt
+            headers = await up.auth.headers(url, headers, payload)
+        return await self.client.post(url, headers, payload, self.timeout_s)
+
     async def _attempts(self) -> None:
         rt = self.rt
         admitted = perf_counter()
@@ -260,9 +268,7 @@ class Call:
             if i > 0 and not plan.fallback_candidate:
                 continue
             up = plan.upstream
-            url = up.chat_url if self.endpoint == "chat" else up.embeddings_url
-            if self.stream and up.stream_url is not None:
-                url = up.stream_url  # providers with a separate streaming method
+            url = self._url(up)
             if url is None:
                 failed = GatewayError.bad_request(f"'{up.name}' has no embeddings API", "model")
                 continue
@@ -272,10 +278,7 @@ class Call:
                 t0 = perf_counter()
                 self._begin(plan, t0)
                 try:
-                    headers = up.headers
-                    if up.auth is not None:  # a signature or a short-lived token per request
-                        headers = await up.auth.headers(url, headers, payload)
-                    resp = await self.client.post(url, headers, payload, self.timeout_s)
+                    resp = await self._post(up, url, payload)
                 except UpstreamError as e:
                     self.end(plan, OUTCOME[e.kind], 0)
                     failed = upstream_failure(e.kind, up.name)

@@ -96,12 +96,6 @@ def _positive_ms(raw: bytes, header: str) -> int:
     return ms
 
 
-def _with_guardrails(applied: str, rule: str) -> str:
-    """Adds the guardrails rule id to the engine's x-tfy-applied-configurations JSON."""
-    entry = '"guardrails":' + _encode(rule).decode()
-    return f"{applied[:-1]},{entry}}}" if applied else "{" + entry + "}"
-
-
 class Proxy:
     """Handles the proxied endpoints for whichever `Runtime` is current."""
 
@@ -141,7 +135,7 @@ class Proxy:
             body = await read_body(receive, rt.settings.max_body_bytes, head.content_length)
             req = _validate(body, endpoint)
             timeouts = self._timeouts(head)
-            adm = rt.engine.admit(head.authorization, req["model"], head.metadata)
+            adm = rt.engine.admit(head.authorization, req["model"], head.metadata, head.guardrails)
             if isinstance(adm, Denial):
                 raise GatewayError(
                     adm.status,
@@ -152,20 +146,8 @@ class Proxy:
                     tuple((k.encode(), v.encode()) for k, v in adm.headers),
                 )
             guard = None
-            applied = adm.applied
             if rt.guardrails is not None:
-                subject, model, meta = rt.keys[adm.key].subject, req["model"], adm.metadata
-                guard = plan_for(
-                    rt.guardrails,
-                    rt.guard_infos,
-                    subject,
-                    model,
-                    meta,
-                    head.guardrails,
-                    log.guardrails,
-                )
-                if guard is not None and guard.rule_id is not None:
-                    applied = _with_guardrails(applied, guard.rule_id)
+                guard = plan_for(rt.guardrails, rt.guard_infos, adm, log.guardrails)
             session = getattr(self.client, "session", None)
             call = Call(
                 self.client,
@@ -182,7 +164,7 @@ class Proxy:
                 guard,
                 session,
                 self.telemetry is not None and self.telemetry.capture_content,
-                applied,
+                adm.applied,
             )
             if call.stream:
                 await _race_disconnect(call.run(), receive, req["model"])

@@ -9,6 +9,7 @@ from time import perf_counter
 
 import msgspec
 
+from tollway.engine import Outcome
 from tollway.errors import GatewayError, error_body
 
 __all__ = [
@@ -25,11 +26,16 @@ __all__ = [
     "upstream_failure",
 ]
 
-# settle() codes for failures without an HTTP status (see tollway-core routing.rs).
-OUTCOME = {"connect": 0, "timeout": 1, "broken": 2}
-OUTCOME_NAMES = {0: "connection_error", 1: "timeout", 2: "stream_broken"}
+# settle() codes for failures without an HTTP status, by the upstream client's failure kind;
+# the codes and their names are the core's (`Outcome`).
+OUTCOME = {
+    "connect": int(Outcome.CONNECT),
+    "timeout": int(Outcome.TIMEOUT),
+    "broken": int(Outcome.BROKEN),
+}
+OUTCOME_NAMES = {int(o): o.error_type for o in (Outcome.CONNECT, Outcome.TIMEOUT, Outcome.BROKEN)}
 # The client went away (nginx's 499): the request is settled with what it was sent.
-CANCELLED = 499
+CANCELLED = int(Outcome.CANCELLED)
 
 UPSTREAM_FAILURES = {
     "connect": (502, "could not connect to the provider", "upstream_connection_error"),

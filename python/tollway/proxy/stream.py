@@ -7,26 +7,46 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from tollway._core import SseMeter, monotonic_ms
-from tollway.engine import PlanInfo
+from tollway.asgi import Send
+from tollway.engine import PlanInfo, SseMeter, monotonic_ms
 from tollway.errors import GatewayError
+from tollway.guardrails.request import GuardPlan
 from tollway.guardrails.stream import StreamGuard
 from tollway.proxy.responses import CANCELLED, OUTCOME, elapsed_ms, upstream_failure
 from tollway.telemetry import now_ns
+from tollway.telemetry.observe import RequestLog
 from tollway.upstream import UpstreamError, UpstreamResponse
 
-if TYPE_CHECKING:
-    from tollway.proxy.call import Call
+__all__ = ["StreamHost", "relay", "start_stream"]
 
-__all__ = ["relay", "start_stream"]
+
+class StreamHost(Protocol):
+    """What a stream needs from the request that opened it (a `Call` is one): where to send,
+    the first-token bound, the output guardrails, and where the attempt's end is recorded."""
+
+    send: Send
+    ttft_s: float | None
+    wants_usage: bool
+    guard: GuardPlan | None
+    meter: SseMeter | None
+    log: RequestLog
+
+    def end(self, plan: PlanInfo, outcome: int, tokens: int) -> None: ...
+
+    async def gate(self) -> None: ...
+
+    def headers(
+        self, plan: PlanInfo, extra: list[tuple[bytes, bytes]]
+    ) -> list[tuple[bytes, bytes]]: ...
+
 
 _SSE_HEADERS = ((b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"))
 
 
 async def start_stream(
-    call: Call, resp: UpstreamResponse, plan: PlanInfo, t0: float
+    call: StreamHost, resp: UpstreamResponse, plan: PlanInfo, t0: float
 ) -> GatewayError | None:
     """Waits for the first chunk (bounded by the TTFT timeout) and then relays the stream;
     returns the failure when the stream never started, so the caller can fall back."""
@@ -65,7 +85,7 @@ async def start_stream(
 
 
 async def relay(
-    call: Call,
+    call: StreamHost,
     resp: UpstreamResponse,
     chunks: AsyncIterator[bytes],
     first: bytes,

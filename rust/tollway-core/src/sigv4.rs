@@ -4,7 +4,7 @@
 //! will be sent and the body in, the headers to add (`authorization`, `x-amz-date`,
 //! `x-amz-security-token`) out. No credential is ever put in an error message.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
@@ -52,7 +52,7 @@ pub fn sign_headers(
     .into();
     let time = match unix_s {
         Some(s) if s >= 0.0 => UNIX_EPOCH + Duration::from_secs_f64(s),
-        _ => SystemTime::now(),
+        _ => UNIX_EPOCH + Duration::from_millis(crate::clock::Clock::System.wall_ms()),
     };
     let params = v4::SigningParams::builder()
         .identity(&identity)
