@@ -14,10 +14,11 @@ import asyncio
 import configparser
 import logging
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from tollway.upstream import UpstreamError
 
@@ -95,7 +96,11 @@ def resolve_credentials(profile: str | None) -> AwsCredentials | None:
 
 
 class SigV4Auth:
-    """Signs each request of one account for `service` in `region`."""
+    """Signs each request of one account for `service` in `region`. Credentials from the
+    chain (possibly temporary: SSO, roles) are looked up again in the background every
+    `REFRESH_S`, while requests keep signing with the current ones."""
+
+    REFRESH_S: Final = 600.0
 
     def __init__(
         self,
@@ -108,26 +113,45 @@ class SigV4Auth:
         self.region = region
         self.service = service
         self._creds = credentials
+        self._static = credentials is not None  # the account's own keys never change
+        self._resolved_at = 0.0
         self._profile = target.aws_profile
         self._account = target.account
         self._lock: asyncio.Lock | None = None
+        self._refreshing: asyncio.Future[AwsCredentials] | None = None
 
     async def _resolve(self) -> AwsCredentials:
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
-            if self._creds is None:
+            if self._creds is None or self._stale():
                 try:
-                    self._creds = await asyncio.to_thread(resolve_credentials, self._profile)
+                    found = await asyncio.to_thread(resolve_credentials, self._profile)
                 except Exception as e:
                     _log.warning("bedrock: credential lookup failed: %s", type(e).__name__)
+                    found = None
+                if found is not None:
+                    self._creds, self._resolved_at = found, time.monotonic()
                 if self._creds is None:
                     _log.warning("bedrock: no AWS credentials for account %r", self._account)
                     raise UpstreamError("connect")
             return self._creds
 
+    def _stale(self) -> bool:
+        return not self._static and time.monotonic() - self._resolved_at > self.REFRESH_S
+
+    def _refreshed(self, fut: asyncio.Future[AwsCredentials]) -> None:
+        self._refreshing = None
+        if not fut.cancelled():
+            fut.exception()  # logged in _resolve; the current credentials stay in use
+
     async def headers(self, url: str, headers: Mapping[str, str], body: bytes) -> dict[str, str]:
-        creds = self._creds or await self._resolve()
+        creds = self._creds
+        if creds is None:
+            creds = await self._resolve()
+        elif self._refreshing is None and self._stale():
+            self._refreshing = asyncio.ensure_future(self._resolve())
+            self._refreshing.add_done_callback(self._refreshed)
         signed = self._sign(
             "POST",
             url,
