@@ -31,7 +31,9 @@ class GeminiProvider:
 
     def endpoints(self, target: CloudTarget) -> Endpoints:
         base = (target.base_url or DEFAULT_BASE_URL).rstrip("/")
-        model = f"{base}/models/{quote(target.model_id, safe='')}"
+        # `models/gemini-2.5-flash` (the API's resource name) and `gemini-2.5-flash` both work.
+        model_id = target.model_id.removeprefix("models/")
+        model = f"{base}/models/{quote(model_id, safe='')}"
         headers = {"content-type": "application/json", **dict(target.headers)}
         if target.api_key:
             headers["x-goog-api-key"] = target.api_key
@@ -44,7 +46,7 @@ class GeminiProvider:
 
     def request_body(self, openai_body: dict[str, Any], model_id: str) -> bytes:
         if is_embeddings(openai_body):
-            return _encode(g.to_embeddings_request(openai_body, model_id))
+            return _encode(g.to_embeddings_request(openai_body, model_id.removeprefix("models/")))
         return _encode(g.to_request(openai_body))
 
     def response_body(
