@@ -96,13 +96,7 @@ def plan_for(
 
 
 def blocked(info: GuardrailInfo, categories: list[str]) -> GatewayError:
-    found = f" ({', '.join(sorted(set(categories)))})" if categories else ""
-    return GatewayError(
-        400,
-        f"Blocked by guardrail '{info.name}'{found}",
-        "invalid_request_error",
-        "guardrail_blocked",
-    )
+    return GatewayError.guardrail_blocked(info.name, categories)
 
 
 def _texts(messages: Any) -> list[tuple[dict[str, Any], str | int]]:

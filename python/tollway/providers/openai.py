@@ -14,6 +14,7 @@ from typing import Any, Final, Literal
 import msgspec
 
 from tollway.providers import Endpoints, ProviderTarget
+from tollway.providers.urls import openai_api_base
 
 __all__ = ["PRESETS", "OpenAIProvider", "Quirks", "ask_for_usage"]
 
@@ -90,7 +91,7 @@ class OpenAIProvider:
             object.__setattr__(self, "quirks", PRESETS.get(self.name, _NONE))
 
     def endpoints(self, target: ProviderTarget) -> Endpoints:
-        base = target.base_url.rstrip("/")
+        base = openai_api_base(target.base_url)
         headers = {"content-type": "application/json", **dict(target.headers)}
         if target.api_key:
             headers["authorization"] = f"Bearer {target.api_key}"

@@ -35,7 +35,6 @@ from tollway.proxy.responses import (
     error_response,
     first_message,
     retry_after_s,
-    upstream_failure,
 )
 from tollway.proxy.stream import start_stream
 from tollway.telemetry.observe import AttemptLog, RequestLog
@@ -281,7 +280,7 @@ class Call:
                     resp = await self._post(up, url, payload)
                 except UpstreamError as e:
                     self.end(plan, OUTCOME[e.kind], 0)
-                    failed = upstream_failure(e.kind, up.name)
+                    failed = GatewayError.upstream_failure(e.kind, up.name)
                     # Only a refused connection is retried on the same target: the request
                     # never left. Timeouts and resets may fall back, never repeat here.
                     if e.kind == "connect" and attempt < plan.retries:
@@ -317,7 +316,7 @@ class Call:
                 break
         await self.gate()
         if isinstance(failed, GatewayError) or failed is None:
-            raise failed or GatewayError.upstream(503, "no target could be tried", "no_target")
+            raise failed or GatewayError.no_target()
         await self._fail(failed, rt.plans[self.adm.plans[-1]])
 
     @staticmethod
@@ -341,17 +340,13 @@ class Call:
             payload = await resp.read()
         except UpstreamError as e:
             self.end(plan, OUTCOME[e.kind], 0)
-            raise upstream_failure(e.kind, up.name) from None
+            raise GatewayError.upstream_failure(e.kind, up.name) from None
         try:
             payload = up.provider.response_body(resp.status, payload, up.model_id, self.req)
         except (ValueError, TypeError, AttributeError, KeyError):
             # A translated provider's 2xx answer that is not the JSON its API promises.
             self.end(plan, OUTCOME["broken"], 0)
-            raise GatewayError.upstream(
-                502,
-                f"'{up.name}' sent an answer that could not be read",
-                "invalid_upstream_response",
-            ) from None
+            raise GatewayError.unreadable_answer(up.name) from None
         await self.gate()
         if self.guard is not None and self.guard.output:
             guarded = guard_output(self.guard, payload)

@@ -131,20 +131,13 @@ class Proxy:
                 # Refuse before reading a body nobody is entitled to send.
                 denial = rt.engine.authenticate(None)
                 assert isinstance(denial, Denial)
-                raise GatewayError(denial.status, denial.message, denial.error_type, denial.code)
+                raise GatewayError.from_denial(denial)
             body = await read_body(receive, rt.settings.max_body_bytes, head.content_length)
             req = _validate(body, endpoint)
             timeouts = self._timeouts(head)
             adm = rt.engine.admit(head.authorization, req["model"], head.metadata, head.guardrails)
             if isinstance(adm, Denial):
-                raise GatewayError(
-                    adm.status,
-                    adm.message,
-                    adm.error_type,
-                    adm.code,
-                    adm.param,
-                    tuple((k.encode(), v.encode()) for k, v in adm.headers),
-                )
+                raise GatewayError.from_denial(adm)
             guard = None
             if rt.guardrails is not None:
                 guard = plan_for(rt.guardrails, rt.guard_infos, adm, log.guardrails)

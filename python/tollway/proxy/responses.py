@@ -10,20 +10,18 @@ from time import perf_counter
 import msgspec
 
 from tollway.engine import Outcome
-from tollway.errors import GatewayError, error_body
+from tollway.errors import error_body
 
 __all__ = [
     "CANCELLED",
     "OUTCOME",
     "OUTCOME_NAMES",
-    "UPSTREAM_FAILURES",
     "Failed",
     "answer_of",
     "elapsed_ms",
     "error_response",
     "first_message",
     "retry_after_s",
-    "upstream_failure",
 ]
 
 # settle() codes for failures without an HTTP status, by the upstream client's failure kind;
@@ -37,17 +35,7 @@ OUTCOME_NAMES = {int(o): o.error_type for o in (Outcome.CONNECT, Outcome.TIMEOUT
 # The client went away (nginx's 499): the request is settled with what it was sent.
 CANCELLED = int(Outcome.CANCELLED)
 
-UPSTREAM_FAILURES = {
-    "connect": (502, "could not connect to the provider", "upstream_connection_error"),
-    "timeout": (504, "the provider did not answer in time", "upstream_timeout"),
-    "broken": (502, "the connection to the provider broke", "upstream_connection_error"),
-}
 _decode = msgspec.json.Decoder().decode
-
-
-def upstream_failure(kind: str, target: str, suffix: str = "") -> GatewayError:
-    status, what, code = UPSTREAM_FAILURES[kind]
-    return GatewayError.upstream(status, f"'{target}': {what}{suffix}", code)
 
 
 class _PromptDetails(msgspec.Struct):
