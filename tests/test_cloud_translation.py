@@ -15,7 +15,6 @@ from tollway.mock.bedrock_api import event_frame, sigv4_signature
 from tollway.providers import TranslationError
 from tollway.providers import bedrock as b
 from tollway.providers import google as g
-from tollway.providers.registry import provider_for
 
 WEATHER = {
     "type": "function",
@@ -361,39 +360,3 @@ def _with(request: Any, headers: dict[str, str]) -> Any:
         request.headers[k] = v
     request.context["timestamp"] = headers["X-Amz-Date"]
     return request
-
-
-def test_providers_name_their_urls() -> None:
-    class Target(msgspec.Struct, frozen=True):
-        base_url: str = ""
-        model_id: str = "m:1"
-        api_key: str | None = "k"
-        headers: list[tuple[str, str]] = []
-        api_version: str | None = None
-        account: str = "acc"
-        region: str | None = "eu-west-1"
-        project: str | None = "proj"
-        service_account_json: str | None = None
-        service_account_file: str | None = None
-        aws_access_key_id: str | None = "AKID"
-        aws_secret_access_key: str | None = "S"
-        aws_session_token: str | None = None
-        aws_profile: str | None = None
-
-        def sigv4_headers(self, *args: Any) -> list[tuple[str, str]]:
-            return []
-
-    gem = provider_for("gemini").endpoints(Target())  # type: ignore[arg-type]
-    assert (
-        gem.chat_url
-        == "https://generativelanguage.googleapis.com/v1beta/models/m%3A1:generateContent"
-    )
-    assert gem.stream_url is not None and gem.stream_url.endswith(":streamGenerateContent?alt=sse")
-    vtx = provider_for("vertex").endpoints(Target())  # type: ignore[arg-type]
-    assert vtx.chat_url.startswith(
-        "https://eu-west-1-aiplatform.googleapis.com/v1/projects/proj/locations/eu-west-1/"
-    )
-    bed = provider_for("bedrock").endpoints(Target())  # type: ignore[arg-type]
-    assert bed.chat_url == "https://bedrock-runtime.eu-west-1.amazonaws.com/model/m:1/converse"
-    assert bed.embeddings_url is None and bed.auth is not None
-    assert provider_for("groq").stream_format == "openai"

@@ -4,11 +4,14 @@ overrides, and cloud fields are checked per provider with their paths."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import msgspec
 import pytest
 
 from tollway.config import ConfigError
 from tollway.engine import compile_engine
+from tollway.providers.registry import provider_for
 
 PRESETS = {
     "mistral": "https://api.mistral.ai/v1",
@@ -82,3 +85,41 @@ def test_cloud_fields_belong_to_their_provider(tmp_path: Path) -> None:
     assert any("project: not a field of provider bedrock" in e for e in errors)
     assert any("aws_access_key_id and aws_secret_access_key go together" in e for e in errors)
     assert not any("AKID" in e for e in errors)  # values never echoed
+
+
+def test_providers_name_their_urls() -> None:
+    class Target(msgspec.Struct, frozen=True):
+        base_url: str = ""
+        model_id: str = "m:1"
+        api_key: str | None = "k"
+        headers: list[tuple[str, str]] = []
+        api_version: str | None = None
+        account: str = "acc"
+        region: str | None = "eu-west-1"
+        project: str | None = "proj"
+        service_account_json: str | None = None
+        service_account_file: str | None = None
+        aws_access_key_id: str | None = "AKID"
+        aws_secret_access_key: str | None = "S"
+        aws_session_token: str | None = None
+        aws_profile: str | None = None
+
+        def sigv4_headers(self, *args: Any) -> list[tuple[str, str]]:
+            return []
+
+    gem = provider_for("gemini").endpoints(Target())  # type: ignore[arg-type]
+    assert (
+        gem.chat_url
+        == "https://generativelanguage.googleapis.com/v1beta/models/m%3A1:generateContent"
+    )
+    assert gem.stream_url is not None and gem.stream_url.endswith(":streamGenerateContent?alt=sse")
+    root = provider_for("gemini").endpoints(Target("http://proxy:8080/"))  # type: ignore[arg-type]
+    assert root.chat_url == "http://proxy:8080/v1beta/models/m%3A1:generateContent"
+    vtx = provider_for("vertex").endpoints(Target())  # type: ignore[arg-type]
+    assert vtx.chat_url.startswith(
+        "https://eu-west-1-aiplatform.googleapis.com/v1/projects/proj/locations/eu-west-1/"
+    )
+    bed = provider_for("bedrock").endpoints(Target())  # type: ignore[arg-type]
+    assert bed.chat_url == "https://bedrock-runtime.eu-west-1.amazonaws.com/model/m:1/converse"
+    assert bed.embeddings_url is None and bed.auth is not None
+    assert provider_for("groq").stream_format == "openai"

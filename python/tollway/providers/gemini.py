@@ -11,6 +11,7 @@ import msgspec
 
 from tollway.providers import CloudTarget, Endpoints
 from tollway.providers import google as g
+from tollway.providers.urls import gemini_api_base
 
 __all__ = ["DEFAULT_BASE_URL", "GeminiProvider", "is_embeddings"]
 
@@ -30,7 +31,7 @@ class GeminiProvider:
     stream_format: Literal["gemini"] = "gemini"
 
     def endpoints(self, target: CloudTarget) -> Endpoints:
-        base = (target.base_url or DEFAULT_BASE_URL).rstrip("/")
+        base = gemini_api_base(target.base_url or DEFAULT_BASE_URL)
         # `models/gemini-2.5-flash` (the API's resource name) and `gemini-2.5-flash` both work.
         model_id = target.model_id.removeprefix("models/")
         model = f"{base}/models/{quote(model_id, safe='')}"
