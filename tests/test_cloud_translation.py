@@ -155,6 +155,11 @@ def test_bedrock_converse_request_and_answer() -> None:
     assert req["toolConfig"]["tools"][0]["toolSpec"]["inputSchema"] == {
         "json": WEATHER["function"]["parameters"]
     }
+    # A follow-up without `tools` still declares the tools its history used.
+    bare = b.to_converse({"messages": HISTORY})["toolConfig"]["tools"]
+    assert bare == [
+        {"toolSpec": {"name": "get_weather", "inputSchema": {"json": {"type": "object"}}}}
+    ]
     with pytest.raises(TranslationError):
         b.to_converse(
             {

@@ -173,7 +173,24 @@ def to_converse(body: dict[str, Any]) -> dict[str, Any]:
     tools = body.get("tools")
     if tools and body.get("tool_choice") != "none":
         req["toolConfig"] = _tool_config(tools, body.get("tool_choice"))
+    elif used := _tools_in(messages):
+        # Converse refuses toolUse/toolResult blocks without a toolConfig: declare the tools
+        # the history used (the client sent no schemas, so any object).
+        req["toolConfig"] = {
+            "tools": [{"toolSpec": {"name": n, "inputSchema": {"json": {"type": "object"}}}}
+                      for n in used]
+        }  # fmt: skip
     return req
+
+
+def _tools_in(messages: list[dict[str, Any]]) -> list[str]:
+    names = [
+        b["toolUse"]["name"]
+        for m in messages
+        for b in m["content"]
+        if isinstance(b.get("toolUse"), dict) and b["toolUse"].get("name")
+    ]
+    return list(dict.fromkeys(names))
 
 
 def openai_usage(usage: dict[str, Any]) -> dict[str, Any]:
