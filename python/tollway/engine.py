@@ -7,7 +7,7 @@ indexes lists by the ids `admit` returns.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -20,6 +20,7 @@ from tollway._core import (
     GuardrailInfo,
     Guardrails,
     Key,
+    Scrubber,
     Settings,
 )
 from tollway.config import compile_documents, load_documents
@@ -32,6 +33,7 @@ __all__ = [
     "Engine",
     "PlanInfo",
     "Runtime",
+    "Scrubber",
     "Settings",
     "Upstream",
 ]
@@ -78,6 +80,8 @@ class Runtime:
     # None when no guardrails are configured: the request path then skips them entirely.
     guardrails: Guardrails | None = None
     guard_infos: tuple[GuardrailInfo, ...] = ()
+    # Every provider secret of this config, removed from whatever is relayed to a client.
+    scrubber: Scrubber = field(default_factory=lambda: Scrubber([]))
 
     @classmethod
     def build(cls, engine: Engine, guardrails: Guardrails | None = None) -> Runtime:
@@ -125,7 +129,18 @@ class Runtime:
             plans,
             guardrails,
             infos,
+            Scrubber(_provider_secrets(engine)),
         )
+
+
+def _provider_secrets(engine: Engine) -> list[str]:
+    """API keys and account header values (tokens travel in custom headers too)."""
+    secrets = set()
+    for t in engine.targets:
+        if t.api_key:
+            secrets.add(t.api_key)
+        secrets.update(value for _, value in t.headers)
+    return sorted(secrets)
 
 
 def load_runtime(path: str, previous: Runtime | None = None) -> Runtime:

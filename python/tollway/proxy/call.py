@@ -14,8 +14,9 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
+import msgspec
 
-from tollway._core import SseMeter, count_prompt_tokens
+from tollway._core import SseMeter
 from tollway.asgi import JSON, RequestHead, Send
 from tollway.engine import Admission, PlanInfo, Runtime
 from tollway.errors import GatewayError
@@ -29,16 +30,18 @@ from tollway.guardrails.request import (
 from tollway.providers import TranslationError
 from tollway.proxy.responses import (
     CANCELLED,
+    ERROR_TYPES,
     OUTCOME,
     OUTCOME_NAMES,
     Failed,
     answer_of,
     error_response,
-    first_message,
     retry_after_s,
     upstream_failure,
 )
+from tollway.proxy.scrub import bearer_token, scrub_failure
 from tollway.proxy.stream import start_stream
+from tollway.proxy.usage import USAGE_ESTIMATED, estimate_usage, prompt_estimate
 from tollway.telemetry.observe import AttemptLog, RequestLog
 from tollway.upstream import UpstreamError, UpstreamResponse
 
@@ -46,8 +49,6 @@ if TYPE_CHECKING:
     from tollway.upstream import UpstreamClient
 
 __all__ = ["CANCELLED", "Call"]
-
-_SSE_HEADERS = ((b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"))
 
 
 class Call:
@@ -68,6 +69,7 @@ class Call:
         "raw",
         "req",
         "rt",
+        "secret",
         "send",
         "session",
         "started",
@@ -123,6 +125,8 @@ class Call:
             req["stream_options"] = {**(options or {}), "include_usage": True}
         self.usage = (0, 0, 0)
         self.meter: SseMeter | None = None
+        # The request's own key: scrubbed from answers like the provider secrets.
+        self.secret = bearer_token(head.authorization)
 
     def _begin(self, plan: PlanInfo, t0: float) -> None:
         attempts = self.log.attempts
@@ -132,8 +136,9 @@ class Call:
             reason = str(prev.status) if prev.status else prev.error_type
         attempts.append(AttemptLog(plan, t0 - self.started, fallback_reason=reason))
 
-    def end(self, plan: PlanInfo, outcome: int, tokens: int) -> None:
-        """Records how the current attempt ended, once, for both settle and telemetry."""
+    def end(self, plan: PlanInfo, outcome: int, tokens: int, kind: str = "") -> None:
+        """Records how the current attempt ended, once, for both settle and telemetry; `kind`
+        names an upstream failure that shares its settle code with others (`too_large`)."""
         a = self.log.attempts[-1]
         a.end_s = perf_counter() - self.started
         a.outcome, a.output_tokens = outcome, tokens
@@ -141,7 +146,7 @@ class Call:
             a.status = outcome
             a.error_type = "" if outcome < 400 else str(outcome)
         else:
-            a.error_type = OUTCOME_NAMES[outcome]
+            a.error_type = ERROR_TYPES.get(kind) or OUTCOME_NAMES[outcome]
 
     def _payload(self, plan: PlanInfo) -> bytes:
         req = {**self.req, **plan.override_params} if plan.override_params else self.req
@@ -248,7 +253,7 @@ class Call:
         """The provider's usage, or (stream cut short) the local count of what was seen."""
         prompt = meter.prompt_tokens
         if prompt is None:
-            prompt = count_prompt_tokens(self.raw, str(self.req.get("model", "")))
+            prompt = prompt_estimate(self.endpoint, self.req, self.raw)
         return (prompt, meter.cached_tokens or 0, meter.output_tokens)
 
     async def _attempts(self) -> None:
@@ -272,7 +277,7 @@ class Call:
                 try:
                     resp = await self.client.post(url, up.headers, payload, self.timeout_s)
                 except UpstreamError as e:
-                    self.end(plan, OUTCOME[e.kind], 0)
+                    self.end(plan, OUTCOME[e.kind], 0, e.kind)
                     failed = upstream_failure(e.kind, up.name)
                     # Only a refused connection is retried on the same target: the request
                     # never left. Timeouts and resets may fall back, never repeat here.
@@ -282,8 +287,11 @@ class Call:
                     break
                 if resp.status < 300:
                     if not self.stream:
-                        await self._respond(resp, plan, admitted)
-                        return
+                        # A lying or broken answer falls back like a 502 would.
+                        failed = await self._respond(resp, plan, admitted)
+                        if failed is None:
+                            return
+                        break
                     started = await start_stream(self, resp, plan, t0)
                     if started is None:
                         return
@@ -292,8 +300,12 @@ class Call:
                 body = await self._read_error(resp)
                 status = resp.status
                 self.end(plan, status, 0)
-                body = up.provider.response_body(status, body, up.model_id)
+                try:
+                    body = up.provider.response_body(status, body, up.model_id)
+                except (msgspec.MsgspecError, ValueError):
+                    body = b""  # not the provider's error shape: a generic message below
                 failed = Failed(*error_response(status, body, up.name, resp.header("retry-after")))
+                failed = scrub_failure(rt.scrubber, failed, self.secret)
                 if status in plan.retry_on and attempt < plan.retries:
                     wait = plan.retry_delay_s
                     hint = retry_after_s(resp.header("retry-after")) if status == 429 else None
@@ -312,10 +324,9 @@ class Call:
             raise failed or GatewayError.upstream(503, "no target could be tried", "no_target")
         await self._fail(failed, rt.plans[self.adm.plans[-1]])
 
-    @staticmethod
-    async def _read_error(resp: UpstreamResponse) -> bytes:
+    async def _read_error(self, resp: UpstreamResponse) -> bytes:
         try:
-            return await resp.read()
+            return await resp.read(self.rt.settings.max_response_bytes)
         except UpstreamError:
             return b""
 
@@ -327,14 +338,24 @@ class Call:
         await self.send(start)
         await self.send({"type": "http.response.body", "body": failed.body, "more_body": False})
 
-    async def _respond(self, resp: UpstreamResponse, plan: PlanInfo, admitted: float) -> None:
+    async def _respond(
+        self, resp: UpstreamResponse, plan: PlanInfo, admitted: float
+    ) -> GatewayError | None:
+        """Relays a non-streamed 2xx answer; returns the failure (unreadable, too large, not
+        an answer) when the next fallback candidate should be tried instead."""
         up = plan.upstream
         try:
-            payload = await resp.read()
+            payload = await resp.read(self.rt.settings.max_response_bytes)
+            payload = up.provider.response_body(resp.status, payload, up.model_id)
+            answer = answer_of(payload, self.endpoint == "chat")
         except UpstreamError as e:
-            self.end(plan, OUTCOME[e.kind], 0)
-            raise upstream_failure(e.kind, up.name) from None
-        payload = up.provider.response_body(resp.status, payload, up.model_id)
+            self.end(plan, OUTCOME[e.kind], 0, e.kind)
+            return upstream_failure(e.kind, up.name)
+        except (msgspec.MsgspecError, ValueError):
+            answer = None
+        if answer is None:
+            self.end(plan, OUTCOME["invalid"], 0, "invalid")
+            return upstream_failure("invalid", up.name)
         await self.gate()
         if self.guard is not None and self.guard.output:
             guarded = guard_output(self.guard, payload)
@@ -348,19 +369,29 @@ class Call:
                 self.end(plan, resp.status, 0)
                 raise hooked
             payload = hooked
+        payload = self.rt.scrubber.scrub(payload, self.secret)
         done = perf_counter()
+        log = self.log
         if self.capture_content:
-            self.log.output_text = first_message(payload)
-        self.usage, self.log.response_id, self.log.response_model, self.log.finish_reasons = (
-            answer_of(payload)
-        )
+            log.output_text = answer.text
+        extra = [JSON]
+        if answer.usage is None:
+            # Never charged 0: the local tokenizer's count, marked as an estimate.
+            self.usage = estimate_usage(self.endpoint, self.req, self.raw, answer.text)
+            extra.append(USAGE_ESTIMATED)
+        else:
+            self.usage = answer.usage
+        log.response_id, log.response_model = answer.id, answer.model
+        log.finish_reasons = answer.finish_reasons
         self.end(plan, resp.status, self.usage[2])
         timing = (
             f"auth;dur={(admitted - self.started) * 1000:.3f}, "
             f"model;dur={(done - admitted) * 1000:.3f}, "
             f"total;dur={(done - self.started) * 1000:.3f}"
         )
-        headers = self.headers(plan, [JSON, (b"server-timing", timing.encode())])
-        self.log.status = resp.status
+        extra.append((b"server-timing", timing.encode()))
+        headers = self.headers(plan, extra)
+        log.status = resp.status
         await self.send({"type": "http.response.start", "status": resp.status, "headers": headers})
         await self.send({"type": "http.response.body", "body": payload, "more_body": False})
+        return None

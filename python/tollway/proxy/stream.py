@@ -78,9 +78,15 @@ async def relay(
     guard = StreamGuard(call.guard) if call.guard is not None and call.guard.output else None
     guard_start = now_ns()
     status: int = 200
+    kind = ""
     broken: GatewayError | None = None
+    # No secret reaches the client; the meter hands over whole events, so none is split.
+    scrub, secret = call.rt.scrubber.scrub, call.secret
+    room = call.rt.settings.max_response_bytes - len(first)
 
     async def emit(out: bytes) -> None:
+        if out:
+            out = scrub(out, secret)
         if guard is not None:
             out = guard.feed(out)
         if out:
@@ -90,13 +96,17 @@ async def relay(
         await emit(meter.feed(first))
         if meter.error is None:
             async for chunk in chunks:
+                room -= len(chunk)
+                if room < 0:
+                    raise UpstreamError("too_large")
                 await emit(meter.feed(chunk))
                 if meter.error is not None or (guard is not None and guard.error):
                     break
             else:
                 await emit(meter.finish())
     except UpstreamError as e:
-        status, broken = OUTCOME[e.kind], upstream_failure(e.kind, plan.upstream.name)
+        status, kind = OUTCOME[e.kind], e.kind
+        broken = upstream_failure(e.kind, plan.upstream.name)
     if guard is not None and guard.error is not None:
         broken = guard.error  # an output guardrail blocked the rest of the answer
     elif broken is None and meter.error is not None:
@@ -109,9 +119,9 @@ async def relay(
         call.log.error_type = broken.code or "stream_error"
         # The client already has a 200: say so in-band and end without [DONE]; after the
         # first byte there is no fallback (the client may have shown part of an answer).
-        event = b"event: error\ndata: " + broken.body() + b"\n\n"
+        event = b"event: error\ndata: " + scrub(broken.body(), secret) + b"\n\n"
         await send({"type": "http.response.body", "body": event, "more_body": True})
     if guard is not None:
         guard.report(guard_start)
-    call.end(plan, status, meter.output_tokens)
+    call.end(plan, status, meter.output_tokens, kind)
     await send({"type": "http.response.body", "body": b"", "more_body": False})

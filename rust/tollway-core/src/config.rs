@@ -8,6 +8,10 @@ use crate::schema::{index, Errors, Fields};
 use serde_json::Value;
 
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
+/// A provider answer larger than this is not relayed (a lying or broken upstream).
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 20 * 1024 * 1024;
+/// The request line and headers together; past this Granian answers 431.
+pub const DEFAULT_MAX_HEADER_BYTES: u64 = 64 * 1024;
 pub const METADATA_VALUE_MAX_CHARS: usize = 128;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -28,6 +32,10 @@ pub struct ServerSettings {
     pub http: String,
     pub backpressure: Option<u64>,
     pub keep_alive: bool,
+    pub max_response_bytes: u64,
+    pub max_header_bytes: u64,
+    /// How long a client may take to send its whole body before a 408.
+    pub body_read_timeout_ms: u64,
 }
 
 impl Default for ServerSettings {
@@ -45,6 +53,9 @@ impl Default for ServerSettings {
             http: "auto".to_owned(),
             backpressure: None,
             keep_alive: true,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            body_read_timeout_ms: 30_000,
         }
     }
 }
@@ -276,6 +287,8 @@ fn parse_settings(doc: &Value, cfg: &mut RawConfig, errs: &mut Errors) {
             "http",
             "backpressure",
             "keep_alive",
+            "max_response_bytes",
+            "max_header_bytes",
         ],
         errs,
     ) else {
@@ -307,8 +320,15 @@ fn parse_settings(doc: &Value, cfg: &mut RawConfig, errs: &mut Errors) {
     if let Some(v) = s.boolean("keep_alive", errs) {
         out.keep_alive = v;
     }
+    if let Some(m) = s.uint("max_response_bytes", 1024, 1 << 34, errs) {
+        out.max_response_bytes = m;
+    }
+    // Granian's HTTP/1 buffer holds the whole head; it cannot be smaller than 8 KiB.
+    if let Some(m) = s.uint("max_header_bytes", 8192, 16 << 20, errs) {
+        out.max_header_bytes = m;
+    }
     if let Some(t) = s.get("timeouts") {
-        let known = ["connect_ms", "request_ms", "max_request_ms"];
+        let known = ["connect_ms", "request_ms", "max_request_ms", "body_read_ms"];
         if let Some(t) = Fields::new(t, "server.timeouts", &known, errs) {
             if let Some(v) = t.uint("connect_ms", 1, 600_000, errs) {
                 out.connect_timeout_ms = v;
@@ -318,6 +338,9 @@ fn parse_settings(doc: &Value, cfg: &mut RawConfig, errs: &mut Errors) {
             }
             if let Some(v) = t.uint("max_request_ms", 1, 86_400_000, errs) {
                 out.max_request_timeout_ms = v;
+            }
+            if let Some(v) = t.uint("body_read_ms", 1, 3_600_000, errs) {
+                out.body_read_timeout_ms = v;
             }
         }
     }

@@ -9,6 +9,7 @@ pub mod limits;
 pub mod metadata;
 pub mod routing;
 pub mod schema;
+pub mod scrub;
 pub mod sse;
 pub mod telemetry;
 pub mod tokens;

@@ -5,6 +5,7 @@ mod errors;
 mod guardrails;
 mod meter;
 mod otlp;
+mod scrub;
 mod state;
 
 use engine::{Admission, Denial, Engine, Key, Plan, Rule, Settings, Target};
@@ -26,5 +27,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     meter::register(m)?;
     guardrails::register(m)?;
     state::register(m)?;
+    scrub::register(m)?;
     Ok(())
 }
