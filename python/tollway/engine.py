@@ -133,13 +133,20 @@ class Runtime:
         )
 
 
+# Account headers whose values are credentials (names are compared in lower case). Others
+# (`x-env: production`) are not scrubbed: that would mangle answers quoting such words.
+_CREDENTIAL_HEADER_WORDS = ("key", "token", "auth", "secret", "password", "cookie", "signature")
+
+
 def _provider_secrets(engine: Engine) -> list[str]:
-    """API keys and account header values (tokens travel in custom headers too)."""
+    """API keys and the values of credential-bearing account headers."""
     secrets = set()
     for t in engine.targets:
         if t.api_key:
             secrets.add(t.api_key)
-        secrets.update(value for _, value in t.headers)
+        for name, value in t.headers:
+            if any(w in name.lower() for w in _CREDENTIAL_HEADER_WORDS):
+                secrets.add(value.removeprefix("Bearer ").removeprefix("bearer "))
     return sorted(secrets)
 
 

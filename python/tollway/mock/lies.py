@@ -3,8 +3,8 @@
 - `mock-html`: 200 with an HTML page (a login portal or proxy error page in front of the API).
 - `mock-oversize`: 200 with a ~300 KB body sent in chunks, without a declared length.
 - `mock-leak-<status>`: that status, with an error body quoting the key the request carried
-  (`Authorization` or `x-api-key`), as "Incorrect API key provided: ..." messages do; with
-  200 the answer is a stream or completion whose text quotes the key.
+  (`Authorization` or `x-api-key`), as "Incorrect API key provided: ..." messages do, and the
+  request's first message; with 200 the answer is a stream or completion quoting the key.
 - `mock-no-usage` (handled by the chat handlers): a normal answer without `usage`.
 """
 
@@ -32,14 +32,14 @@ def leaked_key(call: Call) -> str:
     return ""
 
 
-async def lie(call: Call, kind: str, status: int, stream: bool) -> None:
-    """Answers with the lie `kind` names (see the module docstring)."""
+async def lie(call: Call, kind: str, status: int, stream: bool, echo: str = "") -> None:
+    """Answers with the lie `kind` names (see the module docstring); `echo` is quoted too."""
     if kind == "html":
         await call.respond(200, _HTML, ((b"content-type", b"text/html"),))
     elif kind == "oversize":
         await _oversize(call)
     elif status != 200:
-        message = f"Incorrect API key provided: {leaked_key(call)}"
+        message = f"Incorrect API key provided: {leaked_key(call)}. Request: {echo}"
         body = _encode({"error": {"message": message, "type": "invalid_request_error"}})
         await call.respond(status, body, (*JSON_HEADERS, (b"retry-after", b"1")))
     elif stream:

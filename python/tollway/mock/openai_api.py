@@ -88,7 +88,8 @@ async def chat_completions(state: MockState, call: Call, body: bytes) -> None:
     if fault is None:
         return
     if fault.kind in LIES:
-        await lie(call, fault.kind, fault.status, bool(req.stream))
+        echo = req.messages[0].content if req.messages else ""
+        await lie(call, fault.kind, fault.status, bool(req.stream), str(echo))
         return
     # A model offered tools calls one, unless it is reading that call's result.
     calls_tool = bool(req.tools) and not (req.messages and req.messages[-1].role == "tool")
