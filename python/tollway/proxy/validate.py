@@ -70,12 +70,10 @@ def validate_request(body: bytes, endpoint: Endpoint) -> dict[str, Any]:
         ) from None
     if type(req) is not dict:
         raise GatewayError.bad_request("The request body must be a JSON object")
-    if not FORBIDDEN_FIELDS.isdisjoint(req):
-        _refuse(sorted(FORBIDDEN_FIELDS.intersection(req))[0])
-    for name, value in req.items():
-        t = type(value)
-        if (t is dict or t is list) and name not in _CONTENT:
-            _check_nested(name, value)
+    try:
+        _check_fields(req)
+    except RecursionError:
+        raise GatewayError.bad_request("The request body is nested too deeply") from None
     model = req.get("model")
     if type(model) is not str or not model:
         what = "is required" if model is None else "must be a non-empty string"
@@ -87,20 +85,24 @@ def validate_request(body: bytes, endpoint: Endpoint) -> dict[str, Any]:
     return req
 
 
+def _check_fields(req: dict[str, Any]) -> None:
+    """Refuses a forbidden field at the top level or below it, outside content and schemas."""
+    if not FORBIDDEN_FIELDS.isdisjoint(req):
+        _refuse(sorted(FORBIDDEN_FIELDS.intersection(req))[0])
+    for name, value in req.items():
+        t = type(value)
+        if (t is dict or t is list) and name not in _CONTENT and not _clean_field(name, value):
+            _check_nested(name, value)
+
+
 def _check_chat(req: dict[str, Any]) -> None:
     messages = req.get("messages")
     if type(messages) is not list or not messages:
         what = "is required" if messages is None else "must be a non-empty list"
         raise GatewayError.bad_request(f"'messages' {what}", "messages")
-    for i, m in enumerate(messages):
-        if type(m) is not dict:
-            raise GatewayError.bad_request(
-                f"'messages[{i}]' must be an object with a 'role'", f"messages[{i}]"
-            )
-        if type(m.get("role")) is not str:
-            raise GatewayError.bad_request(
-                f"'messages[{i}].role' must be a string", f"messages[{i}].role"
-            )
+    for m in messages:
+        if type(m) is not dict or type(m.get("role")) is not str:
+            _bad_message(messages)
     stream = req.get("stream")
     if stream is not None and type(stream) is not bool:
         raise GatewayError.bad_request("'stream' must be true or false", "stream")
@@ -120,9 +122,79 @@ def _check_chat(req: dict[str, Any]) -> None:
             )
 
 
+def _bad_message(messages: list[Any]) -> NoReturn:
+    for i, m in enumerate(messages):
+        if type(m) is not dict:
+            raise GatewayError.bad_request(
+                f"'messages[{i}]' must be an object with a 'role'", f"messages[{i}]"
+            )
+        if type(m.get("role")) is not str:
+            raise GatewayError.bad_request(
+                f"'messages[{i}].role' must be a string", f"messages[{i}].role"
+            )
+    raise AssertionError("no bad message")
+
+
+def _clean_field(name: str, value: dict[str, Any] | list[Any]) -> bool:
+    """False when a forbidden field is below the top-level field `name` outside the JSON
+    Schemas of `_SCHEMAS` (the fast check of every request; `_check_nested` names it)."""
+    if name == "tools" or name == "functions":
+        if type(value) is not list:
+            return _clean(value)
+        tools = name == "tools"
+        for item in value:
+            if type(item) is not dict:
+                if not _clean(item):
+                    return False
+            elif not _clean_except(item, "input_schema" if tools else "parameters"):
+                return False
+        return True
+    if name == "response_format" and type(value) is dict:
+        return _clean_except(value, None)
+    return _clean(value)
+
+
+def _clean_except(d: dict[str, Any], schema: str | None) -> bool:
+    """`_clean` of a tool (or response format) object, skipping its `schema` member; a tool's
+    `function` (a format's `json_schema`) is searched skipping `parameters` (`schema`)."""
+    if not FORBIDDEN_FIELDS.isdisjoint(d):
+        return False
+    for k, v in d.items():
+        t = type(v)
+        if (t is not dict and t is not list) or k == schema:
+            continue
+        if (k == "function" or k == "json_schema") and t is dict:
+            if not FORBIDDEN_FIELDS.isdisjoint(v):
+                return False
+            inner = "parameters" if k == "function" else "schema"
+            for k2, v2 in v.items():
+                if k2 != inner and not _clean(v2):
+                    return False
+        elif not _clean(v):
+            return False
+    return True
+
+
+def _clean(value: Any) -> bool:
+    """No forbidden field anywhere in `value` (recursive: the decoder bounds the depth, and
+    the caller turns a RecursionError into a 400)."""
+    t = type(value)
+    if t is dict:
+        if not FORBIDDEN_FIELDS.isdisjoint(value):
+            return False
+        value = value.values()
+    elif t is not list:
+        return True
+    for child in value:
+        t = type(child)
+        if (t is dict or t is list) and not _clean(child):
+            return False
+    return True
+
+
 def _check_nested(name: str, value: dict[str, Any] | list[Any]) -> None:
-    """Refuses a forbidden field anywhere below the top-level field `name`, except inside
-    JSON Schemas; iterative, so no nesting depth can exhaust the stack."""
+    """Refuses the forbidden field `_clean_field` found below the top-level field `name`,
+    naming its path (the slow path, only for requests being refused)."""
     stack: list[tuple[tuple[str | int, ...], Any]] = [((name,), value)]
     while stack:
         path, v = stack.pop()
