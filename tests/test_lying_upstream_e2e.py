@@ -110,6 +110,18 @@ def test_a_lying_target_falls_back(gateway: Server, model: str) -> None:
     assert raw.parse().choices[0].message.content
 
 
+def test_an_html_page_for_a_stream_is_a_502_before_any_byte_and_falls_back(
+    gateway: Server,
+) -> None:
+    resp = chat(gateway, "mock/mock-html", stream=True)
+    assert resp.status_code == 502
+    assert resp.json()["error"]["code"] == "upstream_invalid_response"
+    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=CLIENT_KEY, max_retries=0)
+    stream = client.chat.completions.create(model="html-first", messages=MESSAGES, stream=True)  # type: ignore[arg-type]
+    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert text
+
+
 def test_an_answer_past_the_size_limit_is_a_502_and_counted(gateway: Server) -> None:
     resp = chat(gateway, "mock/mock-oversize")
     assert resp.status_code == 502
@@ -117,6 +129,18 @@ def test_an_answer_past_the_size_limit_is_a_502_and_counted(gateway: Server) -> 
     failures = "llm_gateway_request_model_inference_failure_total"
     assert wait_metric(gateway, failures, 'error_type="response_too_large"') >= 1
     assert chat(gateway, "mock/gpt-4o").status_code == 200  # the pool is still fine
+
+
+def test_a_stream_past_the_size_limit_ends_with_an_error_event(gateway: Server) -> None:
+    body = {"model": "mock/mock-oversize", "messages": MESSAGES, "stream": True}
+    with httpx.stream(
+        "POST", f"{gateway.url}/v1/chat/completions", json=body, headers=AUTH, timeout=10
+    ) as resp:
+        text = resp.read().decode()
+    assert resp.status_code == 200  # committed at the first chunk, as every stream is
+    assert "event: error" in text
+    assert "upstream_response_too_large" in text
+    assert "[DONE]" not in text
 
 
 def test_missing_usage_is_estimated_and_charged(gateway: Server) -> None:

@@ -31,6 +31,11 @@ async def start_stream(
     """Waits for the first chunk (bounded by the TTFT timeout) and then relays the stream;
     returns the failure when the stream never started, so the caller can fall back."""
     up = plan.upstream
+    if (resp.header("content-type") or "").startswith("text/html"):
+        # A portal or proxy error page, not an event stream: nothing sent yet, fall back.
+        resp.close()
+        call.end(plan, OUTCOME["invalid"], 0, "invalid")
+        return upstream_failure("invalid", up.name)
     chunks = resp.chunks()
     try:
         pending = anext(chunks)
