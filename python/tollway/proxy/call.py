@@ -16,9 +16,8 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import msgspec
 
-from tollway._core import SseMeter
 from tollway.asgi import JSON, RequestHead, Send
-from tollway.engine import Admission, PlanInfo, Runtime
+from tollway.engine import Admission, PlanInfo, Runtime, SseMeter
 from tollway.errors import GatewayError
 from tollway.guardrails.request import (
     GuardPlan,
@@ -37,7 +36,6 @@ from tollway.proxy.responses import (
     answer_of,
     error_response,
     retry_after_s,
-    upstream_failure,
 )
 from tollway.proxy.scrub import bearer_token, scrub_failure
 from tollway.proxy.stream import start_stream
@@ -68,6 +66,7 @@ class Call:
         "meter",
         "raw",
         "req",
+        "response_limit",
         "rt",
         "secret",
         "send",
@@ -127,6 +126,7 @@ class Call:
         self.meter: SseMeter | None = None
         # The request's own key: scrubbed from answers like the provider secrets.
         self.secret = bearer_token(head.authorization)
+        self.response_limit = rt.settings.max_response_bytes
 
     def _begin(self, plan: PlanInfo, t0: float) -> None:
         attempts = self.log.attempts
@@ -221,9 +221,7 @@ class Call:
         if not guard.input_validate:
             return
         current = asyncio.current_task()
-        task = asyncio.ensure_future(
-            validate_input(guard, self.req, self.adm.metadata, self.session)
-        )
+        task = asyncio.ensure_future(validate_input(guard, self.req, self.adm, self.session))
 
         def on_done(t: asyncio.Task[GatewayError | None]) -> None:
             # Cancel the model call at once on a block, unless the response is already
@@ -278,7 +276,7 @@ class Call:
                     resp = await self.client.post(url, up.headers, payload, self.timeout_s)
                 except UpstreamError as e:
                     self.end(plan, OUTCOME[e.kind], 0, e.kind)
-                    failed = upstream_failure(e.kind, up.name)
+                    failed = GatewayError.upstream_failure(e.kind, up.name)
                     # Only a refused connection is retried on the same target: the request
                     # never left. Timeouts and resets may fall back, never repeat here.
                     if e.kind == "connect" and attempt < plan.retries:
@@ -286,26 +284,17 @@ class Call:
                         continue
                     break
                 if resp.status < 300:
-                    if not self.stream:
-                        # A lying or broken answer falls back like a 502 would.
-                        failed = await self._respond(resp, plan, admitted)
-                        if failed is None:
-                            return
-                        break
-                    started = await start_stream(self, resp, plan, t0)
-                    if started is None:
+                    # A lying or broken answer (or stream start) falls back like a 502 would.
+                    failed = await (
+                        start_stream(self, resp, plan, t0)
+                        if self.stream
+                        else self._respond(resp, plan, admitted)
+                    )
+                    if failed is None:
                         return
-                    failed = started
                     break
-                body = await self._read_error(resp)
                 status = resp.status
-                self.end(plan, status, 0)
-                try:
-                    body = up.provider.response_body(status, body, up.model_id)
-                except (msgspec.MsgspecError, ValueError):
-                    body = b""  # not the provider's error shape: a generic message below
-                failed = Failed(*error_response(status, body, up.name, resp.header("retry-after")))
-                failed = scrub_failure(rt.scrubber, failed, self.secret)
+                failed = await self._failure(resp, plan)
                 if status in plan.retry_on and attempt < plan.retries:
                     wait = plan.retry_delay_s
                     hint = retry_after_s(resp.header("retry-after")) if status == 429 else None
@@ -321,14 +310,24 @@ class Call:
                 break
         await self.gate()
         if isinstance(failed, GatewayError) or failed is None:
-            raise failed or GatewayError.upstream(503, "no target could be tried", "no_target")
+            raise failed or GatewayError.no_target()
         await self._fail(failed, rt.plans[self.adm.plans[-1]])
 
-    async def _read_error(self, resp: UpstreamResponse) -> bytes:
+    async def _failure(self, resp: UpstreamResponse, plan: PlanInfo) -> Failed:
+        """A non-2xx answer as the client would see it: OpenAI-shaped, without secrets."""
+        up, status = plan.upstream, resp.status
+        self.end(plan, status, 0)
         try:
-            return await resp.read(self.rt.settings.max_response_bytes)
-        except UpstreamError:
-            return b""
+            body = await resp.read(self.response_limit)
+            body = up.provider.response_body(status, body, up.model_id)
+        except (UpstreamError, msgspec.MsgspecError, ValueError):
+            body = b""  # unreadable or not the provider's error shape: a generic message
+        failed = Failed(*error_response(status, body, up.name, resp.header("retry-after")))
+        return scrub_failure(self.rt.scrubber, failed, self.secret)
+
+    def scrub(self, data: bytes) -> bytes:
+        """`data` without any provider secret or this request's key."""
+        return self.rt.scrubber.scrub(data, self.secret)
 
     async def _fail(self, failed: Failed, plan: PlanInfo) -> None:
         await self.gate()
@@ -345,17 +344,17 @@ class Call:
         an answer) when the next fallback candidate should be tried instead."""
         up = plan.upstream
         try:
-            payload = await resp.read(self.rt.settings.max_response_bytes)
+            payload = await resp.read(self.response_limit)
             payload = up.provider.response_body(resp.status, payload, up.model_id)
             answer = answer_of(payload, self.endpoint == "chat")
         except UpstreamError as e:
             self.end(plan, OUTCOME[e.kind], 0, e.kind)
-            return upstream_failure(e.kind, up.name)
+            return GatewayError.upstream_failure(e.kind, up.name)
         except (msgspec.MsgspecError, ValueError):
             answer = None
         if answer is None:
             self.end(plan, OUTCOME["invalid"], 0, "invalid")
-            return upstream_failure("invalid", up.name)
+            return GatewayError.upstream_failure("invalid", up.name)
         await self.gate()
         if self.guard is not None and self.guard.output:
             guarded = guard_output(self.guard, payload)
@@ -369,7 +368,7 @@ class Call:
                 self.end(plan, resp.status, 0)
                 raise hooked
             payload = hooked
-        payload = self.rt.scrubber.scrub(payload, self.secret)
+        payload = self.scrub(payload)
         done = perf_counter()
         log = self.log
         if self.capture_content:

@@ -44,13 +44,7 @@ class BodyReadWatch:
                 raise
             self._expired.discard(task)
             task.uncancel()
-            raise GatewayError(
-                408,
-                f"The request body did not arrive within {timeout_s:g} s",
-                "invalid_request_error",
-                "request_timeout",
-                headers=((b"connection", b"close"),),
-            ) from None
+            raise GatewayError.request_timeout(timeout_s) from None
         finally:
             self._reading.pop(task, None)
 

@@ -14,8 +14,6 @@ from collections.abc import Coroutine
 from time import perf_counter
 from typing import Any
 
-import msgspec
-
 from tollway.asgi import Receive, RequestHead, Scope, Send, send_error
 from tollway.engine import Admission, Denial, Runtime
 from tollway.errors import GatewayError
@@ -31,8 +29,6 @@ __all__ = ["FORBIDDEN_FIELDS", "Proxy"]
 
 log = logging.getLogger("tollway.proxy")
 
-_encode = msgspec.json.Encoder().encode
-
 
 def _positive_ms(raw: bytes, header: str) -> int:
     try:
@@ -44,12 +40,6 @@ def _positive_ms(raw: bytes, header: str) -> int:
             f"{header} must be a positive number of milliseconds", header
         )
     return ms
-
-
-def _with_guardrails(applied: str, rule: str) -> str:
-    """Adds the guardrails rule id to the engine's x-tfy-applied-configurations JSON."""
-    entry = '"guardrails":' + _encode(rule).decode()
-    return f"{applied[:-1]},{entry}}}" if applied else "{" + entry + "}"
 
 
 class Proxy:
@@ -88,7 +78,7 @@ class Proxy:
                 # Refuse before reading a body nobody is entitled to send.
                 denial = rt.engine.authenticate(None)
                 assert isinstance(denial, Denial)
-                raise GatewayError(denial.status, denial.message, denial.error_type, denial.code)
+                raise GatewayError.from_denial(denial)
             settings = rt.settings
             body = await self.body_watch.read(
                 receive,
@@ -98,31 +88,12 @@ class Proxy:
             )
             req = validate_request(body, endpoint)
             timeouts = self._timeouts(head)
-            adm = rt.engine.admit(head.authorization, req["model"], head.metadata)
+            adm = rt.engine.admit(head.authorization, req["model"], head.metadata, head.guardrails)
             if isinstance(adm, Denial):
-                raise GatewayError(
-                    adm.status,
-                    adm.message,
-                    adm.error_type,
-                    adm.code,
-                    adm.param,
-                    tuple((k.encode(), v.encode()) for k, v in adm.headers),
-                )
+                raise GatewayError.from_denial(adm)
             guard = None
-            applied = adm.applied
             if rt.guardrails is not None:
-                subject, model, meta = rt.keys[adm.key].subject, req["model"], adm.metadata
-                guard = plan_for(
-                    rt.guardrails,
-                    rt.guard_infos,
-                    subject,
-                    model,
-                    meta,
-                    head.guardrails,
-                    log.guardrails,
-                )
-                if guard is not None and guard.rule_id is not None:
-                    applied = _with_guardrails(applied, guard.rule_id)
+                guard = plan_for(rt.guardrails, rt.guard_infos, adm, log.guardrails)
             session = getattr(self.client, "session", None)
             call = Call(
                 self.client,
@@ -139,7 +110,7 @@ class Proxy:
                 guard,
                 session,
                 self.telemetry is not None and self.telemetry.capture_content,
-                applied,
+                adm.applied,
             )
             if call.stream:
                 await _race_disconnect(call.run(), receive, req["model"])

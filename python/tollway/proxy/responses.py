@@ -10,45 +10,39 @@ from typing import Any
 
 import msgspec
 
-from tollway.errors import GatewayError, error_body
+from tollway.engine import Outcome
+from tollway.errors import error_body
 
 __all__ = [
     "CANCELLED",
     "ERROR_TYPES",
     "OUTCOME",
     "OUTCOME_NAMES",
-    "UPSTREAM_FAILURES",
     "Answer",
     "Failed",
     "answer_of",
     "elapsed_ms",
     "error_response",
     "retry_after_s",
-    "upstream_failure",
 ]
 
-# settle() codes for failures without an HTTP status (see tollway-core routing.rs); an
-# oversized or unreadable answer is a broken exchange to the target's health.
-OUTCOME = {"connect": 0, "timeout": 1, "broken": 2, "too_large": 2, "invalid": 2}
-OUTCOME_NAMES = {0: "connection_error", 1: "timeout", 2: "stream_broken"}
+# settle() codes for failures without an HTTP status, by the upstream client's failure kind;
+# the codes and their names are the core's (`Outcome`). An oversized or unreadable answer is
+# a broken exchange to the target's health.
+OUTCOME = {
+    "connect": int(Outcome.CONNECT),
+    "timeout": int(Outcome.TIMEOUT),
+    "broken": int(Outcome.BROKEN),
+    "too_large": int(Outcome.BROKEN),
+    "invalid": int(Outcome.BROKEN),
+}
+OUTCOME_NAMES = {int(o): o.error_type for o in (Outcome.CONNECT, Outcome.TIMEOUT, Outcome.BROKEN)}
 # Attempt error types (metrics, spans) of the failures that share a settle code.
 ERROR_TYPES = {"too_large": "response_too_large", "invalid": "invalid_response"}
 # The client went away (nginx's 499): the request is settled with what it was sent.
-CANCELLED = 499
+CANCELLED = int(Outcome.CANCELLED)
 
-UPSTREAM_FAILURES = {
-    "connect": (502, "could not connect to the provider", "upstream_connection_error"),
-    "timeout": (504, "the provider did not answer in time", "upstream_timeout"),
-    "broken": (502, "the connection to the provider broke", "upstream_connection_error"),
-    "too_large": (502, "the provider's answer is too large", "upstream_response_too_large"),
-    "invalid": (502, "the provider's answer is not a valid response", "upstream_invalid_response"),
-}
 _decode = msgspec.json.Decoder().decode
-
-
-def upstream_failure(kind: str, target: str, suffix: str = "") -> GatewayError:
-    status, what, code = UPSTREAM_FAILURES[kind]
-    return GatewayError.upstream(status, f"'{target}': {what}{suffix}", code)
 
 
 class _PromptDetails(msgspec.Struct):

@@ -7,26 +7,51 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from tollway._core import SseMeter, monotonic_ms
-from tollway.engine import PlanInfo
+from tollway.asgi import Send
+from tollway.engine import PlanInfo, SseMeter, monotonic_ms
 from tollway.errors import GatewayError
+from tollway.guardrails.request import GuardPlan
 from tollway.guardrails.stream import StreamGuard
-from tollway.proxy.responses import CANCELLED, OUTCOME, elapsed_ms, upstream_failure
+from tollway.proxy.responses import CANCELLED, OUTCOME, elapsed_ms
 from tollway.telemetry import now_ns
+from tollway.telemetry.observe import RequestLog
 from tollway.upstream import UpstreamError, UpstreamResponse
 
-if TYPE_CHECKING:
-    from tollway.proxy.call import Call
+__all__ = ["StreamHost", "relay", "start_stream"]
 
-__all__ = ["relay", "start_stream"]
+
+class StreamHost(Protocol):
+    """What a stream needs from the request that opened it (a `Call` is one): where to send,
+    the first-token bound, the output guardrails, where the attempt's end is recorded, and the
+    secret scrubbing and size cap every relayed byte goes through."""
+
+    send: Send
+    ttft_s: float | None
+    wants_usage: bool
+    guard: GuardPlan | None
+    meter: SseMeter | None
+    log: RequestLog
+    # The most a provider may send for this request (`max_response_bytes`).
+    response_limit: int
+
+    def end(self, plan: PlanInfo, outcome: int, tokens: int, kind: str = "") -> None: ...
+
+    def scrub(self, data: bytes) -> bytes: ...
+
+    async def gate(self) -> None: ...
+
+    def headers(
+        self, plan: PlanInfo, extra: list[tuple[bytes, bytes]]
+    ) -> list[tuple[bytes, bytes]]: ...
+
 
 _SSE_HEADERS = ((b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"))
 
 
 async def start_stream(
-    call: Call, resp: UpstreamResponse, plan: PlanInfo, t0: float
+    call: StreamHost, resp: UpstreamResponse, plan: PlanInfo, t0: float
 ) -> GatewayError | None:
     """Waits for the first chunk (bounded by the TTFT timeout) and then relays the stream;
     returns the failure when the stream never started, so the caller can fall back."""
@@ -35,7 +60,7 @@ async def start_stream(
         # A portal or proxy error page, not an event stream: nothing sent yet, fall back.
         resp.close()
         call.end(plan, OUTCOME["invalid"], 0, "invalid")
-        return upstream_failure("invalid", up.name)
+        return GatewayError.upstream_failure("invalid", up.name)
     chunks = resp.chunks()
     try:
         pending = anext(chunks)
@@ -47,7 +72,7 @@ async def start_stream(
         if isinstance(e, StopAsyncIteration):
             kind = "broken"
         call.end(plan, OUTCOME[kind], 0)
-        return upstream_failure(kind, up.name, " before the first token")
+        return GatewayError.upstream_failure(kind, up.name, " before the first token")
     try:
         await call.gate()
     except GatewayError:
@@ -70,7 +95,7 @@ async def start_stream(
 
 
 async def relay(
-    call: Call,
+    call: StreamHost,
     resp: UpstreamResponse,
     chunks: AsyncIterator[bytes],
     first: bytes,
@@ -86,12 +111,12 @@ async def relay(
     kind = ""
     broken: GatewayError | None = None
     # No secret reaches the client; the meter hands over whole events, so none is split.
-    scrub, secret = call.rt.scrubber.scrub, call.secret
-    room = call.rt.settings.max_response_bytes - len(first)
+    scrub = call.scrub
+    room = call.response_limit - len(first)
 
     async def emit(out: bytes) -> None:
         if out:
-            out = scrub(out, secret)
+            out = scrub(out)
         if guard is not None:
             out = guard.feed(out)
         if out:
@@ -111,20 +136,19 @@ async def relay(
                 await emit(meter.finish())
     except UpstreamError as e:
         status, kind = OUTCOME[e.kind], e.kind
-        broken = upstream_failure(e.kind, plan.upstream.name)
+        broken = GatewayError.upstream_failure(e.kind, plan.upstream.name)
     if guard is not None and guard.error is not None:
         broken = guard.error  # an output guardrail blocked the rest of the answer
     elif broken is None and meter.error is not None:
         status = OUTCOME["broken"]
-        what = (meter.error or "")[:200]
-        broken = GatewayError.upstream(
-            502, f"'{plan.upstream.name}': the stream failed: {what}", meter.error_code or ""
+        broken = GatewayError.stream_broken(
+            plan.upstream.name, meter.error or "", meter.error_code or ""
         )
     if broken is not None:
         call.log.error_type = broken.code or "stream_error"
         # The client already has a 200: say so in-band and end without [DONE]; after the
         # first byte there is no fallback (the client may have shown part of an answer).
-        event = b"event: error\ndata: " + scrub(broken.body(), secret) + b"\n\n"
+        event = b"event: error\ndata: " + scrub(broken.body()) + b"\n\n"
         await send({"type": "http.response.body", "body": event, "more_body": True})
     if guard is not None:
         guard.report(guard_start)

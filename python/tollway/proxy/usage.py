@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tollway._core import count_prompt_tokens, count_tokens
+from tollway.engine import count_prompt_tokens, count_tokens
 
 __all__ = ["USAGE_ESTIMATED", "estimate_usage", "prompt_estimate"]
 

@@ -10,6 +10,7 @@ pub mod metadata;
 pub mod routing;
 pub mod schema;
 pub mod scrub;
+pub mod server;
 pub mod sse;
 pub mod telemetry;
 pub mod tokens;

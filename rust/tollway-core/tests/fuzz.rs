@@ -13,10 +13,8 @@ use std::sync::LazyLock;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use serde_json::{json, Value};
-use tollway_core::config::{parse_documents, METADATA_VALUE_MAX_CHARS};
-use tollway_core::guardrails::GuardrailSet;
+use tollway_core::config::METADATA_VALUE_MAX_CHARS;
 use tollway_core::metadata::{self, MAX_KEYS};
-use tollway_core::schema::Errors;
 use tollway_core::Engine;
 
 const KEY: &str = "Bearer fuzz-key-0123456789";
@@ -115,16 +113,6 @@ fn base_engine() -> &'static Engine {
     &ENGINE
 }
 
-fn guardrails() -> &'static GuardrailSet {
-    static SET: LazyLock<GuardrailSet> = LazyLock::new(|| {
-        let mut errs = Errors::default();
-        let raw = parse_documents(&base_docs(), &mut errs);
-        assert!(errs.list.is_empty(), "{:?}", errs.list);
-        GuardrailSet::compile(&raw.guardrails).unwrap()
-    });
-    &SET
-}
-
 fn check_metadata(raw: &[u8]) {
     if let Ok(m) = metadata::parse(raw) {
         assert!(m.len() <= MAX_KEYS);
@@ -134,14 +122,22 @@ fn check_metadata(raw: &[u8]) {
         }
     }
     // The same header through the whole admission path.
-    let _ = base_engine().admit(Some(KEY), "virtual", Some(raw));
+    let _ = base_engine().admit(Some(KEY), "virtual", Some(raw), None);
 }
 
+/// `X-TFY-GUARDRAILS` is read by `admit`; whatever it selects exists.
 fn check_guardrails_header(raw: &[u8]) {
-    let set = guardrails();
-    if let Ok((input, output)) = set.parse_header(raw) {
-        for id in input.iter().chain(&output) {
-            assert!(set.get(*id).is_some());
+    let engine = base_engine();
+    if let Ok(adm) = engine.admit(Some(KEY), "virtual", Some(br#"{"env":"prod"}"#), Some(raw)) {
+        let sel = &adm.guardrails;
+        for id in sel
+            .input
+            .iter()
+            .chain(&sel.output)
+            .chain(&sel.tool_pre)
+            .chain(&sel.tool_post)
+        {
+            assert!(engine.guardrails.get(*id).is_some());
         }
     }
 }
@@ -149,8 +145,13 @@ fn check_guardrails_header(raw: &[u8]) {
 /// Compiles; an engine that compiles also admits without panicking.
 fn check_config(docs: &Value) {
     if let Ok(engine) = Engine::compile(docs) {
-        let _ = engine.admit(Some(KEY), "virtual", Some(br#"{"env":"prod"}"#));
-        let _ = engine.admit(Some(KEY), "a/m1", None);
+        let _ = engine.admit(Some(KEY), "virtual", Some(br#"{"env":"prod"}"#), None);
+        let _ = engine.admit(
+            Some(KEY),
+            "a/m1",
+            None,
+            Some(br#"{"llm_input_guardrails":["x"]}"#),
+        );
     }
 }
 
@@ -205,10 +206,15 @@ fn config_corpus() {
 #[test]
 fn base_config_compiles() {
     let e = base_engine();
-    assert!(e
-        .admit(Some(KEY), "virtual", Some(br#"{"env":"prod"}"#))
-        .is_ok());
-    assert_eq!(guardrails().names(), ["tickets", "meta", "hook"]);
+    let header = br#"{"llm_input_guardrails":["meta"],"llm_output_guardrails":["tickets"]}"#;
+    let adm = e.admit(
+        Some(KEY),
+        "virtual",
+        Some(br#"{"env":"prod"}"#),
+        Some(header),
+    );
+    assert_eq!(adm.unwrap().guardrails.input.len(), 2); // the rule's, then the header's
+    assert_eq!(e.guardrails.names(), ["tickets", "meta", "hook"]);
 }
 
 proptest! {
