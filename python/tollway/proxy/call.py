@@ -252,6 +252,7 @@ class Call:
         prompt = meter.prompt_tokens
         if prompt is None:
             prompt = prompt_estimate(self.endpoint, self.req, self.raw)
+        self.log.usage_estimated = meter.usage_estimated
         return (prompt, meter.cached_tokens or 0, meter.output_tokens)
 
     async def _attempts(self) -> None:
@@ -378,6 +379,7 @@ class Call:
             # Never charged 0: the local tokenizer's count, marked as an estimate.
             self.usage = estimate_usage(self.endpoint, self.req, self.raw, answer.text)
             extra.append(USAGE_ESTIMATED)
+            log.usage_estimated = True
         else:
             self.usage = answer.usage
         log.response_id, log.response_model = answer.id, answer.model
