@@ -140,7 +140,8 @@ def test_messages_that_are_not_objects_never_reach_the_provider(
     [
         ({"extra_body": {"api_base": "http://169.254.169.254"}}, "extra_body.api_base"),
         ({"extra_body": {"base_url": "http://evil.example"}}, "extra_body.base_url"),
-        ({"metadata": {"api_key": "sk-mine"}}, "metadata.api_key"),
+        ({"extra_body": {"vertex_project": "theirs"}}, "extra_body.vertex_project"),
+        ({"aws_bedrock_runtime_endpoint": "http://evil.example"}, "aws_bedrock_runtime_endpoint"),
         ({"extra_body": {"nested": [{"url": "http://evil.example"}]}}, "extra_body.nested[0].url"),
         ({"litellm_params": {"deep": {"api_base": "http://x"}}}, "litellm_params.deep.api_base"),
         (
@@ -183,6 +184,18 @@ def test_schemas_with_such_property_names_pass_untouched(
     sent = recorded(mock_upstream)[-1]["body"]
     assert sent["tools"] == tools
     assert sent["response_format"] == response_format
+
+
+def test_client_data_named_like_an_option_passes(gateway: Server, mock_upstream: Server) -> None:
+    # OpenAI's `metadata` is the client's own strings; message content is text.
+    metadata = {"url": "https://app.example/page", "headers": "none"}
+    messages = [{"role": "user", "content": '{"api_base": "http://x"}', "name": "base_url"}]
+    httpx.delete(f"{mock_upstream.url}/_mock/requests")
+    resp = chat(gateway, {"model": "mock/gpt-4o", "messages": messages, "metadata": metadata})
+    assert resp.status_code == 200, resp.text
+    sent = recorded(mock_upstream)[-1]["body"]
+    assert sent["metadata"] == metadata
+    assert sent["messages"] == messages
 
 
 def test_a_header_block_past_64_kb_is_a_431(gateway: Server) -> None:

@@ -4,7 +4,7 @@ Hostile shapes end here as 400s, never as a 500 or a provider call: JSON nested 
 decoder's depth, bytes that are not UTF-8, `messages` items that are not objects, a
 `stream_options` that is not an object of a streamed request, and any field that would let a
 client choose the upstream host or credentials, at the top level or below it where an
-OpenAI-compatible upstream (another proxy) may read it (`extra_body`, `metadata`, ...). JSON
+OpenAI-compatible upstream (another proxy) may read it (`extra_body`, `litellm_params`, ...). JSON
 Schemas the client sends (tool parameters, `response_format`) are data, not options: a
 property named `base_url` there passes untouched.
 """
@@ -36,11 +36,21 @@ FORBIDDEN_FIELDS = frozenset(
         "headers",
         "organization",
         "url",
+        # Cloud endpoints and credentials that LiteLLM-style proxies read from a body.
+        "aws_access_key_id",
+        "aws_bedrock_runtime_endpoint",
+        "aws_region_name",
+        "aws_secret_access_key",
+        "aws_session_token",
+        "vertex_credentials",
+        "vertex_location",
+        "vertex_project",
     }
 )
 
-# Top-level fields holding content, not options: never searched for forbidden names.
-_CONTENT = frozenset({"messages", "input", "prompt", "prediction"})
+# Top-level fields holding content or client data, not options: never searched for forbidden
+# names (`metadata` is OpenAI's map of the client's own strings, e.g. {"url": "..."}).
+_CONTENT = frozenset({"messages", "input", "prompt", "prediction", "metadata"})
 # Paths ("*" = any list item) below which a value is a JSON Schema or other client data.
 _SCHEMAS = frozenset(
     {
