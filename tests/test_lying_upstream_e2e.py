@@ -126,7 +126,7 @@ def test_an_answer_past_the_size_limit_is_a_502_and_counted(gateway: Server) -> 
     resp = chat(gateway, "mock/mock-oversize")
     assert resp.status_code == 502
     assert resp.json()["error"]["code"] == "upstream_response_too_large"
-    failures = "llm_gateway_request_model_inference_failure_total"
+    failures = "llm_gateway_request_model_inference_failure"
     assert wait_metric(gateway, failures, 'error_type="response_too_large"') >= 1
     assert chat(gateway, "mock/gpt-4o").status_code == 200  # the pool is still fine
 
@@ -149,8 +149,8 @@ def test_missing_usage_is_estimated_and_charged(gateway: Server) -> None:
     assert resp.headers["x-tfy-usage-estimated"] == "true"
     assert "x-tfy-usage-estimated" not in chat(gateway, "mock/gpt-4o").headers
     model = 'model_name="mock/mock-no-usage"'
-    assert wait_metric(gateway, "llm_gateway_input_tokens_total", model) > 0
-    assert wait_metric(gateway, "llm_gateway_output_tokens_total", model) > 0
+    assert wait_metric(gateway, "llm_gateway_input_tokens", model) > 0
+    assert wait_metric(gateway, "llm_gateway_output_tokens", model) > 0
 
 
 @pytest.mark.parametrize("status", [400, 429, 500])

@@ -24,6 +24,7 @@ from tollway._core import (
     GuardrailInfo,
     Guardrails,
     Key,
+    MetricsEncoder,
     Outcome,
     Scrubber,
     Settings,
@@ -36,6 +37,7 @@ from tollway._core import (
     drain_deltas,
     monotonic_ms,
     set_share,
+    telemetry_defaults,
     warm_tokenizer,
 )
 from tollway.config import ConfigError, load_documents
@@ -52,6 +54,7 @@ __all__ = [
     "GuardrailInfo",
     "Guardrails",
     "Key",
+    "MetricsEncoder",
     "Outcome",
     "PlanInfo",
     "Runtime",
@@ -70,6 +73,7 @@ __all__ = [
     "load_runtime",
     "monotonic_ms",
     "set_share",
+    "telemetry_defaults",
     "warm_tokenizer",
 ]
 

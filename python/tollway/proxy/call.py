@@ -39,6 +39,7 @@ from tollway.proxy.responses import (
 )
 from tollway.proxy.scrub import bearer_token, scrub_failure
 from tollway.proxy.stream import start_stream
+from tollway.proxy.timing import server_timing
 from tollway.proxy.usage import USAGE_ESTIMATED, estimate_usage, prompt_estimate
 from tollway.telemetry.observe import AttemptLog, RequestLog
 from tollway.upstream import UpstreamError, UpstreamResponse
@@ -47,6 +48,10 @@ if TYPE_CHECKING:
     from tollway.upstream import UpstreamClient
 
 __all__ = ["CANCELLED", "Call"]
+
+_SSE_HEADERS = ((b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"))
+# A streamed answer in a trace (exclude_request_data: false) keeps at most this much text.
+_MAX_TRACED_TEXT = 32 * 1024
 
 
 class Call:
@@ -208,6 +213,8 @@ class Call:
                 log.ttft_ms, log.itl_mean_ms = meter.ttft_ms, meter.itl_mean_ms
                 log.itl_max_ms, log.response_id = meter.itl_max_ms, meter.response_id or ""
                 log.finish_reasons = [meter.finish_reason] if meter.finish_reason else []
+                if self.capture_content:
+                    log.output_text = meter.text(_MAX_TRACED_TEXT)  # what the client was sent
 
     def _cancel_marker(self) -> None:
         attempts = self.log.attempts
@@ -257,7 +264,6 @@ class Call:
 
     async def _attempts(self) -> None:
         rt = self.rt
-        admitted = perf_counter()
         failed: Failed | GatewayError | None = None
         for i, pid in enumerate(self.adm.plans):
             plan = rt.plans[pid]
@@ -289,7 +295,7 @@ class Call:
                     failed = await (
                         start_stream(self, resp, plan, t0)
                         if self.stream
-                        else self._respond(resp, plan, admitted)
+                        else self._respond(resp, plan)
                     )
                     if failed is None:
                         return
@@ -332,15 +338,14 @@ class Call:
 
     async def _fail(self, failed: Failed, plan: PlanInfo) -> None:
         await self.gate()
-        headers = self.headers(plan, [JSON, *failed.headers])
+        timing = (b"server-timing", server_timing(self.started, self.log))
+        headers = self.headers(plan, [JSON, *failed.headers, timing])
         self.log.status = failed.status
         start = {"type": "http.response.start", "status": failed.status, "headers": headers}
         await self.send(start)
         await self.send({"type": "http.response.body", "body": failed.body, "more_body": False})
 
-    async def _respond(
-        self, resp: UpstreamResponse, plan: PlanInfo, admitted: float
-    ) -> GatewayError | None:
+    async def _respond(self, resp: UpstreamResponse, plan: PlanInfo) -> GatewayError | None:
         """Relays a non-streamed 2xx answer; returns the failure (unreadable, too large, not
         an answer) when the next fallback candidate should be tried instead."""
         up = plan.upstream
@@ -370,7 +375,6 @@ class Call:
                 raise hooked
             payload = hooked
         payload = self.scrub(payload)
-        done = perf_counter()
         log = self.log
         if self.capture_content:
             log.output_text = answer.text
@@ -385,12 +389,7 @@ class Call:
         log.response_id, log.response_model = answer.id, answer.model
         log.finish_reasons = answer.finish_reasons
         self.end(plan, resp.status, self.usage[2])
-        timing = (
-            f"auth;dur={(admitted - self.started) * 1000:.3f}, "
-            f"model;dur={(done - admitted) * 1000:.3f}, "
-            f"total;dur={(done - self.started) * 1000:.3f}"
-        )
-        extra.append((b"server-timing", timing.encode()))
+        extra.append((b"server-timing", server_timing(self.started, log)))
         headers = self.headers(plan, extra)
         log.status = resp.status
         await self.send({"type": "http.response.start", "status": resp.status, "headers": headers})

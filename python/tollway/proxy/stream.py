@@ -15,6 +15,7 @@ from tollway.errors import GatewayError
 from tollway.guardrails.request import GuardPlan
 from tollway.guardrails.stream import StreamGuard
 from tollway.proxy.responses import CANCELLED, OUTCOME, elapsed_ms
+from tollway.proxy.timing import server_timing
 from tollway.telemetry import now_ns
 from tollway.telemetry.observe import RequestLog
 from tollway.upstream import UpstreamError, UpstreamResponse
@@ -33,6 +34,7 @@ class StreamHost(Protocol):
     guard: GuardPlan | None
     meter: SseMeter | None
     log: RequestLog
+    started: float
     # The most a provider may send for this request (`max_response_bytes`).
     response_limit: int
 
@@ -88,7 +90,7 @@ async def start_stream(
     )
     call.meter = meter
     try:
-        await relay(call, resp, chunks, first, meter, plan)
+        await relay(call, resp, chunks, first, meter, plan, t0)
     finally:
         resp.close()
     return None
@@ -101,39 +103,46 @@ async def relay(
     first: bytes,
     meter: SseMeter,
     plan: PlanInfo,
+    t0: float,
 ) -> None:
     send = call.send
-    headers = call.headers(plan, list(_SSE_HEADERS))
+    timing = (b"server-timing", server_timing(call.started, call.log, ttfb_from=t0))
+    headers = call.headers(plan, [*_SSE_HEADERS, timing])
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     guard = StreamGuard(call.guard) if call.guard is not None and call.guard.output else None
     guard_start = now_ns()
     status: int = 200
     kind = ""
     broken: GatewayError | None = None
-    # No secret reaches the client; the meter hands over whole events, so none is split.
-    scrub = call.scrub
+    # The per-chunk loop is the hottest Python of a stream: bound methods, no helper calls.
+    # No secret reaches the client (the meter hands over whole events, so none is split), and
+    # no provider sends more than `max_response_bytes`.
+    feed, scrub = meter.feed, call.scrub
     room = call.response_limit - len(first)
-
-    async def emit(out: bytes) -> None:
-        if out:
-            out = scrub(out)
-        if guard is not None:
-            out = guard.feed(out)
-        if out:
-            await send({"type": "http.response.body", "body": out, "more_body": True})
-
+    more = {"type": "http.response.body", "body": b"", "more_body": True}
     try:
-        await emit(meter.feed(first))
+        out = scrub(feed(first))
+        for_client = guard.feed(out) if guard is not None else out
+        if for_client:
+            await send({**more, "body": for_client})
         if meter.error is None:
             async for chunk in chunks:
                 room -= len(chunk)
                 if room < 0:
                     raise UpstreamError("too_large")
-                await emit(meter.feed(chunk))
-                if meter.error is not None or (guard is not None and guard.error):
+                out = scrub(feed(chunk))
+                if guard is not None:
+                    out = guard.feed(out)
+                if out:
+                    await send({"type": "http.response.body", "body": out, "more_body": True})
+                if meter.error is not None or (guard is not None and guard.error is not None):
                     break
             else:
-                await emit(meter.finish())
+                out = scrub(meter.finish())
+                if guard is not None:
+                    out = guard.feed(out)
+                if out:
+                    await send({**more, "body": out})
     except UpstreamError as e:
         status, kind = OUTCOME[e.kind], e.kind
         broken = GatewayError.upstream_failure(e.kind, plan.upstream.name)

@@ -221,6 +221,12 @@ impl Admission {
         (g.tool_pre.clone(), g.tool_post.clone())
     }
 
+    /// The deciding budget rule is in audit mode and over its limit (let through, counted).
+    #[getter]
+    fn budget_over_audit(&self) -> bool {
+        self.inner.budget_over_audit
+    }
+
     /// `x-ratelimit-*` response headers when a rate limit applies.
     #[getter]
     fn limit_headers(&self) -> Vec<(&'static str, String)> {
@@ -264,6 +270,17 @@ pub(crate) struct Engine {
     pub(crate) inner: engine::Engine,
 }
 
+fn spend_rows(
+    rows: Vec<tollway_core::limits::budget::BudgetSpend>,
+) -> Vec<(String, String, f64, f64, bool)> {
+    rows.into_iter()
+        .map(|r| {
+            let (rule, entity) = (r.rule.to_string(), r.entity.to_string());
+            (rule, entity, r.spent_usd, r.limit_usd, r.audit)
+        })
+        .collect()
+}
+
 fn header_str(raw: Option<&[u8]>) -> Option<&str> {
     // A non-UTF-8 Authorization header is as good as a missing one: 401 follows.
     raw.and_then(|b| std::str::from_utf8(b).ok())
@@ -277,27 +294,51 @@ impl Engine {
     /// `previous`: the engine being replaced; live state of unchanged targets carries over.
     #[pyo3(signature = (documents_json, manual_clock=false, previous=None))]
     fn new(
+        py: Python<'_>,
         documents_json: &[u8],
         manual_clock: bool,
         previous: Option<PyRef<'_, Engine>>,
     ) -> PyResult<Self> {
-        let docs: serde_json::Value = serde_json::from_slice(documents_json)
-            .map_err(|e| invalid(format!("documents are not valid JSON: {e}")))?;
         let clock = match (&previous, manual_clock) {
             (Some(prev), _) => Arc::clone(&prev.inner.clock),
             (None, true) => Arc::new(Clock::manual()),
             (None, false) => Arc::new(Clock::System),
         };
-        let mut inner =
-            engine::Engine::compile_with_clock(&docs, clock).map_err(|e| config_error(&e))?;
-        if let Some(prev) = previous {
-            inner.adopt_state(&prev.inner);
-        }
+        let previous = previous.as_deref().map(|p| &p.inner);
+        // Compiling (regexes, guardrail DFAs, price lookups) takes milliseconds: without the
+        // GIL, a reload compiled in a worker thread never stalls the event loop.
+        let compiled = py.detach(|| {
+            let docs: serde_json::Value = serde_json::from_slice(documents_json)
+                .map_err(|e| Ok(format!("documents are not valid JSON: {e}")))?;
+            let mut inner = engine::Engine::compile_with_clock(&docs, clock).map_err(Err)?;
+            if let Some(prev) = previous {
+                inner.adopt_state(prev);
+            }
+            Ok(inner)
+        });
+        let inner = compiled.map_err(
+            |e: Result<String, Vec<tollway_core::ConfigError>>| match e {
+                Ok(message) => invalid(message),
+                Err(errors) => config_error(&errors),
+            },
+        )?;
         Ok(Self { inner })
     }
 
     fn advance_clock(&self, ms: u64) {
         self.inner.clock.advance(ms);
+    }
+
+    /// `(rule, entity, spent_usd, limit_usd, audit)` of the entities each budget rule knows
+    /// this period, largest spend first, at most `cap` per rule (for metrics).
+    fn budget_spend(&self, cap: usize) -> Vec<(String, String, f64, f64, bool)> {
+        let wall = self.inner.clock.wall_ms();
+        spend_rows(self.inner.budgets.spend_view(wall, cap))
+    }
+
+    /// The same rows for entities whose spend reached the limit since the last call.
+    fn budget_crossings(&self) -> Vec<(String, String, f64, f64, bool)> {
+        spend_rows(self.inner.budgets.take_crossings())
     }
 
     /// Feeds back one request: its attempts `(target, status, latency_ms, output_tokens)`
@@ -442,6 +483,16 @@ impl Engine {
                 name: k.name.clone(),
                 subject: k.subject.clone(),
             })
+            .collect()
+    }
+
+    /// Valid but surely not meant: `"<source>: <path>: <message>"`, one per finding.
+    #[getter]
+    fn warnings(&self) -> Vec<String> {
+        self.inner
+            .warnings
+            .iter()
+            .map(ToString::to_string)
             .collect()
     }
 }
