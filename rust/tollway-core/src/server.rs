@@ -129,3 +129,47 @@ pub(crate) fn parse(server: &Value, out: &mut ServerSettings, errs: &mut Errors)
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parsed(v: &Value) -> (ServerSettings, Vec<String>) {
+        let mut out = ServerSettings::default();
+        let mut errs = Errors::new("s.yaml");
+        parse(v, &mut out, &mut errs);
+        (out, errs.list.iter().map(ToString::to_string).collect())
+    }
+
+    #[test]
+    fn limits_default_to_the_documented_values() {
+        let (s, errs) = parsed(&json!({}));
+        assert!(errs.is_empty());
+        assert_eq!(s.max_header_bytes, 64 * 1024);
+        assert_eq!(s.max_response_bytes, 20 * 1024 * 1024);
+        assert_eq!(s.body_read_timeout_ms, 30_000);
+    }
+
+    #[test]
+    fn limits_and_the_body_read_timeout_are_read_and_bounded() {
+        let v = json!({"max_header_bytes": 16384, "max_response_bytes": 65536,
+                       "timeouts": {"body_read_ms": 800}});
+        let (s, errs) = parsed(&v);
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_eq!(
+            (
+                s.max_header_bytes,
+                s.max_response_bytes,
+                s.body_read_timeout_ms
+            ),
+            (16384, 65536, 800)
+        );
+        // Granian's buffer cannot hold less than 8 KiB; a 0 timeout would refuse every body.
+        let v = json!({"max_header_bytes": 4096, "timeouts": {"body_read_ms": 0}});
+        let (_, errs) = parsed(&v);
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(errs[0].contains("server.max_header_bytes"), "{errs:?}");
+        assert!(errs[1].contains("server.timeouts.body_read_ms"), "{errs:?}");
+    }
+}
