@@ -98,7 +98,7 @@ def test_a_200_that_is_not_an_answer_is_a_502(gateway: Server, model: str) -> No
     resp = chat(gateway, model)
     assert resp.status_code == 502
     error = resp.json()["error"]
-    assert error["code"] == "upstream_invalid_response"
+    assert error["code"] == "invalid_upstream_response"
     assert error["type"] == "api_error"
 
 
@@ -115,7 +115,7 @@ def test_an_html_page_for_a_stream_is_a_502_before_any_byte_and_falls_back(
 ) -> None:
     resp = chat(gateway, "mock/mock-html", stream=True)
     assert resp.status_code == 502
-    assert resp.json()["error"]["code"] == "upstream_invalid_response"
+    assert resp.json()["error"]["code"] == "invalid_upstream_response"
     client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=CLIENT_KEY, max_retries=0)
     stream = client.chat.completions.create(model="html-first", messages=MESSAGES, stream=True)  # type: ignore[arg-type]
     text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)

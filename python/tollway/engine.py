@@ -7,6 +7,7 @@ assembled, timeouts resolved), so a request only indexes lists by the ids `admit
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -41,7 +42,7 @@ from tollway._core import (
     warm_tokenizer,
 )
 from tollway.config import ConfigError, load_documents
-from tollway.providers import Provider
+from tollway.providers import Provider, RequestAuth
 from tollway.providers.registry import provider_for
 
 __all__ = [
@@ -91,6 +92,10 @@ class Upstream:
     # Provider credentials and account headers; never logged, never sent to a client.
     headers: dict[str, str]
     resolved_header: bytes
+    # Providers with a separate streaming method (Gemini, Bedrock), and per-request auth
+    # (SigV4 signatures, short-lived OAuth tokens).
+    stream_url: str | None = None
+    auth: RequestAuth | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,8 +130,12 @@ class Runtime:
     @classmethod
     def build(cls, engine: Engine) -> Runtime:
         upstreams = []
+        # One provider per kind: providers keep per-account state (Vertex token caches).
+        providers: dict[str, Provider] = {}
         for t in engine.targets:
-            provider = provider_for(t.provider)
+            provider = providers.get(t.provider)
+            if provider is None:
+                provider = providers[t.provider] = provider_for(t.provider)
             ep = provider.endpoints(t)
             upstreams.append(
                 Upstream(
@@ -138,6 +147,8 @@ class Runtime:
                     embeddings_url=ep.embeddings_url,
                     headers=ep.headers,
                     resolved_header=t.name.encode(),
+                    stream_url=ep.stream_url,
+                    auth=ep.auth,
                 )
             )
         plans = tuple(
@@ -179,15 +190,23 @@ _CREDENTIAL_HEADER_WORDS = ("key", "token", "auth", "secret", "password", "cooki
 
 
 def _provider_secrets(engine: Engine) -> list[str]:
-    """API keys and the values of credential-bearing account headers."""
+    """API keys, cloud credentials (AWS keys, a service account's private key) and the values
+    of credential-bearing account headers."""
     secrets = set()
     for t in engine.targets:
-        if t.api_key:
-            secrets.add(t.api_key)
+        for value in (t.api_key, t.aws_access_key_id, t.aws_secret_access_key, t.aws_session_token):
+            if value:
+                secrets.add(value)
+        if t.service_account_json:
+            with contextlib.suppress(msgspec.DecodeError, AttributeError):
+                account = msgspec.json.decode(t.service_account_json)
+                secrets.update(
+                    v for k in ("private_key", "private_key_id") if (v := account.get(k))
+                )
         for name, value in t.headers:
             if any(w in name.lower() for w in _CREDENTIAL_HEADER_WORDS):
                 secrets.add(value.removeprefix("Bearer ").removeprefix("bearer "))
-    return sorted(secrets)
+    return sorted(s for s in secrets if isinstance(s, str))
 
 
 def compile_documents(documents: bytes, previous: Engine | None = None) -> Engine:

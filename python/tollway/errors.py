@@ -18,7 +18,7 @@ too_large              413     invalid_request_error  request_too_large
 disconnected           499     invalid_request_error  disconnected
 internal               500     api_error              internal_error
 upstream_failure       502/504 api_error              upstream_connection_error / _timeout /
-                                                      _response_too_large / _invalid_response
+                                                      _response_too_large, invalid_upstream_response
 stream_broken          502     api_error              (the meter's code)
 no_target              503     api_error              no_target
 not_ready              503     api_error              not_ready
@@ -46,7 +46,7 @@ _UPSTREAM = {
     "timeout": (504, "the provider did not answer in time", "upstream_timeout"),
     "broken": (502, "the connection to the provider broke", "upstream_connection_error"),
     "too_large": (502, "the provider's answer is too large", "upstream_response_too_large"),
-    "invalid": (502, "the provider's answer is not a valid response", "upstream_invalid_response"),
+    "invalid": (502, "the provider's answer could not be read", "invalid_upstream_response"),
 }
 
 
@@ -147,6 +147,11 @@ class GatewayError(Exception):
     def stream_broken(cls, target: str, what: str, code: str) -> GatewayError:
         """The provider's stream failed after it started (sent in-band as an error event)."""
         return cls.upstream(502, f"'{target}': the stream failed: {what[:200]}", code)
+
+    @classmethod
+    def unreadable_answer(cls, target: str) -> GatewayError:
+        """A provider answered 2xx with a body that is not what its API sends."""
+        return cls.upstream_failure("invalid", target)
 
     @classmethod
     def no_target(cls) -> GatewayError:

@@ -14,10 +14,9 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
-import msgspec
 
 from tollway.asgi import JSON, RequestHead, Send
-from tollway.engine import Admission, PlanInfo, Runtime, SseMeter
+from tollway.engine import Admission, PlanInfo, Runtime, SseMeter, Upstream
 from tollway.errors import GatewayError
 from tollway.guardrails.request import (
     GuardPlan,
@@ -32,9 +31,10 @@ from tollway.proxy.responses import (
     ERROR_TYPES,
     OUTCOME,
     OUTCOME_NAMES,
+    UNREADABLE,
     Failed,
     answer_of,
-    error_response,
+    read_failure,
     retry_after_s,
 )
 from tollway.proxy.scrub import bearer_token, scrub_failure
@@ -49,7 +49,6 @@ if TYPE_CHECKING:
 
 __all__ = ["CANCELLED", "Call"]
 
-_SSE_HEADERS = ((b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"))
 # A streamed answer in a trace (exclude_request_data: false) keeps at most this much text.
 _MAX_TRACED_TEXT = 32 * 1024
 
@@ -262,6 +261,17 @@ class Call:
         self.log.usage_estimated = meter.usage_estimated
         return (prompt, meter.cached_tokens or 0, meter.output_tokens)
 
+    def _url(self, up: Upstream) -> str | None:
+        if self.stream and up.stream_url is not None:
+            return up.stream_url  # providers with a separate streaming method
+        return up.chat_url if self.endpoint == "chat" else up.embeddings_url
+
+    async def _post(self, up: Upstream, url: str, payload: bytes) -> UpstreamResponse:
+        headers = up.headers
+        if up.auth is not None:  # a signature or a short-lived token, per attempt
+            headers = await up.auth.headers(url, headers, payload)
+        return await self.client.post(url, headers, payload, self.timeout_s)
+
     async def _attempts(self) -> None:
         rt = self.rt
         failed: Failed | GatewayError | None = None
@@ -270,7 +280,7 @@ class Call:
             if i > 0 and not plan.fallback_candidate:
                 continue
             up = plan.upstream
-            url = up.chat_url if self.endpoint == "chat" else up.embeddings_url
+            url = self._url(up)
             if url is None:
                 failed = GatewayError.bad_request(f"'{up.name}' has no embeddings API", "model")
                 continue
@@ -280,7 +290,7 @@ class Call:
                 t0 = perf_counter()
                 self._begin(plan, t0)
                 try:
-                    resp = await self.client.post(url, up.headers, payload, self.timeout_s)
+                    resp = await self._post(up, url, payload)
                 except UpstreamError as e:
                     self.end(plan, OUTCOME[e.kind], 0, e.kind)
                     failed = GatewayError.upstream_failure(e.kind, up.name)
@@ -322,14 +332,8 @@ class Call:
 
     async def _failure(self, resp: UpstreamResponse, plan: PlanInfo) -> Failed:
         """A non-2xx answer as the client would see it: OpenAI-shaped, without secrets."""
-        up, status = plan.upstream, resp.status
-        self.end(plan, status, 0)
-        try:
-            body = await resp.read(self.response_limit)
-            body = up.provider.response_body(status, body, up.model_id)
-        except (UpstreamError, msgspec.MsgspecError, ValueError):
-            body = b""  # unreadable or not the provider's error shape: a generic message
-        failed = Failed(*error_response(status, body, up.name, resp.header("retry-after")))
+        self.end(plan, resp.status, 0)
+        failed = await read_failure(resp, plan.upstream, self.response_limit, self.req)
         return scrub_failure(self.rt.scrubber, failed, self.secret)
 
     def scrub(self, data: bytes) -> bytes:
@@ -351,13 +355,13 @@ class Call:
         up = plan.upstream
         try:
             payload = await resp.read(self.response_limit)
-            payload = up.provider.response_body(resp.status, payload, up.model_id)
+            payload = up.provider.response_body(resp.status, payload, up.model_id, self.req)
             answer = answer_of(payload, self.endpoint == "chat")
         except UpstreamError as e:
             self.end(plan, OUTCOME[e.kind], 0, e.kind)
             return GatewayError.upstream_failure(e.kind, up.name)
-        except (msgspec.MsgspecError, ValueError):
-            answer = None
+        except UNREADABLE:
+            answer = None  # a translated provider's 2xx that is not the JSON its API promises
         if answer is None:
             self.end(plan, OUTCOME["invalid"], 0, "invalid")
             return GatewayError.upstream_failure("invalid", up.name)
@@ -379,8 +383,7 @@ class Call:
         if self.capture_content:
             log.output_text = answer.text
         extra = [JSON]
-        if answer.usage is None:
-            # Never charged 0: the local tokenizer's count, marked as an estimate.
+        if answer.usage is None:  # never charged 0: the local tokenizer's count, marked
             self.usage = estimate_usage(self.endpoint, self.req, self.raw, answer.text)
             extra.append(USAGE_ESTIMATED)
             log.usage_estimated = True

@@ -6,23 +6,30 @@ failures, and the mapping of transport failures to 502/504.
 from __future__ import annotations
 
 from time import perf_counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from tollway.engine import Outcome
 from tollway.errors import error_body
+from tollway.upstream import UpstreamError
+
+if TYPE_CHECKING:
+    from tollway.engine import Upstream
+    from tollway.upstream import UpstreamResponse
 
 __all__ = [
     "CANCELLED",
     "ERROR_TYPES",
     "OUTCOME",
     "OUTCOME_NAMES",
+    "UNREADABLE",
     "Answer",
     "Failed",
     "answer_of",
     "elapsed_ms",
     "error_response",
+    "read_failure",
     "retry_after_s",
 ]
 
@@ -41,6 +48,9 @@ OUTCOME_NAMES = {int(o): o.error_type for o in (Outcome.CONNECT, Outcome.TIMEOUT
 ERROR_TYPES = {"too_large": "response_too_large", "invalid": "invalid_response"}
 # The client went away (nginx's 499): the request is settled with what it was sent.
 CANCELLED = int(Outcome.CANCELLED)
+
+# What a provider translation raises on a body that is not what its API sends.
+UNREADABLE = (msgspec.MsgspecError, ValueError, TypeError, AttributeError, KeyError)
 
 _decode = msgspec.json.Decoder().decode
 
@@ -147,6 +157,20 @@ def error_response(
         pass
     msg = f"The provider for '{target}' answered HTTP {status}"
     return status, error_body(msg, "api_error", "upstream_error", None), extra
+
+
+async def read_failure(
+    resp: UpstreamResponse, up: Upstream, limit: int, req: dict[str, Any]
+) -> Failed:
+    """A non-2xx answer as the client would see it (OpenAI-shaped; secrets still in): read
+    up to `limit` bytes and translated; unreadable or not the provider's error shape, a
+    generic message."""
+    try:
+        body = await resp.read(limit)
+        body = up.provider.response_body(resp.status, body, up.model_id, req)
+    except (UpstreamError, *UNREADABLE):
+        body = b""
+    return Failed(*error_response(resp.status, body, up.name, resp.header("retry-after")))
 
 
 class Failed(msgspec.Struct):

@@ -29,10 +29,8 @@ impl Scrubber {
                 continue;
             }
             patterns.push(s.to_vec());
-            let escaped = json_escaped(s);
-            if escaped != s {
-                patterns.push(escaped);
-            }
+            // Inside a JSON string, by encoders that leave `/` alone and by those escaping it.
+            patterns.extend([json_escaped(s, false), json_escaped(s, true)]);
         }
         patterns.sort();
         patterns.dedup();
@@ -89,14 +87,19 @@ fn replace_all(data: &[u8], needle: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The spelling of `s` inside a JSON string by encoders that escape `/` and `"`/`\`.
-fn json_escaped(s: &[u8]) -> Vec<u8> {
+/// The spelling of `s` inside a JSON string (a PEM private key's line breaks as `\n`), with
+/// `/` escaped too when `slash` (some encoders do).
+fn json_escaped(s: &[u8], slash: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(s.len());
     for &b in s {
-        if matches!(b, b'/' | b'"' | b'\\') {
-            out.push(b'\\');
+        match b {
+            b'"' | b'\\' => out.extend_from_slice(&[b'\\', b]),
+            b'/' if slash => out.extend_from_slice(b"\\/"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            _ => out.push(b),
         }
-        out.push(b);
     }
     out
 }
@@ -128,6 +131,15 @@ mod tests {
             out.as_deref(),
             Some(&br#""[REDACTED]" and [REDACTED]""#[..])
         );
+    }
+
+    #[test]
+    fn a_pem_key_is_found_with_its_line_breaks_escaped() {
+        let key = "-----BEGIN PRIVATE KEY-----\nMIIEv/abc\n-----END PRIVATE KEY-----\n";
+        let s = Scrubber::new([key]);
+        let echoed = serde_json::to_vec(&serde_json::json!({"message": key})).expect("json");
+        let out = s.scrub(&echoed, None).expect("found");
+        assert_eq!(out, br#"{"message":"[REDACTED]"}"#);
     }
 
     #[test]
