@@ -36,6 +36,7 @@ from tollway._core import (
     drain_deltas,
     monotonic_ms,
     set_share,
+    telemetry_defaults,
     warm_tokenizer,
 )
 from tollway.config import ConfigError, load_documents
@@ -70,6 +71,7 @@ __all__ = [
     "load_runtime",
     "monotonic_ms",
     "set_share",
+    "telemetry_defaults",
     "warm_tokenizer",
 ]
 

@@ -2,7 +2,8 @@
 
 The environment is read as the OTEL SDK and TrueFoundry's gateway document it: `OTEL_*`,
 `ENABLE_OTEL_TRACING`, `ENABLE_OTEL_METRICS` and `LLM_GATEWAY_METADATA_LOGGING_KEYS`; where the
-config file sets the same thing, the file wins.
+config file sets the same thing, the file wins. This module is only that overlay: the schema
+is checked in the core, and every default comes from it (`telemetry_defaults()`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any
 from urllib.parse import unquote
 
 import msgspec
+
+from tollway.engine import telemetry_defaults
 
 __all__ = ["TelemetrySettings"]
 
@@ -79,27 +82,25 @@ def _int(environ: Mapping[str, str], name: str) -> int | None:
 
 
 class TelemetrySettings(msgspec.Struct, frozen=True, kw_only=True):
-    """Everything the exporter, metrics and access log need; `traces_endpoint` None = no traces."""
+    """Everything the exporter, metrics and access log need; `traces_endpoint` None = no traces.
+    Built by `from_config` (the defaults are the core's, see `telemetry_defaults()`)."""
 
     traces_endpoint: str | None = None
     headers: tuple[tuple[str, str], ...] = ()
     resource_attributes: tuple[tuple[str, str], ...] = ()
-    service_name: str = "tollway"
-    encoding: str = "proto"
-    # Prompts and answers leave the gateway only when asked (GenAI content is opt-in).
-    exclude_request_data: bool = True
-    # Smaller than the SDK's 512: a batch is encoded on the request path's CPU (~6 us a
-    # record), so 128 bounds that stall to about 0.8 ms.
-    batch_size: int = 128
-    queue_size: int = 4096
-    export_timeout_ms: int = 10_000
-    schedule_delay_ms: int = 1_000
+    service_name: str
+    encoding: str
+    exclude_request_data: bool
+    batch_size: int
+    queue_size: int
+    export_timeout_ms: int
+    schedule_delay_ms: int
     metadata_logging_keys: tuple[str, ...] = ()
-    metadata_value_cap: int = 100
+    metadata_value_cap: int
     # OTLP/HTTP metrics push; None = only `/metrics` is served.
     metrics_endpoint: str | None = None
     metrics_headers: tuple[tuple[str, str], ...] = ()
-    metrics_export_interval_ms: int = 60_000
+    metrics_export_interval_ms: int
 
     def __repr__(self) -> str:
         # Header values are exporter credentials; only their names may be shown.
@@ -125,6 +126,7 @@ class TelemetrySettings(msgspec.Struct, frozen=True, kw_only=True):
         `environ` is usually `os.environ`. The config file wins over the environment."""
         otel = otel or {}
         metrics = metrics or {}
+        d = telemetry_defaults()
         disabled = environ.get("OTEL_SDK_DISABLED", "").strip().lower() in _TRUE
         endpoint = otel.get("traces_endpoint") or environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
         if not endpoint and environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
@@ -147,40 +149,42 @@ class TelemetrySettings(msgspec.Struct, frozen=True, kw_only=True):
             or config_attrs.get("service.name")
             or environ.get("OTEL_SERVICE_NAME")
             or dict(env_attrs).get("service.name")
-            or "tollway"
+            or d.service_name
         )
         protocol = (
             environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
             or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "")
         ).strip()
-        encoding = otel.get("encoding") or ("json" if protocol == "http/json" else "proto")
-        batch = otel.get("batch_size") or _int(environ, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE") or 128
-        queue = otel.get("queue_size") or _int(environ, "OTEL_BSP_MAX_QUEUE_SIZE") or 4096
+        encoding = otel.get("encoding") or ("json" if protocol == "http/json" else d.encoding)
+        batch = otel.get("batch_size") or _int(environ, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE")
+        queue = otel.get("queue_size") or _int(environ, "OTEL_BSP_MAX_QUEUE_SIZE") or d.queue_size
         return cls(
             traces_endpoint=endpoint or None,
             headers=tuple(headers),
             resource_attributes=tuple((k, v) for k, v in attrs if k != "service.name"),
             service_name=str(service),
             encoding=str(encoding),
-            exclude_request_data=bool(otel.get("exclude_request_data", True)),
-            batch_size=int(min(batch, queue)),
+            exclude_request_data=bool(otel.get("exclude_request_data", d.exclude_request_data)),
+            batch_size=int(min(batch or d.batch_size, queue)),
             queue_size=int(queue),
             export_timeout_ms=int(
                 otel.get("export_timeout_ms")
                 or _int(environ, "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT")
                 or _int(environ, "OTEL_EXPORTER_OTLP_TIMEOUT")
-                or 10_000
+                or d.export_timeout_ms
             ),
             schedule_delay_ms=int(
-                otel.get("schedule_delay_ms") or _int(environ, "OTEL_BSP_SCHEDULE_DELAY") or 1_000
+                otel.get("schedule_delay_ms")
+                or _int(environ, "OTEL_BSP_SCHEDULE_DELAY")
+                or d.schedule_delay_ms
             ),
             metadata_logging_keys=tuple(
                 _env_keys(environ)
                 if metrics.get("metadata_logging_keys") is None
                 else metrics["metadata_logging_keys"]
             ),
-            metadata_value_cap=int(metrics.get("metadata_value_cap") or 100),
-            **_metrics_push(otel, environ, disabled),
+            metadata_value_cap=int(metrics.get("metadata_value_cap") or d.metadata_value_cap),
+            **_metrics_push(otel, environ, disabled, d.metrics_export_interval_ms),
         )
 
 
@@ -188,6 +192,7 @@ def _metrics_push(
     otel: Mapping[str, Any],
     environ: Mapping[str, str],
     disabled: bool,
+    default_interval_ms: int,
 ) -> dict[str, Any]:
     """`metrics_endpoint`, `metrics_headers`, `metrics_export_interval_ms` for the push.
 
@@ -216,7 +221,7 @@ def _metrics_push(
     interval = (
         otel.get("metrics_export_interval_ms")
         or _int(environ, "OTEL_METRIC_EXPORT_INTERVAL")
-        or 60_000
+        or default_interval_ms
     )
     return {
         "metrics_endpoint": endpoint or None,

@@ -80,7 +80,40 @@ impl MetricsEncoder {
     }
 }
 
+/// The default of every telemetry setting (the core's `telemetry::config::DEFAULTS`), for
+/// the `OTEL_*` environment overlay: the config file wins, then the environment, then these.
+#[pyclass(frozen, get_all, module = "tollway._core")]
+struct TelemetryDefaults {
+    service_name: &'static str,
+    encoding: &'static str,
+    exclude_request_data: bool,
+    batch_size: u64,
+    queue_size: u64,
+    export_timeout_ms: u64,
+    schedule_delay_ms: u64,
+    metrics_export_interval_ms: u64,
+    metadata_value_cap: u64,
+}
+
+#[pyfunction]
+fn telemetry_defaults() -> TelemetryDefaults {
+    let d = tollway_core::telemetry::config::DEFAULTS;
+    TelemetryDefaults {
+        service_name: d.service_name,
+        encoding: d.encoding.name(),
+        exclude_request_data: d.exclude_request_data,
+        batch_size: d.batch_size,
+        queue_size: d.queue_size,
+        export_timeout_ms: d.export_timeout_ms,
+        schedule_delay_ms: d.schedule_delay_ms,
+        metrics_export_interval_ms: d.metrics_export_interval_ms,
+        metadata_value_cap: d.metadata_value_cap,
+    }
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<TelemetryDefaults>()?;
+    m.add_function(wrap_pyfunction!(telemetry_defaults, m)?)?;
     m.add_class::<SpanEncoder>()?;
     m.add_class::<MetricsEncoder>()
 }

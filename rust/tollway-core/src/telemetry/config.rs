@@ -21,6 +21,39 @@ impl OtelEncoding {
     }
 }
 
+/// The default of every telemetry setting, written once: the parser starts from these and
+/// the binding hands them to Python's `OTEL_*` environment overlay (file, then environment,
+/// then these).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TelemetryDefaults {
+    pub service_name: &'static str,
+    pub encoding: OtelEncoding,
+    /// Prompts and answers leave the gateway only when asked (GenAI content is opt-in).
+    pub exclude_request_data: bool,
+    /// Smaller than the SDK's 512: a batch is encoded on the request path's CPU (~6 us a
+    /// record), so 128 bounds that stall to about 0.8 ms.
+    pub batch_size: u64,
+    pub queue_size: u64,
+    pub export_timeout_ms: u64,
+    pub schedule_delay_ms: u64,
+    /// How often the metrics are pushed (the OTEL SDK's default: 60 s).
+    pub metrics_export_interval_ms: u64,
+    /// Distinct values kept per metadata label; later values are reported as `other`.
+    pub metadata_value_cap: u64,
+}
+
+pub const DEFAULTS: TelemetryDefaults = TelemetryDefaults {
+    service_name: "tollway",
+    encoding: OtelEncoding::Proto,
+    exclude_request_data: true,
+    batch_size: 128,
+    queue_size: 4096,
+    export_timeout_ms: 10_000,
+    schedule_delay_ms: 1_000,
+    metrics_export_interval_ms: 60_000,
+    metadata_value_cap: 100,
+};
+
 /// Unset fields stay `None` so the `OTEL_*` environment can fill them (the config file wins).
 #[derive(Clone, PartialEq)]
 pub struct OtelSettings {
@@ -50,15 +83,14 @@ impl Default for OtelSettings {
             resource_attributes: Vec::new(),
             service_name: None,
             encoding: None,
-            // Prompts and answers leave the gateway only when asked (GenAI content is opt-in).
-            exclude_request_data: true,
-            batch_size: 128,
-            queue_size: 4096,
-            export_timeout_ms: 10_000,
-            schedule_delay_ms: 1_000,
+            exclude_request_data: DEFAULTS.exclude_request_data,
+            batch_size: DEFAULTS.batch_size,
+            queue_size: DEFAULTS.queue_size,
+            export_timeout_ms: DEFAULTS.export_timeout_ms,
+            schedule_delay_ms: DEFAULTS.schedule_delay_ms,
             metrics_endpoint: None,
             metrics_headers: Vec::new(),
-            metrics_export_interval_ms: 60_000,
+            metrics_export_interval_ms: DEFAULTS.metrics_export_interval_ms,
         }
     }
 }
@@ -106,7 +138,7 @@ impl Default for MetricsSettings {
     fn default() -> Self {
         Self {
             metadata_logging_keys: Vec::new(),
-            metadata_value_cap: 100,
+            metadata_value_cap: DEFAULTS.metadata_value_cap,
         }
     }
 }
