@@ -36,6 +36,7 @@ class RequestHead:
         "authorization",
         "content_length",
         "guardrails",
+        "logging_config",
         "metadata",
         "request_id",
         "timeout_ms",
@@ -51,6 +52,7 @@ class RequestHead:
         self.ttft_timeout_ms: bytes | None = None
         self.guardrails: bytes | None = None
         self.traceparent: bytes | None = None
+        self.logging_config: bytes | None = None
         request_id: bytes | None = None
         for name, value in headers:
             if name == b"authorization":
@@ -69,6 +71,8 @@ class RequestHead:
                 self.traceparent = value
             elif name == b"x-tfy-guardrails":
                 self.guardrails = value
+            elif name == b"x-tfy-logging-config":
+                self.logging_config = value
         # A client's request id is echoed only when it is short and printable ASCII.
         if (
             request_id

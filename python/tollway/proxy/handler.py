@@ -87,6 +87,7 @@ class Proxy:
                 head.content_length,
                 settings.body_read_timeout_ms / 1000,
             )
+            log.request_body, log.logging_config = body, head.logging_config
             req = validate_request(body, endpoint)
             timeouts = self._timeouts(head)
             adm = rt.engine.admit(head.authorization, req["model"], head.metadata, head.guardrails)
@@ -110,7 +111,8 @@ class Proxy:
                 log,
                 guard,
                 session,
-                self.telemetry is not None and self.telemetry.capture_content,
+                self.telemetry is not None
+                and (self.telemetry.capture_content or self.telemetry.log_body_cap > 0),
                 adm.applied,
             )
             if call.stream:
@@ -138,6 +140,7 @@ class Proxy:
                         head.traceparent,
                         self.telemetry.capture_content,
                         self.telemetry.tracing,
+                        self.telemetry.log_body_cap if self.telemetry.sinks else None,
                     )
                 )
 
