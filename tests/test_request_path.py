@@ -124,6 +124,9 @@ def test_settle_codes_come_from_the_core() -> None:
         "connect": int(Outcome.CONNECT),
         "timeout": int(Outcome.TIMEOUT),
         "broken": int(Outcome.BROKEN),
+        # An oversized or unreadable answer is a broken exchange to the target's health.
+        "too_large": int(Outcome.BROKEN),
+        "invalid": int(Outcome.BROKEN),
     } == OUTCOME
     assert len(set(OUTCOME.values())) == 3 and all(code < 100 for code in OUTCOME.values())
     assert OUTCOME_NAMES[OUTCOME["timeout"]] == "timeout"
@@ -140,7 +143,23 @@ def test_answers_are_read_for_usage_and_provider_refusals_are_reshaped() -> None
                       "prompt_tokens_details": {"cached_tokens": 2}},
         }
     )  # fmt: skip
-    assert answer_of(answer) == ((7, 2, 3), "c1", "m", ["stop"])
+    a = answer_of(answer, chat=True)
+    assert a is not None
+    assert (a.usage, a.id, a.model, a.finish_reasons, a.text) == (
+        (7, 2, 3),
+        "c1",
+        "m",
+        ["stop"],
+        "hi",
+    )
+    # Not an answer (a portal page, a cut body, no choices): None, so the call falls back.
+    for lie in (b"<html></html>", answer[: len(answer) // 2], b'{"id": "x"}', b'{"choices": 5}'):
+        assert answer_of(lie, chat=True) is None
+    # An answer without usage: read, and its usage left for the local estimate.
+    bare = answer_of(b'{"choices": [{"message": {"content": "hi"}}]}', chat=True)
+    assert bare is not None and bare.usage is None and bare.text == "hi"
+    embedding = answer_of(b'{"data": [{"embedding": [0.1]}], "usage": {"prompt_tokens": 2}}', False)
+    assert embedding is not None and embedding.usage == (2, 0, 0)
     status, body, _ = error_response(401, b'{"error": {"message": "key sk-abc"}}', "a/m", None)
     assert status == 502 and b"sk-abc" not in body
     status, body, headers = error_response(429, b"not json", "a/m", "3")

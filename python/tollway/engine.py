@@ -7,9 +7,10 @@ assembled, timeouts resolved), so a request only indexes lists by the ids `admit
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -26,6 +27,7 @@ from tollway._core import (
     Key,
     MetricsEncoder,
     Outcome,
+    Scrubber,
     Settings,
     SpanEncoder,
     SseMeter,
@@ -58,6 +60,7 @@ __all__ = [
     "Outcome",
     "PlanInfo",
     "Runtime",
+    "Scrubber",
     "Settings",
     "SpanEncoder",
     "SseMeter",
@@ -123,6 +126,8 @@ class Runtime:
     # None when no guardrails are configured: the request path then skips them entirely.
     guardrails: Guardrails | None = None
     guard_infos: tuple[GuardrailInfo, ...] = ()
+    # Every provider secret of this config, removed from whatever is relayed to a client.
+    scrubber: Scrubber = field(default_factory=lambda: Scrubber([]))
 
     @classmethod
     def build(cls, engine: Engine) -> Runtime:
@@ -177,7 +182,33 @@ class Runtime:
             plans,
             guardrails,
             infos,
+            Scrubber(_provider_secrets(engine)),
         )
+
+
+# Account headers whose values are credentials (names are compared in lower case). Others
+# (`x-env: production`) are not scrubbed: that would mangle answers quoting such words.
+_CREDENTIAL_HEADER_WORDS = ("key", "token", "auth", "secret", "password", "cookie", "signature")
+
+
+def _provider_secrets(engine: Engine) -> list[str]:
+    """API keys, cloud credentials (AWS keys, a service account's private key) and the values
+    of credential-bearing account headers."""
+    secrets = set()
+    for t in engine.targets:
+        for value in (t.api_key, t.aws_access_key_id, t.aws_secret_access_key, t.aws_session_token):
+            if value:
+                secrets.add(value)
+        if t.service_account_json:
+            with contextlib.suppress(msgspec.DecodeError, AttributeError):
+                account = msgspec.json.decode(t.service_account_json)
+                secrets.update(
+                    v for k in ("private_key", "private_key_id") if (v := account.get(k))
+                )
+        for name, value in t.headers:
+            if any(w in name.lower() for w in _CREDENTIAL_HEADER_WORDS):
+                secrets.add(value.removeprefix("Bearer ").removeprefix("bearer "))
+    return sorted(s for s in secrets if isinstance(s, str))
 
 
 def compile_documents(documents: bytes, previous: Engine | None = None) -> Engine:

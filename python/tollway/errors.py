@@ -13,10 +13,12 @@ guardrail_blocked      400     invalid_request_error  guardrail_blocked
 from_denial            (the engine's: 400/401/403/404/429, with its headers)
 not_found              404     invalid_request_error  not_found
 method_not_allowed     405     invalid_request_error  method_not_allowed
+request_timeout        408     invalid_request_error  request_timeout
 too_large              413     invalid_request_error  request_too_large
 disconnected           499     invalid_request_error  disconnected
 internal               500     api_error              internal_error
-upstream_failure       502/504 api_error              upstream_connection_error / _timeout
+upstream_failure       502/504 api_error              upstream_connection_error / _timeout /
+                                                      _response_too_large, invalid_upstream_response
 stream_broken          502     api_error              (the meter's code)
 no_target              503     api_error              no_target
 not_ready              503     api_error              not_ready
@@ -43,6 +45,8 @@ _UPSTREAM = {
     "connect": (502, "could not connect to the provider", "upstream_connection_error"),
     "timeout": (504, "the provider did not answer in time", "upstream_timeout"),
     "broken": (502, "the connection to the provider broke", "upstream_connection_error"),
+    "too_large": (502, "the provider's answer is too large", "upstream_response_too_large"),
+    "invalid": (502, "the provider's answer could not be read", "invalid_upstream_response"),
 }
 
 
@@ -101,6 +105,17 @@ class GatewayError(Exception):
         return cls(405, "Method not allowed", "invalid_request_error", "method_not_allowed")
 
     @classmethod
+    def request_timeout(cls, seconds: float) -> GatewayError:
+        """The body did not arrive in time; the connection is closed after the answer."""
+        return cls(
+            408,
+            f"The request body did not arrive within {seconds:g} s",
+            "invalid_request_error",
+            "request_timeout",
+            headers=((b"connection", b"close"),),
+        )
+
+    @classmethod
     def too_large(cls, limit: int) -> GatewayError:
         return cls(
             413,
@@ -124,7 +139,7 @@ class GatewayError(Exception):
 
     @classmethod
     def upstream_failure(cls, kind: str, target: str, suffix: str = "") -> GatewayError:
-        """A transport failure (`connect`, `timeout`, `broken`) calling `target`."""
+        """A failure (`connect`, `timeout`, `broken`, `too_large`, `invalid`) calling `target`."""
         status, what, code = _UPSTREAM[kind]
         return cls.upstream(status, f"'{target}': {what}{suffix}", code)
 
@@ -135,10 +150,8 @@ class GatewayError(Exception):
 
     @classmethod
     def unreadable_answer(cls, target: str) -> GatewayError:
-        """A translated provider answered 2xx with a body that is not what its API sends."""
-        return cls.upstream(
-            502, f"'{target}' sent an answer that could not be read", "invalid_upstream_response"
-        )
+        """A provider answered 2xx with a body that is not what its API sends."""
+        return cls.upstream_failure("invalid", target)
 
     @classmethod
     def no_target(cls) -> GatewayError:

@@ -58,6 +58,11 @@ def granian_command(settings: Settings, host: str, port: int, workers: int) -> l
         "--no-metrics",
         "--no-access-log",
         "--no-ws",
+        # The request head must fit Granian's HTTP/1 read buffer: a larger one is a 431.
+        "--http1-buffer-size",
+        str(settings.max_header_bytes),
+        "--http2-max-headers-size",
+        str(settings.max_header_bytes),
     ]
     if settings.backpressure:
         cmd += ["--backpressure", str(settings.backpressure)]

@@ -17,12 +17,13 @@ import aiohttp
 
 __all__ = ["AiohttpUpstream", "UpstreamClient", "UpstreamError", "UpstreamResponse"]
 
-UpstreamErrorKind = Literal["connect", "timeout", "broken"]
+UpstreamErrorKind = Literal["connect", "timeout", "broken", "too_large"]
 
 
 class UpstreamError(Exception):
-    """The provider could not be reached (`connect`), took too long (`timeout`), or the
-    connection broke after the request was sent (`broken`)."""
+    """The provider could not be reached (`connect`), took too long (`timeout`), the
+    connection broke after the request was sent (`broken`), or its answer is larger than the
+    gateway accepts (`too_large`)."""
 
     def __init__(self, kind: UpstreamErrorKind) -> None:
         super().__init__(kind)
@@ -33,7 +34,7 @@ class UpstreamResponse(Protocol):
     status: int
 
     def header(self, name: str) -> str | None: ...
-    async def read(self) -> bytes: ...
+    async def read(self, limit: int | None = None) -> bytes: ...
     def chunks(self) -> AsyncIterator[bytes]: ...
     def close(self) -> None: ...
 
@@ -63,13 +64,31 @@ class _AiohttpResponse:
     def header(self, name: str) -> str | None:
         return self._resp.headers.get(name)
 
-    async def read(self) -> bytes:
+    async def read(self, limit: int | None = None) -> bytes:
+        """The whole body; past `limit` bytes `UpstreamError("too_large")`, refused unread
+        when the declared length already says so."""
+        resp = self._resp
         try:
-            return await self._resp.read()
+            declared = resp.content_length
+            if limit is None or (declared is not None and declared <= limit):
+                return await resp.read()
+            if declared is not None:
+                raise UpstreamError("too_large")
+            # No length declared (chunked): count as it comes.
+            parts, size = [], 0
+            async for chunk in resp.content.iter_any():
+                size += len(chunk)
+                if size > limit:
+                    raise UpstreamError("too_large")
+                parts.append(chunk)
+            return b"".join(parts)
+        except UpstreamError:
+            resp.close()  # the rest is never read: this connection cannot be reused
+            raise
         except (TimeoutError, aiohttp.ClientError) as e:
             raise _translate(e) from None
         finally:
-            self._resp.release()
+            resp.release()
 
     async def chunks(self) -> AsyncIterator[bytes]:
         try:

@@ -130,6 +130,14 @@ class Call:
         await self._send({"type": "http.response.start", "status": status, "headers": headers})
         await self._send({"type": "http.response.body", "body": body, "more_body": False})
 
+    async def respond_chunked(self, status: int, parts: Sequence[bytes]) -> None:
+        """Answers in several body messages, so no length is declared (chunked encoding)."""
+        self.record.status = status
+        await self._send({"type": "http.response.start", "status": status, "headers": JSON_HEADERS})
+        for i, part in enumerate(parts):
+            more = i < len(parts) - 1
+            await self._send({"type": "http.response.body", "body": part, "more_body": more})
+
     async def respond_partial(self, body: bytes, declared: int) -> None:
         """Starts a 200 announcing `declared` bytes, sends `body` (fewer), then cuts it."""
         self.record.status = 200

@@ -15,6 +15,7 @@ from tollway.mock.content import (
     openai_error,
 )
 from tollway.mock.exchange import Call, MockAbort
+from tollway.mock.lies import LIES, lie
 from tollway.mock.state import Fault, MockState, begin
 
 __all__ = ["chat_completions", "embeddings", "models", "send_openai_status"]
@@ -86,6 +87,10 @@ async def chat_completions(state: MockState, call: Call, body: bytes) -> None:
     fault = await begin(state, call, req.model, send_openai_status)
     if fault is None:
         return
+    if fault.kind in LIES:
+        echo = req.messages[0].content if req.messages else ""
+        await lie(call, fault.kind, fault.status, bool(req.stream), str(echo))
+        return
     # A model offered tools calls one, unless it is reading that call's result.
     calls_tool = bool(req.tools) and not (req.messages and req.messages[-1].role == "tool")
     answers = state.answers
@@ -103,8 +108,9 @@ async def chat_completions(state: MockState, call: Call, body: bytes) -> None:
         opening, deltas = (
             _tool_call_tails(tool) if calls_tool else (_OPENING, answers.openai_deltas[:n])
         )
+        usage_sent = usage_wanted and fault.kind != "no-usage"
         await _chat_stream(
-            state, call, fault, head, opening, deltas, finish, usage if usage_wanted else None
+            state, call, fault, head, opening, deltas, finish, usage if usage_sent else None
         )
         return
     if calls_tool:
@@ -118,17 +124,18 @@ async def chat_completions(state: MockState, call: Call, body: bytes) -> None:
     else:
         message = {"role": "assistant", "content": answers.text_of(n), "refusal": None}
     choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
-    out = _encode(
-        {
-            "id": chat_id,
-            "object": "chat.completion",
-            "created": created,
-            "model": req.model,
-            "choices": [choice],
-            "usage": usage,
-            "system_fingerprint": None,
-        }
-    )
+    answer = {
+        "id": chat_id,
+        "object": "chat.completion",
+        "created": created,
+        "model": req.model,
+        "choices": [choice],
+        "usage": usage,
+        "system_fingerprint": None,
+    }
+    if fault.kind == "no-usage":
+        del answer["usage"]
+    out = _encode(answer)
     if fault.kind == "reset-mid":
         await call.respond_partial(out[: len(out) // 2], len(out))
     elif fault.kind == "truncated":

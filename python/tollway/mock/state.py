@@ -25,7 +25,9 @@ RECORDED_REQUESTS: Final = 100
 class Fault:
     """What to do instead of (or before) a normal answer."""
 
-    kind: str = "none"  # none | status | reset-before | reset-mid | truncated | hang
+    # none | status | reset-before | reset-mid | truncated | hang | no-usage, and the lies
+    # of `mock.lies`: html | oversize | leak (with a status)
+    kind: str = "none"
     status: int = 0
     delay_s: float = 0.0
 
@@ -36,6 +38,9 @@ _SIMPLE = {
     "mock-reset-mid": Fault("reset-mid"),
     "mock-truncated": Fault("truncated"),
     "mock-hang": Fault("hang"),
+    "mock-html": Fault("html"),
+    "mock-oversize": Fault("oversize"),
+    "mock-no-usage": Fault("no-usage"),
 }
 
 
@@ -50,6 +55,9 @@ def model_fault(model: str) -> Fault:
         if model.startswith("mock-status-"):
             status = int(model[len("mock-status-") :])
             return Fault("status", status) if 400 <= status <= 599 else _NONE
+        if model.startswith("mock-leak-"):
+            status = int(model[len("mock-leak-") :])
+            return Fault("leak", status) if 200 <= status <= 599 else _NONE
         if model.startswith("mock-slow-"):
             return Fault(delay_s=max(float(model[len("mock-slow-") :]), 0.0) / 1000)
     except ValueError:
@@ -106,7 +114,8 @@ async def begin(
 ) -> Fault | None:
     """Waits out the latency, then applies the faults that replace the answer.
 
-    Returns the fault the handler still has to act on (none, reset-mid or truncated), or None
+    Returns the fault the handler still has to act on (none, reset-mid, truncated, no-usage or
+    one of `mock.lies`), or None
     when the request is already dealt with (answered, reset, or the client left).
     """
     fault = state.fault_for(model)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 
 from tollway.asgi import JSON, RequestHead, Send
-from tollway.engine import Admission, PlanInfo, Runtime, SseMeter, Upstream, count_prompt_tokens
+from tollway.engine import Admission, PlanInfo, Runtime, SseMeter, Upstream
 from tollway.errors import GatewayError
 from tollway.guardrails.request import (
     GuardPlan,
@@ -28,16 +28,19 @@ from tollway.guardrails.request import (
 from tollway.providers import TranslationError
 from tollway.proxy.responses import (
     CANCELLED,
+    ERROR_TYPES,
     OUTCOME,
     OUTCOME_NAMES,
+    UNREADABLE,
     Failed,
     answer_of,
-    error_response,
-    first_message,
+    read_failure,
     retry_after_s,
 )
+from tollway.proxy.scrub import bearer_token, scrub_failure
 from tollway.proxy.stream import start_stream
 from tollway.proxy.timing import server_timing
+from tollway.proxy.usage import USAGE_ESTIMATED, estimate_usage, prompt_estimate
 from tollway.telemetry.observe import AttemptLog, RequestLog
 from tollway.upstream import UpstreamError, UpstreamResponse
 
@@ -46,7 +49,6 @@ if TYPE_CHECKING:
 
 __all__ = ["CANCELLED", "Call"]
 
-_SSE_HEADERS = ((b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"))
 # A streamed answer in a trace (exclude_request_data: false) keeps at most this much text.
 _MAX_TRACED_TEXT = 32 * 1024
 
@@ -68,7 +70,9 @@ class Call:
         "meter",
         "raw",
         "req",
+        "response_limit",
         "rt",
+        "secret",
         "send",
         "session",
         "started",
@@ -124,6 +128,9 @@ class Call:
             req["stream_options"] = {**(options or {}), "include_usage": True}
         self.usage = (0, 0, 0)
         self.meter: SseMeter | None = None
+        # The request's own key: scrubbed from answers like the provider secrets.
+        self.secret = bearer_token(head.authorization)
+        self.response_limit = rt.settings.max_response_bytes
 
     def _begin(self, plan: PlanInfo, t0: float) -> None:
         attempts = self.log.attempts
@@ -133,8 +140,9 @@ class Call:
             reason = str(prev.status) if prev.status else prev.error_type
         attempts.append(AttemptLog(plan, t0 - self.started, fallback_reason=reason))
 
-    def end(self, plan: PlanInfo, outcome: int, tokens: int) -> None:
-        """Records how the current attempt ended, once, for both settle and telemetry."""
+    def end(self, plan: PlanInfo, outcome: int, tokens: int, kind: str = "") -> None:
+        """Records how the current attempt ended, once, for both settle and telemetry; `kind`
+        names an upstream failure that shares its settle code with others (`too_large`)."""
         a = self.log.attempts[-1]
         a.end_s = perf_counter() - self.started
         a.outcome, a.output_tokens = outcome, tokens
@@ -142,7 +150,7 @@ class Call:
             a.status = outcome
             a.error_type = "" if outcome < 400 else str(outcome)
         else:
-            a.error_type = OUTCOME_NAMES[outcome]
+            a.error_type = ERROR_TYPES.get(kind) or OUTCOME_NAMES[outcome]
 
     def _payload(self, plan: PlanInfo) -> bytes:
         req = {**self.req, **plan.override_params} if plan.override_params else self.req
@@ -249,7 +257,8 @@ class Call:
         """The provider's usage, or (stream cut short) the local count of what was seen."""
         prompt = meter.prompt_tokens
         if prompt is None:
-            prompt = count_prompt_tokens(self.raw, str(self.req.get("model", "")))
+            prompt = prompt_estimate(self.endpoint, self.req, self.raw)
+        self.log.usage_estimated = meter.usage_estimated
         return (prompt, meter.cached_tokens or 0, meter.output_tokens)
 
     def _url(self, up: Upstream) -> str | None:
@@ -283,7 +292,7 @@ class Call:
                 try:
                     resp = await self._post(up, url, payload)
                 except UpstreamError as e:
-                    self.end(plan, OUTCOME[e.kind], 0)
+                    self.end(plan, OUTCOME[e.kind], 0, e.kind)
                     failed = GatewayError.upstream_failure(e.kind, up.name)
                     # Only a refused connection is retried on the same target: the request
                     # never left. Timeouts and resets may fall back, never repeat here.
@@ -292,19 +301,17 @@ class Call:
                         continue
                     break
                 if resp.status < 300:
-                    if not self.stream:
-                        await self._respond(resp, plan)
+                    # A lying or broken answer (or stream start) falls back like a 502 would.
+                    failed = await (
+                        start_stream(self, resp, plan, t0)
+                        if self.stream
+                        else self._respond(resp, plan)
+                    )
+                    if failed is None:
                         return
-                    started = await start_stream(self, resp, plan, t0)
-                    if started is None:
-                        return
-                    failed = started
                     break
-                body = await self._read_error(resp)
                 status = resp.status
-                self.end(plan, status, 0)
-                body = up.provider.response_body(status, body, up.model_id, self.req)
-                failed = Failed(*error_response(status, body, up.name, resp.header("retry-after")))
+                failed = await self._failure(resp, plan)
                 if status in plan.retry_on and attempt < plan.retries:
                     wait = plan.retry_delay_s
                     hint = retry_after_s(resp.header("retry-after")) if status == 429 else None
@@ -323,12 +330,15 @@ class Call:
             raise failed or GatewayError.no_target()
         await self._fail(failed, rt.plans[self.adm.plans[-1]])
 
-    @staticmethod
-    async def _read_error(resp: UpstreamResponse) -> bytes:
-        try:
-            return await resp.read()
-        except UpstreamError:
-            return b""
+    async def _failure(self, resp: UpstreamResponse, plan: PlanInfo) -> Failed:
+        """A non-2xx answer as the client would see it: OpenAI-shaped, without secrets."""
+        self.end(plan, resp.status, 0)
+        failed = await read_failure(resp, plan.upstream, self.response_limit, self.req)
+        return scrub_failure(self.rt.scrubber, failed, self.secret)
+
+    def scrub(self, data: bytes) -> bytes:
+        """`data` without any provider secret or this request's key."""
+        return self.rt.scrubber.scrub(data, self.secret)
 
     async def _fail(self, failed: Failed, plan: PlanInfo) -> None:
         await self.gate()
@@ -339,19 +349,22 @@ class Call:
         await self.send(start)
         await self.send({"type": "http.response.body", "body": failed.body, "more_body": False})
 
-    async def _respond(self, resp: UpstreamResponse, plan: PlanInfo) -> None:
+    async def _respond(self, resp: UpstreamResponse, plan: PlanInfo) -> GatewayError | None:
+        """Relays a non-streamed 2xx answer; returns the failure (unreadable, too large, not
+        an answer) when the next fallback candidate should be tried instead."""
         up = plan.upstream
         try:
-            payload = await resp.read()
-        except UpstreamError as e:
-            self.end(plan, OUTCOME[e.kind], 0)
-            raise GatewayError.upstream_failure(e.kind, up.name) from None
-        try:
+            payload = await resp.read(self.response_limit)
             payload = up.provider.response_body(resp.status, payload, up.model_id, self.req)
-        except (ValueError, TypeError, AttributeError, KeyError):
-            # A translated provider's 2xx answer that is not the JSON its API promises.
-            self.end(plan, OUTCOME["broken"], 0)
-            raise GatewayError.unreadable_answer(up.name) from None
+            answer = answer_of(payload, self.endpoint == "chat")
+        except UpstreamError as e:
+            self.end(plan, OUTCOME[e.kind], 0, e.kind)
+            return GatewayError.upstream_failure(e.kind, up.name)
+        except UNREADABLE:
+            answer = None  # a translated provider's 2xx that is not the JSON its API promises
+        if answer is None:
+            self.end(plan, OUTCOME["invalid"], 0, "invalid")
+            return GatewayError.upstream_failure("invalid", up.name)
         await self.gate()
         if self.guard is not None and self.guard.output:
             guarded = guard_output(self.guard, payload)
@@ -365,14 +378,23 @@ class Call:
                 self.end(plan, resp.status, 0)
                 raise hooked
             payload = hooked
+        payload = self.scrub(payload)
+        log = self.log
         if self.capture_content:
-            self.log.output_text = first_message(payload)
-        self.usage, self.log.response_id, self.log.response_model, self.log.finish_reasons = (
-            answer_of(payload)
-        )
+            log.output_text = answer.text
+        extra = [JSON]
+        if answer.usage is None:  # never charged 0: the local tokenizer's count, marked
+            self.usage = estimate_usage(self.endpoint, self.req, self.raw, answer.text)
+            extra.append(USAGE_ESTIMATED)
+            log.usage_estimated = True
+        else:
+            self.usage = answer.usage
+        log.response_id, log.response_model = answer.id, answer.model
+        log.finish_reasons = answer.finish_reasons
         self.end(plan, resp.status, self.usage[2])
-        timing = server_timing(self.started, self.log)
-        headers = self.headers(plan, [JSON, (b"server-timing", timing)])
-        self.log.status = resp.status
+        extra.append((b"server-timing", server_timing(self.started, log)))
+        headers = self.headers(plan, extra)
+        log.status = resp.status
         await self.send({"type": "http.response.start", "status": resp.status, "headers": headers})
         await self.send({"type": "http.response.body", "body": payload, "more_body": False})
+        return None

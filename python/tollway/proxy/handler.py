@@ -12,16 +12,16 @@ import contextlib
 import logging
 from collections.abc import Coroutine
 from time import perf_counter
-from typing import Any, Literal
+from typing import Any
 
-import msgspec
-
-from tollway.asgi import Receive, RequestHead, Scope, Send, read_body, send_error
+from tollway.asgi import Receive, RequestHead, Scope, Send, send_error
 from tollway.engine import Admission, Denial, Runtime
 from tollway.errors import GatewayError
 from tollway.guardrails.request import plan_for
 from tollway.proxy.call import CANCELLED, Call
+from tollway.proxy.deadline import BodyReadWatch
 from tollway.proxy.timing import server_timing
+from tollway.proxy.validate import FORBIDDEN_FIELDS, Endpoint, validate_request
 from tollway.telemetry import Telemetry, now_ns
 from tollway.telemetry.observe import RequestLog, build_record
 from tollway.upstream import UpstreamClient
@@ -29,60 +29,6 @@ from tollway.upstream import UpstreamClient
 __all__ = ["FORBIDDEN_FIELDS", "Proxy"]
 
 log = logging.getLogger("tollway.proxy")
-
-Endpoint = Literal["chat", "embeddings"]
-
-# Fields that would let a client pick the upstream host or credentials (the SSRF class of
-# LLM-gateway CVEs). They are refused, never forwarded.
-FORBIDDEN_FIELDS = frozenset(
-    {
-        "api_base",
-        "base_url",
-        "api_key",
-        "api_version",
-        "azure_endpoint",
-        "azure_ad_token",
-        "custom_llm_provider",
-        "extra_headers",
-        "headers",
-        "organization",
-        "url",
-    }
-)
-
-_decode = msgspec.json.Decoder().decode
-_encode = msgspec.json.Encoder().encode
-
-
-def _validate(body: bytes, endpoint: Endpoint) -> dict[str, Any]:
-    """The decoded request, or a 400 naming the field that is wrong."""
-    try:
-        req = _decode(body)
-    except msgspec.DecodeError as e:
-        raise GatewayError.bad_request(f"The request body is not valid JSON: {e}") from None
-    if type(req) is not dict:
-        raise GatewayError.bad_request("The request body must be a JSON object")
-    if not FORBIDDEN_FIELDS.isdisjoint(req):
-        field = sorted(FORBIDDEN_FIELDS.intersection(req))[0]
-        raise GatewayError.bad_request(
-            f"'{field}' cannot be set by a client: the gateway decides where requests go",
-            field,
-        )
-    model = req.get("model")
-    if type(model) is not str or not model:
-        what = "is required" if model is None else "must be a non-empty string"
-        raise GatewayError.bad_request(f"'model' {what}", "model")
-    if endpoint == "chat":
-        messages = req.get("messages")
-        if type(messages) is not list or not messages:
-            what = "is required" if messages is None else "must be a non-empty list"
-            raise GatewayError.bad_request(f"'messages' {what}", "messages")
-        stream = req.get("stream")
-        if stream is not None and type(stream) is not bool:
-            raise GatewayError.bad_request("'stream' must be true or false", "stream")
-    elif req.get("input") is None:
-        raise GatewayError.bad_request("'input' is required", "input")
-    return req
 
 
 def _positive_ms(raw: bytes, header: str) -> int:
@@ -106,6 +52,7 @@ class Proxy:
         self.runtime = runtime
         self.client = client
         self.telemetry = telemetry
+        self.body_watch = BodyReadWatch()
 
     def _timeouts(self, head: RequestHead) -> tuple[float, float | None]:
         """(per-attempt, first-token) seconds; client values are capped by the server."""
@@ -133,9 +80,15 @@ class Proxy:
                 denial = rt.engine.authenticate(None)
                 assert isinstance(denial, Denial)
                 raise GatewayError.from_denial(denial)
-            body = await read_body(receive, rt.settings.max_body_bytes, head.content_length)
+            settings = rt.settings
+            body = await self.body_watch.read(
+                receive,
+                settings.max_body_bytes,
+                head.content_length,
+                settings.body_read_timeout_ms / 1000,
+            )
             log.request_body, log.logging_config = body, head.logging_config
-            req = _validate(body, endpoint)
+            req = validate_request(body, endpoint)
             timeouts = self._timeouts(head)
             adm = rt.engine.admit(head.authorization, req["model"], head.metadata, head.guardrails)
             if isinstance(adm, Denial):

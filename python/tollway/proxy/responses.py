@@ -6,75 +6,130 @@ failures, and the mapping of transport failures to 502/504.
 from __future__ import annotations
 
 from time import perf_counter
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from tollway.engine import Outcome
 from tollway.errors import error_body
+from tollway.upstream import UpstreamError
+
+if TYPE_CHECKING:
+    from tollway.engine import Upstream
+    from tollway.upstream import UpstreamResponse
 
 __all__ = [
     "CANCELLED",
+    "ERROR_TYPES",
     "OUTCOME",
     "OUTCOME_NAMES",
+    "UNREADABLE",
+    "Answer",
     "Failed",
     "answer_of",
     "elapsed_ms",
     "error_response",
-    "first_message",
+    "read_failure",
     "retry_after_s",
 ]
 
 # settle() codes for failures without an HTTP status, by the upstream client's failure kind;
-# the codes and their names are the core's (`Outcome`).
+# the codes and their names are the core's (`Outcome`). An oversized or unreadable answer is
+# a broken exchange to the target's health.
 OUTCOME = {
     "connect": int(Outcome.CONNECT),
     "timeout": int(Outcome.TIMEOUT),
     "broken": int(Outcome.BROKEN),
+    "too_large": int(Outcome.BROKEN),
+    "invalid": int(Outcome.BROKEN),
 }
 OUTCOME_NAMES = {int(o): o.error_type for o in (Outcome.CONNECT, Outcome.TIMEOUT, Outcome.BROKEN)}
+# Attempt error types (metrics, spans) of the failures that share a settle code.
+ERROR_TYPES = {"too_large": "response_too_large", "invalid": "invalid_response"}
 # The client went away (nginx's 499): the request is settled with what it was sent.
 CANCELLED = int(Outcome.CANCELLED)
+
+# What a provider translation raises on a body that is not what its API sends.
+UNREADABLE = (msgspec.MsgspecError, ValueError, TypeError, AttributeError, KeyError)
 
 _decode = msgspec.json.Decoder().decode
 
 
 class _PromptDetails(msgspec.Struct):
-    cached_tokens: int = 0
+    cached_tokens: int | None = None
 
 
 class _Usage(msgspec.Struct):
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
     prompt_tokens_details: _PromptDetails | None = None
+
+
+class _Message(msgspec.Struct):
+    # Text, or content parts from providers that answer in parts.
+    content: str | list[Any] | None = None
+    # Raw: kept as the provider's JSON (an estimate counts it); empty when absent.
+    tool_calls: msgspec.Raw = msgspec.Raw()
 
 
 class _Choice(msgspec.Struct):
     finish_reason: str | None = None
+    message: _Message | None = None
 
 
 class _Answer(msgspec.Struct):
-    id: str = ""
-    model: str = ""
-    choices: list[_Choice] = []
+    id: str | None = None
+    model: str | None = None
+    choices: list[_Choice] | None = None  # chat answers
+    data: msgspec.Raw = msgspec.Raw()  # embeddings answers (a list), not decoded
     usage: _Usage | None = None
 
 
 _decode_answer = msgspec.json.Decoder(_Answer).decode
 
 
-def answer_of(body: bytes) -> tuple[tuple[int, int, int], str, str, list[str]]:
-    """Usage (input, cached input, output), id, model and finish reasons of a non-streamed
-    answer (embeddings have no choices); zeros and empties when absent."""
+class Answer(msgspec.Struct):
+    """What the gateway reads of a non-streamed answer. `usage` is (input, cached input,
+    output), None when the provider did not report it readably; `text` is the answer's text
+    and tool calls, for a local token estimate and traces."""
+
+    usage: tuple[int, int, int] | None
+    id: str
+    model: str
+    finish_reasons: list[str]
+    text: str
+
+
+def answer_of(body: bytes, chat: bool) -> Answer | None:
+    """The one decode of a non-streamed answer (after provider translation); None when it is
+    not an answer at all (HTML, truncated or mistyped JSON, no `choices`/`data`)."""
     try:
         a = _decode_answer(body)
-    except msgspec.DecodeError:
-        return (0, 0, 0), "", "", []
-    reasons = [c.finish_reason for c in a.choices if c.finish_reason]
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return None
+    if a.choices is None if chat else not bytes(a.data).startswith(b"["):
+        return None
+    reasons, texts = [], []
+    for c in a.choices or ():
+        if c.finish_reason:
+            reasons.append(c.finish_reason)
+        m = c.message
+        if m is not None:
+            if type(m.content) is str:
+                texts.append(m.content)
+            if m.tool_calls:
+                texts.append(bytes(m.tool_calls).decode("utf-8", "replace"))
+    usage = None
     u = a.usage
-    if u is None:
-        return (0, 0, 0), a.id, a.model, reasons
-    cached = u.prompt_tokens_details.cached_tokens if u.prompt_tokens_details else 0
-    return (u.prompt_tokens, cached, u.completion_tokens), a.id, a.model, reasons
+    if (
+        u is not None
+        and u.prompt_tokens is not None
+        and (u.completion_tokens is not None or not chat)
+    ):
+        details = u.prompt_tokens_details
+        cached = (details.cached_tokens or 0) if details else 0
+        usage = (u.prompt_tokens, cached, u.completion_tokens or 0)
+    return Answer(usage, a.id or "", a.model or "", reasons, "".join(texts))
 
 
 def retry_after_s(value: str | None) -> float | None:
@@ -104,37 +159,26 @@ def error_response(
     return status, error_body(msg, "api_error", "upstream_error", None), extra
 
 
+async def read_failure(
+    resp: UpstreamResponse, up: Upstream, limit: int, req: dict[str, Any]
+) -> Failed:
+    """A non-2xx answer as the client would see it (OpenAI-shaped; secrets still in): read
+    up to `limit` bytes and translated; unreadable or not the provider's error shape, a
+    generic message."""
+    try:
+        body = await resp.read(limit)
+        body = up.provider.response_body(resp.status, body, up.model_id, req)
+    except (UpstreamError, *UNREADABLE):
+        body = b""
+    return Failed(*error_response(resp.status, body, up.name, resp.header("retry-after")))
+
+
 class Failed(msgspec.Struct):
     """An attempt's failure as the client would see it if nothing else works."""
 
     status: int
     body: bytes
     headers: list[tuple[bytes, bytes]]
-
-
-class _Message(msgspec.Struct):
-    content: str | None = None
-
-
-class _MessageChoice(msgspec.Struct):
-    message: _Message | None = None
-
-
-class _Choices(msgspec.Struct):
-    choices: list[_MessageChoice] = []
-
-
-_decode_choices = msgspec.json.Decoder(_Choices).decode
-
-
-def first_message(body: bytes) -> str | None:
-    """The first choice's text, for traces that keep request data."""
-    try:
-        choices = _decode_choices(body).choices
-    except msgspec.DecodeError:
-        return None
-    message = choices[0].message if choices else None
-    return message.content if message else None
 
 
 def elapsed_ms(t0: float) -> float:

@@ -25,7 +25,8 @@ __all__ = ["StreamHost", "relay", "start_stream"]
 
 class StreamHost(Protocol):
     """What a stream needs from the request that opened it (a `Call` is one): where to send,
-    the first-token bound, the output guardrails, and where the attempt's end is recorded."""
+    the first-token bound, the output guardrails, where the attempt's end is recorded, and the
+    secret scrubbing and size cap every relayed byte goes through."""
 
     send: Send
     ttft_s: float | None
@@ -34,8 +35,12 @@ class StreamHost(Protocol):
     meter: SseMeter | None
     log: RequestLog
     started: float
+    # The most a provider may send for this request (`max_response_bytes`).
+    response_limit: int
 
-    def end(self, plan: PlanInfo, outcome: int, tokens: int) -> None: ...
+    def end(self, plan: PlanInfo, outcome: int, tokens: int, kind: str = "") -> None: ...
+
+    def scrub(self, data: bytes) -> bytes: ...
 
     async def gate(self) -> None: ...
 
@@ -53,6 +58,11 @@ async def start_stream(
     """Waits for the first chunk (bounded by the TTFT timeout) and then relays the stream;
     returns the failure when the stream never started, so the caller can fall back."""
     up = plan.upstream
+    if (resp.header("content-type") or "").startswith("text/html"):
+        # A portal or proxy error page, not an event stream: nothing sent yet, fall back.
+        resp.close()
+        call.end(plan, OUTCOME["invalid"], 0, "invalid")
+        return GatewayError.upstream_failure("invalid", up.name)
     chunks = resp.chunks()
     try:
         pending = anext(chunks)
@@ -102,18 +112,25 @@ async def relay(
     guard = StreamGuard(call.guard) if call.guard is not None and call.guard.output else None
     guard_start = now_ns()
     status: int = 200
+    kind = ""
     broken: GatewayError | None = None
     # The per-chunk loop is the hottest Python of a stream: bound methods, no helper calls.
-    feed = meter.feed
+    # No secret reaches the client (the meter hands over whole events, so none is split), and
+    # no provider sends more than `max_response_bytes`.
+    feed, scrub = meter.feed, call.scrub
+    room = call.response_limit - len(first)
     more = {"type": "http.response.body", "body": b"", "more_body": True}
     try:
-        out = feed(first)
+        out = scrub(feed(first))
         for_client = guard.feed(out) if guard is not None else out
         if for_client:
             await send({**more, "body": for_client})
         if meter.error is None:
             async for chunk in chunks:
-                out = feed(chunk)
+                room -= len(chunk)
+                if room < 0:
+                    raise UpstreamError("too_large")
+                out = scrub(feed(chunk))
                 if guard is not None:
                     out = guard.feed(out)
                 if out:
@@ -121,13 +138,14 @@ async def relay(
                 if meter.error is not None or (guard is not None and guard.error is not None):
                     break
             else:
-                out = meter.finish()
+                out = scrub(meter.finish())
                 if guard is not None:
                     out = guard.feed(out)
                 if out:
                     await send({**more, "body": out})
     except UpstreamError as e:
-        status, broken = OUTCOME[e.kind], GatewayError.upstream_failure(e.kind, plan.upstream.name)
+        status, kind = OUTCOME[e.kind], e.kind
+        broken = GatewayError.upstream_failure(e.kind, plan.upstream.name)
     if guard is not None and guard.error is not None:
         broken = guard.error  # an output guardrail blocked the rest of the answer
     elif broken is None and meter.error is not None:
@@ -139,9 +157,9 @@ async def relay(
         call.log.error_type = broken.code or "stream_error"
         # The client already has a 200: say so in-band and end without [DONE]; after the
         # first byte there is no fallback (the client may have shown part of an answer).
-        event = b"event: error\ndata: " + broken.body() + b"\n\n"
+        event = b"event: error\ndata: " + scrub(broken.body()) + b"\n\n"
         await send({"type": "http.response.body", "body": event, "more_body": True})
     if guard is not None:
         guard.report(guard_start)
-    call.end(plan, status, meter.output_tokens)
+    call.end(plan, status, meter.output_tokens, kind)
     await send({"type": "http.response.body", "body": b"", "more_body": False})

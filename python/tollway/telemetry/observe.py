@@ -56,6 +56,7 @@ class RequestLog:
     response_model: str = ""
     finish_reasons: list[str] = field(default_factory=list)
     usage: tuple[int, int, int] = (0, 0, 0)
+    usage_estimated: bool = False
     cost_usd: float = 0.0
     ttft_ms: float | None = None
     itl_mean_ms: float | None = None
@@ -143,6 +144,7 @@ def build_record(
                 stream=req.get("stream") is True,
                 input_messages=_encode(req.get("messages")).decode() if capture_content else None,
                 output_text=log.output_text if capture_content and final else None,
+                usage_estimated=final and log.usage_estimated,
             )
         )
     part = None

@@ -42,6 +42,8 @@ class Attempt(msgspec.Struct, array_like=True, gc=False, kw_only=True):
     stream: bool = False
     input_messages: str | None = None
     output_text: str | None = None
+    # The usage was counted by the gateway's tokenizer (the provider's was missing).
+    usage_estimated: bool = False
 
 
 class GuardrailRun(msgspec.Struct, array_like=True, gc=False, kw_only=True):

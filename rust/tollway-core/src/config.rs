@@ -7,47 +7,10 @@
 use crate::schema::{index, Errors, Fields};
 use serde_json::Value;
 
-pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
+pub use crate::server::{
+    ServerSettings, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_RESPONSE_BYTES,
+};
 pub const METADATA_VALUE_MAX_CHARS: usize = 128;
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct ServerSettings {
-    pub host: String,
-    pub port: u16,
-    pub workers: u32,
-    pub max_body_bytes: u64,
-    pub connect_timeout_ms: u64,
-    pub request_timeout_ms: u64,
-    pub max_request_timeout_ms: u64,
-    /// After SIGTERM: how long `/readyz` says 503 while still serving, so the load
-    /// balancer deregisters the instance before the listener closes.
-    pub drain_delay_s: u64,
-    /// Then: how long in-flight requests and streams may take to finish.
-    pub shutdown_grace_s: u64,
-    /// Granian: `auto`, `1` or `2`.
-    pub http: String,
-    pub backpressure: Option<u64>,
-    pub keep_alive: bool,
-}
-
-impl Default for ServerSettings {
-    fn default() -> Self {
-        Self {
-            host: "127.0.0.1".to_owned(),
-            port: 8080,
-            workers: 1,
-            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
-            connect_timeout_ms: 5_000,
-            request_timeout_ms: 600_000,
-            max_request_timeout_ms: 3_600_000,
-            drain_delay_s: 5,
-            shutdown_grace_s: 30,
-            http: "auto".to_owned(),
-            backpressure: None,
-            keep_alive: true,
-        }
-    }
-}
 
 pub use crate::providers::{CloudAccount, Provider};
 
@@ -213,67 +176,8 @@ fn parse_settings(doc: &Value, cfg: &mut RawConfig, errs: &mut Errors) {
     if let Some(state) = f.get("state") {
         crate::limits::sync::parse_state(state, &mut cfg.state, errs);
     }
-    let Some(server) = f.get("server") else {
-        return;
-    };
-    let Some(s) = Fields::new(
-        server,
-        "server",
-        &[
-            "host",
-            "port",
-            "workers",
-            "max_body_bytes",
-            "timeouts",
-            "drain_delay_s",
-            "shutdown_grace_s",
-            "http",
-            "backpressure",
-            "keep_alive",
-        ],
-        errs,
-    ) else {
-        return;
-    };
-    let out = &mut cfg.server;
-    if let Some(h) = s.string("host", errs) {
-        out.host = h;
-    }
-    if let Some(p) = s.uint("port", 0, 65535, errs) {
-        out.port = u16::try_from(p).unwrap_or(out.port);
-    }
-    if let Some(w) = s.uint("workers", 1, 1024, errs) {
-        out.workers = u32::try_from(w).unwrap_or(1);
-    }
-    if let Some(m) = s.uint("max_body_bytes", 1024, 1 << 34, errs) {
-        out.max_body_bytes = m;
-    }
-    if let Some(v) = s.uint("drain_delay_s", 0, 3600, errs) {
-        out.drain_delay_s = v;
-    }
-    if let Some(v) = s.uint("shutdown_grace_s", 0, 86_400, errs) {
-        out.shutdown_grace_s = v;
-    }
-    if let Some(v) = s.choice("http", &["auto", "1", "2"], errs) {
-        out.http = v;
-    }
-    out.backpressure = s.uint("backpressure", 1, 1_000_000, errs);
-    if let Some(v) = s.boolean("keep_alive", errs) {
-        out.keep_alive = v;
-    }
-    if let Some(t) = s.get("timeouts") {
-        let known = ["connect_ms", "request_ms", "max_request_ms"];
-        if let Some(t) = Fields::new(t, "server.timeouts", &known, errs) {
-            if let Some(v) = t.uint("connect_ms", 1, 600_000, errs) {
-                out.connect_timeout_ms = v;
-            }
-            if let Some(v) = t.uint("request_ms", 1, 86_400_000, errs) {
-                out.request_timeout_ms = v;
-            }
-            if let Some(v) = t.uint("max_request_ms", 1, 86_400_000, errs) {
-                out.max_request_timeout_ms = v;
-            }
-        }
+    if let Some(server) = f.get("server") {
+        crate::server::parse(server, &mut cfg.server, errs);
     }
 }
 

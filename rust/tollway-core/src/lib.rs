@@ -11,6 +11,8 @@ pub mod metadata;
 pub mod providers;
 pub mod routing;
 pub mod schema;
+pub mod scrub;
+pub mod server;
 pub mod sigv4;
 pub mod sse;
 pub mod telemetry;

@@ -35,6 +35,12 @@ pub(crate) struct Settings {
     backpressure: Option<u64>,
     #[pyo3(get)]
     keep_alive: bool,
+    #[pyo3(get)]
+    max_response_bytes: u64,
+    #[pyo3(get)]
+    max_header_bytes: u64,
+    #[pyo3(get)]
+    body_read_timeout_ms: u64,
     /// `{"otel": {...}, "metrics": {...}}`: the validated telemetry sections.
     #[pyo3(get)]
     telemetry_json: String,
@@ -457,6 +463,9 @@ impl Engine {
             http: s.http.clone(),
             backpressure: s.backpressure,
             keep_alive: s.keep_alive,
+            max_response_bytes: s.max_response_bytes,
+            max_header_bytes: s.max_header_bytes,
+            body_read_timeout_ms: s.body_read_timeout_ms,
             telemetry_json: self.inner.telemetry_json.clone(),
             state_backend: self.inner.state.backend.clone(),
             redis_url: self.inner.state.redis_url.clone(),

@@ -6,6 +6,7 @@ mod guardrails;
 mod logs;
 mod meter;
 mod otlp;
+mod scrub;
 mod sigv4;
 mod state;
 
@@ -31,5 +32,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     guardrails::register(m)?;
     state::register(m)?;
     logs::register(m)?;
+    scrub::register(m)?;
     Ok(())
 }

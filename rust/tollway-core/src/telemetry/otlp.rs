@@ -46,6 +46,9 @@ pub struct Attempt {
     pub stream: bool,
     pub input_messages: Option<String>,
     pub output_text: Option<String>,
+    /// The usage was counted by the gateway's tokenizer, not reported by the provider.
+    #[serde(default)]
+    pub usage_estimated: bool,
 }
 
 /// One gateway request, field for field the Python `tollway.telemetry.Record` (array-like).
@@ -453,6 +456,12 @@ impl SpanEncoder {
         a.int("tollway.attempt", Some(i64::from(at.attempt)));
         a.text("tollway.fallback_reason", &at.fallback_reason);
         a.0.push(kv("tollway.stream", any_value::Value::BoolValue(at.stream)));
+        if at.usage_estimated {
+            a.0.push(kv(
+                "tollway.usage.estimated",
+                any_value::Value::BoolValue(true),
+            ));
+        }
         if !self.exclude_request_data {
             if let Some(m) = &at.input_messages {
                 a.text("gen_ai.input.messages", bounded(m, MAX_CONTENT_BYTES));
@@ -609,6 +618,23 @@ mod tests {
             let s = String::from_utf8_lossy(&body);
             assert!(!s.contains("secret prompt") && !s.contains("the answer"));
         }
+    }
+
+    #[test]
+    fn an_estimated_usage_is_marked_and_older_records_still_decode() {
+        // BATCH has no trailing `usage_estimated`: it decodes as false, with no attribute.
+        let enc = SpanEncoder::new("gw", &[], true);
+        let records = decode_batch(BATCH.as_bytes()).unwrap();
+        assert!(!records[0].attempts[0].usage_estimated);
+        let marked = BATCH.replace(r#""the answer"]]"#, r#""the answer", true]]"#);
+        let records = decode_batch(marked.as_bytes()).unwrap();
+        let (body, _) = enc.encode(&records, Encoding::Protobuf);
+        let req = ExportTraceServiceRequest::decode(body.as_slice()).unwrap();
+        let child = &req.resource_spans[0].scope_spans[0].spans[1];
+        assert_eq!(
+            attr(child, "tollway.usage.estimated"),
+            Some(&any_value::Value::BoolValue(true))
+        );
     }
 
     #[test]

@@ -1,0 +1,39 @@
+"""Usage the provider did not report, counted locally: a request is never charged 0 because
+the answer's `usage` was missing or unreadable (an estimate is marked as one)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tollway.engine import count_prompt_tokens, count_tokens
+
+__all__ = ["USAGE_ESTIMATED", "estimate_usage", "prompt_estimate"]
+
+# On an answer whose usage the gateway counted itself.
+USAGE_ESTIMATED = (b"x-tfy-usage-estimated", b"true")
+
+
+def prompt_estimate(endpoint: str, req: dict[str, Any], raw: bytes) -> int:
+    """Input tokens of the request by the local tokenizer of its model (at least 1)."""
+    model = str(req.get("model", ""))
+    if endpoint == "chat":
+        return max(count_prompt_tokens(raw, model), 1)
+    items = req.get("input")
+    if not isinstance(items, list) or (items and isinstance(items[0], int)):
+        items = [items]
+    total = 0
+    for item in items:
+        if isinstance(item, str):
+            total += count_tokens(item, model)
+        elif isinstance(item, list):
+            total += len(item)  # token ids
+    return max(total, 1)
+
+
+def estimate_usage(
+    endpoint: str, req: dict[str, Any], raw: bytes, answer_text: str
+) -> tuple[int, int, int]:
+    """(input, cached input, output) for an answer without readable usage."""
+    model = str(req.get("model", ""))
+    output = count_tokens(answer_text, model) if endpoint == "chat" else 0
+    return prompt_estimate(endpoint, req, raw), 0, output

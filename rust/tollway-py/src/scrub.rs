@@ -1,0 +1,53 @@
+//! Python face of the secret scrubber (tollway-core `scrub`): conversions only.
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyString};
+
+/// Removes every configured secret from bytes relayed to a client; one per config.
+#[pyclass(frozen, module = "tollway._core")]
+struct Scrubber {
+    inner: tollway_core::scrub::Scrubber,
+}
+
+#[pymethods]
+impl Scrubber {
+    #[new]
+    fn new(secrets: Vec<String>) -> Self {
+        Self {
+            inner: tollway_core::scrub::Scrubber::new(secrets),
+        }
+    }
+
+    /// `data` without secrets (the same object when it had none); `extra` is one more
+    /// secret for this call only, e.g. the request's client key.
+    #[pyo3(signature = (data, extra=None))]
+    fn scrub<'py>(&self, data: Bound<'py, PyBytes>, extra: Option<&[u8]>) -> Bound<'py, PyBytes> {
+        match self.inner.scrub(data.as_bytes(), extra) {
+            Some(clean) => PyBytes::new(data.py(), &clean),
+            None => data,
+        }
+    }
+
+    /// The same for text (an error message, a header value).
+    #[pyo3(signature = (text, extra=None))]
+    fn scrub_text<'py>(
+        &self,
+        text: Bound<'py, PyString>,
+        extra: Option<&[u8]>,
+    ) -> PyResult<Bound<'py, PyString>> {
+        let clean = self.inner.scrub(text.to_str()?.as_bytes(), extra);
+        Ok(match clean {
+            Some(clean) => PyString::new(text.py(), &String::from_utf8_lossy(&clean)),
+            None => text,
+        })
+    }
+
+    /// False when no secret is configured (only a per-call `extra` can then be scrubbed).
+    fn __bool__(&self) -> bool {
+        !self.inner.is_empty()
+    }
+}
+
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Scrubber>()
+}
