@@ -12,7 +12,7 @@ import contextlib
 import logging
 from collections.abc import Coroutine
 from time import perf_counter
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
@@ -24,6 +24,9 @@ from tollway.proxy.call import CANCELLED, Call
 from tollway.telemetry import Telemetry, now_ns
 from tollway.telemetry.observe import RequestLog, build_record
 from tollway.upstream import UpstreamClient
+
+if TYPE_CHECKING:
+    from tollway.mcp import McpGateway
 
 __all__ = ["FORBIDDEN_FIELDS", "Proxy"]
 
@@ -106,11 +109,17 @@ class Proxy:
     """Handles the proxied endpoints for whichever `Runtime` is current."""
 
     def __init__(
-        self, runtime: Runtime, client: UpstreamClient, telemetry: Telemetry | None = None
+        self,
+        runtime: Runtime,
+        client: UpstreamClient,
+        telemetry: Telemetry | None = None,
+        mcp: McpGateway | None = None,
     ) -> None:
         self.runtime = runtime
         self.client = client
         self.telemetry = telemetry
+        # Chat requests naming `mcp_servers` run the agent loop over these tools.
+        self.mcp = mcp
 
     def _timeouts(self, head: RequestHead) -> tuple[float, float | None]:
         """(per-attempt, first-token) seconds; client values are capped by the server."""
@@ -132,6 +141,7 @@ class Proxy:
         log = RequestLog(scope["path"], now_ns())
         req: dict[str, Any] | None = None
         adm: Admission | Denial | None = None
+        agent = False
         try:
             if head.authorization is None:
                 # Refuse before reading a body nobody is entitled to send.
@@ -141,6 +151,13 @@ class Proxy:
             body = await read_body(receive, rt.settings.max_body_bytes, head.content_length)
             req = _validate(body, endpoint)
             timeouts = self._timeouts(head)
+            if endpoint == "chat" and "mcp_servers" in req and self.mcp is not None:
+                # The agent loop: every model call in it is recorded on its own.
+                agent = True
+                from tollway.mcp.agent import run_agent
+
+                await run_agent(self, req, head, scope["headers"], send, timeouts)
+                return
             adm = rt.engine.admit(head.authorization, req["model"], head.metadata)
             if isinstance(adm, Denial):
                 raise GatewayError(
@@ -193,7 +210,7 @@ class Proxy:
             if e.status != CANCELLED:
                 await send_error(send, e, head.request_id)
         finally:
-            if self.telemetry is not None:
+            if self.telemetry is not None and not agent:
                 self.telemetry.record(
                     build_record(
                         rt,

@@ -59,6 +59,32 @@ _HISTOGRAMS: dict[str, tuple[str, tuple[str, ...], tuple[float, ...]]] = {
     "llm_gateway_inter_token_latency_ms": ("Mean inter-token latency in ms.", (), _ITL_MS),
 }
 
+# MCP tool calls and the agent loop (labels only, no base labels); updated directly by the
+# request path (a dict update), not from records.
+_TOOL_LABELS = ("tool_name", "server")
+_MCP_COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "llm_gateway_agent_tool_calls_total": ("MCP tool calls by result.", (*_TOOL_LABELS, "status")),
+    "llm_gateway_agent_request_iteration_limit_reached_total": (
+        "Agent requests stopped at max_iterations.",
+        ("model_name",),
+    ),
+    "llm_gateway_mcp_server_failures_total": (
+        "Failed calls to MCP servers (circuit open included), by reason.",
+        ("server", "reason"),
+    ),
+    "llm_gateway_mcp_circuit_opened_total": ("Times an MCP server's breaker opened.", ("server",)),
+}
+_MCP_HISTOGRAMS: dict[str, tuple[str, tuple[str, ...], tuple[float, ...]]] = {
+    "llm_gateway_agent_tool_latency_ms": (
+        "MCP tool call latency in ms.", _TOOL_LABELS, _LATENCY_MS),
+    "llm_gateway_agent_mcp_connect_latency_ms": (
+        "MCP session set-up (initialize) latency in ms.", ("server",), _LATENCY_MS),
+    "llm_gateway_agent_request_duration_ms": (
+        "Agent request latency in ms (all iterations).", ("model_name",), _LATENCY_MS),
+    "llm_gateway_agent_llm_latency_ms": (
+        "Model call latency within agent requests in ms.", ("model_name",), _LATENCY_MS),
+}  # fmt: skip
+
 Counts = dict[str, dict[tuple[str, ...], float]]
 # Per label set: non-cumulative bucket counts (+Inf last), then the sum.
 Hists = dict[str, dict[tuple[str, ...], list[float]]]
@@ -79,8 +105,8 @@ class MetricsStore:
         self._meta_labels = tuple(f"llm_gateway_metadata_{k}" for k in self._meta_keys)
         self._cap = value_cap
         self._seen: list[set[str]] = [set() for _ in self._meta_keys]
-        self._counters: Counts = {name: {} for name in (*_FAMILIES, *_PLAIN)}
-        self._hists: Hists = {name: {} for name in _HISTOGRAMS}
+        self._counters: Counts = {name: {} for name in (*_FAMILIES, *_PLAIN, *_MCP_COUNTERS)}
+        self._hists: Hists = {name: {} for name in (*_HISTOGRAMS, *_MCP_HISTOGRAMS)}
         self._dir = Path(directory) if directory else None
         self._file = self._dir / f"worker-{os.getpid()}.msgpack" if self._dir else None
         self._dirty = False
@@ -103,9 +129,14 @@ class MetricsStore:
         series[labels] = series.get(labels, 0.0) + value
         self._dirty = True
 
+    def observe_ms(self, name: str, labels: tuple[str, ...], value: float) -> None:
+        """One histogram observation (MCP and agent families)."""
+        self._hist(name, labels, value)
+        self._dirty = True
+
     def _hist(self, name: str, labels: tuple[str, ...], value: float) -> None:
         series = self._hists[name]
-        buckets = _HISTOGRAMS[name][2]
+        buckets = (_HISTOGRAMS.get(name) or _MCP_HISTOGRAMS[name])[2]
         row = series.get(labels)
         if row is None:
             row = series[labels] = [0.0] * (len(buckets) + 2)
@@ -228,7 +259,31 @@ class MetricsStore:
                     cumulative.append((_le(bound), total))
                 hfam.add_metric(list(key), cumulative, sum_value=row[-1])
             out.append(hfam)
+        out.extend(_mcp_families(counters, hists))
         return out
+
+
+def _mcp_families(counters: Counts, hists: Hists) -> list[Metric]:
+    """The MCP and agent families (their labels are their own, without the base ones)."""
+    out: list[Metric] = []
+    for name, (doc, labels) in _MCP_COUNTERS.items():
+        fam = CounterMetricFamily(name, doc, labels=list(labels))
+        for key, value in counters.get(name, {}).items():
+            if len(key) == len(labels):
+                fam.add_metric(list(key), value)
+        out.append(fam)
+    for name, (doc, labels, bounds) in _MCP_HISTOGRAMS.items():
+        hfam = HistogramMetricFamily(name, doc, labels=list(labels))
+        for key, row in hists.get(name, {}).items():
+            if len(key) != len(labels) or len(row) != len(bounds) + 2:
+                continue
+            cumulative, total = [], 0.0
+            for bound, count in zip((*bounds, float("inf")), row[:-1], strict=True):
+                total += count
+                cumulative.append((_le(bound), total))
+            hfam.add_metric(list(key), cumulative, sum_value=row[-1])
+        out.append(hfam)
+    return out
 
 
 def _le(bound: float) -> str:

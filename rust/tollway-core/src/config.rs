@@ -126,6 +126,8 @@ pub struct KeyConfig {
     pub secret: KeySecret,
     pub subject: String,
     pub allowed_models: Vec<String>,
+    /// `<server>/<tool>` globs; `None`: the key may call no tool.
+    pub allowed_tools: Option<Vec<String>>,
     pub metadata: Vec<(String, String)>,
 }
 
@@ -161,12 +163,13 @@ pub struct RawConfig {
     pub rate_limits: Vec<crate::limits::RateLimitRule>,
     pub budgets: Vec<crate::limits::BudgetRule>,
     pub guardrails: crate::guardrails::GuardrailsConfig,
+    pub mcp: crate::mcp::McpConfig,
     pub state: StateSettings,
     /// `{"otel": {...}, "metrics": {...}}` as validated, for the Python telemetry package.
     pub telemetry_json: String,
 }
 
-pub const DOCUMENT_TYPES: [&str; 7] = [
+pub const DOCUMENT_TYPES: [&str; 9] = [
     "gateway-settings",
     "provider-account",
     "gateway-keys",
@@ -174,6 +177,8 @@ pub const DOCUMENT_TYPES: [&str; 7] = [
     "gateway-rate-limiting-config",
     "gateway-budget-config",
     "gateway-guardrails-config",
+    "mcp-server",
+    "virtual-mcp-server",
 ];
 
 /// Reads one document into `cfg`, recording every problem in `errs`.
@@ -221,6 +226,8 @@ pub fn parse_document(
         }
         "gateway-budget-config" => crate::limits::parse_budgets(doc, &mut cfg.budgets, errs),
         "gateway-guardrails-config" => crate::guardrails::parse(doc, &mut cfg.guardrails, errs),
+        "mcp-server" => crate::mcp::parse_server(doc, &mut cfg.mcp, errs),
+        "virtual-mcp-server" => crate::mcp::parse_virtual(doc, &mut cfg.mcp, errs),
         other => errs.push(
             "type",
             format!(
@@ -494,6 +501,7 @@ fn parse_key(item: &Value, path: &str, errs: &mut Errors) -> Option<KeyConfig> {
         "key",
         "subject",
         "allowed_models",
+        "allowed_tools",
         "metadata",
     ];
     let f = Fields::new(item, path, &known, errs)?;
@@ -529,6 +537,7 @@ fn parse_key(item: &Value, path: &str, errs: &mut Errors) -> Option<KeyConfig> {
     let allowed_models = f
         .string_list("allowed_models", errs)
         .unwrap_or_else(|| vec!["*".into()]);
+    let allowed_tools = f.string_list("allowed_tools", errs);
     let metadata = f.string_map("metadata", errs).unwrap_or_default();
     for (k, v) in &metadata {
         if v.chars().count() > METADATA_VALUE_MAX_CHARS {
@@ -545,6 +554,7 @@ fn parse_key(item: &Value, path: &str, errs: &mut Errors) -> Option<KeyConfig> {
         secret: secret?,
         subject: subject?,
         allowed_models,
+        allowed_tools,
         metadata,
     })
 }

@@ -6,6 +6,7 @@ pub mod config;
 pub mod engine;
 pub mod guardrails;
 pub mod limits;
+pub mod mcp;
 pub mod metadata;
 pub mod routing;
 pub mod schema;

@@ -9,6 +9,8 @@ pub struct When {
     pub subjects: Option<Vec<String>>,
     pub models: Option<Vec<String>>,
     pub metadata: Vec<(String, String)>,
+    /// `<server>` or `<server>/<tool>`: the rule applies to those MCP tool calls only.
+    pub mcp_servers: Option<Vec<String>>,
 }
 
 /// TrueFoundry files spell virtual accounts both ways; keys use `virtualaccount:`.
@@ -21,7 +23,12 @@ pub fn normalize_subject(s: &str) -> String {
 
 impl When {
     pub fn parse(v: &Value, path: &str, errs: &mut Errors) -> Option<Self> {
-        let f = Fields::new(v, path, &["subjects", "models", "metadata"], errs)?;
+        let f = Fields::new(
+            v,
+            path,
+            &["subjects", "models", "metadata", "mcp_servers"],
+            errs,
+        )?;
         let subjects = f.string_list("subjects", errs).map(|list| {
             list.iter()
                 .enumerate()
@@ -44,6 +51,7 @@ impl When {
             subjects,
             models: f.string_list("models", errs),
             metadata: f.string_map("metadata", errs).unwrap_or_default(),
+            mcp_servers: f.string_list("mcp_servers", errs),
         })
     }
 
@@ -51,6 +59,16 @@ impl When {
         self.subjects
             .as_ref()
             .is_none_or(|list| list.iter().any(|s| s == subject))
+    }
+
+    /// A tool call matches `mcp_servers` by its server or `<server>/<tool>` (absent: any).
+    pub fn matches_tool(&self, server: &str, tool: &str) -> bool {
+        self.mcp_servers.as_ref().is_none_or(|list| {
+            list.iter().any(|s| match s.split_once('/') {
+                Some((srv, t)) => srv == server && (t == tool || t == "*"),
+                None => s == server,
+            })
+        })
     }
 
     pub fn matches_metadata(&self, metadata: &[(String, String)]) -> bool {

@@ -113,6 +113,10 @@ impl Guardrails {
         Self { inner }
     }
 
+    pub(crate) fn set(&self) -> &GuardrailSet {
+        &self.inner
+    }
+
     fn ids(&self, ids: Vec<u32>) -> PyResult<Vec<GuardrailId>> {
         match ids.iter().find(|&&id| self.inner.get(id).is_none()) {
             Some(bad) => Err(PyValueError::new_err(format!("no guardrail with id {bad}"))),

@@ -3,6 +3,7 @@
 mod engine;
 mod errors;
 mod guardrails;
+mod mcp;
 mod meter;
 mod otlp;
 mod state;
@@ -26,5 +27,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     meter::register(m)?;
     guardrails::register(m)?;
     state::register(m)?;
+    mcp::register(m)?;
     Ok(())
 }

@@ -206,6 +206,7 @@ impl Engine {
             subject: &key.subject,
             model,
             metadata: &metadata,
+            tool: None,
         };
         let mut applied: Vec<(&str, &str)> = Vec::new();
         if let Some(r) = matched {
@@ -301,6 +302,7 @@ impl Engine {
                 subject: &key.subject,
                 model: &admission.model,
                 metadata: &admission.metadata,
+                tool: None,
             };
             self.budgets.charge(self.clock.wall_ms(), &facts, usd);
         }

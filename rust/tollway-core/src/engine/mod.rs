@@ -47,6 +47,8 @@ pub struct Key {
     pub metadata: Metadata,
     /// Indexed by model id.
     pub(crate) allowed: Vec<bool>,
+    /// `allowed_tools` globs over `<server>/<tool>`; `None`: no tool.
+    pub(crate) tools: Option<globset::GlobSet>,
 }
 
 #[derive(Debug)]
@@ -67,6 +69,7 @@ pub struct Engine {
     pub(crate) states: Vec<Arc<TargetState>>,
     pub rate_limiter: RateLimiter,
     pub budgets: Budgets,
+    pub mcp: crate::mcp::McpConfig,
     pub clock: Arc<Clock>,
     pub(crate) rng: Rng,
 }
@@ -200,14 +203,31 @@ impl Engine {
                 }
             }
             let set = set.build().unwrap_or_else(|_| globset::GlobSet::empty());
+            let tools = k.allowed_tools.as_ref().map(|patterns| {
+                let mut tools = GlobSetBuilder::new();
+                for (i, pattern) in patterns.iter().enumerate() {
+                    match Glob::new(pattern) {
+                        Ok(g) => {
+                            tools.add(g);
+                        }
+                        Err(e) => errs.push(
+                            &format!("{}.allowed_tools[{i}]", k.path),
+                            format!("invalid glob: {}", e.kind()),
+                        ),
+                    }
+                }
+                tools.build().unwrap_or_else(|_| globset::GlobSet::empty())
+            });
             keys.push(Key {
                 name: k.name.clone(),
                 subject: k.subject.clone(),
                 metadata: k.metadata.clone(),
                 allowed: model_names.iter().map(|m| set.is_match(m)).collect(),
+                tools,
             });
         }
         errs.set_source("");
+        crate::mcp::check(&raw.mcp, errs);
         let states = targets
             .iter()
             .map(|_| Arc::new(TargetState::default()))
@@ -228,6 +248,7 @@ impl Engine {
             clock,
             rate_limiter: RateLimiter::new(raw.rate_limits, DEFAULT_MAX_ENTITIES),
             budgets: Budgets::new(raw.budgets, DEFAULT_MAX_ENTITIES),
+            mcp: raw.mcp,
             rng: Rng::from_time(),
         }
     }

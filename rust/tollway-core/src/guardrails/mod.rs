@@ -63,6 +63,8 @@ pub struct GuardrailRule {
     pub when: When,
     pub input: Vec<GuardrailId>,
     pub output: Vec<GuardrailId>,
+    pub tool_pre: Vec<GuardrailId>,
+    pub tool_post: Vec<GuardrailId>,
 }
 
 /// One built-in guardrail run on one text.
@@ -164,11 +166,23 @@ impl GuardrailSet {
                     );
                 }
             }
+            let tool_pre = set.resolve_list(
+                &r.tool_pre,
+                &format!("{}.mcp_tool_pre_invoke_guardrails", r.path),
+                &mut errs,
+            );
+            let tool_post = set.resolve_list(
+                &r.tool_post,
+                &format!("{}.mcp_tool_post_invoke_guardrails", r.path),
+                &mut errs,
+            );
             set.rules.push(GuardrailRule {
                 id: r.id.clone(),
                 when: r.when.clone(),
                 input,
                 output,
+                tool_pre,
+                tool_post,
             });
         }
         if errs.is_empty() {
@@ -224,13 +238,44 @@ impl GuardrailSet {
         metadata: &[(String, String)],
     ) -> Option<&GuardrailRule> {
         self.rules.iter().find(|r| {
-            r.when.matches_subject(subject)
+            // Rules for tool calls only (by `mcp_servers` or by naming only tool guardrails)
+            // never shadow the rules for model calls.
+            r.when.mcp_servers.is_none()
+                && !(r.input.is_empty() && r.output.is_empty())
+                && r.when.matches_subject(subject)
                 && r.when
                     .models
                     .as_ref()
                     .is_none_or(|m| m.iter().any(|m| m == model))
                 && r.when.matches_metadata(metadata)
         })
+    }
+
+    /// The first rule naming tool guardrails whose `when` matches a tool call (a rule naming
+    /// `models` never does).
+    pub fn matching_tool_rule(
+        &self,
+        subject: &str,
+        server: &str,
+        tool: &str,
+        metadata: &[(String, String)],
+    ) -> Option<&GuardrailRule> {
+        self.rules.iter().find(|r| {
+            !(r.tool_pre.is_empty() && r.tool_post.is_empty())
+                && r.when.models.is_none()
+                && r.when.matches_tool(server, tool)
+                && r.when.matches_subject(subject)
+                && r.when.matches_metadata(metadata)
+        })
+    }
+
+    /// `X-TFY-GUARDRAILS`' tool lists: `(pre-invoke ids, post-invoke ids)`, or a message.
+    pub fn parse_tool_header(
+        &self,
+        raw: &[u8],
+    ) -> Result<(Vec<GuardrailId>, Vec<GuardrailId>), String> {
+        let [_, _, pre, post] = self.parse_header_lists(raw)?;
+        Ok((pre, post))
     }
 
     /// The input and output guardrails for a request, by the first matching rule.
@@ -250,6 +295,12 @@ impl GuardrailSet {
     /// error is a client-facing message for a 400 (names are echoed: they are config, and the
     /// client wrote them).
     pub fn parse_header(&self, raw: &[u8]) -> Result<(Vec<GuardrailId>, Vec<GuardrailId>), String> {
+        let [input, output, _, _] = self.parse_header_lists(raw)?;
+        Ok((input, output))
+    }
+
+    /// The four lists of `X-TFY-GUARDRAILS`: llm input, llm output, tool pre, tool post.
+    fn parse_header_lists(&self, raw: &[u8]) -> Result<[Vec<GuardrailId>; 4], String> {
         const MAX: usize = 4096;
         if raw.len() > MAX {
             return Err(format!("X-TFY-GUARDRAILS is longer than {MAX} bytes"));
@@ -259,13 +310,15 @@ impl GuardrailSet {
         let serde_json::Value::Object(map) = v else {
             return Err("X-TFY-GUARDRAILS must be a JSON object".to_owned());
         };
-        let mut lists = (Vec::new(), Vec::new());
+        let mut lists: [Vec<GuardrailId>; 4] = Default::default();
         for (k, v) in &map {
             let list = match k.as_str() {
-                "llm_input_guardrails" => &mut lists.0,
-                "llm_output_guardrails" => &mut lists.1,
+                "llm_input_guardrails" => &mut lists[0],
+                "llm_output_guardrails" => &mut lists[1],
+                "mcp_tool_pre_invoke_guardrails" => &mut lists[2],
+                "mcp_tool_post_invoke_guardrails" => &mut lists[3],
                 _ => {
-                    return Err("X-TFY-GUARDRAILS has an unknown field (known: llm_input_guardrails, llm_output_guardrails)".to_owned())
+                    return Err("X-TFY-GUARDRAILS has an unknown field (known: llm_input_guardrails, llm_output_guardrails, mcp_tool_pre_invoke_guardrails, mcp_tool_post_invoke_guardrails)".to_owned())
                 }
             };
             let items = v

@@ -544,6 +544,7 @@ mod tests {
             subject,
             model: "m",
             metadata,
+            tool: None,
         }
     }
 
