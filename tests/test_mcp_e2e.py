@@ -20,6 +20,7 @@ from conftest import CLIENT_KEY, LIMITED_KEY, Gateways, Server, free_port, spawn
 from mcp import ClientSession
 from mcp.client.streamable_http import streamablehttp_client
 from mcp.shared.exceptions import McpError
+from test_telemetry_e2e import Receiver, attrs
 
 T = TypeVar("T")
 NO_TOOLS_KEY = "no-tools-key-0123456789"
@@ -68,8 +69,26 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ToolServer]:
     yield from _tool_server(tmp_path_factory.mktemp("mcp") / "secured.jsonl", TOKEN)
 
 
-def config(mock: str, tools: ToolServer, secured: ToolServer, dead: str) -> str:
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[Receiver]:
+    rx = Receiver()
+    rx.thread.start()
+    try:
+        yield rx
+    finally:
+        rx.release.set()
+        rx.server.shutdown()
+        rx.server.server_close()
+
+
+def config(mock: str, tools: ToolServer, secured: ToolServer, dead: str, otlp: str) -> str:
     return f"""
+type: gateway-settings
+otel:
+  traces_endpoint: {otlp}
+  exclude_request_data: false
+  schedule_delay_ms: 50
+---
 type: provider-account
 name: mock
 provider: openai-compatible
@@ -134,10 +153,15 @@ rules:
 
 @pytest.fixture(scope="module")
 def gw(
-    mock_upstream: Server, module_gateways: Gateways, tools: ToolServer, secured: ToolServer
+    mock_upstream: Server,
+    module_gateways: Gateways,
+    tools: ToolServer,
+    secured: ToolServer,
+    receiver: Receiver,
 ) -> Server:
     dead = f"http://127.0.0.1:{free_port()}"
-    return module_gateways.start(config(mock_upstream.url, tools, secured, dead))
+    otlp = f"{receiver.url}/mcp/v1/traces"
+    return module_gateways.start(config(mock_upstream.url, tools, secured, dead, otlp))
 
 
 def mcp_run(
@@ -416,3 +440,31 @@ def test_the_agent_loop_stops_at_max_iterations(gw: Server) -> None:
             messages=[{"role": "user", "content": "Weather?"}],
             extra_body=agent_body(max_iterations=0),
         )
+
+
+def test_each_tool_call_is_an_mcp_span_under_the_request(gw: Server, receiver: Receiver) -> None:
+    async def go(s: ClientSession) -> Any:
+        return await s.call_tool("get_weather", {"city": "Quito"})
+
+    mcp_run(f"{gw.url}/mcp/tools", CLIENT_KEY, go)
+
+    def find() -> tuple[Any, Any] | None:
+        spans = [s for _, s in receiver.spans("/mcp/v1/traces")]
+        for span in spans:
+            a = attrs(span)
+            if a.get("gen_ai.tool.call.arguments") == '{"city":"Quito"}':
+                root = next(r for r in spans if r.span_id == span.parent_span_id)
+                return span, root
+        return None
+
+    deadline = time.monotonic() + 10
+    while (found := find()) is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert found is not None
+    span, root = found
+    a = attrs(span)
+    assert span.name == "tools/call get_weather"
+    assert a["tfy.span_type"] == "MCP" and a["mcp.method.name"] == "tools/call"
+    assert a["tollway.mcp.server"] == "tools" and a["tollway.mcp.error"] is False
+    assert a["mcp.session.id"]
+    assert root.name == "POST /mcp/tools" and attrs(root)["tollway.subject"] == "user:alice"

@@ -28,6 +28,7 @@ from tollway.mcp.agent_io import AgentResponse, Capture
 from tollway.mcp.gateway import parse_mcp_headers
 from tollway.mcp.registry import Target
 from tollway.mcp.tools import Caller, ToolError
+from tollway.telemetry import Record, now_ns
 
 if TYPE_CHECKING:
     from tollway.proxy.handler import Proxy
@@ -115,6 +116,8 @@ async def run_agent(
     messages = list(req["messages"])
     client_tools = list(req.get("tools") or ())
     usage = [0, 0, 0]
+    model_s = tool_ms = 0.0
+    start_ns = now_ns()
     sse = AgentResponse(send, stream)
     model = str(req["model"])
     try:
@@ -122,6 +125,7 @@ async def run_agent(
             call_req = {**body, "messages": messages, "tools": client_tools + tools}
             t0 = perf_counter()
             capture = await _model_call(proxy, call_req, head, timeouts)
+            model_s += perf_counter() - t0
             mcp.tools.observe("llm_gateway_agent_llm_latency_ms", (model,), perf_counter() - t0)
             if capture.status != 200:
                 await sse.fail_or_relay(capture)
@@ -154,6 +158,7 @@ async def run_agent(
             for c in calls:
                 target, tool = offered[c["function"]["name"]]
                 text, ok, ms = await _run_tool(proxy, rt, target, tool, c, caller)
+                tool_ms += ms
                 messages.append({"role": "tool", "tool_call_id": c.get("id", ""), "content": text})
                 await sse.comment(f"tool {target.name}/{tool} {'ok' if ok else 'error'} {ms:.1f}ms")
         answer["usage"] = {
@@ -161,10 +166,30 @@ async def run_agent(
             "completion_tokens": usage[1],
             "total_tokens": usage[0] + usage[1],
         }
-        await sse.finish(answer, wants_usage, iteration)
+        timing = f"model;dur={model_s * 1000:.2f}, tool;dur={tool_ms:.2f}"
+        await sse.finish(answer, wants_usage, iteration, timing)
     finally:
         elapsed = perf_counter() - started
         mcp.tools.observe("llm_gateway_agent_request_duration_ms", (model,), elapsed)
+        if proxy.telemetry is not None and caller.runs:
+            # The tool steps as one record (its model calls have their own).
+            k = rt.keys[key]
+            proxy.telemetry.record(
+                Record(
+                    request_id=head.request_id.decode(),
+                    start_ns=start_ns,
+                    end_ns=now_ns(),
+                    route="/v1/chat/completions",
+                    key_name=k.name,
+                    subject=k.subject,
+                    model=model,
+                    traceparent=head.traceparent.decode(errors="replace")
+                    if head.traceparent
+                    else "",
+                    guardrails=caller.guardrail_runs,
+                    tools=caller.runs,
+                )
+            )
 
 
 async def _model_call(
@@ -173,7 +198,6 @@ async def _model_call(
     """One model call through the normal request path, its response kept, not sent."""
     from tollway.guardrails.request import plan_for
     from tollway.proxy.call import Call
-    from tollway.telemetry import now_ns
     from tollway.telemetry.observe import RequestLog, build_record
 
     rt = proxy.runtime

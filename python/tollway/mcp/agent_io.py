@@ -64,11 +64,18 @@ class AgentResponse:
         await self._event(b"data: " + body + b"\n\n")
         await self.send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    async def finish(self, answer: dict[str, Any], wants_usage: bool, iterations: int) -> None:
+    async def finish(
+        self, answer: dict[str, Any], wants_usage: bool, iterations: int, timing: str
+    ) -> None:
         extra = (b"x-tfy-agent-iterations", str(iterations).encode())
+        timing_header = (b"server-timing", timing.encode())
         if not self.stream:
             await self.send(
-                {"type": "http.response.start", "status": 200, "headers": [JSON, extra]}
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [JSON, extra, timing_header],
+                }
             )
             await self.send({"type": "http.response.body", "body": _encode(answer)})
             return

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable
+from time import perf_counter
 from typing import Any
 
 import aiohttp
@@ -24,7 +25,7 @@ from tollway.errors import GatewayError
 from tollway.mcp.registry import Registry, Target
 from tollway.mcp.tools import INVALID_PARAMS, Caller, ToolError, Tools
 from tollway.mcp.upstream import PROTOCOL_VERSION, Upstreams
-from tollway.telemetry import Telemetry
+from tollway.telemetry import Record, Telemetry, now_ns
 
 __all__ = ["McpGateway"]
 
@@ -92,6 +93,7 @@ class McpGateway:
         telemetry: Telemetry | None,
     ) -> None:
         self.runtime = runtime
+        self.telemetry = telemetry
         self.upstreams = Upstreams(session)
         self.tools = Tools(self.upstreams, session, telemetry)
         self._registry: tuple[Engine, Registry] | None = None
@@ -132,8 +134,38 @@ class McpGateway:
         except msgspec.DecodeError:
             await _reply(send, 400, _error(None, -32700, "Parse error: the body is not JSON"))
             return
-        subject = rt.keys[key].subject
-        caller = Caller(key, subject, head.metadata, head.guardrails, passthrough)
+        k = rt.keys[key]
+        sid = head.session.decode(errors="replace")[:128] if head.session else ""
+        caller = Caller(key, k.subject, head.metadata, head.guardrails, passthrough, session_id=sid)
+        start_ns, t0 = now_ns(), perf_counter()
+        try:
+            await self._answer(target, rt, caller, msg, head, send, t0)
+        finally:
+            if self.telemetry is not None and caller.runs:
+                rid = os.urandom(12).hex()
+                self.telemetry.record(
+                    Record(
+                        request_id=rid,
+                        start_ns=start_ns,
+                        end_ns=now_ns(),
+                        route=scope["path"],
+                        key_name=k.name,
+                        subject=k.subject,
+                        guardrails=caller.guardrail_runs,
+                        tools=caller.runs,
+                    )
+                )
+
+    async def _answer(
+        self,
+        target: Target,
+        rt: Runtime,
+        caller: Caller,
+        msg: Any,
+        head: _Head,
+        send: Send,
+        t0: float,
+    ) -> None:
         batch = isinstance(msg, list)
         answers = []
         session_id: bytes | None = None
@@ -156,7 +188,10 @@ class McpGateway:
             await _reply(send, 202, b"")
             return
         out = _encode(answers if batch else answers[0])
-        extra = [(b"mcp-session-id", session_id)] if session_id else []
+        timing = f"tool;dur={(perf_counter() - t0) * 1000:.2f}".encode()
+        extra = [(b"server-timing", timing)]
+        if session_id:
+            extra.append((b"mcp-session-id", session_id))
         if b"application/json" not in head.accept and b"text/event-stream" in head.accept:
             headers = [
                 (b"content-type", b"text/event-stream"),

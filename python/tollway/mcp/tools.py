@@ -4,18 +4,19 @@ circuit breaker, metrics. Used by the MCP endpoints and by the agent loop alike.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Any
 
 import aiohttp
+import msgspec
 
 from tollway._core import admit_tool, tool_allowed
 from tollway.engine import Denial, Runtime
 from tollway.mcp.policy import BadHeader, Blocked, tool_guard
 from tollway.mcp.registry import ServerSpec, Target
 from tollway.mcp.upstream import RpcError, Unavailable, Upstreams
-from tollway.telemetry import Telemetry
+from tollway.telemetry import GuardrailRun, Telemetry, ToolRun, now_ns
 
 __all__ = ["Caller", "ToolError", "Tools"]
 
@@ -42,15 +43,28 @@ class ToolError(Exception):
         return err
 
 
+_ERROR_TYPES = {
+    FORBIDDEN: "forbidden",
+    RATE_LIMITED: "rate_limited",
+    INVALID_PARAMS: "invalid_params",
+    GUARDRAIL_BLOCKED: "guardrail_blocked",
+    UNAVAILABLE: "unavailable",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """Who calls, with what request headers (metadata, guardrails, passthrough credentials)."""
+    """Who calls, with what request headers (metadata, guardrails, passthrough credentials);
+    `runs` collects the request's MCP calls for its telemetry record."""
 
     key: int
     subject: str
     metadata_header: bytes | None
     guardrails_header: bytes | None
     passthrough: dict[str, dict[str, str]]
+    runs: list[ToolRun] = field(default_factory=list)
+    guardrail_runs: list[GuardrailRun] = field(default_factory=list)
+    session_id: str = ""
 
 
 class Tools:
@@ -104,16 +118,35 @@ class Tools:
         self, spec: ServerSpec, method: str, params: dict[str, Any] | None, caller: Caller
     ) -> dict[str, Any]:
         """One request to `spec` as this caller; upstream faults become `ToolError`s."""
+        t0, error = now_ns(), ""
         try:
             return await self.upstreams.call(
                 spec, method, params, caller.subject, caller.passthrough.get(spec.name)
             )
-        except Unavailable as e:
+        except BaseException as e:
+            error = _error_type(e)
+            raise self._translate(spec, e) from None
+        finally:
+            if method != "tools/call":  # call_tool records those, refusals included
+                run = ToolRun(
+                    server=spec.name,
+                    method=method,
+                    tool="",
+                    start_ns=t0,
+                    end_ns=now_ns(),
+                    error_type=error,
+                    session_id=caller.session_id,
+                )
+                caller.runs.append(run)
+
+    def _translate(self, spec: ServerSpec, e: BaseException) -> BaseException:
+        if isinstance(e, Unavailable):
             self.count("llm_gateway_mcp_server_failures_total", (spec.name, e.reason))
             data = {"server": spec.name, "reason": e.reason}
-            raise ToolError(UNAVAILABLE, str(e), data) from None
-        except RpcError as e:
-            raise ToolError(e.code, e.message, e.data) from None
+            return ToolError(UNAVAILABLE, str(e), data)
+        if isinstance(e, RpcError):
+            return ToolError(e.code, e.message, e.data)
+        return e
 
     def resolve(self, target: Target, name: str) -> tuple[ServerSpec, str]:
         """The server and upstream tool behind a tool name the client used."""
@@ -136,17 +169,35 @@ class Tools:
     ) -> dict[str, Any]:
         """Calls one tool through the policy; returns the MCP `CallToolResult`."""
         spec, tool = self.resolve(target, name)
-        started = perf_counter()
-        ok = False
+        started, t0 = perf_counter(), now_ns()
+        error = "unknown"
+        result: dict[str, Any] | None = None
         try:
             result = await self._call(rt, target, spec, tool, arguments, caller)
-            ok = not result.get("isError")
+            error = "tool_error" if result.get("isError") else ""
             return result
+        except BaseException as e:
+            error = _error_type(e)
+            raise
         finally:
-            status = "success" if ok else "error"
+            status = "error" if error else "success"
             self.count("llm_gateway_agent_tool_calls_total", (tool, spec.name, status))
             self.observe(
                 "llm_gateway_agent_tool_latency_ms", (tool, spec.name), perf_counter() - started
+            )
+            capture = self.telemetry is not None and self.telemetry.capture_content
+            caller.runs.append(
+                ToolRun(
+                    server=spec.name,
+                    method="tools/call",
+                    tool=tool,
+                    start_ns=t0,
+                    end_ns=now_ns(),
+                    error_type=error,
+                    session_id=caller.session_id,
+                    arguments=_json(arguments) if capture else None,
+                    result=_json(result) if capture and result is not None else None,
+                )
             )
 
     async def _call(
@@ -191,8 +242,7 @@ class Tools:
             ) from None
         finally:
             if guard is not None:
-                for run in guard.runs:
-                    self.count("llm_guardrail_requests_total", (run.name, run.phase, run.result))
+                caller.guardrail_runs.extend(guard.runs)
         return result
 
 
@@ -205,3 +255,17 @@ def _refusal(d: Denial, server: str, tool: str) -> ToolError:
         return ToolError(RATE_LIMITED, message, data)
     code = FORBIDDEN if d.status in (401, 403) else INVALID_PARAMS
     return ToolError(code, d.message, {"status": d.status, "tool": name, "type": d.code})
+
+
+def _error_type(e: BaseException) -> str:
+    if isinstance(e, ToolError):
+        return _ERROR_TYPES.get(e.code, f"rpc_{e.code}")
+    if isinstance(e, Unavailable):
+        return "unavailable"
+    if isinstance(e, RpcError):
+        return f"rpc_{e.code}"
+    return type(e).__name__
+
+
+def _json(value: Any) -> str:
+    return msgspec.json.encode(value).decode()

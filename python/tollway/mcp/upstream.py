@@ -56,9 +56,12 @@ class Unavailable(Exception):
     """The server could not be used: `connect`, `timeout`, `status <n>`, `auth`,
     `invalid answer`, or `circuit open`; never with upstream text (it may echo secrets)."""
 
-    def __init__(self, server: str, reason: str) -> None:
+    def __init__(self, server: str, reason: str, healthy: bool = False) -> None:
         super().__init__(f"MCP server '{server}' is unavailable ({reason})")
         self.server, self.reason = server, reason
+        # A refusal of the caller's own credentials says nothing about the server's health
+        # (one caller with a bad token must not open the breaker for everyone).
+        self.healthy = healthy
 
 
 @dataclass(slots=True)
@@ -155,8 +158,14 @@ class Upstreams:
                     session.initialized = False
                     if attempt:
                         raise Unavailable(spec.name, "session lost") from None
-        except Unavailable:
-            breaker.record(False, time.monotonic(), spec)
+        except Unavailable as e:
+            breaker.record(e.healthy, time.monotonic(), spec)
+            raise
+        except RpcError:
+            breaker.record(True, time.monotonic(), spec)  # it answered: it is up
+            raise
+        except BaseException:
+            breaker.probing = False  # cancelled: neither outcome
             raise
         breaker.record(True, time.monotonic(), spec)
         return result
@@ -222,7 +231,9 @@ class Upstreams:
                     raise _SessionGone
                 if resp.status in (401, 403):
                     reason = f"upstream refused the credentials ({resp.status})"
-                    raise Unavailable(spec.name, reason)
+                    raise Unavailable(
+                        spec.name, reason, healthy=spec.auth.get("type") == "passthrough"
+                    )
                 if resp.status >= 300:
                     raise Unavailable(spec.name, f"status {resp.status}")
                 sid = resp.headers.get("mcp-session-id")

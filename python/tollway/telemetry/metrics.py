@@ -146,6 +146,13 @@ class MetricsStore:
     def observe(self, rec: Record) -> None:
         """Folds one request into the totals (background task; ~µs, no I/O)."""
         add = self.add
+        if rec.tools and not rec.attempts:
+            # An MCP request (or an agent's tool steps): counted by the MCP families as it
+            # happens; only its guardrail runs are folded in here.
+            for g in rec.guardrails:
+                add("llm_guardrail_requests_total", (g.name, g.phase, g.result))
+            self._dirty = True
+            return
         meta = self._meta(rec.metadata) if self._meta_keys else ()
         last = rec.attempts[-1].target if rec.attempts else ""
         base = (rec.model, last, rec.subject)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-__all__ = ["Attempt", "Record"]
+__all__ = ["Attempt", "GuardrailRun", "Record", "ToolRun"]
 
 
 class Attempt(msgspec.Struct, array_like=True, gc=False, kw_only=True):
@@ -56,6 +56,23 @@ class GuardrailRun(msgspec.Struct, array_like=True, gc=False, kw_only=True):
     categories: list[str] = []
 
 
+class ToolRun(msgspec.Struct, array_like=True, gc=False, kw_only=True):
+    """One MCP request to a tool server (`tools/call`, `tools/list`, ...), made through the
+    MCP endpoints or the agent loop. `error_type` is empty on success, else e.g.
+    `"tool_error"` (the tool's `isError`), `"rate_limited"`, `"guardrail_blocked"`,
+    `"unavailable"`. `arguments`/`result` (JSON text) only when content is captured."""
+
+    server: str
+    method: str
+    tool: str
+    start_ns: int
+    end_ns: int
+    error_type: str = ""
+    session_id: str = ""
+    arguments: str | None = None
+    result: str | None = None
+
+
 class Record(msgspec.Struct, array_like=True, gc=False, kw_only=True):
     """One gateway request. `rate_limit`/`budget` are `(rule_id, result)` of the rule that
     decided (result `"allowed"` or `"blocked"`); `routing_rule` is the load-balancing rule id.
@@ -81,3 +98,5 @@ class Record(msgspec.Struct, array_like=True, gc=False, kw_only=True):
     budget: tuple[str, str] | None = None
     routing_rule: str = ""
     guardrails: list[GuardrailRun] = []
+    # MCP requests and tool calls of this request (spans of `tfy.span_type: MCP`).
+    tools: list[ToolRun] = []

@@ -2,4 +2,5 @@
 //! ([`otlp`]), both off the request path.
 
 pub mod config;
+pub mod mcp_spans;
 pub mod otlp;

@@ -72,6 +72,8 @@ pub struct Record {
     _routing_rule: IgnoredAny,
     #[serde(default)]
     pub guardrails: Vec<GuardrailRun>,
+    #[serde(default)]
+    pub tools: Vec<super::mcp_spans::ToolRun>,
 }
 
 /// One guardrail run, field for field the Python `GuardrailRun` (array-like).
@@ -303,6 +305,17 @@ impl SpanEncoder {
                 },
                 ..Default::default()
             });
+        }
+        for t in &rec.tools {
+            let (id, parent) = (self.span_id(), root_id.clone());
+            let with_content = !self.exclude_request_data;
+            out.push(super::mcp_spans::tool_span(
+                t,
+                trace_id.clone(),
+                id,
+                parent,
+                with_content,
+            ));
         }
         for g in &rec.guardrails {
             let mut a = Attrs(Vec::with_capacity(4));
