@@ -22,6 +22,10 @@ from mcp.client.streamable_http import streamablehttp_client
 from mcp.shared.exceptions import McpError
 from test_telemetry_e2e import Receiver, attrs
 
+# The task's client is the SDK's `streamablehttp_client`, which mcp 1.30 deprecates by name.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:Use `streamable_http_client` instead:DeprecationWarning"
+)
 T = TypeVar("T")
 NO_TOOLS_KEY = "no-tools-key-0123456789"
 TOKEN = "tok-secret-0123456789"

@@ -38,8 +38,7 @@ class StreamGuard:
         """One run per output guardrail for the whole stream."""
         plan = self._plan
         for gid in plan.output_validate:
-            name = f"'{plan.infos[gid].name}'"
-            blocked = self.error is not None and name in self.error.message
+            blocked = self.error is not None and self.error.guardrail == plan.infos[gid].name
             plan.ran(gid, "output", "block" if blocked else "pass", start_ns)
         cats = sorted({c for r in self._done for c in r.categories})
         for gid in plan.output_mutate:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from time import perf_counter
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -25,13 +25,21 @@ from tollway.asgi import JSON, RequestHead, Send
 from tollway.engine import Denial, Runtime
 from tollway.errors import GatewayError
 from tollway.mcp.agent_io import AgentResponse, Capture
-from tollway.mcp.gateway import parse_mcp_headers
+from tollway.mcp.gateway import McpGateway, parse_mcp_headers
 from tollway.mcp.registry import Target
 from tollway.mcp.tools import Caller, ToolError
-from tollway.telemetry import Record, now_ns
+from tollway.telemetry import Record, Telemetry, now_ns
+from tollway.upstream import UpstreamClient
 
-if TYPE_CHECKING:
-    from tollway.proxy.handler import Proxy
+
+class Proxy(Protocol):
+    """What the loop uses of `tollway.proxy.handler.Proxy` (which calls it)."""
+
+    runtime: Runtime
+    client: UpstreamClient
+    telemetry: Telemetry | None
+    mcp: McpGateway | None
+
 
 __all__ = ["DEFAULT_MAX_ITERATIONS", "run_agent"]
 
@@ -204,25 +212,15 @@ async def _model_call(
     capture = Capture()
     log = RequestLog("/v1/chat/completions", now_ns())
     started = perf_counter()
-    adm = rt.engine.admit(head.authorization, req["model"], head.metadata)
+    adm = rt.engine.admit(head.authorization, req["model"], head.metadata, head.guardrails)
     tel = proxy.telemetry
     capture_content = tel is not None and tel.capture_content
     try:
         if isinstance(adm, Denial):
-            hdrs = tuple((k.encode(), v.encode()) for k, v in adm.headers)
-            raise GatewayError(adm.status, adm.message, adm.error_type, adm.code, adm.param, hdrs)
+            raise GatewayError.from_denial(adm)
         guard = None
         if rt.guardrails is not None:
-            subject = rt.keys[adm.key].subject
-            guard = plan_for(
-                rt.guardrails,
-                rt.guard_infos,
-                subject,
-                req["model"],
-                adm.metadata,
-                head.guardrails,
-                log.guardrails,
-            )
+            guard = plan_for(rt.guardrails, rt.guard_infos, adm, log.guardrails)
         raw = _encode(req)
         session = getattr(proxy.client, "session", None)
         call = Call(

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import aiohttp
 
-from tollway._core import tool_guardrails_header, tool_guardrails_rule
+from tollway.engine import ToolAdmission
 from tollway.guardrails import GuardrailInfo, Guardrails, Outcome, decide
 from tollway.guardrails.webhook import call_webhook
 from tollway.telemetry import GuardrailRun, now_ns
@@ -28,10 +28,6 @@ class Blocked(Exception):
         found = f" ({', '.join(sorted(set(categories)))})" if categories else ""
         super().__init__(f"Blocked by guardrail '{name}'{found} ({phase}-tool)")
         self.guardrail = name
-
-
-class BadHeader(Exception):
-    pass
 
 
 @dataclass(slots=True)
@@ -136,28 +132,13 @@ class ToolGuard:
 
 
 def tool_guard(
-    guardrails: Guardrails | None,
-    infos: tuple[GuardrailInfo, ...],
-    subject: str,
-    server: str,
-    tool: str,
-    metadata: dict[str, str],
-    header: bytes | None,
+    guardrails: Guardrails | None, infos: tuple[GuardrailInfo, ...], adm: ToolAdmission
 ) -> ToolGuard | None:
-    """The call's guardrails: the first matching rule's tool lists, plus `X-TFY-GUARDRAILS`."""
-    if guardrails is None:
+    """The call's guardrails, as `admit_tool` chose them (rule and `X-TFY-GUARDRAILS`)."""
+    pre, post = adm.tool_pre, adm.tool_post
+    if guardrails is None or (not pre and not post):
         return None
-    matched = tool_guardrails_rule(guardrails, subject, server, tool, metadata)
-    pre, post, rule_id = matched if matched is not None else ([], [], None)
-    if header is not None:
-        extra = tool_guardrails_header(guardrails, header)
-        if isinstance(extra, str):
-            raise BadHeader(extra)
-        pre = pre + [i for i in extra[0] if i not in pre]
-        post = post + [i for i in extra[1] if i not in post]
-    if not pre and not post:
-        return None
-    return ToolGuard(guardrails, infos, pre, post, rule_id)
+    return ToolGuard(guardrails, infos, pre, post, adm.guardrail_rule)
 
 
 def _strings(value: Any) -> list[str]:

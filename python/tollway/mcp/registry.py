@@ -8,8 +8,7 @@ from typing import Any
 
 import msgspec
 
-from tollway._core import mcp_config_json
-from tollway.engine import Engine
+from tollway.engine import Engine, mcp_config_json
 
 __all__ = ["Registry", "ServerSpec", "Target"]
 

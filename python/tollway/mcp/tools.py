@@ -11,9 +11,8 @@ from typing import Any
 import aiohttp
 import msgspec
 
-from tollway._core import admit_tool, tool_allowed
-from tollway.engine import Denial, Runtime
-from tollway.mcp.policy import BadHeader, Blocked, tool_guard
+from tollway.engine import Denial, Runtime, admit_tool, tool_allowed
+from tollway.mcp.policy import Blocked, tool_guard
 from tollway.mcp.registry import ServerSpec, Target
 from tollway.mcp.upstream import RpcError, Unavailable, Upstreams
 from tollway.telemetry import GuardrailRun, Telemetry, ToolRun, now_ns
@@ -211,24 +210,19 @@ class Tools:
     ) -> dict[str, Any]:
         # `allowed_tools` and rate limits name the real `<server>/<tool>`, also through a
         # virtual server.
-        adm = admit_tool(rt.engine, caller.key, spec.name, tool, caller.metadata_header)
+        adm = admit_tool(
+            rt.engine,
+            caller.key,
+            spec.name,
+            tool,
+            caller.metadata_header,
+            caller.guardrails_header,
+        )
         if isinstance(adm, Denial):
             raise _refusal(adm, spec.name, tool)
         if adm.rate_limit_rule:
             self.count("llm_gateway_rate_limit_requests_total", (adm.rate_limit_rule, "allowed"))
-        meta = adm.metadata
-        try:
-            guard = tool_guard(
-                rt.guardrails,
-                rt.guard_infos,
-                caller.subject,
-                spec.name,
-                tool,
-                meta,
-                caller.guardrails_header,
-            )
-        except BadHeader as e:
-            raise ToolError(INVALID_PARAMS, str(e)) from None
+        guard = tool_guard(rt.guardrails, rt.guard_infos, adm)
         try:
             if guard is not None and guard.pre:
                 arguments = await guard.check("pre", spec.name, tool, arguments, self.session)

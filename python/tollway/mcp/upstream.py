@@ -28,6 +28,7 @@ PROTOCOL_VERSION = "2025-06-18"
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
 _MAX_ANSWER = 16 * 1024 * 1024
+_MAX_SESSIONS = 1024
 # Headers a caller may not set on an upstream call through `x-tfy-mcp-headers`.
 _RESERVED = frozenset(
     {
@@ -147,6 +148,9 @@ class Upstreams:
             key = (spec.name, spec.url, creds)
             session = self.sessions.get(key)
             if session is None:
+                if len(self.sessions) >= _MAX_SESSIONS:
+                    # Passthrough callers each have their own: the oldest one goes.
+                    del self.sessions[next(iter(self.sessions))]
                 session = self.sessions[key] = _Session()
             for attempt in (0, 1):
                 await self._initialize(spec, session, headers)
@@ -229,13 +233,7 @@ class Upstreams:
             ) as resp:
                 if resp.status == 404 and session.id is not None:
                     raise _SessionGone
-                if resp.status in (401, 403):
-                    reason = f"upstream refused the credentials ({resp.status})"
-                    raise Unavailable(
-                        spec.name, reason, healthy=spec.auth.get("type") == "passthrough"
-                    )
-                if resp.status >= 300:
-                    raise Unavailable(spec.name, f"status {resp.status}")
+                _check_status(spec, resp.status)
                 sid = resp.headers.get("mcp-session-id")
                 if sid and method == "initialize":
                     session.id = sid
@@ -254,16 +252,7 @@ class Upstreams:
             raise Unavailable(spec.name, "connection broken") from None
         except msgspec.DecodeError:
             raise Unavailable(spec.name, "invalid answer") from None
-        if not isinstance(answer, dict):
-            raise Unavailable(spec.name, "invalid answer")
-        err = answer.get("error")
-        if isinstance(err, dict):
-            code = int(err.get("code", -32603))
-            raise RpcError(code, str(err.get("message", "")), err.get("data"))
-        result = answer.get("result")
-        if not isinstance(result, dict):
-            raise Unavailable(spec.name, "invalid answer")
-        return result
+        return _result(spec, answer)
 
     async def _auth(self, spec: ServerSpec, passthrough: dict[str, str] | None) -> dict[str, str]:
         auth = spec.auth
@@ -338,3 +327,26 @@ async def _from_sse(resp: aiohttp.ClientResponse, want: Any) -> Any:
             if isinstance(msg, dict) and msg.get("id") == want and "method" not in msg:
                 return msg
     return None  # no answer in the stream: an invalid answer
+
+
+def _check_status(spec: ServerSpec, status: int) -> None:
+    if status in (401, 403):
+        reason = f"upstream refused the credentials ({status})"
+        raise Unavailable(spec.name, reason, healthy=spec.auth.get("type") == "passthrough")
+    if status >= 300:
+        raise Unavailable(spec.name, f"status {status}")
+
+
+def _result(spec: ServerSpec, answer: Any) -> dict[str, Any]:
+    """The `result` of a JSON-RPC answer; its `error` as `RpcError`."""
+    if not isinstance(answer, dict):
+        raise Unavailable(spec.name, "invalid answer")
+    err = answer.get("error")
+    if isinstance(err, dict):
+        code = err.get("code")
+        code = code if isinstance(code, int) else -32603
+        raise RpcError(code, str(err.get("message", "")), err.get("data"))
+    result = answer.get("result")
+    if not isinstance(result, dict):
+        raise Unavailable(spec.name, "invalid answer")
+    return result

@@ -507,7 +507,9 @@ fn parse_key(item: &Value, path: &str, errs: &mut Errors) -> Option<KeyConfig> {
     let f = Fields::new(item, path, &known, errs)?;
     let name = f.req_string("name", errs);
     let secret = match (f.string("key_sha256", errs), f.string("key", errs)) {
-        (Some(h), None) => parse_sha256(&h, &f.path("key_sha256"), errs).map(KeySecret::Sha256),
+        (Some(h), None) => {
+            crate::schema::parse_sha256(&h, &f.path("key_sha256"), errs).map(KeySecret::Sha256)
+        }
         (None, Some(k)) if k.len() >= 8 => Some(KeySecret::Plain(k)),
         (None, Some(_)) => {
             errs.push(&f.path("key"), "a key must be at least 8 characters");
@@ -557,19 +559,6 @@ fn parse_key(item: &Value, path: &str, errs: &mut Errors) -> Option<KeyConfig> {
         allowed_tools,
         metadata,
     })
-}
-
-fn parse_sha256(s: &str, path: &str, errs: &mut Errors) -> Option<String> {
-    let hex = s.strip_prefix("sha256:").unwrap_or(s).to_ascii_lowercase();
-    if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        Some(hex)
-    } else {
-        errs.push(
-            path,
-            "expected sha256:<64 hex digits> (see `tollway hash-key`)",
-        );
-        None
-    }
 }
 
 /// Reads every document; `docs` items are `{"source": "...", "doc": {...}}`.

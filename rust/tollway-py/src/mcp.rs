@@ -2,12 +2,8 @@
 //! one tool call (functions over `Engine` and `Guardrails`, so those classes stay as they are).
 
 use crate::engine::{Denial, Engine};
-use crate::guardrails::Guardrails;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-
-/// A matched rule: pre-invoke ids, post-invoke ids, rule id.
-type ToolRule = (Vec<u32>, Vec<u32>, String);
 
 /// An admitted tool call.
 #[pyclass(frozen, module = "tollway._core")]
@@ -16,6 +12,13 @@ struct ToolAdmission {
     key: u32,
     #[pyo3(get)]
     rate_limit_rule: Option<String>,
+    /// Guardrail ids (into `Engine.guardrails`) run on the arguments, and on the result.
+    #[pyo3(get)]
+    tool_pre: Vec<u32>,
+    #[pyo3(get)]
+    tool_post: Vec<u32>,
+    #[pyo3(get)]
+    guardrail_rule: Option<String>,
     metadata: Vec<(String, String)>,
 }
 
@@ -45,7 +48,7 @@ fn tool_allowed(engine: PyRef<'_, Engine>, key: u32, server: &str, tool: &str) -
 
 /// Decides one tool call of an authenticated key: a `ToolAdmission` or a `Denial`.
 #[pyfunction]
-#[pyo3(signature = (engine, key, server, tool, metadata=None))]
+#[pyo3(signature = (engine, key, server, tool, metadata=None, guardrails=None))]
 fn admit_tool(
     py: Python<'_>,
     engine: PyRef<'_, Engine>,
@@ -53,54 +56,28 @@ fn admit_tool(
     server: &str,
     tool: &str,
     metadata: Option<&[u8]>,
+    guardrails: Option<&[u8]>,
 ) -> PyResult<Py<PyAny>> {
-    Ok(match engine.inner.admit_tool(key, server, tool, metadata) {
-        Ok(a) => Py::new(
-            py,
-            ToolAdmission {
-                key: a.key,
-                rate_limit_rule: a.rate_limit_rule,
-                metadata: a.metadata,
-            },
-        )?
-        .into_any(),
-        Err(d) => Py::new(py, Denial::from(d))?.into_any(),
-    })
-}
-
-/// The first guardrails rule for a tool call as `(pre ids, post ids, rule id)`, or None.
-#[pyfunction]
-#[pyo3(signature = (guardrails, subject, server, tool, metadata=None))]
-fn tool_guardrails_rule(
-    guardrails: PyRef<'_, Guardrails>,
-    subject: &str,
-    server: &str,
-    tool: &str,
-    metadata: Option<&Bound<'_, PyDict>>,
-) -> PyResult<Option<ToolRule>> {
-    let mut md = Vec::new();
-    if let Some(d) = metadata {
-        for (k, v) in d.iter() {
-            md.push((k.extract()?, v.extract()?));
-        }
-    }
-    Ok(guardrails
-        .set()
-        .matching_tool_rule(subject, server, tool, &md)
-        .map(|r| (r.tool_pre.clone(), r.tool_post.clone(), r.id.clone())))
-}
-
-/// `X-TFY-GUARDRAILS`' tool lists as `(pre ids, post ids)`, or a message for the error.
-#[pyfunction]
-fn tool_guardrails_header(
-    py: Python<'_>,
-    guardrails: PyRef<'_, Guardrails>,
-    raw: &[u8],
-) -> PyResult<Py<PyAny>> {
-    Ok(match guardrails.set().parse_tool_header(raw) {
-        Ok(ids) => ids.into_pyobject(py)?.into_any().unbind(),
-        Err(message) => message.into_pyobject(py)?.into_any().unbind(),
-    })
+    Ok(
+        match engine
+            .inner
+            .admit_tool(key, server, tool, metadata, guardrails)
+        {
+            Ok(a) => Py::new(
+                py,
+                ToolAdmission {
+                    key: a.key,
+                    rate_limit_rule: a.rate_limit_rule,
+                    tool_pre: a.tool_pre,
+                    tool_post: a.tool_post,
+                    guardrail_rule: a.guardrail_rule,
+                    metadata: a.metadata,
+                },
+            )?
+            .into_any(),
+            Err(d) => Py::new(py, Denial::from(d))?.into_any(),
+        },
+    )
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -108,7 +85,5 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(mcp_config_json, m)?)?;
     m.add_function(wrap_pyfunction!(tool_allowed, m)?)?;
     m.add_function(wrap_pyfunction!(admit_tool, m)?)?;
-    m.add_function(wrap_pyfunction!(tool_guardrails_rule, m)?)?;
-    m.add_function(wrap_pyfunction!(tool_guardrails_header, m)?)?;
     Ok(())
 }

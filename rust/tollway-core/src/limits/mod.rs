@@ -21,34 +21,7 @@ pub use ratelimit::{Decision, RateLimiter, Ticket};
 /// Default cap on the entities (buckets or budgets) each rule keeps in memory.
 pub const DEFAULT_MAX_ENTITIES: usize = 100_000;
 
-/// What limits and budgets look at in a request.
-#[derive(Debug, Clone, Copy)]
-pub struct RequestFacts<'a> {
-    /// `user:<id>`, `team:<id>` or `virtualaccount:<id>`.
-    pub subject: &'a str,
-    /// The model the client asked for (a virtual name or a target).
-    pub model: &'a str,
-    pub metadata: &'a [(String, String)],
-    /// `(server, tool)` for an MCP tool call (then `model` is `<server>/<tool>`).
-    pub tool: Option<(&'a str, &'a str)>,
-}
-
-/// Every field of a rule's `when` block matches the request (models by exact name). A rule
-/// naming `models` matches only model calls, one naming `mcp_servers` only tool calls.
-pub fn when_matches(when: &crate::when::When, facts: &RequestFacts<'_>) -> bool {
-    when.matches_subject(facts.subject)
-        && match facts.tool {
-            None => {
-                when.mcp_servers.is_none()
-                    && when
-                        .models
-                        .as_ref()
-                        .is_none_or(|m| m.iter().any(|m| m == facts.model))
-            }
-            Some((server, tool)) => when.models.is_none() && when.matches_tool(server, tool),
-        }
-        && when.matches_metadata(facts.metadata)
-}
+pub use crate::when::RequestFacts;
 
 /// Consumption of one (rule, entity, window) since the last sync, for a background task to
 /// add to a shared counter (Redis `INCRBYFLOAT` on `rule:entity:window`).
