@@ -1,10 +1,11 @@
 """A FastMCP tool server (official `mcp` SDK, Streamable HTTP) for the MCP e2e tests.
 
 `python tests/mcp_tool_server.py PORT LOG [TOKEN]`: tools `get_weather`, `add`, `whoami`,
-`leak`; every tool call appends a JSON line to LOG (tool, arguments, the `x-tfy-user` and
-`authorization` headers it got). With TOKEN, MCP requests need `Authorization: Bearer
-TOKEN`, and `POST /token` is an OAuth2 client-credentials endpoint (client `cid`, secret
-`csecret`) issuing TOKEN; each grant is logged too.
+`leak`, a resource `note://readme` and a prompt `review`. Every tool call appends a JSON line
+to LOG (tool, arguments, the `x-tfy-user` and `authorization` headers it got). With TOKEN,
+MCP requests need `Authorization: Bearer TOKEN`, and `POST /token` is an OAuth2
+client-credentials endpoint (client `cid`, secret `csecret`) issuing TOKEN; each grant is
+logged too.
 """
 
 from __future__ import annotations
@@ -68,6 +69,18 @@ def leak(ctx: Context) -> str:  # type: ignore[type-arg]
     """Answers with an email address and a phone number."""
     _record(ctx, "leak", {})
     return "Write to jane.doe@example.com today"
+
+
+@server.resource("note://readme", mime_type="text/plain")
+def readme() -> str:
+    """A note the server shares."""
+    return "Read me first"
+
+
+@server.prompt()
+def review(topic: str) -> str:
+    """A prompt template."""
+    return f"Review {topic} carefully"
 
 
 app = server.streamable_http_app()

@@ -472,3 +472,19 @@ def test_each_tool_call_is_an_mcp_span_under_the_request(gw: Server, receiver: R
     assert a["tollway.mcp.server"] == "tools" and a["tollway.mcp.error"] is False
     assert a["mcp.session.id"]
     assert root.name == "POST /mcp/tools" and attrs(root)["tollway.subject"] == "user:alice"
+
+
+def test_resources_and_prompts_pass_through_a_single_server(gw: Server) -> None:
+    async def go(s: ClientSession) -> tuple[Any, Any, Any, Any]:
+        return (
+            await s.list_resources(),
+            await s.read_resource("note://readme"),  # type: ignore[arg-type]
+            await s.list_prompts(),
+            await s.get_prompt("review", {"topic": "the gateway"}),
+        )
+
+    resources, note, prompts, prompt = mcp_run(f"{gw.url}/mcp/tools", CLIENT_KEY, go)
+    assert [str(r.uri) for r in resources.resources] == ["note://readme"]
+    assert note.contents[0].text == "Read me first"
+    assert [p.name for p in prompts.prompts] == ["review"]
+    assert prompt.messages[0].content.text == "Review the gateway carefully"
