@@ -16,7 +16,16 @@ from typing import Any, TypeVar
 import httpx
 import openai
 import pytest
-from conftest import CLIENT_KEY, LIMITED_KEY, Gateways, Server, free_port, spawn, stop
+from conftest import (
+    CLIENT_KEY,
+    LIMITED_KEY,
+    GatewayFactory,
+    Gateways,
+    Server,
+    free_port,
+    spawn,
+    stop,
+)
 from mcp import ClientSession
 from mcp.client.streamable_http import streamablehttp_client
 from mcp.shared.exceptions import McpError
@@ -488,3 +497,33 @@ def test_resources_and_prompts_pass_through_a_single_server(gw: Server) -> None:
     assert note.contents[0].text == "Read me first"
     assert [p.name for p in prompts.prompts] == ["review"]
     assert prompt.messages[0].content.text == "Review the gateway carefully"
+
+
+def test_a_config_edit_changes_a_keys_tools_within_5s(
+    start_gateway: GatewayFactory, mock_upstream: Server
+) -> None:
+    def config(allowed: str) -> str:
+        return f"""
+type: mcp-server
+name: demo
+url: {mock_upstream.url}/mcp
+---
+type: gateway-keys
+keys: [{{name: k, key: {CLIENT_KEY}, subject: "user:alice", allowed_tools: [{allowed}]}}]
+"""
+
+    gw = start_gateway(config('"demo/add"'))
+    path = Path(gw.proc.args[3])  # type: ignore[index]
+    listing = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+    auth = {"authorization": f"Bearer {CLIENT_KEY}"}
+
+    def tools() -> list[str]:
+        r = httpx.post(f"{gw.url}/mcp/demo", json=listing, headers=auth)
+        return sorted(t["name"] for t in r.json()["result"]["tools"])
+
+    assert tools() == ["add"]
+    path.write_text(config('"demo/*"'))
+    deadline = time.monotonic() + 5
+    while tools() != ["add", "get_weather"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert tools() == ["add", "get_weather"]
