@@ -120,6 +120,13 @@ url: {secured.url}/mcp
 auth: {{type: passthrough}}
 ---
 type: mcp-server
+name: static
+url: {secured.url}/mcp
+auth:
+  type: headers
+  headers: {{Authorization: "Bearer ${{STATIC_MCP_TOKEN}}"}}
+---
+type: mcp-server
 name: oauth
 url: {secured.url}/mcp
 auth:
@@ -174,7 +181,8 @@ def gw(
 ) -> Server:
     dead = f"http://127.0.0.1:{free_port()}"
     otlp = f"{receiver.url}/mcp/v1/traces"
-    return module_gateways.start(config(mock_upstream.url, tools, secured, dead, otlp))
+    env = {"STATIC_MCP_TOKEN": TOKEN}
+    return module_gateways.start(config(mock_upstream.url, tools, secured, dead, otlp), env=env)
 
 
 def mcp_run(
@@ -307,6 +315,17 @@ def test_passthrough_sends_the_callers_own_credentials(gw: Server, secured: Tool
     message = mcp_run(f"{gw.url}/mcp/passthru", CLIENT_KEY, refused, wrong)
     assert "refused the credentials (401)" in message
     assert "wrong" not in message
+
+
+def test_static_header_auth_reads_its_secret_from_the_environment(
+    gw: Server, secured: ToolServer
+) -> None:
+    async def go(s: ClientSession) -> Any:
+        return await s.call_tool("whoami", {})
+
+    creds = {"x-tfy-mcp-headers": json.dumps({"static": {"Authorization": "Bearer forged"}})}
+    assert text(mcp_run(f"{gw.url}/mcp/static", CLIENT_KEY, go, creds)) == "user:alice"
+    assert secured.calls()[-1]["auth"] == f"Bearer {TOKEN}", "passthrough headers are ignored"
 
 
 def test_oauth2_client_credentials_token_is_fetched_once_and_used(
