@@ -271,22 +271,34 @@ impl Engine {
     /// `previous`: the engine being replaced; live state of unchanged targets carries over.
     #[pyo3(signature = (documents_json, manual_clock=false, previous=None))]
     fn new(
+        py: Python<'_>,
         documents_json: &[u8],
         manual_clock: bool,
         previous: Option<PyRef<'_, Engine>>,
     ) -> PyResult<Self> {
-        let docs: serde_json::Value = serde_json::from_slice(documents_json)
-            .map_err(|e| invalid(format!("documents are not valid JSON: {e}")))?;
         let clock = match (&previous, manual_clock) {
             (Some(prev), _) => Arc::clone(&prev.inner.clock),
             (None, true) => Arc::new(Clock::manual()),
             (None, false) => Arc::new(Clock::System),
         };
-        let mut inner =
-            engine::Engine::compile_with_clock(&docs, clock).map_err(|e| config_error(&e))?;
-        if let Some(prev) = previous {
-            inner.adopt_state(&prev.inner);
-        }
+        let previous = previous.as_deref().map(|p| &p.inner);
+        // Compiling (regexes, guardrail DFAs, price lookups) takes milliseconds: without the
+        // GIL, a reload compiled in a worker thread never stalls the event loop.
+        let compiled = py.detach(|| {
+            let docs: serde_json::Value = serde_json::from_slice(documents_json)
+                .map_err(|e| Ok(format!("documents are not valid JSON: {e}")))?;
+            let mut inner = engine::Engine::compile_with_clock(&docs, clock).map_err(Err)?;
+            if let Some(prev) = previous {
+                inner.adopt_state(prev);
+            }
+            Ok(inner)
+        });
+        let inner = compiled.map_err(
+            |e: Result<String, Vec<tollway_core::ConfigError>>| match e {
+                Ok(message) => invalid(message),
+                Err(errors) => config_error(&errors),
+            },
+        )?;
         Ok(Self { inner })
     }
 
@@ -433,6 +445,16 @@ impl Engine {
                 name: k.name.clone(),
                 subject: k.subject.clone(),
             })
+            .collect()
+    }
+
+    /// Valid but surely not meant: `"<source>: <path>: <message>"`, one per finding.
+    #[getter]
+    fn warnings(&self) -> Vec<String> {
+        self.inner
+            .warnings
+            .iter()
+            .map(ToString::to_string)
             .collect()
     }
 }

@@ -163,24 +163,7 @@ impl Engine {
             })?,
             None => Vec::new(),
         };
-        let Some(&model_id) = self.model_ids.get(model) else {
-            let msg = format!("The model '{}' does not exist", shorten(model, 100));
-            return Err(Denial::model(
-                404,
-                "invalid_request_error",
-                "model_not_found",
-                msg,
-            ));
-        };
-        if !key.allowed[model_id as usize] {
-            let msg = format!("This key may not use the model '{}'", shorten(model, 100));
-            return Err(Denial::model(
-                403,
-                "permission_error",
-                "model_not_allowed",
-                msg,
-            ));
-        }
+        let model_id = self.model_ids.get(model).copied();
         let metadata = metadata::merge(request_meta, &key.metadata);
         let facts = RequestFacts {
             subject: &key.subject,
@@ -188,30 +171,41 @@ impl Engine {
             metadata: &metadata,
             tool: None,
         };
-        let matched = self.rules_by_model[model_id as usize]
-            .iter()
-            .copied()
-            .find(|&r| self.rules[r as usize].when.matches(&facts));
-        let plans = match matched {
-            Some(r) => routing::order(
+        let matched = self.routing_rule(model_id, &facts);
+        // Messages are built only on refusal: nothing is allocated for an admitted request.
+        let name = || shorten(model, 100);
+        let not_found =
+            |msg: String| Denial::model(404, "invalid_request_error", "model_not_found", msg);
+        if model_id.is_none() && matched.is_none() {
+            return Err(not_found(format!("The model '{}' does not exist", name())));
+        }
+        let allowed = match model_id {
+            Some(id) => key.allowed[id as usize],
+            None => key.allowed_globs.is_match(model),
+        };
+        if !allowed {
+            let msg = format!("This key may not use the model '{}'", name());
+            return Err(Denial::model(
+                403,
+                "permission_error",
+                "model_not_allowed",
+                msg,
+            ));
+        }
+        let plans = match (matched, model_id) {
+            (Some(r), _) => routing::order(
                 &self.rules[r as usize],
                 &self.plans,
                 &self.states,
                 &self.clock,
                 &self.rng,
             ),
-            None if (model_id as usize) < self.targets.len() => vec![model_id],
-            None => {
-                let msg = format!(
+            (None, Some(id)) if (id as usize) < self.targets.len() => vec![id],
+            (None, _) => {
+                return Err(not_found(format!(
                     "No routing rule for the virtual model '{}' matches this request",
-                    shorten(model, 100)
-                );
-                return Err(Denial::model(
-                    404,
-                    "invalid_request_error",
-                    "model_not_found",
-                    msg,
-                ));
+                    name()
+                )))
             }
         };
         let guardrails = self
@@ -303,6 +297,23 @@ impl Engine {
             guardrails,
             metadata_violations,
         })
+    }
+
+    /// The first routing rule that applies: among those naming the model (or naming none,
+    /// for a name nothing defines), the first whose subjects and metadata match.
+    fn routing_rule(
+        &self,
+        model_id: Option<super::ModelId>,
+        facts: &RequestFacts<'_>,
+    ) -> Option<u32> {
+        let candidates = match model_id {
+            Some(id) => &self.rules_by_model[id as usize],
+            None => &self.any_model_rules,
+        };
+        candidates
+            .iter()
+            .copied()
+            .find(|&r| self.rules[r as usize].when.matches(facts))
     }
 
     /// Feeds back one request: every attempt's outcome (latency scores, health), and the
