@@ -24,6 +24,7 @@ from tollway._core import (
     GuardrailInfo,
     Guardrails,
     Key,
+    MetricsEncoder,
     Outcome,
     Settings,
     SpanEncoder,
@@ -38,6 +39,7 @@ from tollway._core import (
     mcp_config_json,
     monotonic_ms,
     set_share,
+    telemetry_defaults,
     tool_allowed,
     warm_tokenizer,
 )
@@ -55,6 +57,7 @@ __all__ = [
     "GuardrailInfo",
     "Guardrails",
     "Key",
+    "MetricsEncoder",
     "Outcome",
     "PlanInfo",
     "Runtime",
@@ -75,6 +78,7 @@ __all__ = [
     "mcp_config_json",
     "monotonic_ms",
     "set_share",
+    "telemetry_defaults",
     "tool_allowed",
     "warm_tokenizer",
 ]

@@ -21,6 +21,7 @@ from tollway.engine import Admission, Denial, Runtime
 from tollway.errors import GatewayError
 from tollway.guardrails.request import plan_for
 from tollway.proxy.call import CANCELLED, Call
+from tollway.proxy.timing import server_timing
 from tollway.telemetry import Telemetry, now_ns
 from tollway.telemetry.observe import RequestLog, build_record
 from tollway.upstream import UpstreamClient
@@ -183,7 +184,11 @@ class Proxy:
         except GatewayError as e:
             log.status, log.error_type = e.status, e.code or e.error_type
             if e.status != CANCELLED:
-                await send_error(send, e, head.request_id)
+                extra = [(b"server-timing", server_timing(started, log))]
+                if isinstance(adm, Admission) and adm.applied:
+                    # A refusal after admission (guardrail, upstream): the rules that applied.
+                    extra.append((b"x-tfy-applied-configurations", adm.applied.encode()))
+                await send_error(send, e, head.request_id, extra)
         finally:
             if self.telemetry is not None and not agent:
                 self.telemetry.record(
@@ -196,6 +201,7 @@ class Proxy:
                         adm,
                         head.traceparent,
                         self.telemetry.capture_content,
+                        self.telemetry.tracing,
                     )
                 )
 

@@ -84,6 +84,8 @@ pub struct Admission {
     /// What the selected metadata-validation guardrails found (by id; only those that flag):
     /// decided here, where the merged metadata is, so it never crosses to Python and back.
     pub metadata_violations: Vec<(GuardrailId, Vec<String>)>,
+    /// The deciding budget rule is in audit mode and its spend is over the limit.
+    pub budget_over_audit: bool,
 }
 
 /// What `settle` learns from one upstream attempt.
@@ -102,6 +104,15 @@ pub struct Usage {
     pub input_tokens: u64,
     pub cached_input_tokens: u64,
     pub output_tokens: u64,
+}
+
+/// `x-tfy-applied-configurations`: the applied rule ids by kind, as a JSON object.
+fn applied_json(applied: Vec<(&str, &str)>) -> String {
+    let map: serde_json::Map<String, serde_json::Value> = applied
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.into()))
+        .collect();
+    serde_json::Value::Object(map).to_string()
 }
 
 impl Engine {
@@ -236,7 +247,10 @@ impl Engine {
         }
         if !budget.allowed {
             return Err(Denial {
-                headers: vec![("retry-after", budget.reset_s.to_string())],
+                headers: vec![
+                    ("retry-after", budget.reset_s.to_string()),
+                    ("x-tfy-applied-configurations", applied_json(applied)),
+                ],
                 rule_id: budget.rule.map(|r| self.budgets.rule_id(r).to_owned()),
                 ..Denial::new(
                     429,
@@ -251,8 +265,10 @@ impl Engine {
             applied.push(("rate_limiting", self.rate_limiter.rule_id(r)));
         }
         if !limit.allowed {
+            let mut headers = limit.headers();
+            headers.push(("x-tfy-applied-configurations", applied_json(applied)));
             return Err(Denial {
-                headers: limit.headers(),
+                headers,
                 rule_id: limit.rule.map(|r| self.rate_limiter.rule_id(r).to_owned()),
                 ..Denial::new(
                     429,
@@ -274,11 +290,7 @@ impl Engine {
         let applied = if applied.is_empty() {
             String::new()
         } else {
-            let map: serde_json::Map<String, serde_json::Value> = applied
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v.into()))
-                .collect();
-            serde_json::Value::Object(map).to_string()
+            applied_json(applied)
         };
         Ok(Admission {
             key: key_id,
@@ -296,6 +308,7 @@ impl Engine {
             rule_ids,
             guardrails,
             metadata_violations,
+            budget_over_audit: budget.audit && budget.over,
         })
     }
 
