@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 
 from tollway.asgi import JSON, RequestHead, Send
-from tollway.engine import Admission, PlanInfo, Runtime, SseMeter, count_prompt_tokens
+from tollway.engine import Admission, PlanInfo, Runtime, SseMeter, Upstream, count_prompt_tokens
 from tollway.errors import GatewayError
 from tollway.guardrails.request import (
     GuardPlan,
@@ -252,6 +252,17 @@ class Call:
             prompt = count_prompt_tokens(self.raw, str(self.req.get("model", "")))
         return (prompt, meter.cached_tokens or 0, meter.output_tokens)
 
+    def _url(self, up: Upstream) -> str | None:
+        if self.stream and up.stream_url is not None:
+            return up.stream_url  # providers with a separate streaming method
+        return up.chat_url if self.endpoint == "chat" else up.embeddings_url
+
+    async def _post(self, up: Upstream, url: str, payload: bytes) -> UpstreamResponse:
+        headers = up.headers
+        if up.auth is not None:  # a signature or a short-lived token, per attempt
+            headers = await up.auth.headers(url, headers, payload)
+        return await self.client.post(url, headers, payload, self.timeout_s)
+
     async def _attempts(self) -> None:
         rt = self.rt
         failed: Failed | GatewayError | None = None
@@ -260,7 +271,7 @@ class Call:
             if i > 0 and not plan.fallback_candidate:
                 continue
             up = plan.upstream
-            url = up.chat_url if self.endpoint == "chat" else up.embeddings_url
+            url = self._url(up)
             if url is None:
                 failed = GatewayError.bad_request(f"'{up.name}' has no embeddings API", "model")
                 continue
@@ -270,7 +281,7 @@ class Call:
                 t0 = perf_counter()
                 self._begin(plan, t0)
                 try:
-                    resp = await self.client.post(url, up.headers, payload, self.timeout_s)
+                    resp = await self._post(up, url, payload)
                 except UpstreamError as e:
                     self.end(plan, OUTCOME[e.kind], 0)
                     failed = GatewayError.upstream_failure(e.kind, up.name)
@@ -292,7 +303,7 @@ class Call:
                 body = await self._read_error(resp)
                 status = resp.status
                 self.end(plan, status, 0)
-                body = up.provider.response_body(status, body, up.model_id)
+                body = up.provider.response_body(status, body, up.model_id, self.req)
                 failed = Failed(*error_response(status, body, up.name, resp.header("retry-after")))
                 if status in plan.retry_on and attempt < plan.retries:
                     wait = plan.retry_delay_s
@@ -335,7 +346,12 @@ class Call:
         except UpstreamError as e:
             self.end(plan, OUTCOME[e.kind], 0)
             raise GatewayError.upstream_failure(e.kind, up.name) from None
-        payload = up.provider.response_body(resp.status, payload, up.model_id)
+        try:
+            payload = up.provider.response_body(resp.status, payload, up.model_id, self.req)
+        except (ValueError, TypeError, AttributeError, KeyError):
+            # A translated provider's 2xx answer that is not the JSON its API promises.
+            self.end(plan, OUTCOME["broken"], 0)
+            raise GatewayError.unreadable_answer(up.name) from None
         await self.gate()
         if self.guard is not None and self.guard.output:
             guarded = guard_output(self.guard, payload)

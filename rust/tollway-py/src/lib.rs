@@ -6,6 +6,7 @@ mod guardrails;
 mod mcp;
 mod meter;
 mod otlp;
+mod sigv4;
 mod state;
 
 use engine::{Admission, Denial, Engine, Key, Outcome, Plan, Settings, Target};

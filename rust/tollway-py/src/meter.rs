@@ -56,7 +56,7 @@ impl SseMeter {
     ) -> PyResult<Self> {
         let format = StreamFormat::parse(format).ok_or_else(|| {
             crate::errors::invalid(format!(
-                "format must be 'openai' or 'anthropic', not {format:?}"
+                "format must be 'openai', 'anthropic', 'gemini' or 'bedrock', not {format:?}"
             ))
         })?;
         let created = Clock::System.wall_ms() / 1000;
@@ -96,6 +96,8 @@ impl SseMeter {
         match self.inner.format() {
             StreamFormat::OpenAi => "openai",
             StreamFormat::Anthropic => "anthropic",
+            StreamFormat::Gemini => "gemini",
+            StreamFormat::Bedrock => "bedrock",
         }
     }
 

@@ -12,12 +12,18 @@ use super::{
     raw_error, ErrorIn, Event, Flow, Recorder, SseParser, StreamError, Usage, MAX_EVENT_BYTES,
 };
 use crate::sse::anthropic::AnthropicTranslator;
+use crate::sse::bedrock::BedrockTranslator;
+use crate::sse::gemini::GeminiTranslator;
 use crate::tokens::Encoding;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StreamFormat {
     OpenAi,
     Anthropic,
+    /// Gemini API and Vertex AI `streamGenerateContent?alt=sse`.
+    Gemini,
+    /// Bedrock ConverseStream's binary event stream (not SSE).
+    Bedrock,
 }
 
 impl StreamFormat {
@@ -25,6 +31,8 @@ impl StreamFormat {
         match name {
             "openai" => Some(Self::OpenAi),
             "anthropic" => Some(Self::Anthropic),
+            "gemini" => Some(Self::Gemini),
+            "bedrock" => Some(Self::Bedrock),
             _ => None,
         }
     }
@@ -55,6 +63,8 @@ pub struct SseMeter {
     encoding: Encoding,
     rec: Recorder,
     anthropic: Option<Box<AnthropicTranslator>>,
+    gemini: Option<Box<GeminiTranslator>>,
+    bedrock: Option<Box<BedrockTranslator>>,
     out: Vec<u8>,
 }
 
@@ -62,6 +72,20 @@ impl SseMeter {
     pub fn new(opts: MeterOptions) -> Self {
         let anthropic = (opts.format == StreamFormat::Anthropic).then(|| {
             Box::new(AnthropicTranslator::new(
+                &opts.model,
+                opts.created,
+                opts.include_usage,
+            ))
+        });
+        let gemini = (opts.format == StreamFormat::Gemini).then(|| {
+            Box::new(GeminiTranslator::new(
+                &opts.model,
+                opts.created,
+                opts.include_usage,
+            ))
+        });
+        let bedrock = (opts.format == StreamFormat::Bedrock).then(|| {
+            Box::new(BedrockTranslator::new(
                 &opts.model,
                 opts.created,
                 opts.include_usage,
@@ -87,6 +111,8 @@ impl SseMeter {
                 response_id: None,
             },
             anthropic,
+            gemini,
+            bedrock,
             out: Vec::new(),
         }
     }
@@ -104,6 +130,12 @@ impl SseMeter {
     /// invents an end marker: a cut stream gets no `[DONE]`.
     pub fn finish(&mut self, now_ms: f64) -> &[u8] {
         self.drive(None, now_ms);
+        // Gemini and Bedrock may end without an end marker: complete a finished answer.
+        if let Some(g) = &mut self.gemini {
+            g.end(&mut self.rec, &mut self.out);
+        } else if let Some(b) = &mut self.bedrock {
+            b.end(&mut self.rec, &mut self.out);
+        }
         if !self.rec.done && self.rec.finish_reason.is_none() {
             self.rec.fail(StreamError::Truncated);
         }
@@ -118,18 +150,28 @@ impl SseMeter {
             strip_usage,
             rec,
             anthropic,
+            gemini,
+            bedrock,
             out,
             ..
         } = self;
         out.clear();
+        if let Some(b) = bedrock {
+            // Binary frames, not SSE: the translator does its own framing.
+            if let Some(c) = chunk {
+                b.feed(c, rec, now_ms, out);
+            }
+            return;
+        }
         let mut run = |sink: &mut Vec<u8>, on_event: &mut dyn FnMut(&Event<'_>) -> Flow| match chunk
         {
             Some(c) => parser.feed(c, sink, on_event),
             None => parser.finish(sink, on_event),
         };
-        let result = match anthropic {
-            Some(t) => run(&mut Vec::new(), &mut |e| t.on_event(e, rec, now_ms, out)),
-            None => run(out, &mut |e| openai_event(e, rec, now_ms, *strip_usage)),
+        let result = match (anthropic, gemini) {
+            (Some(t), _) => run(&mut Vec::new(), &mut |e| t.on_event(e, rec, now_ms, out)),
+            (_, Some(t)) => run(&mut Vec::new(), &mut |e| t.on_event(e, rec, now_ms, out)),
+            _ => run(out, &mut |e| openai_event(e, rec, now_ms, *strip_usage)),
         };
         if result.is_err() {
             rec.fail(StreamError::EventTooLarge);
