@@ -45,6 +45,17 @@ def test_demo_serves_and_its_printed_openai_example_works() -> None:
             json={"model": "mock/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]},
         )
         assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"]
+        # The banner's tool call through the demo MCP server.
+        assert "/mcp/demo" in banner
+        params = {"name": "get_weather", "arguments": {"city": "Paris"}}
+        r = httpx.post(
+            f"http://127.0.0.1:{port}/mcp/demo",
+            headers={"authorization": "Bearer tollway-demo-key"},
+            json={"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params},
+        )
+        assert r.json()["result"]["content"] == [
+            {"type": "text", "text": "Sunny and 21 C in Paris"}
+        ]
     finally:
         stop(proc)
 

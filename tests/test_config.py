@@ -29,7 +29,11 @@ def test_the_example_and_demo_configs_are_valid() -> None:
     assert "OK (12 targets, 3 keys)" in r.stdout
     assert "warning:" not in r.stdout, "the example shows config that is meant"
     demo = ROOT / "python" / "tollway" / "demo.yaml"
-    engine = compile_engine(demo, env={"TOLLWAY_DEMO_MOCK_URL": "http://127.0.0.1:1/v1"})
+    env = {
+        "TOLLWAY_DEMO_MOCK_URL": "http://127.0.0.1:1/v1",
+        "TOLLWAY_DEMO_MCP_URL": "http://127.0.0.1:1/mcp",
+    }
+    engine = compile_engine(demo, env=env)
     assert [t.name for t in engine.targets][:1] == ["mock/gpt-4o-mini"]
 
 

@@ -20,6 +20,7 @@ from tollway.engine import Denial, Runtime, load_runtime, warm_tokenizer
 from tollway.errors import GatewayError
 from tollway.logs import RequestLogging
 from tollway.logs import setup as setup_request_log
+from tollway.mcp import McpGateway
 from tollway.proxy import Proxy
 from tollway.reload import watch_config
 from tollway.serve import DRAIN_FILE_ENV, METRICS_DIR_ENV
@@ -50,6 +51,7 @@ class Gateway:
         self.request_log = request_log
         self.config_path = config_path
         self.proxy: Proxy | None = None
+        self.mcp: McpGateway | None = None
         self.draining = False
         self._background: set[asyncio.Future[None]] = set()
         # Created by `tollway serve` on SIGTERM: from then on /readyz says 503.
@@ -96,6 +98,8 @@ class Gateway:
             else:
                 chat = path == "/v1/chat/completions"
                 await proxy.handle("chat" if chat else "embeddings", scope, receive, send)
+        elif path.startswith("/mcp/") and self.mcp is not None:
+            await self.mcp.handle(scope, receive, send)
         elif path == "/healthz":
             await send_json(send, 200, b'{"status":"ok"}', [JSON])
         elif path == "/readyz":
@@ -150,7 +154,8 @@ class Gateway:
             if msg["type"] == "lifespan.startup":
                 connect_s = self.runtime.settings.connect_timeout_ms / 1000
                 client = AiohttpUpstream(connect_s)
-                self.proxy = Proxy(self.runtime, client, self.telemetry)
+                self.mcp = McpGateway(lambda: self.runtime, client.session, self.telemetry)
+                self.proxy = Proxy(self.runtime, client, self.telemetry, self.mcp)
                 if self.telemetry is not None:
                     await self.telemetry.start(client.session)
                     self.telemetry.watch_engine(lambda: self.runtime.engine)

@@ -74,6 +74,11 @@ def _demo_banner(host: str, port: int) -> str:
             '    -d \'{"model": "mock/gpt-4o-mini", '
             '"messages": [{"role": "user", "content": "Hello"}]}\'',
             f'  python -c "{py}"',
+            "A tool call through the MCP gateway (the demo MCP server 'demo'):",
+            f"  curl {base}/mcp/demo -H 'Authorization: Bearer {DEMO_KEY}' \\",
+            "    -H 'Content-Type: application/json' \\",
+            '    -d \'{"jsonrpc": "2.0", "id": 1, "method": "tools/call", '
+            '"params": {"name": "get_weather", "arguments": {"city": "Paris"}}}\'',
             "",
         ]
     )
@@ -86,6 +91,8 @@ def _serve(args: argparse.Namespace) -> int:
     demo = resources.files("tollway").joinpath("demo.yaml")
     with _demo_mock() as mock_url, resources.as_file(demo) as demo_path:
         os.environ["TOLLWAY_DEMO_MOCK_URL"] = mock_url
+        # The mock serves a small MCP tool server too (tollway.mock.mcp_api).
+        os.environ["TOLLWAY_DEMO_MCP_URL"] = mock_url.removesuffix("/v1") + "/mcp"
         host = args.host or "127.0.0.1"
         port = args.port or 8080
         return _run_granian(demo_path, args, banner=_demo_banner(host, port))

@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 
 import msgspec
 
-from tollway.mock import anthropic_api, bedrock_api, gemini_api, openai_api
+from tollway.mock import anthropic_api, bedrock_api, gemini_api, mcp_api, openai_api
 from tollway.mock.content import openai_error
 from tollway.mock.exchange import ASGIApp, Call, Receive, RequestRecord, Scope, Send
 from tollway.mock.settings import MockSettings
@@ -33,6 +33,7 @@ class MockApp:
             "/models": {"GET": openai_api.models},
             "/v1/messages": {"POST": anthropic_api.messages},
             "/token": {"POST": gemini_api.token},  # Google OAuth, for Vertex
+            "/mcp": {"POST": mcp_api.mcp},
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

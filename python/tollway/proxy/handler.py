@@ -12,7 +12,7 @@ import contextlib
 import logging
 from collections.abc import Coroutine
 from time import perf_counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tollway.asgi import Receive, RequestHead, Scope, Send, send_error
 from tollway.engine import Admission, Denial, Runtime
@@ -25,6 +25,9 @@ from tollway.proxy.validate import FORBIDDEN_FIELDS, Endpoint, validate_request
 from tollway.telemetry import Telemetry, now_ns
 from tollway.telemetry.observe import RequestLog, build_record
 from tollway.upstream import UpstreamClient
+
+if TYPE_CHECKING:
+    from tollway.mcp import McpGateway
 
 __all__ = ["FORBIDDEN_FIELDS", "Proxy"]
 
@@ -47,12 +50,18 @@ class Proxy:
     """Handles the proxied endpoints for whichever `Runtime` is current."""
 
     def __init__(
-        self, runtime: Runtime, client: UpstreamClient, telemetry: Telemetry | None = None
+        self,
+        runtime: Runtime,
+        client: UpstreamClient,
+        telemetry: Telemetry | None = None,
+        mcp: McpGateway | None = None,
     ) -> None:
         self.runtime = runtime
         self.client = client
         self.telemetry = telemetry
         self.body_watch = BodyReadWatch()
+        # Chat requests naming `mcp_servers` run the agent loop over these tools.
+        self.mcp = mcp
 
     def _timeouts(self, head: RequestHead) -> tuple[float, float | None]:
         """(per-attempt, first-token) seconds; client values are capped by the server."""
@@ -74,6 +83,7 @@ class Proxy:
         log = RequestLog(scope["path"], now_ns())
         req: dict[str, Any] | None = None
         adm: Admission | Denial | None = None
+        agent = False
         try:
             if head.authorization is None:
                 # Refuse before reading a body nobody is entitled to send.
@@ -90,6 +100,13 @@ class Proxy:
             log.request_body, log.logging_config = body, head.logging_config
             req = validate_request(body, endpoint)
             timeouts = self._timeouts(head)
+            if endpoint == "chat" and "mcp_servers" in req and self.mcp is not None:
+                # The agent loop: every model call in it is recorded on its own.
+                agent = True
+                from tollway.mcp.agent import run_agent
+
+                await run_agent(self, req, head, scope["headers"], send, timeouts)
+                return
             adm = rt.engine.admit(head.authorization, req["model"], head.metadata, head.guardrails)
             if isinstance(adm, Denial):
                 raise GatewayError.from_denial(adm)
@@ -128,7 +145,7 @@ class Proxy:
                     extra.append((b"x-tfy-applied-configurations", adm.applied.encode()))
                 await send_error(send, e, head.request_id, extra)
         finally:
-            if self.telemetry is not None:
+            if self.telemetry is not None and not agent:
                 self.telemetry.record(
                     build_record(
                         rt,

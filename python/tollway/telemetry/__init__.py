@@ -2,7 +2,7 @@
 
 from tollway.telemetry.exporter import Telemetry, now_ns
 from tollway.telemetry.metrics import CONTENT_TYPE
-from tollway.telemetry.record import Attempt, GuardrailRun, Record
+from tollway.telemetry.record import Attempt, GuardrailRun, Record, ToolRun
 from tollway.telemetry.settings import TelemetrySettings
 
 __all__ = [
@@ -12,5 +12,6 @@ __all__ = [
     "Record",
     "Telemetry",
     "TelemetrySettings",
+    "ToolRun",
     "now_ns",
 ]

@@ -96,6 +96,31 @@ HISTOGRAMS: dict[str, tuple[str, tuple[float, ...]]] = {
 }
 _HIST_LABELS = ("+base", "+meta")
 
+# MCP tool calls and the agent loop, with labels of their own (no base labels); updated
+# directly where they happen (a dict update), not from records.
+_TOOL_LABELS = ("tool_name", "server")
+_MCP_COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "llm_gateway_agent_tool_calls_total": ("MCP tool calls by result.", (*_TOOL_LABELS, "status")),
+    "llm_gateway_agent_request_iteration_limit_reached_total": (
+        "Agent requests stopped at max_iterations.",
+        ("model_name",),
+    ),
+    "llm_gateway_mcp_server_failures_total": (
+        "Failed calls to MCP servers (circuit open included), by reason.",
+        ("server", "reason"),
+    ),
+}
+_MCP_HISTOGRAMS: dict[str, tuple[str, tuple[str, ...], tuple[float, ...]]] = {
+    "llm_gateway_agent_tool_latency_ms": (
+        "MCP tool call latency in ms.", _TOOL_LABELS, _LATENCY_MS),
+    "llm_gateway_agent_mcp_connect_latency_ms": (
+        "Listing an MCP server's tools for an agent request, in ms.", ("server",), _LATENCY_MS),
+    "llm_gateway_agent_request_duration_ms": (
+        "Agent request latency in ms (all iterations).", ("model_name",), _LATENCY_MS),
+    "llm_gateway_agent_llm_latency_ms": (
+        "Model call latency within agent requests in ms.", ("model_name",), _LATENCY_MS),
+}  # fmt: skip
+
 Counts = dict[str, dict[tuple[str, ...], float]]
 # Per label set: non-cumulative bucket counts (+Inf last), then the sum.
 Hists = dict[str, dict[tuple[str, ...], list[float]]]
@@ -118,8 +143,9 @@ class MetricsStore:
         self._cap = value_cap
         self._seen: list[set[str]] = [set() for _ in self._meta_keys]
         self._counters: Counts = {n: {} for n, f in FAMILIES.items() if f[0] != "gauge"}
+        self._counters.update({n: {} for n in _MCP_COUNTERS})
         self._gauges: Counts = {n: {} for n in _GAUGES}
-        self._hists: Hists = {name: {} for name in HISTOGRAMS}
+        self._hists: Hists = {name: {} for name in (*HISTOGRAMS, *_MCP_HISTOGRAMS)}
         self._dir = Path(directory) if directory else None
         self._file = self._dir / f"worker-{os.getpid()}.msgpack" if self._dir else None
         self._dirty = False
@@ -150,9 +176,15 @@ class MetricsStore:
             self._gauges[name] = values
             self._dirty = True
 
+    def observe_ms(self, name: str, labels: tuple[str, ...], value: float) -> None:
+        """One observation of an MCP or agent histogram."""
+        self._hist(name, labels, value)
+        self._dirty = True
+
     def _hist(self, name: str, labels: tuple[str, ...], value: float) -> None:
         series = self._hists[name]
-        buckets = HISTOGRAMS[name][1]
+        mcp = _MCP_HISTOGRAMS.get(name)
+        buckets = mcp[2] if mcp is not None else HISTOGRAMS[name][1]
         row = series.get(labels)
         if row is None:
             row = series[labels] = [0.0] * (len(buckets) + 2)
@@ -162,6 +194,13 @@ class MetricsStore:
     def observe(self, rec: Record) -> None:
         """Folds one request into the totals (background task; ~µs, no I/O)."""
         add = self.add
+        if rec.tools and not rec.attempts:
+            # An MCP request (or an agent's tool steps): its calls are counted by the MCP
+            # families as they happen; only its guardrail runs are folded in here.
+            for g in rec.guardrails:
+                add("llm_gateway_guardrails_requests_total", (g.name, g.phase, g.result))
+            self._dirty = True
+            return
         meta = self._meta(rec.metadata) if self._meta_keys else ()
         last = rec.attempts[-1].target if rec.attempts else ""
         base = (rec.model, last, rec.subject)
@@ -307,7 +346,31 @@ class MetricsStore:
                     cumulative.append((_le(bound), total))
                 hfam.add_metric(list(key), cumulative, sum_value=row[-1])
             out.append(hfam)
+        out.extend(_mcp_families(counters, hists))
         return out
+
+
+def _mcp_families(counters: Counts, hists: Hists) -> list[Metric]:
+    """The MCP and agent families (their labels are their own, without the base ones)."""
+    out: list[Metric] = []
+    for name, (doc, labels) in _MCP_COUNTERS.items():
+        fam = CounterMetricFamily(name, doc, labels=list(labels))
+        for key, value in counters.get(name, {}).items():
+            if len(key) == len(labels):
+                fam.add_metric(list(key), value)
+        out.append(fam)
+    for name, (doc, labels, bounds) in _MCP_HISTOGRAMS.items():
+        hfam = HistogramMetricFamily(name, doc, labels=list(labels))
+        for key, row in hists.get(name, {}).items():
+            if len(key) != len(labels) or len(row) != len(bounds) + 2:
+                continue
+            cumulative, total = [], 0.0
+            for bound, count in zip((*bounds, float("inf")), row[:-1], strict=True):
+                total += count
+                cumulative.append((_le(bound), total))
+            hfam.add_metric(list(key), cumulative, sum_value=row[-1])
+        out.append(hfam)
+    return out
 
 
 def _le(bound: float) -> str:

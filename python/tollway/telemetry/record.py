@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-__all__ = ["Attempt", "LogPart", "Record"]
+__all__ = ["Attempt", "GuardrailRun", "LogPart", "Record", "ToolRun"]
 
 
 class Attempt(msgspec.Struct, array_like=True, gc=False, kw_only=True):
@@ -72,6 +72,23 @@ class LogPart(msgspec.Struct, array_like=True, gc=False, kw_only=True):
     response_body: str | None = None
 
 
+class ToolRun(msgspec.Struct, array_like=True, gc=False, kw_only=True):
+    """One MCP request to a tool server (`tools/call`, `tools/list`, ...), made through the
+    MCP endpoints or the agent loop. `error_type` is empty on success, else e.g.
+    `"tool_error"` (the tool's `isError`), `"rate_limited"`, `"guardrail_blocked"`,
+    `"unavailable"`. `arguments`/`result` (JSON text) only when content is captured."""
+
+    server: str
+    method: str
+    tool: str
+    start_ns: int
+    end_ns: int
+    error_type: str = ""
+    session_id: str = ""
+    arguments: str | None = None
+    result: str | None = None
+
+
 class Record(msgspec.Struct, array_like=True, gc=False, kw_only=True):
     """One gateway request. `rate_limit`/`budget` are `(rule_id, result)` of the rule that
     decided (result `"allowed"`, `"blocked"`, or for a budget in audit mode that is over its
@@ -100,5 +117,7 @@ class Record(msgspec.Struct, array_like=True, gc=False, kw_only=True):
     guardrails: list[GuardrailRun] = []
     # The targets the routing rule ordered, first choice first (filled when tracing).
     candidates: list[str] = []
+    # MCP requests and tool calls of this request (spans of `tfy.span_type: MCP`).
+    tools: list[ToolRun] = []
     # Set only when a request log is configured; the OTLP encoder skips it.
     log: LogPart | None = None

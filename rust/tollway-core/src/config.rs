@@ -52,6 +52,8 @@ pub struct KeyConfig {
     pub secret: KeySecret,
     pub subject: String,
     pub allowed_models: Vec<String>,
+    /// `<server>/<tool>` globs; `None`: the key may call no tool.
+    pub allowed_tools: Option<Vec<String>>,
     pub metadata: Vec<(String, String)>,
     /// May read the analytics API and `/ui`.
     pub admin: bool,
@@ -69,13 +71,14 @@ pub struct RawConfig {
     pub rate_limits: Vec<crate::limits::RateLimitRule>,
     pub budgets: Vec<crate::limits::BudgetRule>,
     pub guardrails: crate::guardrails::GuardrailsConfig,
+    pub mcp: crate::mcp::McpConfig,
     pub state: StateSettings,
     /// `{"otel", "metrics", "request_logs", "alerts"}` as validated, for the Python side.
     pub telemetry_json: String,
     pub logs: crate::logs::LogsConfig,
 }
 
-pub const DOCUMENT_TYPES: [&str; 8] = [
+pub const DOCUMENT_TYPES: [&str; 10] = [
     "gateway-settings",
     "provider-account",
     "gateway-keys",
@@ -84,6 +87,8 @@ pub const DOCUMENT_TYPES: [&str; 8] = [
     "gateway-budget-config",
     "gateway-guardrails-config",
     "gateway-alerts-config",
+    "mcp-server",
+    "virtual-mcp-server",
 ];
 
 /// Reads one document into `cfg`, recording every problem in `errs`.
@@ -132,6 +137,8 @@ pub fn parse_document(
         "gateway-budget-config" => crate::limits::parse_budgets(doc, &mut cfg.budgets, errs),
         "gateway-guardrails-config" => crate::guardrails::parse(doc, &mut cfg.guardrails, errs),
         "gateway-alerts-config" => crate::logs::config::parse_alerts(doc, &mut cfg.logs, errs),
+        "mcp-server" => crate::mcp::parse_server(doc, &mut cfg.mcp, errs),
+        "virtual-mcp-server" => crate::mcp::parse_virtual(doc, &mut cfg.mcp, errs),
         other => errs.push(
             "type",
             format!(
@@ -322,13 +329,16 @@ fn parse_key(item: &Value, path: &str, errs: &mut Errors) -> Option<KeyConfig> {
         "key",
         "subject",
         "allowed_models",
+        "allowed_tools",
         "metadata",
         "admin",
     ];
     let f = Fields::new(item, path, &known, errs)?;
     let name = f.req_string("name", errs);
     let secret = match (f.string("key_sha256", errs), f.string("key", errs)) {
-        (Some(h), None) => parse_sha256(&h, &f.path("key_sha256"), errs).map(KeySecret::Sha256),
+        (Some(h), None) => {
+            crate::schema::parse_sha256(&h, &f.path("key_sha256"), errs).map(KeySecret::Sha256)
+        }
         (None, Some(k)) if k.len() >= 8 => Some(KeySecret::Plain(k)),
         (None, Some(_)) => {
             errs.push(&f.path("key"), "a key must be at least 8 characters");
@@ -358,6 +368,7 @@ fn parse_key(item: &Value, path: &str, errs: &mut Errors) -> Option<KeyConfig> {
     let allowed_models = f
         .string_list("allowed_models", errs)
         .unwrap_or_else(|| vec!["*".into()]);
+    let allowed_tools = f.string_list("allowed_tools", errs);
     let metadata = f.string_map("metadata", errs).unwrap_or_default();
     for (k, v) in &metadata {
         if v.chars().count() > METADATA_VALUE_MAX_CHARS {
@@ -374,22 +385,10 @@ fn parse_key(item: &Value, path: &str, errs: &mut Errors) -> Option<KeyConfig> {
         secret: secret?,
         subject: subject?,
         allowed_models,
+        allowed_tools,
         metadata,
         admin: f.boolean("admin", errs).unwrap_or(false),
     })
-}
-
-fn parse_sha256(s: &str, path: &str, errs: &mut Errors) -> Option<String> {
-    let hex = s.strip_prefix("sha256:").unwrap_or(s).to_ascii_lowercase();
-    if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        Some(hex)
-    } else {
-        errs.push(
-            path,
-            "expected sha256:<64 hex digits> (see `tollway hash-key`)",
-        );
-        None
-    }
 }
 
 /// Reads every document; `docs` items are `{"source": "...", "doc": {...}}`.

@@ -7,6 +7,7 @@ pub mod engine;
 pub mod guardrails;
 pub mod limits;
 pub mod logs;
+pub mod mcp;
 pub mod metadata;
 pub mod providers;
 pub mod routing;

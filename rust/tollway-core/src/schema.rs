@@ -283,6 +283,20 @@ pub fn as_string(v: &Value, path: &str, errs: &mut Errors) -> Option<String> {
     }
 }
 
+/// A key hash as config writes it (`sha256:<64 hex digits>` or bare hex), lower-cased.
+pub fn parse_sha256(s: &str, path: &str, errs: &mut Errors) -> Option<String> {
+    let hex = s.strip_prefix("sha256:").unwrap_or(s).to_ascii_lowercase();
+    if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Some(hex)
+    } else {
+        errs.push(
+            path,
+            "expected sha256:<64 hex digits> (see `tollway hash-key`)",
+        );
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,6 +13,8 @@ pub struct RequestFacts<'a> {
     /// The model the client asked for (a virtual name or a target).
     pub model: &'a str,
     pub metadata: &'a [(String, String)],
+    /// `(server, tool)` for an MCP tool call (then `model` is `<server>/<tool>`).
+    pub tool: Option<(&'a str, &'a str)>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -20,6 +22,8 @@ pub struct When {
     pub subjects: Option<Vec<String>>,
     pub models: Option<Vec<String>>,
     pub metadata: Vec<(String, String)>,
+    /// `<server>` or `<server>/<tool>`: the rule applies to those MCP tool calls only.
+    pub mcp_servers: Option<Vec<String>>,
 }
 
 /// TrueFoundry files spell virtual accounts both ways; keys use `virtualaccount:`.
@@ -32,7 +36,12 @@ pub fn normalize_subject(s: &str) -> String {
 
 impl When {
     pub fn parse(v: &Value, path: &str, errs: &mut Errors) -> Option<Self> {
-        let f = Fields::new(v, path, &["subjects", "models", "metadata"], errs)?;
+        let f = Fields::new(
+            v,
+            path,
+            &["subjects", "models", "metadata", "mcp_servers"],
+            errs,
+        )?;
         let subjects = f.string_list("subjects", errs).map(|list| {
             list.iter()
                 .enumerate()
@@ -55,16 +64,25 @@ impl When {
             subjects,
             models: f.string_list("models", errs),
             metadata: f.string_map("metadata", errs).unwrap_or_default(),
+            mcp_servers: f.string_list("mcp_servers", errs),
         })
     }
 
     /// Every field matches the request (models by exact name, metadata by key and value).
+    /// A rule naming `models` matches only model calls, one naming `mcp_servers` only tool
+    /// calls; one naming neither matches both.
     pub fn matches(&self, facts: &RequestFacts<'_>) -> bool {
         self.matches_subject(facts.subject)
-            && self
-                .models
-                .as_ref()
-                .is_none_or(|m| m.iter().any(|m| m == facts.model))
+            && match facts.tool {
+                None => {
+                    self.mcp_servers.is_none()
+                        && self
+                            .models
+                            .as_ref()
+                            .is_none_or(|m| m.iter().any(|m| m == facts.model))
+                }
+                Some((server, tool)) => self.models.is_none() && self.matches_tool(server, tool),
+            }
             && self.matches_metadata(facts.metadata)
     }
 
@@ -72,6 +90,16 @@ impl When {
         self.subjects
             .as_ref()
             .is_none_or(|list| list.iter().any(|s| s == subject))
+    }
+
+    /// A tool call matches `mcp_servers` by its server or `<server>/<tool>` (absent: any).
+    pub fn matches_tool(&self, server: &str, tool: &str) -> bool {
+        self.mcp_servers.as_ref().is_none_or(|list| {
+            list.iter().any(|s| match s.split_once('/') {
+                Some((srv, t)) => srv == server && (t == tool || t == "*"),
+                None => s == server,
+            })
+        })
     }
 
     fn matches_metadata(&self, metadata: &[(String, String)]) -> bool {

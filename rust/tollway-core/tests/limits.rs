@@ -38,6 +38,7 @@ fn facts<'a>(
         subject,
         model,
         metadata,
+        tool: None,
     }
 }
 

@@ -4,6 +4,7 @@ mod engine;
 mod errors;
 mod guardrails;
 mod logs;
+mod mcp;
 mod meter;
 mod otlp;
 mod scrub;
@@ -33,5 +34,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     state::register(m)?;
     logs::register(m)?;
     scrub::register(m)?;
+    mcp::register(m)?;
     Ok(())
 }

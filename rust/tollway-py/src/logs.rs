@@ -19,6 +19,7 @@ fn budget_spend(
         subject,
         model,
         metadata: &metadata,
+        tool: None,
     };
     e.budgets.spend_of(rule_id, e.clock.wall_ms(), &facts)
 }

@@ -180,6 +180,7 @@ impl Engine {
             subject: &key.subject,
             model,
             metadata: &metadata,
+            tool: None,
         };
         let matched = self.routing_rule(model_id, &facts);
         // Messages are built only on refusal: nothing is allocated for an admitted request.
@@ -355,6 +356,7 @@ impl Engine {
                 subject: &key.subject,
                 model: &admission.model,
                 metadata: &admission.metadata,
+                tool: None,
             };
             self.budgets.charge(self.clock.wall_ms(), &facts, usd);
         }

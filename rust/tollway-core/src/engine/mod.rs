@@ -54,6 +54,8 @@ pub struct Key {
     pub(crate) allowed: Vec<bool>,
     /// `allowed_models`, for names no account or rule defines (see [`Engine::any_model_rules`]).
     pub(crate) allowed_globs: globset::GlobSet,
+    /// `allowed_tools` globs over `<server>/<tool>`; `None`: no tool.
+    pub(crate) tools: Option<globset::GlobSet>,
 }
 
 #[derive(Debug)]
@@ -77,6 +79,7 @@ pub struct Engine {
     pub(crate) states: Vec<Arc<TargetState>>,
     pub rate_limiter: RateLimiter,
     pub budgets: Budgets,
+    pub mcp: crate::mcp::McpConfig,
     /// Every guardrail scanner, compiled once; requests get ids into it from `admit`.
     pub guardrails: Arc<GuardrailSet>,
     pub clock: Arc<Clock>,
@@ -224,6 +227,21 @@ impl Engine {
                 }
             }
             let set = set.build().unwrap_or_else(|_| globset::GlobSet::empty());
+            let tools = k.allowed_tools.as_ref().map(|patterns| {
+                let mut tools = GlobSetBuilder::new();
+                for (i, pattern) in patterns.iter().enumerate() {
+                    match Glob::new(pattern) {
+                        Ok(g) => {
+                            tools.add(g);
+                        }
+                        Err(e) => errs.push(
+                            &format!("{}.allowed_tools[{i}]", k.path),
+                            format!("invalid glob: {}", e.kind()),
+                        ),
+                    }
+                }
+                tools.build().unwrap_or_else(|_| globset::GlobSet::empty())
+            });
             keys.push(Key {
                 name: k.name.clone(),
                 subject: k.subject.clone(),
@@ -231,9 +249,11 @@ impl Engine {
                 admin: k.admin,
                 allowed: model_names.iter().map(|m| set.is_match(m)).collect(),
                 allowed_globs: set,
+                tools,
             });
         }
         errs.set_source("");
+        crate::mcp::check(&raw.mcp, errs);
         let warnings = warnings::find(
             &raw,
             &warnings::Compiled {
@@ -265,6 +285,7 @@ impl Engine {
             clock,
             rate_limiter: RateLimiter::new(raw.rate_limits, DEFAULT_MAX_ENTITIES),
             budgets: Budgets::new(raw.budgets, DEFAULT_MAX_ENTITIES),
+            mcp: raw.mcp,
             guardrails: Arc::new(guardrails),
             rng: Rng::from_time(),
             warnings,

@@ -110,26 +110,58 @@ fn unknown_models(raw: &RawConfig, c: &Compiled<'_>, out: &mut Vec<ConfigError>)
 /// A rule that cannot apply because an earlier rule of the same first-match list matches
 /// every request it matches. Budgets are left out: cost is charged to every matching one.
 fn shadowed_rules(raw: &RawConfig, out: &mut Vec<ConfigError>) {
+    // With each rule, the kinds of call it picks guardrails for (model, tool): a guardrails
+    // rule is passed over by the calls whose kind it names no guardrails for.
     let routing: Vec<_> = raw
         .lb_rules
         .iter()
-        .map(|r| (r.source.as_str(), r.path.as_str(), r.id.as_str(), &r.when))
+        .map(|r| {
+            (
+                r.source.as_str(),
+                r.path.as_str(),
+                r.id.as_str(),
+                &r.when,
+                (true, true),
+            )
+        })
         .collect();
     let rate: Vec<_> = raw
         .rate_limits
         .iter()
-        .map(|r| (r.source.as_str(), r.path.as_str(), r.id.as_str(), &r.when))
+        .map(|r| {
+            (
+                r.source.as_str(),
+                r.path.as_str(),
+                r.id.as_str(),
+                &r.when,
+                (true, true),
+            )
+        })
         .collect();
     let guard: Vec<_> = raw
         .guardrails
         .rules
         .iter()
-        .map(|r| (r.source.as_str(), r.path.as_str(), r.id.as_str(), &r.when))
+        .map(|r| {
+            let kinds = (
+                !(r.input.is_empty() && r.output.is_empty()),
+                !(r.tool_pre.is_empty() && r.tool_post.is_empty()),
+            );
+            (
+                r.source.as_str(),
+                r.path.as_str(),
+                r.id.as_str(),
+                &r.when,
+                kinds,
+            )
+        })
         .collect();
     for list in [routing, rate, guard] {
-        for (j, (source, path, _, when)) in list.iter().enumerate() {
-            let earlier = list[..j].iter().find(|(_, _, _, w)| covers(w, when));
-            if let Some((_, _, id, _)) = earlier {
+        for (j, (source, path, _, when, kinds)) in list.iter().enumerate() {
+            let earlier = list[..j]
+                .iter()
+                .find(|(_, _, _, w, k)| covers(w, when) && (k.0 || !kinds.0) && (k.1 || !kinds.1));
+            if let Some((_, _, id, _, _)) = earlier {
                 warn(
                     out,
                     source,
@@ -153,8 +185,25 @@ fn covers(a: &When, b: &When) -> bool {
             (Some(a), Some(b)) => b.iter().all(|x| a.contains(x)),
         }
     }
+    /// Every `<server>` / `<server>/<tool>` of `b` is one `a` matches.
+    fn within_tools(a: Option<&Vec<String>>, b: Option<&Vec<String>>) -> bool {
+        let (Some(a), Some(b)) = (a, b) else {
+            return a.is_none();
+        };
+        b.iter().all(|x| {
+            let server = x.split_once('/').map_or(x.as_str(), |(s, _)| s);
+            a.contains(x) || a.iter().any(|y| y == server || *y == format!("{server}/*"))
+        })
+    }
+    // Model calls `b` matches (none when it names `mcp_servers`), then tool calls (none
+    // when it names `models`): `a` must match each kind `b` does.
+    let model_calls = b.mcp_servers.is_some()
+        || (a.mcp_servers.is_none() && within(a.models.as_ref(), b.models.as_ref()));
+    let tool_calls = b.models.is_some()
+        || (a.models.is_none() && within_tools(a.mcp_servers.as_ref(), b.mcp_servers.as_ref()));
     within(a.subjects.as_ref(), b.subjects.as_ref())
-        && within(a.models.as_ref(), b.models.as_ref())
+        && model_calls
+        && tool_calls
         && a.metadata.iter().all(|kv| b.metadata.contains(kv))
 }
 
@@ -226,7 +275,17 @@ fn unreachable_guardrails(raw: &RawConfig, out: &mut Vec<ConfigError>) {
     let live: Vec<_> = rules
         .iter()
         .enumerate()
-        .filter(|(j, r)| !rules[..*j].iter().any(|e| covers(&e.when, &r.when)))
+        .filter(|(j, r)| {
+            let kinds = |r: &crate::guardrails::config::GuardrailRuleConfig| {
+                let model = !(r.input.is_empty() && r.output.is_empty());
+                (model, !(r.tool_pre.is_empty() && r.tool_post.is_empty()))
+            };
+            let (m, t) = kinds(r);
+            !rules[..*j].iter().any(|e| {
+                let (em, et) = kinds(e);
+                covers(&e.when, &r.when) && (em || !m) && (et || !t)
+            })
+        })
         .map(|(_, r)| r)
         .collect();
     // A rule may name a guardrail plainly or as `<group>/<name>`.
@@ -234,9 +293,14 @@ fn unreachable_guardrails(raw: &RawConfig, out: &mut Vec<ConfigError>) {
         entry == name || entry.rsplit_once('/').is_some_and(|(_, n)| n == name)
     };
     for g in &raw.guardrails.guardrails {
-        let listed = live
-            .iter()
-            .any(|r| r.input.iter().chain(&r.output).any(|e| names(e, &g.name)));
+        let listed = live.iter().any(|r| {
+            r.input
+                .iter()
+                .chain(&r.output)
+                .chain(&r.tool_pre)
+                .chain(&r.tool_post)
+                .any(|e| names(e, &g.name))
+        });
         if !listed {
             warn(
                 out,

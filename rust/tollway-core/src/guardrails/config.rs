@@ -150,6 +150,9 @@ pub struct GuardrailRuleConfig {
     pub when: When,
     pub input: Vec<String>,
     pub output: Vec<String>,
+    /// `mcp_tool_pre_invoke_guardrails` / `mcp_tool_post_invoke_guardrails`.
+    pub tool_pre: Vec<String>,
+    pub tool_post: Vec<String>,
 }
 
 /// Every guardrails document's content, in file order; names resolve in `GuardrailSet::compile`.
@@ -457,6 +460,8 @@ fn parse_rule(v: &Value, path: &str, errs: &mut Errors) -> Option<GuardrailRuleC
         "when",
         "llm_input_guardrails",
         "llm_output_guardrails",
+        "mcp_tool_pre_invoke_guardrails",
+        "mcp_tool_post_invoke_guardrails",
     ];
     let f = Fields::new(v, path, &known, errs)?;
     let id = f.req_string("id", errs);
@@ -469,14 +474,16 @@ fn parse_rule(v: &Value, path: &str, errs: &mut Errors) -> Option<GuardrailRuleC
     let output = f
         .string_list("llm_output_guardrails", errs)
         .unwrap_or_default();
-    if input.is_empty()
-        && output.is_empty()
-        && !f.has("llm_input_guardrails")
-        && !f.has("llm_output_guardrails")
-    {
+    let tool_pre = f
+        .string_list("mcp_tool_pre_invoke_guardrails", errs)
+        .unwrap_or_default();
+    let tool_post = f
+        .string_list("mcp_tool_post_invoke_guardrails", errs)
+        .unwrap_or_default();
+    if known[2..].iter().all(|k| !f.has(k)) {
         errs.push(
             path,
-            "names no guardrails (llm_input_guardrails, llm_output_guardrails)",
+            "names no guardrails (llm_input_guardrails, llm_output_guardrails, mcp_tool_pre_invoke_guardrails, mcp_tool_post_invoke_guardrails)",
         );
     }
     Some(GuardrailRuleConfig {
@@ -486,5 +493,7 @@ fn parse_rule(v: &Value, path: &str, errs: &mut Errors) -> Option<GuardrailRuleC
         when: when?,
         input,
         output,
+        tool_pre,
+        tool_post,
     })
 }

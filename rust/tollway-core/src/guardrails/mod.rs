@@ -64,6 +64,8 @@ pub struct GuardrailRule {
     pub when: When,
     pub input: Vec<GuardrailId>,
     pub output: Vec<GuardrailId>,
+    pub tool_pre: Vec<GuardrailId>,
+    pub tool_post: Vec<GuardrailId>,
 }
 
 /// The `X-TFY-GUARDRAILS` fields, in the order errors list them.
@@ -195,11 +197,23 @@ impl GuardrailSet {
                     );
                 }
             }
+            let tool_pre = set.resolve_list(
+                &r.tool_pre,
+                &format!("{}.mcp_tool_pre_invoke_guardrails", r.path),
+                &mut errs,
+            );
+            let tool_post = set.resolve_list(
+                &r.tool_post,
+                &format!("{}.mcp_tool_post_invoke_guardrails", r.path),
+                &mut errs,
+            );
             set.rules.push(GuardrailRule {
                 id: r.id.clone(),
                 when: r.when.clone(),
                 input,
                 output,
+                tool_pre,
+                tool_post,
             });
         }
         if errs.is_empty() {
@@ -264,10 +278,25 @@ impl GuardrailSet {
         header: Option<&[u8]>,
     ) -> Result<Selection, String> {
         let mut sel = Selection::default();
-        if let Some(r) = self.rules.iter().position(|r| r.when.matches(facts)) {
+        // A tool call takes the first matching rule that names tool guardrails, a model call
+        // the first that names llm ones: rules of one kind never shadow the other's.
+        let names_some = |r: &GuardrailRule| {
+            if facts.tool.is_some() {
+                !(r.tool_pre.is_empty() && r.tool_post.is_empty())
+            } else {
+                !(r.input.is_empty() && r.output.is_empty())
+            }
+        };
+        if let Some(r) = self
+            .rules
+            .iter()
+            .position(|r| names_some(r) && r.when.matches(facts))
+        {
             let rule = &self.rules[r];
             sel.input.clone_from(&rule.input);
             sel.output.clone_from(&rule.output);
+            sel.tool_pre.clone_from(&rule.tool_pre);
+            sel.tool_post.clone_from(&rule.tool_post);
             sel.rule = Some(r);
         }
         if let Some(raw) = header {

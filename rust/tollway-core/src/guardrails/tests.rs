@@ -191,6 +191,7 @@ fn the_first_matching_rule_picks_the_guardrails() {
         subject,
         model,
         metadata: &[],
+        tool: None,
     };
     let sel = set.select(&facts("team:eng", "gpt-4o"), None).unwrap();
     assert_eq!(
@@ -216,6 +217,7 @@ fn the_request_header_adds_guardrails_by_name() {
         subject: "user:bob",
         model: "gpt-4o",
         metadata: &[],
+        tool: None,
     };
     let header = |raw: &[u8]| set.select(&facts, Some(raw));
     let sel = header(br#"{"llm_input_guardrails": ["tickets", "safety/tickets"], "llm_output_guardrails": ["pii"], "mcp_tool_pre_invoke_guardrails": ["safety/secrets"]}"#)

@@ -644,6 +644,7 @@ mod tests {
             subject,
             model: "m",
             metadata,
+            tool: None,
         }
     }
 

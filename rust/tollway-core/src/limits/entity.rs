@@ -82,6 +82,7 @@ mod tests {
             subject,
             model,
             metadata: meta,
+            tool: None,
         }
     }
 

@@ -231,6 +231,7 @@ mod tests {
         subject: "user:a",
         model: "m",
         metadata: &[],
+        tool: None,
     };
 
     fn passes(l: &RateLimiter, now: u64, n: usize) -> usize {

@@ -2,5 +2,6 @@
 //! ([`otlp`]) and OTLP metrics encoding ([`metrics_otlp`]), all off the request path.
 
 pub mod config;
+pub mod mcp_spans;
 pub mod metrics_otlp;
 pub mod otlp;

@@ -80,6 +80,8 @@ pub struct Record {
     /// The targets the routing rule ordered, first choice first (when tracing).
     #[serde(default)]
     pub candidates: Vec<String>,
+    #[serde(default)]
+    pub tools: Vec<super::mcp_spans::ToolRun>,
     /// The request log's part of the record (tollway.logs), not exported as spans.
     #[serde(default)]
     _log: Option<serde::de::IgnoredAny>,
@@ -331,6 +333,17 @@ impl SpanEncoder {
             });
         }
         self.policy_spans(rec, &trace_id, &root_id, out);
+        for t in &rec.tools {
+            let (id, parent) = (self.span_id(), root_id.clone());
+            let with_content = !self.exclude_request_data;
+            out.push(super::mcp_spans::tool_span(
+                t,
+                trace_id.clone(),
+                id,
+                parent,
+                with_content,
+            ));
+        }
         for g in &rec.guardrails {
             let mut a = Attrs(Vec::with_capacity(4));
             a.text("tollway.guardrail.name", &g.name);
