@@ -141,6 +141,7 @@ class Engine:
         admission: Admission,
         attempts: list[tuple[int, int, float, int]],
         usage: tuple[int, int, int],
+        cache_write_tokens: int = 0,
     ) -> float: ...
     def healthy(self, target: int) -> bool: ...
     @property
@@ -174,8 +175,9 @@ class SpanEncoder:
 
 @final
 class SseMeter:
-    """Meters one streamed response (tollway-core `sse::meter`); `format` is "openai" or
-    "anthropic". Times are ms on `monotonic_ms()`'s clock unless every time is passed."""
+    """Meters one streamed response (tollway-core `sse::meter`); `format` is "openai",
+    "anthropic", "anthropic-raw", "openai-to-anthropic" or "responses". Times are ms on
+    `monotonic_ms()`'s clock unless every time is passed."""
 
     def __new__(
         cls,
@@ -201,6 +203,8 @@ class SseMeter:
     def prompt_tokens(self) -> int | None: ...
     @property
     def cached_tokens(self) -> int | None: ...
+    @property
+    def cache_creation_tokens(self) -> int | None: ...
     @property
     def usage_estimated(self) -> bool: ...
     @property

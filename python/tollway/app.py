@@ -18,7 +18,9 @@ from tollway._core import warm_tokenizer
 from tollway.asgi import JSON, Receive, RequestHead, Scope, Send, send_error, send_json
 from tollway.engine import Denial, Runtime, load_runtime
 from tollway.errors import GatewayError
+from tollway.ingress.anthropic import count_tokens
 from tollway.proxy import Proxy
+from tollway.proxy.handler import Endpoint
 from tollway.reload import watch_config
 from tollway.serve import DRAIN_FILE_ENV, METRICS_DIR_ENV
 from tollway.telemetry import CONTENT_TYPE, Telemetry, TelemetrySettings
@@ -32,6 +34,12 @@ __all__ = ["Gateway", "create_app"]
 log = logging.getLogger("tollway")
 _encode = msgspec.json.Encoder().encode
 _NOT_FOUND = GatewayError(404, "Unknown path", "invalid_request_error", "not_found")
+_ENDPOINTS: dict[str, Endpoint] = {
+    "/v1/chat/completions": "chat",
+    "/v1/embeddings": "embeddings",
+    "/v1/messages": "messages",
+    "/v1/responses": "responses",
+}
 _NOT_ALLOWED = GatewayError(
     405, "Method not allowed", "invalid_request_error", "method_not_allowed"
 )
@@ -80,15 +88,18 @@ class Gateway:
         path: str = scope["path"]
         method: str = scope["method"]
         proxy = self.proxy
-        if path == "/v1/chat/completions" or path == "/v1/embeddings":
+        if path in _ENDPOINTS:
             if method != "POST":
                 await send_error(send, _NOT_ALLOWED, RequestHead(scope["headers"]).request_id)
             elif proxy is None:
                 err = GatewayError(503, "The gateway is starting", "api_error", "not_ready")
                 await send_error(send, err, RequestHead(scope["headers"]).request_id)
             else:
-                chat = path == "/v1/chat/completions"
-                await proxy.handle("chat" if chat else "embeddings", scope, receive, send)
+                await proxy.handle(_ENDPOINTS[path], scope, receive, send)
+        elif path == "/v1/messages/count_tokens" and method == "POST":
+            await count_tokens(self.runtime, scope, receive, send)
+        elif path.startswith("/v1/responses/") and method == "GET" and proxy is not None:
+            await proxy.retrieve_response(scope, send)
         elif path == "/healthz":
             await send_json(send, 200, b'{"status":"ok"}', [JSON])
         elif path == "/readyz":

@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 
 import msgspec
 
-from tollway.mock import anthropic_api, openai_api
+from tollway.mock import anthropic_api, openai_api, responses_api
 from tollway.mock.content import openai_error
 from tollway.mock.exchange import ASGIApp, Call, Receive, RequestRecord, Scope, Send
 from tollway.mock.settings import MockSettings
@@ -31,6 +31,8 @@ class MockApp:
             "/v1/models": {"GET": openai_api.models},
             "/models": {"GET": openai_api.models},
             "/v1/messages": {"POST": anthropic_api.messages},
+            "/v1/responses": {"POST": responses_api.create_response},
+            "/responses": {"POST": responses_api.create_response},
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -65,6 +67,11 @@ class MockApp:
             if path.startswith("/openai/deployments/"):
                 # Azure OpenAI: /openai/deployments/<deployment>/chat/completions?api-version=
                 path = "/" + path.removeprefix("/openai/deployments/").partition("/")[2]
+            elif path.startswith("/openai/v1/"):
+                path = path.removeprefix("/openai")  # Azure OpenAI's v1 API (Responses)
+            if path.startswith(("/v1/responses/", "/responses/")) and scope["method"] == "GET":
+                await responses_api.retrieve_response(self.state, call, path.rpartition("/")[2])
+                return
             methods = self._routes.get(path)
             if methods is None:
                 await call.respond(404, openai_error(404, f"Unknown path {path}"))

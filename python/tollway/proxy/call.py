@@ -43,6 +43,7 @@ from tollway.telemetry.observe import AttemptLog, RequestLog
 from tollway.upstream import UpstreamError, UpstreamResponse
 
 if TYPE_CHECKING:
+    from tollway.ingress import Ingress
     from tollway.upstream import UpstreamClient
 
 __all__ = ["CANCELLED", "Call"]
@@ -63,6 +64,7 @@ class Call:
         "guard",
         "guard_task",
         "head",
+        "ingress",
         "log",
         "meter",
         "raw",
@@ -115,13 +117,16 @@ class Call:
         self.send = send
         self.started = started
         self.timeout_s, self.ttft_s = timeouts
-        self.stream = endpoint == "chat" and req.get("stream") is True
+        self.stream = endpoint != "embeddings" and req.get("stream") is True
         options = req.get("stream_options")
         self.wants_usage = isinstance(options, dict) and options.get("include_usage") is True
-        if self.stream and not self.wants_usage:
+        # Another client API (/v1/messages, /v1/responses), set by the handler.
+        self.ingress: Ingress | None = None
+        if self.stream and not self.wants_usage and endpoint == "chat":
             # Every stream is metered: ask for usage, and strip that chunk for the client.
             req["stream_options"] = {**(options or {}), "include_usage": True}
-        self.usage = (0, 0, 0)
+        # (input, cached input, output, cache write) tokens.
+        self.usage = (0, 0, 0, 0)
         self.meter: SseMeter | None = None
 
     def _begin(self, plan: PlanInfo, t0: float) -> None:
@@ -146,6 +151,10 @@ class Call:
     def _payload(self, plan: PlanInfo) -> bytes:
         req = {**self.req, **plan.override_params} if plan.override_params else self.req
         try:
+            if self.ingress is not None:
+                native = self.ingress.payload(plan, self.guard)
+                if native is not None:
+                    return native
             return plan.upstream.provider.request_body(req, plan.upstream.model_id)
         except TranslationError as e:
             raise GatewayError.bad_request(str(e)) from None
@@ -196,7 +205,8 @@ class Call:
                 if a.outcome >= 0
             ]
             self.log.usage = self.usage
-            self.log.cost_usd = self.rt.engine.settle(self.adm, done, self.usage)
+            u = self.usage
+            self.log.cost_usd = self.rt.engine.settle(self.adm, done, (u[0], u[1], u[2]), u[3])
             meter = self.meter
             if meter is not None:
                 log = self.log
@@ -244,12 +254,13 @@ class Call:
             if verdict is not None:
                 raise verdict
 
-    def _stream_usage(self, meter: SseMeter) -> tuple[int, int, int]:
+    def _stream_usage(self, meter: SseMeter) -> tuple[int, int, int, int]:
         """The provider's usage, or (stream cut short) the local count of what was seen."""
         prompt = meter.prompt_tokens
         if prompt is None:
             prompt = count_prompt_tokens(self.raw, str(self.req.get("model", "")))
-        return (prompt, meter.cached_tokens or 0, meter.output_tokens)
+        written = meter.cache_creation_tokens or 0
+        return (prompt, meter.cached_tokens or 0, meter.output_tokens, written)
 
     async def _attempts(self) -> None:
         rt = self.rt
@@ -260,9 +271,14 @@ class Call:
             if i > 0 and not plan.fallback_candidate:
                 continue
             up = plan.upstream
-            url = up.chat_url if self.endpoint == "chat" else up.embeddings_url
+            if self.ingress is not None:
+                url = self.ingress.url(up)
+            else:
+                url = up.chat_url if self.endpoint == "chat" else up.embeddings_url
             if url is None:
-                failed = GatewayError.bad_request(f"'{up.name}' has no embeddings API", "model")
+                failed = GatewayError.bad_request(
+                    f"'{up.name}' has no {self.endpoint} API", "model"
+                )
                 continue
             payload = self._payload(plan)
             budget_s = plan.retry_delay_s * plan.retries
@@ -334,7 +350,8 @@ class Call:
         except UpstreamError as e:
             self.end(plan, OUTCOME[e.kind], 0)
             raise upstream_failure(e.kind, up.name) from None
-        payload = up.provider.response_body(resp.status, payload, up.model_id)
+        upstream = payload
+        payload = translated = up.provider.response_body(resp.status, payload, up.model_id)
         await self.gate()
         if self.guard is not None and self.guard.output:
             guarded = guard_output(self.guard, payload)
@@ -351,9 +368,12 @@ class Call:
         done = perf_counter()
         if self.capture_content:
             self.log.output_text = first_message(payload)
-        self.usage, self.log.response_id, self.log.response_model, self.log.finish_reasons = (
-            answer_of(payload)
-        )
+        ingress = self.ingress
+        answer = None if ingress is None else ingress.answer_of(payload)
+        self.usage, rid, model, reasons = answer_of(payload) if answer is None else answer
+        if ingress is not None:
+            payload = ingress.answer(payload, upstream if payload is translated else None, up)
+        self.log.response_id, self.log.response_model, self.log.finish_reasons = rid, model, reasons
         self.end(plan, resp.status, self.usage[2])
         timing = (
             f"auth;dur={(admitted - self.started) * 1000:.3f}, "

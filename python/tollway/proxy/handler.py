@@ -20,6 +20,15 @@ from tollway.asgi import Receive, RequestHead, Scope, Send, read_body, send_erro
 from tollway.engine import Admission, Denial, Runtime
 from tollway.errors import GatewayError
 from tollway.guardrails.request import plan_for
+from tollway.ingress import Ingress
+from tollway.ingress.anthropic import AnthropicIngress, AnthropicSend, adopt_api_key
+from tollway.ingress.messages import to_chat_request, validate_messages
+from tollway.ingress.responses import (
+    ResponseDirectory,
+    ResponsesIngress,
+    retrieve,
+    validate_responses,
+)
 from tollway.proxy.call import CANCELLED, Call
 from tollway.telemetry import Telemetry, now_ns
 from tollway.telemetry.observe import RequestLog, build_record
@@ -29,7 +38,7 @@ __all__ = ["FORBIDDEN_FIELDS", "Proxy"]
 
 log = logging.getLogger("tollway.proxy")
 
-Endpoint = Literal["chat", "embeddings"]
+Endpoint = Literal["chat", "embeddings", "messages", "responses"]
 
 # Fields that would let a client pick the upstream host or credentials (the SSRF class of
 # LLM-gateway CVEs). They are refused, never forwarded.
@@ -111,6 +120,8 @@ class Proxy:
         self.runtime = runtime
         self.client = client
         self.telemetry = telemetry
+        # Which target made each recent Responses API answer, for GET /v1/responses/{id}.
+        self.responses = ResponseDirectory()
 
     def _timeouts(self, head: RequestHead) -> tuple[float, float | None]:
         """(per-attempt, first-token) seconds; client values are capped by the server."""
@@ -128,6 +139,10 @@ class Proxy:
     async def handle(self, endpoint: Endpoint, scope: Scope, receive: Receive, send: Send) -> None:
         started = perf_counter()
         head = RequestHead(scope["headers"])
+        if endpoint == "messages":
+            send = AnthropicSend(send)
+            adopt_api_key(head, scope["headers"])
+        ingress: Ingress | None = None
         rt = self.runtime
         log = RequestLog(scope["path"], now_ns())
         req: dict[str, Any] | None = None
@@ -139,7 +154,14 @@ class Proxy:
                 assert isinstance(denial, Denial)
                 raise GatewayError(denial.status, denial.message, denial.error_type, denial.code)
             body = await read_body(receive, rt.settings.max_body_bytes, head.content_length)
-            req = _validate(body, endpoint)
+            if endpoint == "messages":
+                native = validate_messages(body)
+                req, lossy = to_chat_request(native)
+                ingress = AnthropicIngress(native, lossy)
+            elif endpoint == "responses":
+                req, ingress = validate_responses(body), ResponsesIngress()
+            else:
+                req = _validate(body, endpoint)
             timeouts = self._timeouts(head)
             adm = rt.engine.admit(head.authorization, req["model"], head.metadata)
             if isinstance(adm, Denial):
@@ -170,7 +192,7 @@ class Proxy:
             call = Call(
                 self.client,
                 rt,
-                endpoint,
+                "chat" if endpoint == "messages" else endpoint,
                 req,
                 body,
                 adm,
@@ -184,10 +206,13 @@ class Proxy:
                 self.telemetry is not None and self.telemetry.capture_content,
                 applied,
             )
+            call.ingress = ingress
             if call.stream:
                 await _race_disconnect(call.run(), receive, req["model"])
             else:
                 await call.run()
+            if endpoint == "responses" and log.response_id and log.attempts:
+                self.responses.remember(log.response_id, log.attempts[-1].plan.upstream.name)
         except GatewayError as e:
             log.status, log.error_type = e.status, e.code or e.error_type
             if e.status != CANCELLED:
@@ -206,6 +231,18 @@ class Proxy:
                         self.telemetry.capture_content,
                     )
                 )
+
+    async def retrieve_response(self, scope: Scope, send: Send) -> None:
+        """`GET /v1/responses/{id}`, from the account that made it."""
+        head = RequestHead(scope["headers"])
+        session = getattr(self.client, "session", None)
+        try:
+            if session is None:
+                raise GatewayError(503, "The gateway is starting", "api_error", "not_ready")
+            query = scope.get("query_string", b"")
+            await retrieve(self.runtime, self.responses, session, head, scope["path"], query, send)
+        except GatewayError as e:
+            await send_error(send, e, head.request_id)
 
 
 async def _race_disconnect(work: Coroutine[Any, Any, None], receive: Receive, label: str) -> None:

@@ -52,6 +52,8 @@ class _Usage(msgspec.Struct):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     prompt_tokens_details: _PromptDetails | None = None
+    # Not OpenAI's: Anthropic's cache writes, as the Anthropic translation reports them.
+    cache_creation_input_tokens: int = 0
 
 
 class _Choice(msgspec.Struct):
@@ -68,19 +70,20 @@ class _Answer(msgspec.Struct):
 _decode_answer = msgspec.json.Decoder(_Answer).decode
 
 
-def answer_of(body: bytes) -> tuple[tuple[int, int, int], str, str, list[str]]:
-    """Usage (input, cached input, output), id, model and finish reasons of a non-streamed
-    answer (embeddings have no choices); zeros and empties when absent."""
+def answer_of(body: bytes) -> tuple[tuple[int, int, int, int], str, str, list[str]]:
+    """Usage (input, cached input, output, cache write), id, model and finish reasons of a
+    non-streamed answer (embeddings have no choices); zeros and empties when absent."""
     try:
         a = _decode_answer(body)
     except msgspec.DecodeError:
-        return (0, 0, 0), "", "", []
+        return (0, 0, 0, 0), "", "", []
     reasons = [c.finish_reason for c in a.choices if c.finish_reason]
     u = a.usage
     if u is None:
-        return (0, 0, 0), a.id, a.model, reasons
+        return (0, 0, 0, 0), a.id, a.model, reasons
     cached = u.prompt_tokens_details.cached_tokens if u.prompt_tokens_details else 0
-    return (u.prompt_tokens, cached, u.completion_tokens), a.id, a.model, reasons
+    usage = (u.prompt_tokens, cached, u.completion_tokens, u.cache_creation_input_tokens)
+    return usage, a.id, a.model, reasons
 
 
 def retry_after_s(value: str | None) -> float | None:

@@ -49,8 +49,9 @@ async def start_stream(
         resp.close()
         call.end(plan, CANCELLED, 0)
         raise
+    ingress = call.ingress
     meter = SseMeter(
-        up.provider.stream_format,
+        ingress.stream_format(up) if ingress is not None else up.provider.stream_format,
         up.model_id,
         monotonic_ms() - elapsed_ms(t0),
         strip_usage=not call.wants_usage,

@@ -239,12 +239,15 @@ impl Engine {
 
     /// Feeds back one request: its attempts `(target, status, latency_ms, output_tokens)`
     /// (status HTTP, or 0 connect error, 1 timeout, 2 broken, 499 cancelled) and the usage
-    /// of the answer `(input, cached_input, output)`. Returns the cost in USD.
+    /// of the answer `(input, cached_input, output)`, with the prompt tokens written to the
+    /// provider's cache apart (part of `input`). Returns the cost in USD.
+    #[pyo3(signature = (admission, attempts, usage, cache_write_tokens=0))]
     fn settle(
         &self,
         admission: PyRef<'_, Admission>,
         attempts: Vec<(u32, u16, f64, u32)>,
         usage: (u64, u64, u64),
+        cache_write_tokens: u64,
     ) -> f64 {
         let outcomes: Vec<engine::AttemptOutcome> = attempts
             .into_iter()
@@ -260,6 +263,7 @@ impl Engine {
         let usage = tollway_core::engine::Usage {
             input_tokens: usage.0,
             cached_input_tokens: usage.1,
+            cache_write_tokens,
             output_tokens: usage.2,
         };
         self.inner.settle(&admission.inner, &outcomes, usage)

@@ -60,7 +60,8 @@ impl SseMeter {
     ) -> PyResult<Self> {
         let format = StreamFormat::parse(format).ok_or_else(|| {
             PyValueError::new_err(format!(
-                "format must be 'openai' or 'anthropic', not {format:?}"
+                "format must be 'openai', 'anthropic', 'anthropic-raw', \
+                 'openai-to-anthropic' or 'responses', not {format:?}"
             ))
         })?;
         let created = SystemTime::now()
@@ -99,10 +100,7 @@ impl SseMeter {
 
     #[getter]
     fn format(&self) -> &'static str {
-        match self.inner.format() {
-            StreamFormat::OpenAi => "openai",
-            StreamFormat::Anthropic => "anthropic",
-        }
+        self.inner.format().name()
     }
 
     #[getter]
@@ -134,6 +132,12 @@ impl SseMeter {
     #[getter]
     fn cached_tokens(&self) -> Option<u64> {
         self.inner.usage().cached_tokens
+    }
+
+    /// Prompt tokens written to the provider's cache (Anthropic), part of `prompt_tokens`.
+    #[getter]
+    fn cache_creation_tokens(&self) -> Option<u64> {
+        self.inner.usage().cache_creation_tokens
     }
 
     #[getter]

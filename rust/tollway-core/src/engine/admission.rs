@@ -94,6 +94,8 @@ pub struct AttemptOutcome {
 pub struct Usage {
     pub input_tokens: u64,
     pub cached_input_tokens: u64,
+    /// Prompt tokens written to the provider's cache (part of `input_tokens`).
+    pub cache_write_tokens: u64,
     pub output_tokens: u64,
 }
 
@@ -288,13 +290,13 @@ impl Engine {
             .last()
             .and_then(|a| self.targets.get(a.target as usize))
             .and_then(|t| t.price.as_ref());
-        let usd = cost::cost(
-            price,
-            usage.input_tokens,
-            usage.cached_input_tokens,
-            usage.output_tokens,
-        )
-        .usd;
+        let tokens = cost::TokenUsage {
+            input: usage.input_tokens,
+            cached_input: usage.cached_input_tokens,
+            cache_write: usage.cache_write_tokens,
+            output: usage.output_tokens,
+        };
+        let usd = cost::cost(price, &tokens).usd;
         if usd > 0.0 && !self.budgets.is_empty() {
             let key = &self.keys[admission.key as usize];
             let facts = RequestFacts {

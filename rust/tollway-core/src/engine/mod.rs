@@ -123,7 +123,8 @@ impl Engine {
                     api_version: acc.api_version.clone(),
                     headers: acc.headers.clone(),
                     model_id: m.model_id.clone(),
-                    price: prices.lookup(
+                    price: prices.lookup_for(
+                        acc.provider.name(),
                         &m.model_id,
                         m.input_cost_per_million,
                         m.output_cost_per_million,

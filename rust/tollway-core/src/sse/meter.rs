@@ -2,7 +2,9 @@
 //! measures the stream (TTFT, inter-token latency, tokens, finish reason, provider usage), finds
 //! protocol errors, and returns the bytes the client should get: OpenAI streams as received
 //! (less the usage-only chunk when the client did not ask for it), Anthropic streams translated
-//! to OpenAI chunks.
+//! to OpenAI chunks. For clients of the Anthropic Messages API it also translates OpenAI
+//! streams to Anthropic events ([`super::to_anthropic`]) and meters Anthropic streams it
+//! forwards as they are; Responses API streams ([`super::responses`]) are metered and forwarded.
 
 use std::borrow::Cow;
 
@@ -12,20 +14,45 @@ use super::{
     raw_error, ErrorIn, Event, Flow, Recorder, SseParser, StreamError, Usage, MAX_EVENT_BYTES,
 };
 use crate::sse::anthropic::AnthropicTranslator;
+use crate::sse::responses::responses_event;
+use crate::sse::to_anthropic::ToAnthropic;
 use crate::tokens::Encoding;
 
+/// What the upstream sends and what the client gets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StreamFormat {
+    /// OpenAI chat chunks, forwarded.
     OpenAi,
+    /// Anthropic Messages events, translated to OpenAI chat chunks.
     Anthropic,
+    /// Anthropic Messages events, forwarded (an Anthropic client on an Anthropic target).
+    AnthropicRaw,
+    /// OpenAI chat chunks, translated to Anthropic Messages events (an Anthropic client on an
+    /// OpenAI-shaped target).
+    OpenAiToAnthropic,
+    /// OpenAI Responses API events, forwarded.
+    Responses,
 }
 
 impl StreamFormat {
     pub fn parse(name: &str) -> Option<Self> {
-        match name {
-            "openai" => Some(Self::OpenAi),
-            "anthropic" => Some(Self::Anthropic),
-            _ => None,
+        Some(match name {
+            "openai" => Self::OpenAi,
+            "anthropic" => Self::Anthropic,
+            "anthropic-raw" => Self::AnthropicRaw,
+            "openai-to-anthropic" => Self::OpenAiToAnthropic,
+            "responses" => Self::Responses,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::OpenAi => "openai",
+            Self::Anthropic => "anthropic",
+            Self::AnthropicRaw => "anthropic-raw",
+            Self::OpenAiToAnthropic => "openai-to-anthropic",
+            Self::Responses => "responses",
         }
     }
 }
@@ -55,18 +82,27 @@ pub struct SseMeter {
     encoding: Encoding,
     rec: Recorder,
     anthropic: Option<Box<AnthropicTranslator>>,
+    to_anthropic: Option<Box<ToAnthropic>>,
     out: Vec<u8>,
+    /// Translated bytes nobody reads (an Anthropic stream metered but forwarded as it is).
+    scratch: Vec<u8>,
 }
 
 impl SseMeter {
     pub fn new(opts: MeterOptions) -> Self {
-        let anthropic = (opts.format == StreamFormat::Anthropic).then(|| {
+        let anthropic = matches!(
+            opts.format,
+            StreamFormat::Anthropic | StreamFormat::AnthropicRaw
+        )
+        .then(|| {
             Box::new(AnthropicTranslator::new(
                 &opts.model,
                 opts.created,
                 opts.include_usage,
             ))
         });
+        let to_anthropic = (opts.format == StreamFormat::OpenAiToAnthropic)
+            .then(|| Box::new(ToAnthropic::new(&opts.model)));
         Self {
             parser: SseParser::new(MAX_EVENT_BYTES),
             format: opts.format,
@@ -87,7 +123,9 @@ impl SseMeter {
                 response_id: None,
             },
             anthropic,
+            to_anthropic,
             out: Vec::new(),
+            scratch: Vec::new(),
         }
     }
 
@@ -115,10 +153,13 @@ impl SseMeter {
     fn drive(&mut self, chunk: Option<&[u8]>, now_ms: f64) {
         let Self {
             parser,
+            format,
             strip_usage,
             rec,
             anthropic,
+            to_anthropic,
             out,
+            scratch,
             ..
         } = self;
         out.clear();
@@ -127,9 +168,21 @@ impl SseMeter {
             Some(c) => parser.feed(c, sink, on_event),
             None => parser.finish(sink, on_event),
         };
-        let result = match anthropic {
-            Some(t) => run(&mut Vec::new(), &mut |e| t.on_event(e, rec, now_ms, out)),
-            None => run(out, &mut |e| openai_event(e, rec, now_ms, *strip_usage)),
+        let result = match (format, anthropic, to_anthropic) {
+            (StreamFormat::AnthropicRaw, Some(t), _) => run(out, &mut |e| {
+                scratch.clear();
+                match t.on_event(e, rec, now_ms, scratch) {
+                    Flow::Stop => Flow::Stop,
+                    _ if e.data.is_none() => Flow::Forward,
+                    // Events after message_stop are dropped, as the translation drops them.
+                    _ if rec.done && e.name != b"message_stop" => Flow::Drop,
+                    _ => Flow::Forward,
+                }
+            }),
+            (_, Some(t), _) => run(&mut Vec::new(), &mut |e| t.on_event(e, rec, now_ms, out)),
+            (_, _, Some(t)) => run(&mut Vec::new(), &mut |e| t.on_event(e, rec, now_ms, out)),
+            (StreamFormat::Responses, ..) => run(out, &mut |e| responses_event(e, rec, now_ms)),
+            _ => run(out, &mut |e| openai_event(e, rec, now_ms, *strip_usage)),
         };
         if result.is_err() {
             rec.fail(StreamError::EventTooLarge);
@@ -205,11 +258,11 @@ impl SseMeter {
 }
 
 #[derive(Deserialize)]
-struct Chunk<'a> {
+pub(crate) struct Chunk<'a> {
     #[serde(borrow, default)]
-    id: Option<Cow<'a, str>>,
+    pub(crate) id: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    choices: Option<Vec<Choice<'a>>>,
+    pub(crate) choices: Option<Vec<Choice<'a>>>,
     #[serde(default)]
     usage: Option<UsageIn>,
     #[serde(borrow, default)]
@@ -217,37 +270,41 @@ struct Chunk<'a> {
 }
 
 #[derive(Deserialize)]
-struct Choice<'a> {
+pub(crate) struct Choice<'a> {
     #[serde(borrow, default)]
-    delta: Option<Delta<'a>>,
+    pub(crate) delta: Option<Delta<'a>>,
     #[serde(borrow, default)]
-    finish_reason: Option<Cow<'a, str>>,
+    pub(crate) finish_reason: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
-struct Delta<'a> {
+pub(crate) struct Delta<'a> {
     #[serde(borrow, default)]
-    content: Option<Cow<'a, str>>,
+    pub(crate) content: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    refusal: Option<Cow<'a, str>>,
+    pub(crate) refusal: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     reasoning_content: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    tool_calls: Option<Vec<ToolCallDelta<'a>>>,
+    pub(crate) tool_calls: Option<Vec<ToolCallDelta<'a>>>,
 }
 
 #[derive(Deserialize)]
-struct ToolCallDelta<'a> {
+pub(crate) struct ToolCallDelta<'a> {
+    #[serde(default)]
+    pub(crate) index: Option<u32>,
     #[serde(borrow, default)]
-    function: Option<FunctionDelta<'a>>,
+    pub(crate) id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub(crate) function: Option<FunctionDelta<'a>>,
 }
 
 #[derive(Deserialize)]
-struct FunctionDelta<'a> {
+pub(crate) struct FunctionDelta<'a> {
     #[serde(borrow, default)]
-    name: Option<Cow<'a, str>>,
+    pub(crate) name: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    arguments: Option<Cow<'a, str>>,
+    pub(crate) arguments: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -258,6 +315,9 @@ struct UsageIn {
     completion_tokens: Option<u64>,
     #[serde(default)]
     prompt_tokens_details: Option<PromptDetails>,
+    /// Not OpenAI's: set by gateways (and ours) that translate Anthropic usage.
+    #[serde(default)]
+    cache_creation_input_tokens: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -266,13 +326,39 @@ struct PromptDetails {
     cached_tokens: Option<u64>,
 }
 
+/// One OpenAI stream event with data, read: the end marker, a chunk, or a failure (recorded).
+pub(crate) enum OpenAiEvent<'a> {
+    Done,
+    Chunk(Chunk<'a>),
+    Failed,
+}
+
 fn openai_event(e: &Event<'_>, rec: &mut Recorder, now_ms: f64, strip_usage: bool) -> Flow {
-    let Some(data) = e.data else {
+    if e.data.is_none() {
         return Flow::Forward; // comments keep the client's connection warm too
-    };
+    }
     if rec.done {
         return Flow::Drop;
     }
+    match read_openai(e, rec) {
+        OpenAiEvent::Failed => Flow::Stop,
+        OpenAiEvent::Done => {
+            rec.done = true;
+            Flow::Forward
+        }
+        OpenAiEvent::Chunk(chunk) => {
+            if record_chunk(&chunk, rec, now_ms) && strip_usage {
+                Flow::Drop
+            } else {
+                Flow::Forward
+            }
+        }
+    }
+}
+
+/// Parses an OpenAI event that has data; an error event or bad JSON is recorded as failed.
+pub(crate) fn read_openai<'a>(e: &Event<'a>, rec: &mut Recorder) -> OpenAiEvent<'a> {
+    let data = e.data.unwrap_or_default();
     if e.name == b"error" {
         #[derive(Deserialize)]
         struct Wrapped<'a> {
@@ -283,20 +369,27 @@ fn openai_event(e: &Event<'_>, rec: &mut Recorder, now_ms: f64, strip_usage: boo
             Ok(w) => w.error.into_error(),
             Err(_) => raw_error(data),
         };
-        return rec.fail(err);
+        rec.fail(err);
+        return OpenAiEvent::Failed;
     }
     if data == b"[DONE]" {
-        rec.done = true;
-        return Flow::Forward;
+        return OpenAiEvent::Done;
     }
-    let Ok(chunk) = serde_json::from_slice::<Chunk<'_>>(data) else {
-        return rec.fail(StreamError::InvalidJson);
+    let Ok(mut chunk) = serde_json::from_slice::<Chunk<'a>>(data) else {
+        rec.fail(StreamError::InvalidJson);
+        return OpenAiEvent::Failed;
     };
-    if let Some(err) = chunk.error {
-        return rec.fail(err.into_error());
+    if let Some(err) = chunk.error.take() {
+        rec.fail(err.into_error());
+        return OpenAiEvent::Failed;
     }
+    OpenAiEvent::Chunk(chunk)
+}
+
+/// Records what a chunk shows (tokens, finish reason, usage); true for a usage-only chunk.
+pub(crate) fn record_chunk(chunk: &Chunk<'_>, rec: &mut Recorder, now_ms: f64) -> bool {
     if rec.response_id.is_none() {
-        rec.response_id = chunk.id.map(Cow::into_owned);
+        rec.response_id = chunk.id.as_deref().map(str::to_owned);
     }
     let mut no_choices = true;
     for choice in chunk.choices.iter().flatten() {
@@ -331,15 +424,17 @@ fn openai_event(e: &Event<'_>, rec: &mut Recorder, now_ms: f64, strip_usage: boo
             rec.finish_reason = Some(r.clone().into_owned());
         }
     }
-    if let Some(u) = chunk.usage {
+    if let Some(u) = &chunk.usage {
         rec.usage = Usage {
             prompt_tokens: u.prompt_tokens,
             completion_tokens: u.completion_tokens,
-            cached_tokens: u.prompt_tokens_details.and_then(|d| d.cached_tokens),
+            cached_tokens: u
+                .prompt_tokens_details
+                .as_ref()
+                .and_then(|d| d.cached_tokens),
+            cache_creation_tokens: u.cache_creation_input_tokens,
         };
-        if no_choices && strip_usage {
-            return Flow::Drop;
-        }
+        return no_choices;
     }
-    Flow::Forward
+    false
 }
