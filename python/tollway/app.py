@@ -176,6 +176,8 @@ class Gateway:
                 if self.telemetry is not None:
                     # Bounded: a dead collector cannot hold up the shutdown.
                     await self.telemetry.stop(timeout_s=5.0)
+                if self.proxy is not None and self.proxy.cache is not None:
+                    await self.proxy.cache.close()
                 if client is not None:
                     await client.close()
                 await send({"type": "lifespan.shutdown.complete"})

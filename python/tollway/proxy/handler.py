@@ -17,6 +17,7 @@ from typing import Any, Literal
 import msgspec
 
 from tollway.asgi import Receive, RequestHead, Scope, Send, read_body, send_error
+from tollway.cache import Capture, ResponseCache
 from tollway.engine import Admission, Denial, Runtime
 from tollway.errors import GatewayError
 from tollway.guardrails.request import plan_for
@@ -105,6 +106,14 @@ def _positive_ms(raw: bytes, header: str) -> int:
     return ms
 
 
+def _reply_headers(head: RequestHead, adm: Admission, applied: str) -> list[tuple[bytes, bytes]]:
+    headers = [(b"x-request-id", head.request_id)]
+    if applied:
+        headers.append((b"x-tfy-applied-configurations", applied.encode()))
+    headers.extend((k.encode(), v.encode()) for k, v in adm.limit_headers)
+    return headers
+
+
 def _with_guardrails(applied: str, rule: str) -> str:
     """Adds the guardrails rule id to the engine's x-tfy-applied-configurations JSON."""
     entry = '"guardrails":' + _encode(rule).decode()
@@ -122,6 +131,15 @@ class Proxy:
         self.telemetry = telemetry
         # Which target made each recent Responses API answer, for GET /v1/responses/{id}.
         self.responses = ResponseDirectory()
+        # The response cache, made when a config or a request first asks for it.
+        self.cache: ResponseCache | None = None
+
+    def _cache(self, rt: Runtime) -> ResponseCache:
+        cache = self.cache
+        if cache is None or cache.settings != rt.engine.cache_settings:
+            count = self.telemetry.metrics.add if self.telemetry is not None else None
+            cache = self.cache = ResponseCache.for_runtime(rt, count)
+        return cache
 
     def _timeouts(self, head: RequestHead) -> tuple[float, float | None]:
         """(per-attempt, first-token) seconds; client values are capped by the server."""
@@ -189,6 +207,15 @@ class Proxy:
                 if guard is not None and guard.rule_id is not None:
                     applied = _with_guardrails(applied, guard.rule_id)
             session = getattr(self.client, "session", None)
+            capture = cache = turn = None
+            if head.cache_config is not None or rt.engine.cache_rules:
+                cache = self._cache(rt)
+                turn = await cache.begin(rt, adm, head.cache_config, endpoint, body)
+                if turn.hit is not None:
+                    await cache.replay(turn, send, _reply_headers(head, adm, applied), log)
+                    log.cost_usd = rt.engine.settle(adm, [], (0, 0, 0))
+                    return
+                send = capture = Capture(send, turn)
             call = Call(
                 self.client,
                 rt,
@@ -211,6 +238,8 @@ class Proxy:
                 await _race_disconnect(call.run(), receive, req["model"])
             else:
                 await call.run()
+            if capture is not None and cache is not None and turn is not None:
+                cache.keep(turn, capture, log)
             if endpoint == "responses" and log.response_id and log.attempts:
                 self.responses.remember(log.response_id, log.attempts[-1].plan.upstream.name)
         except GatewayError as e:

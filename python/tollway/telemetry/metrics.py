@@ -52,6 +52,10 @@ _PLAIN: dict[str, tuple[str, tuple[str, ...]]] = {
     "llm_gateway_state_sync_outages_total": ("Times Redis became unreachable.", ()),
     "llm_guardrail_requests_total": ("Guardrail runs by result.", ("guardrail", "phase", "result")),
     "llm_gateway_span_dropped_total": ("Spans not exported, by reason.", ("reason",)),
+    "llm_gateway_cache_hits_total": ("Requests answered from the response cache.", ("rule",)),
+    "llm_gateway_cache_misses_total": ("Cached requests not found in the cache.", ("rule",)),
+    "llm_gateway_cache_saved_cost_total": ("USD not spent thanks to cache hits.", ("rule",)),
+    "llm_gateway_cache_errors_total": ("Cache store failures, by reason.", ("reason",)),
 }
 _HISTOGRAMS: dict[str, tuple[str, tuple[str, ...], tuple[float, ...]]] = {
     "llm_gateway_request_processing_ms": ("Request latency in ms.", ("+meta",), _LATENCY_MS),

@@ -162,11 +162,13 @@ pub struct RawConfig {
     pub budgets: Vec<crate::limits::BudgetRule>,
     pub guardrails: crate::guardrails::GuardrailsConfig,
     pub state: StateSettings,
+    pub cache_rules: Vec<crate::cache::CacheRule>,
+    pub cache: crate::cache::CacheSettings,
     /// `{"otel": {...}, "metrics": {...}}` as validated, for the Python telemetry package.
     pub telemetry_json: String,
 }
 
-pub const DOCUMENT_TYPES: [&str; 7] = [
+pub const DOCUMENT_TYPES: [&str; 8] = [
     "gateway-settings",
     "provider-account",
     "gateway-keys",
@@ -174,6 +176,7 @@ pub const DOCUMENT_TYPES: [&str; 7] = [
     "gateway-rate-limiting-config",
     "gateway-budget-config",
     "gateway-guardrails-config",
+    "gateway-cache-config",
 ];
 
 /// Reads one document into `cfg`, recording every problem in `errs`.
@@ -221,6 +224,7 @@ pub fn parse_document(
         }
         "gateway-budget-config" => crate::limits::parse_budgets(doc, &mut cfg.budgets, errs),
         "gateway-guardrails-config" => crate::guardrails::parse(doc, &mut cfg.guardrails, errs),
+        "gateway-cache-config" => crate::cache::parse_rules(doc, &mut cfg.cache_rules, errs),
         other => errs.push(
             "type",
             format!(
@@ -232,7 +236,7 @@ pub fn parse_document(
 }
 
 fn parse_settings(doc: &Value, cfg: &mut RawConfig, errs: &mut Errors) {
-    let known = ["type", "server", "otel", "metrics", "state"];
+    let known = ["type", "server", "otel", "metrics", "state", "cache"];
     let Some(f) = Fields::new(doc, "", &known, errs) else {
         return;
     };
@@ -258,6 +262,9 @@ fn parse_settings(doc: &Value, cfg: &mut RawConfig, errs: &mut Errors) {
     cfg.telemetry_json = Value::Object(telemetry).to_string();
     if let Some(state) = f.get("state") {
         parse_state(state, &mut cfg.state, errs);
+    }
+    if let Some(cache) = f.get("cache") {
+        crate::cache::parse_settings(cache, &mut cfg.cache, errs);
     }
     let Some(server) = f.get("server") else {
         return;

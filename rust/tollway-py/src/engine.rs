@@ -269,6 +269,41 @@ impl Engine {
         self.inner.settle(&admission.inner, &outcomes, usage)
     }
 
+    /// The response-cache plan of an admitted request: `(key, ttl_s, rule_id)`, or `None`
+    /// when it is not cached; a bad `x-tfy-cache-config` header raises `ValueError`.
+    #[pyo3(signature = (admission, header, api, body))]
+    fn cache_plan(
+        &self,
+        admission: PyRef<'_, Admission>,
+        header: Option<&str>,
+        api: &str,
+        body: &[u8],
+    ) -> PyResult<Option<(String, u64, Option<String>)>> {
+        match self.inner.cache_plan(&admission.inner, header, api, body) {
+            Ok(plan) => Ok(plan.map(|p| (p.key, p.ttl_s, p.rule_id))),
+            Err(message) => Err(pyo3::exceptions::PyValueError::new_err(message)),
+        }
+    }
+
+    /// How many `gateway-cache-config` rules there are (0: the cache is off unless a
+    /// request asks with the header).
+    #[getter]
+    fn cache_rules(&self) -> usize {
+        self.inner.cache_rules.len()
+    }
+
+    /// `gateway-settings.cache`: `(backend, redis_url, max_bytes, timeout_ms)`.
+    #[getter]
+    fn cache_settings(&self) -> (String, Option<String>, u64, u64) {
+        let c = &self.inner.cache;
+        (
+            c.backend.clone(),
+            c.redis_url.clone(),
+            c.max_bytes,
+            c.timeout_ms,
+        )
+    }
+
     fn healthy(&self, target: u32) -> bool {
         self.inner.healthy(target)
     }

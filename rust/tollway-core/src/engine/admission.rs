@@ -309,6 +309,23 @@ impl Engine {
         usd
     }
 
+    /// The response-cache plan of an admitted request (see [`crate::cache::plan`]).
+    pub fn cache_plan(
+        &self,
+        admission: &Admission,
+        header: Option<&str>,
+        api: &str,
+        body: &[u8],
+    ) -> Result<Option<crate::cache::CachePlan>, String> {
+        let key = &self.keys[admission.key as usize];
+        let facts = RequestFacts {
+            subject: &key.subject,
+            model: &admission.model,
+            metadata: &admission.metadata,
+        };
+        crate::cache::plan(&self.cache_rules, &facts, header, api, body)
+    }
+
     /// Latency scores and health from attempts (the routing half of `settle`).
     pub fn record_outcomes(&self, attempts: &[AttemptOutcome]) {
         let now = self.clock.now_ms();

@@ -53,6 +53,9 @@ pub struct Key {
 pub struct Engine {
     pub settings: ServerSettings,
     pub state: crate::config::StateSettings,
+    /// The response cache: `gateway-cache-config` rules and `gateway-settings.cache`.
+    pub cache_rules: Vec<crate::cache::CacheRule>,
+    pub cache: crate::cache::CacheSettings,
     pub telemetry_json: String,
     pub targets: Vec<Target>,
     /// Every name a client may ask for: targets first (model id == target id), then virtual.
@@ -216,6 +219,8 @@ impl Engine {
         Self {
             settings: raw.server,
             state: raw.state,
+            cache_rules: raw.cache_rules,
+            cache: raw.cache,
             telemetry_json: raw.telemetry_json,
             targets,
             model_names,

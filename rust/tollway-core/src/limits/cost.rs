@@ -302,7 +302,10 @@ mod tests {
             ("mistral", "mistral-large-latest"),
             ("groq", "llama-3.1-8b-instant"),
             ("together", "meta-llama/Llama-3.3-70B-Instruct-Turbo"),
-            ("fireworks", "accounts/fireworks/models/deepseek-v3"),
+            (
+                "fireworks",
+                "accounts/fireworks/models/llama-v3p1-8b-instruct",
+            ),
             ("deepseek", "deepseek-chat"),
             ("openrouter", "openai/gpt-4o-mini"),
         ] {
