@@ -13,10 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import msgspec
-
 from tollway.asgi import Message, Send
-from tollway.cache.store import Count, MemoryStore, RedisStore, Store
+from tollway.cache.store import Count, Entry, MemoryStore, RedisStore, Store
 from tollway.errors import GatewayError
 
 if TYPE_CHECKING:
@@ -28,20 +26,6 @@ __all__ = ["Capture", "Entry", "ResponseCache", "Turn"]
 _HIT = (b"x-tfy-cache-status", b"hit")
 _MISS = (b"x-tfy-cache-status", b"miss")
 _BYPASS = (b"x-tfy-cache-status", b"bypass")
-
-
-class Entry(msgspec.Struct, array_like=True):
-    """A stored answer: its headers that matter, the body messages as sent, and what the
-    call cost (a hit saves it)."""
-
-    content_type: bytes
-    resolved: bytes
-    chunks: list[bytes]
-    cost_usd: float
-
-
-_encode = msgspec.msgpack.Encoder().encode
-_decode = msgspec.msgpack.Decoder(Entry).decode
 
 
 @dataclass(slots=True)
@@ -88,12 +72,7 @@ class ResponseCache:
             return Turn(None)
         key, ttl_s, rule = plan
         turn = Turn(key, ttl_s, rule or "header")
-        raw = await self.store.get(key)
-        if raw is not None:
-            try:
-                turn.hit = _decode(raw)
-            except msgspec.DecodeError:
-                turn.hit = None
+        turn.hit = await self.store.get(key)
         hit = turn.hit is not None
         self._count(f"llm_gateway_cache_{'hits' if hit else 'misses'}_total", turn.rule)
         return turn
@@ -127,11 +106,9 @@ class ResponseCache:
         """Keeps a miss's answer when it ended well."""
         if turn.key is None or capture.status != 200 or log.error_type or log.status != 200:
             return
-        entry = Entry(capture.content_type, capture.resolved, capture.chunks, log.cost_usd)
-        self.store_entry(turn.key, entry, turn.ttl_s)
-
-    def store_entry(self, key: str, entry: Entry, ttl_s: int) -> None:
-        self.store.put(key, _encode(entry), ttl_s)
+        chunks = tuple(capture.chunks)
+        entry = Entry(capture.content_type, capture.resolved, chunks, log.cost_usd, capture.size)
+        self.store.put(turn.key, entry, turn.ttl_s)
 
     async def close(self) -> None:
         await self.store.close()
@@ -141,7 +118,16 @@ class Capture:
     """Wraps ASGI `send` for a cached request: adds `x-tfy-cache-status` and, on a miss,
     keeps the body messages for the store."""
 
-    __slots__ = ("chunks", "content_type", "record", "resolved", "send", "status", "tag")
+    __slots__ = (
+        "chunks",
+        "content_type",
+        "record",
+        "resolved",
+        "send",
+        "size",
+        "status",
+        "tag",
+    )
 
     def __init__(self, send: Send, turn: Turn) -> None:
         self.send = send
@@ -151,6 +137,7 @@ class Capture:
         self.content_type = b"application/json"
         self.resolved = b""
         self.chunks: list[bytes] = []
+        self.size = 0
 
     async def __call__(self, message: Message) -> None:
         if message["type"] == "http.response.start":
@@ -165,4 +152,5 @@ class Capture:
             body = message.get("body", b"")
             if body:
                 self.chunks.append(body)
+                self.size += len(body)
         await self.send(message)

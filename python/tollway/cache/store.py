@@ -7,11 +7,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Protocol
 
-__all__ = ["MemoryStore", "RedisStore", "Store"]
+import msgspec
+
+__all__ = ["Entry", "MemoryStore", "RedisStore", "Store"]
 
 log = logging.getLogger("tollway.cache")
 
@@ -21,47 +22,63 @@ MAX_PENDING_WRITES = 256
 KEY_PREFIX = "tollway:cache:"
 
 
+class Entry(msgspec.Struct, array_like=True, gc=False):
+    """A stored answer: its headers that matter, the body messages as sent, and what the
+    call cost (a hit saves it). Not tracked by the garbage collector (no cycles: bytes only),
+    so a full cache does not slow every collection."""
+
+    content_type: bytes
+    resolved: bytes
+    chunks: tuple[bytes, ...]
+    cost_usd: float
+
+    # Bytes of the body messages (set by whoever builds it, for the memory bound).
+    body_bytes: int = 0
+
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder(Entry).decode
+
+
 class Store(Protocol):
-    async def get(self, key: str) -> bytes | None: ...
-    def put(self, key: str, value: bytes, ttl_s: int) -> None: ...
+    async def get(self, key: str) -> Entry | None: ...
+    def put(self, key: str, entry: Entry, ttl_s: int) -> None: ...
     async def close(self) -> None: ...
 
 
 class MemoryStore:
-    """Least recently used entries go first once `max_bytes` would be exceeded; expired ones
-    are dropped when read."""
+    """Entries as objects (no encoding); least recently used go first once `max_bytes` would
+    be exceeded (a dict keeps insertion order: a hit moves its entry to the end); expired
+    ones are dropped when read."""
 
     def __init__(self, max_bytes: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.max_bytes = max_bytes
         self.size = 0
-        self.entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        self.entries: dict[str, tuple[float, int, Entry]] = {}
         self.clock = clock
 
-    async def get(self, key: str) -> bytes | None:
-        entry = self.entries.get(key)
-        if entry is None:
+    async def get(self, key: str) -> Entry | None:
+        found = self.entries.pop(key, None)
+        if found is None:
             return None
-        expires, value = entry
-        if expires <= self.clock():
-            self._drop(key)
+        if found[0] <= self.clock():
+            self.size -= found[1]
             return None
-        self.entries.move_to_end(key)
-        return value
+        self.entries[key] = found
+        return found[2]
 
-    def put(self, key: str, value: bytes, ttl_s: int) -> None:
-        cost = len(value) + len(key)
+    def put(self, key: str, entry: Entry, ttl_s: int) -> None:
+        cost = entry.body_bytes + len(key) + 128
         if cost > self.max_bytes:
             return
-        if key in self.entries:
-            self._drop(key)
-        while self.size + cost > self.max_bytes and self.entries:
-            self._drop(next(iter(self.entries)))
-        self.entries[key] = (self.clock() + ttl_s, value)
+        old = self.entries.pop(key, None)
+        if old is not None:
+            self.size -= old[1]
+        entries = self.entries
+        while self.size + cost > self.max_bytes and entries:
+            self.size -= entries.pop(next(iter(entries)))[1]
+        entries[key] = (self.clock() + ttl_s, cost, entry)
         self.size += cost
-
-    def _drop(self, key: str) -> None:
-        _, value = self.entries.pop(key)
-        self.size -= len(value) + len(key)
 
     async def close(self) -> None:
         self.entries.clear()
@@ -86,7 +103,7 @@ class RedisStore:
         if self.count is not None:
             self.count("llm_gateway_cache_errors_total", (reason,), 1.0)
 
-    async def get(self, key: str) -> bytes | None:
+    async def get(self, key: str) -> Entry | None:
         try:
             value = await asyncio.wait_for(self.client.get(KEY_PREFIX + key), self.timeout_s)
         except TimeoutError:
@@ -95,13 +112,19 @@ class RedisStore:
         except Exception:  # any Redis or connection failure is a miss
             self._error("redis_error")
             return None
-        return value if isinstance(value, bytes) else None
+        if not isinstance(value, bytes):
+            return None
+        try:
+            return _decode(value)
+        except msgspec.DecodeError:
+            self._error("bad_entry")
+            return None
 
-    def put(self, key: str, value: bytes, ttl_s: int) -> None:
+    def put(self, key: str, entry: Entry, ttl_s: int) -> None:
         if len(self.pending) >= MAX_PENDING_WRITES:
             self._error("write_dropped")
             return
-        task = asyncio.ensure_future(self._set(KEY_PREFIX + key, value, ttl_s))
+        task = asyncio.ensure_future(self._set(KEY_PREFIX + key, _encode(entry), ttl_s))
         self.pending.add(task)
         task.add_done_callback(self.pending.discard)
 

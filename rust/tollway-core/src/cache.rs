@@ -196,10 +196,12 @@ pub fn plan(
         h.update(part.as_bytes());
         h.update([0]);
     }
-    let mut canonical = Vec::with_capacity(body.len());
-    write_canonical(&value, &mut canonical);
-    h.update(&canonical);
-    let key = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    write_canonical(&value, &mut HashWriter(&mut h));
+    let mut key = String::with_capacity(64);
+    for b in h.finalize() {
+        key.push(char::from(HEX[usize::from(b >> 4)]));
+        key.push(char::from(HEX[usize::from(b & 15)]));
+    }
     Ok(Some(CachePlan {
         key,
         ttl_s,
@@ -207,33 +209,49 @@ pub fn plan(
     }))
 }
 
-/// JSON with object keys sorted and no whitespace.
-fn write_canonical(v: &Value, out: &mut Vec<u8>) {
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Feeds the hash as JSON is written, with no buffer in between.
+struct HashWriter<'a>(&'a mut Sha256);
+
+impl std::io::Write for HashWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// JSON with object keys sorted and no whitespace, written to the hash.
+fn write_canonical(v: &Value, out: &mut HashWriter<'_>) {
     match v {
         Value::Object(map) => {
             let mut entries: Vec<(&String, &Value)> = map.iter().collect();
             entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            out.push(b'{');
+            out.0.update(b"{");
             for (i, (k, v)) in entries.into_iter().enumerate() {
                 if i > 0 {
-                    out.push(b',');
+                    out.0.update(b",");
                 }
-                // Serializing a string into a Vec cannot fail.
+                // Writing into the hash cannot fail.
                 let _ = serde_json::to_writer(&mut *out, k);
-                out.push(b':');
+                out.0.update(b":");
                 write_canonical(v, out);
             }
-            out.push(b'}');
+            out.0.update(b"}");
         }
         Value::Array(items) => {
-            out.push(b'[');
+            out.0.update(b"[");
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(b',');
+                    out.0.update(b",");
                 }
                 write_canonical(item, out);
             }
-            out.push(b']');
+            out.0.update(b"]");
         }
         other => {
             let _ = serde_json::to_writer(&mut *out, other);
