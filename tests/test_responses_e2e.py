@@ -5,6 +5,7 @@ function tools, usage metered, retrieval from the account that made the response
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import httpx
@@ -149,6 +150,9 @@ def test_usage_is_metered(gateways: tuple[Server, Server], client: openai.OpenAI
     before = _tokens(gateways[0])
     client.responses.create(model="oa/gpt-4o-mini", input="one two three")
     list(client.responses.create(model="oa/gpt-4o-mini", input="one two three", stream=True))
+    deadline = time.monotonic() + 5  # metrics are updated off the request path
+    while _tokens(gateways[0]) <= before and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert _tokens(gateways[0]) > before
 
 

@@ -15,7 +15,8 @@ from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 
-from tollway.config import ConfigError, compile_engine
+from tollway.config import ConfigError
+from tollway.engine import compile_engine
 from tollway.serve import supervise
 
 __all__ = ["main"]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import enum
 
-from tollway._core import Check, Finding, GuardrailInfo, Guardrails, StreamRedactor
+from tollway.engine import Check, Finding, GuardrailInfo, Guardrails, StreamRedactor
 
 __all__ = [
     "Check",

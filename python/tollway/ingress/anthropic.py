@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from tollway._core import count_prompt_tokens
 from tollway.asgi import (
     JSON,
     Message,
@@ -27,7 +26,7 @@ from tollway.asgi import (
     send_error,
     send_json,
 )
-from tollway.engine import Denial, Runtime
+from tollway.engine import Denial, Runtime, count_prompt_tokens
 from tollway.errors import GatewayError
 from tollway.ingress.messages import to_chat_request, to_error, to_message, validate_messages
 from tollway.providers import TranslationError

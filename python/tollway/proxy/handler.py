@@ -106,18 +106,12 @@ def _positive_ms(raw: bytes, header: str) -> int:
     return ms
 
 
-def _reply_headers(head: RequestHead, adm: Admission, applied: str) -> list[tuple[bytes, bytes]]:
+def _reply_headers(head: RequestHead, adm: Admission) -> list[tuple[bytes, bytes]]:
     headers = [(b"x-request-id", head.request_id)]
-    if applied:
-        headers.append((b"x-tfy-applied-configurations", applied.encode()))
+    if adm.applied:
+        headers.append((b"x-tfy-applied-configurations", adm.applied.encode()))
     headers.extend((k.encode(), v.encode()) for k, v in adm.limit_headers)
     return headers
-
-
-def _with_guardrails(applied: str, rule: str) -> str:
-    """Adds the guardrails rule id to the engine's x-tfy-applied-configurations JSON."""
-    entry = '"guardrails":' + _encode(rule).decode()
-    return f"{applied[:-1]},{entry}}}" if applied else "{" + entry + "}"
 
 
 class Proxy:
@@ -170,7 +164,7 @@ class Proxy:
                 # Refuse before reading a body nobody is entitled to send.
                 denial = rt.engine.authenticate(None)
                 assert isinstance(denial, Denial)
-                raise GatewayError(denial.status, denial.message, denial.error_type, denial.code)
+                raise GatewayError.from_denial(denial)
             body = await read_body(receive, rt.settings.max_body_bytes, head.content_length)
             if endpoint == "messages":
                 native = validate_messages(body)
@@ -181,38 +175,19 @@ class Proxy:
             else:
                 req = _validate(body, endpoint)
             timeouts = self._timeouts(head)
-            adm = rt.engine.admit(head.authorization, req["model"], head.metadata)
+            adm = rt.engine.admit(head.authorization, req["model"], head.metadata, head.guardrails)
             if isinstance(adm, Denial):
-                raise GatewayError(
-                    adm.status,
-                    adm.message,
-                    adm.error_type,
-                    adm.code,
-                    adm.param,
-                    tuple((k.encode(), v.encode()) for k, v in adm.headers),
-                )
+                raise GatewayError.from_denial(adm)
             guard = None
-            applied = adm.applied
             if rt.guardrails is not None:
-                subject, model, meta = rt.keys[adm.key].subject, req["model"], adm.metadata
-                guard = plan_for(
-                    rt.guardrails,
-                    rt.guard_infos,
-                    subject,
-                    model,
-                    meta,
-                    head.guardrails,
-                    log.guardrails,
-                )
-                if guard is not None and guard.rule_id is not None:
-                    applied = _with_guardrails(applied, guard.rule_id)
+                guard = plan_for(rt.guardrails, rt.guard_infos, adm, log.guardrails)
             session = getattr(self.client, "session", None)
             capture = cache = turn = None
             if head.cache_config is not None or rt.engine.cache_rules:
                 cache = self._cache(rt)
                 turn = await cache.begin(rt, adm, head.cache_config, endpoint, body)
                 if turn.hit is not None:
-                    await cache.replay(turn, send, _reply_headers(head, adm, applied), log)
+                    await cache.replay(turn, send, _reply_headers(head, adm), log)
                     log.cost_usd = rt.engine.settle(adm, [], (0, 0, 0))
                     return
                 send = capture = Capture(send, turn)
@@ -231,7 +206,7 @@ class Proxy:
                 guard,
                 session,
                 self.telemetry is not None and self.telemetry.capture_content,
-                applied,
+                adm.applied,
             )
             call.ingress = ingress
             if call.stream:

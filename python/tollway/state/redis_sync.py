@@ -27,7 +27,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from tollway._core import Engine, Settings, apply_remote, drain_deltas, set_share
+from tollway.engine import Engine, Settings, apply_remote, drain_deltas, set_share
 
 __all__ = ["RedisSync"]
 

@@ -9,9 +9,8 @@
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::limits::{when_matches, RequestFacts};
 use crate::schema::{Errors, Fields};
-use crate::when::When;
+use crate::when::{RequestFacts, When};
 
 /// The longest a cached answer may live: 30 days.
 pub const MAX_TTL_S: u64 = 30 * 86_400;
@@ -24,6 +23,13 @@ pub struct CacheRule {
     pub namespace: String,
     /// Answers are shared by every subject the rule matches (default: each subject its own).
     pub shared: bool,
+}
+
+/// Everything the documents say about the cache.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CacheConfig {
+    pub rules: Vec<CacheRule>,
+    pub settings: CacheSettings,
 }
 
 /// `gateway-settings.cache`.
@@ -178,7 +184,7 @@ pub fn plan(
     let (ttl_s, namespace, shared, rule_id) = match header.map(parse_header).transpose()? {
         Some(CacheAsk::Bypass) => return Ok(None),
         Some(CacheAsk::Exact { ttl_s, namespace }) => (ttl_s, namespace, false, None),
-        None => match rules.iter().find(|r| when_matches(&r.when, facts)) {
+        None => match rules.iter().find(|r| r.when.matches(facts)) {
             Some(r) => (r.ttl_s, r.namespace.clone(), r.shared, Some(r.id.clone())),
             None => return Ok(None),
         },

@@ -162,8 +162,7 @@ pub struct RawConfig {
     pub budgets: Vec<crate::limits::BudgetRule>,
     pub guardrails: crate::guardrails::GuardrailsConfig,
     pub state: StateSettings,
-    pub cache_rules: Vec<crate::cache::CacheRule>,
-    pub cache: crate::cache::CacheSettings,
+    pub cache: crate::cache::CacheConfig,
     /// `{"otel": {...}, "metrics": {...}}` as validated, for the Python telemetry package.
     pub telemetry_json: String,
 }
@@ -224,7 +223,7 @@ pub fn parse_document(
         }
         "gateway-budget-config" => crate::limits::parse_budgets(doc, &mut cfg.budgets, errs),
         "gateway-guardrails-config" => crate::guardrails::parse(doc, &mut cfg.guardrails, errs),
-        "gateway-cache-config" => crate::cache::parse_rules(doc, &mut cfg.cache_rules, errs),
+        "gateway-cache-config" => crate::cache::parse_rules(doc, &mut cfg.cache.rules, errs),
         other => errs.push(
             "type",
             format!(
@@ -264,7 +263,7 @@ fn parse_settings(doc: &Value, cfg: &mut RawConfig, errs: &mut Errors) {
         parse_state(state, &mut cfg.state, errs);
     }
     if let Some(cache) = f.get("cache") {
-        crate::cache::parse_settings(cache, &mut cfg.cache, errs);
+        crate::cache::parse_settings(cache, &mut cfg.cache.settings, errs);
     }
     let Some(server) = f.get("server") else {
         return;

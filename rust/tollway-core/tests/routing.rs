@@ -28,7 +28,7 @@ fn engine(rules: Value) -> Engine {
 
 /// Target names in the order `admit` returns them.
 fn order(e: &Engine, auth: &str, model: &str, meta: Option<&[u8]>) -> Vec<String> {
-    let a = e.admit(Some(auth), model, meta).unwrap();
+    let a = e.admit(Some(auth), model, meta, None).unwrap();
     a.plans
         .iter()
         .map(|&p| e.targets[e.plans[p as usize].target as usize].name.clone())
@@ -262,7 +262,7 @@ fn first_matching_rule_wins_by_subject_metadata_and_model() {
     // A real target named in when.models is routed by the rule, or directly when none matches.
     assert_eq!(order(&e, KEY, "a/m4", Some(br#"{"env":"prod"}"#)), ["a/m2"]);
     assert_eq!(order(&e, KEY, "a/m4", None), ["a/m4"]);
-    let a = e.admit(Some(KEY), "v", None).unwrap();
+    let a = e.admit(Some(KEY), "v", None, None).unwrap();
     assert_eq!(e.rules[a.rule.unwrap() as usize].id, "rest");
 }
 
@@ -270,9 +270,11 @@ fn first_matching_rule_wins_by_subject_metadata_and_model() {
 fn a_virtual_model_without_a_matching_rule_is_404() {
     let e = engine(json!([{"id": "only-ml", "type": "priority-based-routing",
         "when": {"subjects": ["team:ml"], "models": ["v"]}, "load_balance_targets": [{"target": "a/m1"}]}]));
-    let d = e.admit(Some(KEY), "v", None).unwrap_err();
+    let d = e.admit(Some(KEY), "v", None, None).unwrap_err();
     assert_eq!(d.status, 404);
-    assert!(e.admit(Some("Bearer team-key-123"), "v", None).is_ok());
+    assert!(e
+        .admit(Some("Bearer team-key-123"), "v", None, None)
+        .is_ok());
 }
 
 #[test]
@@ -337,9 +339,9 @@ proptest! {
         auth in "\\PC{0,30}",
     ) {
         let e = engine(weighted(&[("a/m1", 50), ("a/m2", 50)]));
-        let _ = e.admit(Some(&auth), &model, Some(&meta));
-        let _ = e.admit(Some(KEY), &model, Some(&meta));
-        let _ = e.admit(Some(KEY), "v", Some(&meta));
+        let _ = e.admit(Some(&auth), &model, Some(&meta), None);
+        let _ = e.admit(Some(KEY), &model, Some(&meta), None);
+        let _ = e.admit(Some(KEY), "v", Some(&meta), None);
     }
 
     #[test]

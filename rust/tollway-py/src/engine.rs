@@ -7,7 +7,7 @@ use pyo3::types::{PyDict, PyList};
 use std::sync::Arc;
 use tollway_core::clock::Clock;
 use tollway_core::engine;
-use tollway_core::routing::config::Strategy;
+use tollway_core::routing;
 
 #[pyclass(frozen, module = "tollway._core")]
 pub(crate) struct Settings {
@@ -112,10 +112,49 @@ impl From<engine::Denial> for Denial {
     }
 }
 
+/// How an attempt ended without an HTTP status: `int(Outcome.TIMEOUT)` is what `settle`
+/// takes in place of a status (the codes are the core's `routing::Outcome`).
+#[pyclass(eq, eq_int, frozen, module = "tollway._core")]
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[allow(clippy::upper_case_acronyms)]
+pub(crate) enum Outcome {
+    CONNECT = routing::Outcome::Connect as isize,
+    TIMEOUT = routing::Outcome::Timeout as isize,
+    BROKEN = routing::Outcome::Broken as isize,
+    CANCELLED = routing::Outcome::Cancelled as isize,
+}
+
+impl Outcome {
+    fn core(self) -> routing::Outcome {
+        match self {
+            Self::CONNECT => routing::Outcome::Connect,
+            Self::TIMEOUT => routing::Outcome::Timeout,
+            Self::BROKEN => routing::Outcome::Broken,
+            Self::CANCELLED => routing::Outcome::Cancelled,
+        }
+    }
+}
+
+#[pymethods]
+impl Outcome {
+    /// The `error.type` telemetry records for an attempt that ended this way.
+    #[getter]
+    fn error_type(&self) -> &'static str {
+        self.core().error_type()
+    }
+}
+
+type RuleIds = (
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
 /// An admitted request: key id, target ids in the order to try, merged metadata.
 #[pyclass(frozen, module = "tollway._core")]
 pub(crate) struct Admission {
-    inner: engine::Admission,
+    pub(crate) inner: engine::Admission,
 }
 
 #[pymethods]
@@ -143,11 +182,37 @@ impl Admission {
         &self.inner.applied
     }
 
-    /// Rule ids applied by kind: (routing, rate limit, budget), for telemetry.
+    /// Rule ids applied by kind: (routing, rate limit, budget, guardrails), for telemetry.
     #[getter]
-    fn rule_ids(&self) -> (Option<String>, Option<String>, Option<String>) {
-        let [a, b, c] = self.inner.rule_ids.clone();
-        (a, b, c)
+    fn rule_ids(&self) -> RuleIds {
+        let [a, b, c, d] = self.inner.rule_ids.clone();
+        (a, b, c, d)
+    }
+
+    /// Guardrail ids (into `Engine.guardrails`) run on the request, before or beside the call.
+    #[getter]
+    fn input_guardrails(&self) -> Vec<u32> {
+        self.inner.guardrails.input.clone()
+    }
+
+    /// Guardrail ids run on the answer.
+    #[getter]
+    fn output_guardrails(&self) -> Vec<u32> {
+        self.inner.guardrails.output.clone()
+    }
+
+    /// `(guardrail id, violations)` of the metadata-validation guardrails that flag the
+    /// request's metadata (messages name keys, never values).
+    #[getter]
+    fn metadata_violations(&self) -> Vec<(u32, Vec<String>)> {
+        self.inner.metadata_violations.clone()
+    }
+
+    /// Guardrail ids for MCP tool calls: (on the arguments, on the result).
+    #[getter]
+    fn tool_guardrails(&self) -> (Vec<u32>, Vec<u32>) {
+        let g = &self.inner.guardrails;
+        (g.tool_pre.clone(), g.tool_post.clone())
     }
 
     /// `x-ratelimit-*` response headers when a rate limit applies.
@@ -187,14 +252,6 @@ pub(crate) struct Plan {
     override_params: Option<String>,
 }
 
-#[pyclass(frozen, module = "tollway._core")]
-pub(crate) struct Rule {
-    #[pyo3(get)]
-    id: String,
-    #[pyo3(get)]
-    strategy: &'static str,
-}
-
 /// The compiled, immutable config. Reload builds a new one.
 #[pyclass(frozen, module = "tollway._core")]
 pub(crate) struct Engine {
@@ -214,22 +271,34 @@ impl Engine {
     /// `previous`: the engine being replaced; live state of unchanged targets carries over.
     #[pyo3(signature = (documents_json, manual_clock=false, previous=None))]
     fn new(
+        py: Python<'_>,
         documents_json: &[u8],
         manual_clock: bool,
         previous: Option<PyRef<'_, Engine>>,
     ) -> PyResult<Self> {
-        let docs: serde_json::Value = serde_json::from_slice(documents_json)
-            .map_err(|e| invalid(format!("documents are not valid JSON: {e}")))?;
         let clock = match (&previous, manual_clock) {
             (Some(prev), _) => Arc::clone(&prev.inner.clock),
             (None, true) => Arc::new(Clock::manual()),
             (None, false) => Arc::new(Clock::System),
         };
-        let mut inner =
-            engine::Engine::compile_with_clock(&docs, clock).map_err(|e| config_error(&e))?;
-        if let Some(prev) = previous {
-            inner.adopt_state(&prev.inner);
-        }
+        let previous = previous.as_deref().map(|p| &p.inner);
+        // Compiling (regexes, guardrail DFAs, price lookups) takes milliseconds: without the
+        // GIL, a reload compiled in a worker thread never stalls the event loop.
+        let compiled = py.detach(|| {
+            let docs: serde_json::Value = serde_json::from_slice(documents_json)
+                .map_err(|e| Ok(format!("documents are not valid JSON: {e}")))?;
+            let mut inner = engine::Engine::compile_with_clock(&docs, clock).map_err(Err)?;
+            if let Some(prev) = previous {
+                inner.adopt_state(prev);
+            }
+            Ok(inner)
+        });
+        let inner = compiled.map_err(
+            |e: Result<String, Vec<tollway_core::ConfigError>>| match e {
+                Ok(message) => invalid(message),
+                Err(errors) => config_error(&errors),
+            },
+        )?;
         Ok(Self { inner })
     }
 
@@ -304,10 +373,6 @@ impl Engine {
         )
     }
 
-    fn healthy(&self, target: u32) -> bool {
-        self.inner.healthy(target)
-    }
-
     #[getter]
     fn plans(&self) -> Vec<Plan> {
         self.inner
@@ -326,33 +391,21 @@ impl Engine {
             .collect()
     }
 
-    #[getter]
-    fn rules(&self) -> Vec<Rule> {
-        self.inner
-            .rules
-            .iter()
-            .map(|r| Rule {
-                id: r.id.clone(),
-                strategy: match r.strategy {
-                    Strategy::Weight => "weight-based-routing",
-                    Strategy::Latency => "latency-based-routing",
-                    Strategy::Priority => "priority-based-routing",
-                },
-            })
-            .collect()
-    }
-
     /// Decides one request; returns an `Admission` or a `Denial` (never raises for bad input).
-    #[pyo3(signature = (authorization, model, metadata=None))]
+    #[pyo3(signature = (authorization, model, metadata=None, guardrails=None))]
     fn admit(
         &self,
         py: Python<'_>,
         authorization: Option<&[u8]>,
         model: &str,
         metadata: Option<&[u8]>,
+        guardrails: Option<&[u8]>,
     ) -> PyResult<Py<PyAny>> {
         Ok(
-            match self.inner.admit(header_str(authorization), model, metadata) {
+            match self
+                .inner
+                .admit(header_str(authorization), model, metadata, guardrails)
+            {
                 Ok(inner) => Py::new(py, Admission { inner })?.into_any(),
                 Err(d) => Py::new(py, Denial::from(d))?.into_any(),
             },
@@ -372,6 +425,12 @@ impl Engine {
             return Err(invalid("no such key id"));
         }
         PyList::new(py, self.inner.models_for(key).collect::<Vec<_>>())
+    }
+
+    /// The compiled guardrails of this config (empty when none are configured).
+    #[getter]
+    fn guardrails(&self) -> crate::guardrails::Guardrails {
+        crate::guardrails::Guardrails::from_set(Arc::clone(&self.inner.guardrails))
     }
 
     #[getter]

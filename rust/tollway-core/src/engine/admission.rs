@@ -1,9 +1,11 @@
 //! The per-request half of the engine: one `admit` call before the upstream, one `settle`
 //! after it. Admission decides in order: key (401), metadata (400), model (404), permission
-//! (403), routing order (404 for a virtual model no rule matches), budget, then rate limit
-//! (429) - so a request refused for any earlier reason consumes no quota.
+//! (403), routing order (404 for a virtual model no rule matches), guardrails (the rule's and
+//! `X-TFY-GUARDRAILS`, 400 for a bad header), budget, then rate limit (429) - so a request
+//! refused for any earlier reason consumes no quota.
 
 use crate::engine::{Engine, KeyId, TargetId};
+use crate::guardrails::{GuardrailId, Selection};
 use crate::limits::cost;
 use crate::limits::ratelimit::Ticket;
 use crate::limits::RequestFacts;
@@ -75,8 +77,13 @@ pub struct Admission {
     pub limit_headers: Vec<(&'static str, String)>,
     /// JSON for `x-tfy-applied-configurations`, e.g. `{"load_balancing":"r1"}`; empty if none.
     pub applied: String,
-    /// Rule ids by kind, for telemetry: (routing, rate limit, budget).
-    pub rule_ids: [Option<String>; 3],
+    /// Rule ids by kind, for telemetry: (routing, rate limit, budget, guardrails).
+    pub rule_ids: [Option<String>; 4],
+    /// The guardrails this request runs (ids into `Engine::guardrails`).
+    pub guardrails: Selection,
+    /// What the selected metadata-validation guardrails found (by id; only those that flag):
+    /// decided here, where the merged metadata is, so it never crosses to Python and back.
+    pub metadata_violations: Vec<(GuardrailId, Vec<String>)>,
 }
 
 /// What `settle` learns from one upstream attempt.
@@ -131,10 +138,11 @@ impl Engine {
         authorization: Option<&str>,
         model: &str,
         metadata_header: Option<&[u8]>,
+        guardrails_header: Option<&[u8]>,
     ) -> Result<Admission, Denial> {
         let key_id = self.authenticate(authorization)?;
         // A refusal after authentication still says whose request it was (telemetry).
-        self.decide(key_id, model, metadata_header)
+        self.decide(key_id, model, metadata_header, guardrails_header)
             .map_err(|d| Denial {
                 key: Some(key_id),
                 ..d
@@ -147,6 +155,7 @@ impl Engine {
         key_id: KeyId,
         model: &str,
         metadata_header: Option<&[u8]>,
+        guardrails_header: Option<&[u8]>,
     ) -> Result<Admission, Denial> {
         let key = &self.keys[key_id as usize];
         let request_meta = match metadata_header {
@@ -175,13 +184,15 @@ impl Engine {
             ));
         }
         let metadata = metadata::merge(request_meta, &key.metadata);
+        let facts = RequestFacts {
+            subject: &key.subject,
+            model,
+            metadata: &metadata,
+        };
         let matched = self.rules_by_model[model_id as usize]
             .iter()
             .copied()
-            .find(|&r| {
-                let when = &self.rules[r as usize].when;
-                when.matches_subject(&key.subject) && when.matches_metadata(&metadata)
-            });
+            .find(|&r| self.rules[r as usize].when.matches(&facts));
         let plans = match matched {
             Some(r) => routing::order(
                 &self.rules[r as usize],
@@ -204,11 +215,24 @@ impl Engine {
                 ));
             }
         };
-        let facts = RequestFacts {
-            subject: &key.subject,
-            model,
-            metadata: &metadata,
-        };
+        let guardrails = self
+            .guardrails
+            .select(&facts, guardrails_header)
+            .map_err(|message| Denial {
+                param: Some("X-TFY-GUARDRAILS"),
+                ..Denial::new(400, "invalid_request_error", "invalid_guardrails", message)
+            })?;
+        let guardrail_rule = guardrails
+            .rule
+            .map(|r| self.guardrails.rules[r].id.as_str());
+        let metadata_violations = guardrails
+            .input
+            .iter()
+            .filter_map(|&id| {
+                let found = self.guardrails.validate_metadata(id, &metadata);
+                (!found.is_empty()).then(|| (id, found.iter().map(ToString::to_string).collect()))
+            })
+            .collect();
         let mut applied: Vec<(&str, &str)> = Vec::new();
         if let Some(r) = matched {
             applied.push(("load_balancing", &self.rules[r as usize].id));
@@ -245,10 +269,14 @@ impl Engine {
                 )
             });
         }
+        if let Some(id) = guardrail_rule {
+            applied.push(("guardrails", id));
+        }
         let rule_ids = [
             matched.map(|r| self.rules[r as usize].id.clone()),
             limit.rule.map(|r| self.rate_limiter.rule_id(r).to_owned()),
             budget.rule.map(|r| self.budgets.rule_id(r).to_owned()),
+            guardrail_rule.map(str::to_owned),
         ];
         let applied = if applied.is_empty() {
             String::new()
@@ -273,6 +301,8 @@ impl Engine {
             metadata,
             applied,
             rule_ids,
+            guardrails,
+            metadata_violations,
         })
     }
 

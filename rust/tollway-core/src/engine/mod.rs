@@ -5,6 +5,7 @@
 
 use crate::clock::{Clock, Rng};
 use crate::config::{self, KeySecret, Provider, RawConfig, ServerSettings};
+use crate::guardrails::GuardrailSet;
 use crate::limits::cost::{CostTable, Price};
 use crate::limits::{Budgets, RateLimiter, DEFAULT_MAX_ENTITIES};
 use crate::metadata::Metadata;
@@ -70,6 +71,8 @@ pub struct Engine {
     pub(crate) states: Vec<Arc<TargetState>>,
     pub rate_limiter: RateLimiter,
     pub budgets: Budgets,
+    /// Every guardrail scanner, compiled once; requests get ids into it from `admit`.
+    pub guardrails: Arc<GuardrailSet>,
     pub clock: Arc<Clock>,
     pub(crate) rng: Rng,
 }
@@ -92,11 +95,13 @@ impl Engine {
     }
 
     fn build(raw: RawConfig, clock: Arc<Clock>, errs: &mut Errors) -> Self {
-        // Guardrail scanners are compiled by the Python binding from the same documents;
-        // compiling here reports their errors (names, patterns) with everything else.
-        if let Err(list) = crate::guardrails::GuardrailSet::compile(&raw.guardrails) {
-            errs.list.extend(list);
-        }
+        let guardrails = match GuardrailSet::compile(&raw.guardrails) {
+            Ok(set) => set,
+            Err(list) => {
+                errs.list.extend(list);
+                GuardrailSet::default()
+            }
+        };
         let prices = CostTable::bundled();
         let mut targets = Vec::new();
         let mut target_ids = HashMap::new();
@@ -219,8 +224,8 @@ impl Engine {
         Self {
             settings: raw.server,
             state: raw.state,
-            cache_rules: raw.cache_rules,
-            cache: raw.cache,
+            cache_rules: raw.cache.rules,
+            cache: raw.cache.settings,
             telemetry_json: raw.telemetry_json,
             targets,
             model_names,
@@ -234,6 +239,7 @@ impl Engine {
             clock,
             rate_limiter: RateLimiter::new(raw.rate_limits, DEFAULT_MAX_ENTITIES),
             budgets: Budgets::new(raw.budgets, DEFAULT_MAX_ENTITIES),
+            guardrails: Arc::new(guardrails),
             rng: Rng::from_time(),
         }
     }
@@ -373,7 +379,7 @@ mod tests {
     fn admits_a_known_key_to_an_allowed_target() {
         let e = engine();
         let a = e
-            .admit(Some("Bearer secret-all-1"), "mock/big", None)
+            .admit(Some("Bearer secret-all-1"), "mock/big", None, None)
             .unwrap();
         let t = &e.targets[e.plans[a.plans[0] as usize].target as usize];
         assert_eq!(
@@ -390,7 +396,7 @@ mod tests {
     fn denials_have_the_right_status_in_the_right_order() {
         let e = engine();
         let status = |auth: Option<&str>, model: &str, meta: Option<&[u8]>| {
-            e.admit(auth, model, meta).err().map(|d| d.status)
+            e.admit(auth, model, meta, None).err().map(|d| d.status)
         };
         assert_eq!(status(None, "mock/big", None), Some(401));
         assert_eq!(status(Some("Bearer nope-nope"), "nope", None), Some(401));
@@ -424,6 +430,7 @@ mod tests {
                 Some("Bearer secret-small"),
                 "mock/gpt-4o-mini",
                 Some(br#"{"team":"x","p":"1"}"#),
+                None,
             )
             .unwrap();
         assert_eq!(

@@ -114,6 +114,8 @@ pub struct GuardrailConfig {
     pub source: String,
     pub path: String,
     pub name: String,
+    /// The `name` of the document it is in: `X-TFY-GUARDRAILS` may say `<group>/<name>`.
+    pub group: Option<String>,
     pub operation: Operation,
     pub strategy: Strategy,
     pub options: KindOptions,
@@ -154,9 +156,10 @@ pub fn parse(doc: &Value, out: &mut GuardrailsConfig, errs: &mut Errors) {
     let Some(f) = Fields::new(doc, "", &["type", "name", "guardrails", "rules"], errs) else {
         return;
     };
-    f.string("name", errs);
+    let group = f.string("name", errs);
     for (path, item) in f.list("guardrails", errs).unwrap_or_default() {
-        if let Some(g) = parse_guardrail(item, &path, errs) {
+        if let Some(mut g) = parse_guardrail(item, &path, errs) {
+            g.group.clone_from(&group);
             if out.guardrails.iter().any(|o| o.name == g.name) {
                 errs.push(
                     &format!("{path}.name"),
@@ -237,6 +240,7 @@ fn parse_guardrail(v: &Value, path: &str, errs: &mut Errors) -> Option<Guardrail
         );
     }
     Some(GuardrailConfig {
+        group: None,
         source: errs.source().to_owned(),
         path: path.to_owned(),
         name: name?,

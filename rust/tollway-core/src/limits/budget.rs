@@ -8,7 +8,7 @@
 use super::config::{BudgetPeriod, BudgetRule, KeyPart};
 use super::entity::entity_key;
 use super::map::BoundedMap;
-use super::{when_matches, Delta, RequestFacts};
+use super::{Delta, RequestFacts};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -276,7 +276,7 @@ impl Budgets {
             .budgets
             .iter()
             .enumerate()
-            .find(|(_, b)| when_matches(&b.rule.when, facts))
+            .find(|(_, b)| b.rule.when.matches(facts))
         else {
             return BudgetDecision::UNLIMITED;
         };
@@ -323,11 +323,7 @@ impl Budgets {
         if usd <= 0.0 || !usd.is_finite() {
             return;
         }
-        for b in self
-            .budgets
-            .iter()
-            .filter(|b| when_matches(&b.rule.when, facts))
-        {
+        for b in self.budgets.iter().filter(|b| b.rule.when.matches(facts)) {
             let period = b.rule.period.index(wall_ms);
             let entity = entity_key(&b.rule.applies_per, facts);
             let syncing = b.state.syncing.load(Ordering::Relaxed);

@@ -11,7 +11,7 @@
 use super::config::{KeyPart, LimitKind, RateLimitRule, RatePeriod};
 use super::entity::entity_key;
 use super::map::BoundedMap;
-use super::{when_matches, Delta, RequestFacts};
+use super::{Delta, RequestFacts};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -282,7 +282,7 @@ impl RateLimiter {
             .limits
             .iter()
             .enumerate()
-            .find(|(_, l)| when_matches(&l.rule.when, facts))
+            .find(|(_, l)| l.rule.when.matches(facts))
         else {
             return Decision::UNLIMITED;
         };

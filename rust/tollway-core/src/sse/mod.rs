@@ -4,6 +4,7 @@
 
 pub mod anthropic;
 pub mod meter;
+pub mod openai;
 pub mod responses;
 pub mod to_anthropic;
 

@@ -10,7 +10,7 @@
 use std::io::Write;
 
 use crate::sse::anthropic::json_str;
-use crate::sse::meter::{read_openai, record_chunk, OpenAiEvent};
+use crate::sse::openai::{read_openai, record_chunk, OpenAiEvent};
 use crate::sse::{Event, Flow, Recorder};
 
 /// Anthropic's stop reason for an OpenAI finish reason.
