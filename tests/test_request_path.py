@@ -140,7 +140,12 @@ def test_answers_are_read_for_usage_and_provider_refusals_are_reshaped() -> None
                       "prompt_tokens_details": {"cached_tokens": 2}},
         }
     )  # fmt: skip
-    assert answer_of(answer) == ((7, 2, 3), "c1", "m", ["stop"])
+    # Usage is (input, cached input, output, cache write).
+    assert answer_of(answer) == ((7, 2, 3, 0), "c1", "m", ["stop"])
+    written = msgspec.json.encode(
+        {"usage": {"prompt_tokens": 9, "completion_tokens": 1, "cache_creation_input_tokens": 5}}
+    )
+    assert answer_of(written)[0] == (9, 0, 1, 5)
     status, body, _ = error_response(401, b'{"error": {"message": "key sk-abc"}}', "a/m", None)
     assert status == 502 and b"sk-abc" not in body
     status, body, headers = error_response(429, b"not json", "a/m", "3")

@@ -10,6 +10,7 @@ A config without cache rules, and a request without the header, do none of this.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -45,6 +46,9 @@ class ResponseCache:
         self.store = store
         self.count = count
         self.settings: tuple[str, str | None, int, int] | None = None
+        # The config it was last checked against (a reload brings a new one).
+        self.runtime: Runtime | None = None
+        self._closing: set[asyncio.Future[None]] = set()
 
     @classmethod
     def for_runtime(cls, rt: Runtime, count: Count | None) -> ResponseCache:
@@ -112,6 +116,12 @@ class ResponseCache:
 
     async def close(self) -> None:
         await self.store.close()
+
+    def retire(self) -> None:
+        """Closes the store in the background (a reload replaced it)."""
+        task = asyncio.ensure_future(self.store.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
 
 class Capture:

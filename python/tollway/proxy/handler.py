@@ -130,9 +130,14 @@ class Proxy:
 
     def _cache(self, rt: Runtime) -> ResponseCache:
         cache = self.cache
+        if cache is not None and cache.runtime is rt:
+            return cache
         if cache is None or cache.settings != rt.engine.cache_settings:
             count = self.telemetry.metrics.add if self.telemetry is not None else None
+            if cache is not None:
+                cache.retire()  # a reload changed the backend: close the old one
             cache = self.cache = ResponseCache.for_runtime(rt, count)
+        cache.runtime = rt
         return cache
 
     def _timeouts(self, head: RequestHead) -> tuple[float, float | None]:
