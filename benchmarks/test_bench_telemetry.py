@@ -62,7 +62,9 @@ RECORDS = [make_record(i) for i in range(BATCH)]
 
 def test_request_path_record(benchmark: pytest.FixtureDef[None]) -> None:
     """The whole request-path cost: one bounded append (the record is built by the caller)."""
-    tel = Telemetry(TelemetrySettings(queue_size=10**9, batch_size=10**9))
+    tel = Telemetry(
+        TelemetrySettings.from_config({"queue_size": 10**9, "batch_size": 10**9}, None, {})
+    )
     rec = RECORDS[0]
     benchmark(tel.record, rec)
 

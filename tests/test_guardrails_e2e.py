@@ -202,7 +202,7 @@ def test_each_guardrail_run_is_counted_by_result(client: openai.OpenAI, gw: Serv
         return {
             (s.labels["guardrail"], s.labels["phase"], s.labels["result"])
             for fam in text_string_to_metric_families(text)
-            if fam.name == "llm_guardrail_requests"
+            if fam.name == "llm_gateway_guardrails_requests"
             for s in fam.samples
             if s.name.endswith("_total")
         }

@@ -167,7 +167,9 @@ def test_spans_arrive_with_genai_attributes_parentage_resource_and_auth_header()
             tel.record(record(1, traceparent=f"00-{TRACE_ID}-{PARENT_ID}-01"))
             tel.record(record(2))
             await tel.stop(timeout_s=5)
-            assert tel.spans_exported == 6
+            # Per request: the root, two attempts, and the policy steps (rate limit, budget,
+            # load balancing, one fallback).
+            assert tel.spans_exported == 14
             return rx
 
     rx = asyncio.run(run())
@@ -186,7 +188,17 @@ def test_spans_arrive_with_genai_attributes_parentage_resource_and_auth_header()
         by_trace.setdefault(span.trace_id, []).append(span)
     assert len(by_trace) == 2
     caller = by_trace[bytes.fromhex(TRACE_ID)]
-    root, first, second = caller
+    (root,) = [s for s in caller if s.kind == Span.SPAN_KIND_SERVER]
+    first, second = [s for s in caller if s.kind == Span.SPAN_KIND_CLIENT]
+    policy = {s.name: attrs(s) for s in caller if s.kind == Span.SPAN_KIND_INTERNAL}
+    assert set(policy) == {
+        "rate_limit rl-alice",
+        "budget budget-team",
+        "load_balance lb-gpt",
+        "fallback openai/gpt-4o",
+    }
+    assert policy["fallback openai/gpt-4o"]["tollway.fallback.from"] == "azure/gpt-4o"
+    assert all(s.parent_span_id == root.span_id for s in caller if s is not root)
     assert root.kind == Span.SPAN_KIND_SERVER
     assert root.name == "POST /v1/chat/completions"
     assert root.parent_span_id == bytes.fromhex(PARENT_ID)
@@ -345,9 +357,9 @@ def test_metrics_families_labels_and_metadata_cardinality_cap() -> None:
     assert _sample(text, req, llm_gateway_metadata_team="other") == 2
     labels = {"model_name": "gpt-4o", "target": "openai/gpt-4o", "username": "user:alice"}
     assert _sample(text, req, status="200", **labels) == 5
-    assert _sample(text, "llm_gateway_output_tokens_total", **labels) == 5 * 34
-    assert _sample(text, "llm_gateway_request_cost_total") == pytest.approx(5 * 0.002)
-    fail = "llm_gateway_request_model_inference_failure_total"
+    assert _sample(text, "llm_gateway_output_tokens", **labels) == 5 * 34
+    assert _sample(text, "llm_gateway_request_cost") == pytest.approx(5 * 0.002)
+    fail = "llm_gateway_request_model_inference_failure"
     assert _sample(text, fail, target="azure/gpt-4o", status="503", error_type="503") == 5
     assert _sample(text, "llm_gateway_fallback_requests_total", rule="lb-gpt") == 5
     assert _sample(text, "llm_gateway_rate_limit_requests_total", rule="rl-alice") == 5
@@ -381,7 +393,7 @@ def test_totals_are_summed_over_worker_processes(tmp_path: Path) -> None:
     scraper.observe(record(99))
     text = scraper.render().decode()
     assert _sample(text, "llm_gateway_requests_total") == 8
-    assert _sample(text, "llm_gateway_input_tokens_total") == 8 * 12
+    assert _sample(text, "llm_gateway_input_tokens") == 8 * 12
     assert _sample(text, "llm_gateway_request_processing_ms_count") == 8
 
 
@@ -413,6 +425,31 @@ def test_settings_follow_the_otel_environment_and_config_wins() -> None:
     assert (s.service_name, s.encoding) == ("gw", "proto")
     assert SECRET not in repr(s) and SECRET not in str(s)
     assert TelemetrySettings.from_config(None, None, {}).traces_endpoint is None
+
+
+def test_truefoundry_variables_metadata_keys_and_metrics_push() -> None:
+    env = {
+        "ENABLE_OTEL_METRICS": "true",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318",
+        "OTEL_EXPORTER_OTLP_METRICS_HEADERS": "Authorization=Bearer tok",
+        "LLM_GATEWAY_METADATA_LOGGING_KEYS": '["customer_id", "request-type", "customer_id"]',
+        "ENABLE_OTEL_TRACING": "false",
+    }
+    s = TelemetrySettings.from_config(None, None, env)
+    assert s.traces_endpoint is None  # ENABLE_OTEL_TRACING=false
+    assert s.metrics_endpoint == "http://collector:4318/v1/metrics"
+    assert dict(s.metrics_headers) == {"Authorization": "Bearer tok"}
+    assert s.metadata_logging_keys == ("customer_id",)  # not label-safe and repeats skipped
+    assert "tok" not in repr(s)
+    otel = {"metrics_endpoint": "http://file:4318/v1/metrics", "metrics_export_interval_ms": 500}
+    s = TelemetrySettings.from_config(otel, {"metadata_logging_keys": ["team"]}, env)
+    assert (s.metrics_endpoint, s.metrics_export_interval_ms) == (
+        "http://file:4318/v1/metrics",
+        500,
+    )
+    assert s.metadata_logging_keys == ("team",)
+    off = TelemetrySettings.from_config(None, None, {**env, "ENABLE_OTEL_METRICS": "false"})
+    assert off.metrics_endpoint is None
 
 
 def test_access_log_has_one_json_line_per_request_and_no_secret(

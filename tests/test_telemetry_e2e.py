@@ -227,7 +227,8 @@ def wait_until(cond: Callable[[], Any], timeout: float = 10.0) -> Any:
 
 
 def trace_of(rx: Receiver, path: str, rid: str) -> tuple[dict[str, Any], Span, list[Span]]:
-    """(resource, root span, attempt spans in attempt order) of the request `rid`."""
+    """(resource, root span, attempt spans in attempt order) of the request `rid`; the policy
+    steps' INTERNAL children are left out (see `children`)."""
 
     def find() -> tuple[dict[str, Any], Span, list[Span]] | None:
         spans = rx.spans(path)
@@ -236,7 +237,11 @@ def trace_of(rx: Receiver, path: str, rid: str) -> tuple[dict[str, Any], Span, l
         )
         if root is None:
             return None
-        kids = [s for _, s in spans if s.parent_span_id == root[1].span_id]
+        kids = [
+            s
+            for _, s in spans
+            if s.parent_span_id == root[1].span_id and s.kind == Span.SPAN_KIND_CLIENT
+        ]
         return root[0], root[1], sorted(kids, key=lambda s: attrs(s)["tollway.attempt"])
 
     found: tuple[dict[str, Any], Span, list[Span]] = wait_until(find)
@@ -462,10 +467,10 @@ def test_prometheus_families_metadata_label_and_totals_over_two_workers(traced: 
     assert set(ISSUE_FAMILIES) <= families, set(ISSUE_FAMILIES) - families
     labels = {"model_name": "mock/gpt-4o", "target": "mock/gpt-4o", "username": "user:alice"}
     assert samples(text, req, status="200", **labels, **mine) == n
-    assert samples(text, "llm_gateway_input_tokens_total", **mine) == usage[0]
-    assert samples(text, "llm_gateway_output_tokens_total", **mine) == usage[1]
+    assert samples(text, "llm_gateway_input_tokens", **mine) == usage[0]
+    assert samples(text, "llm_gateway_output_tokens", **mine) == usage[1]
     cost = (usage[0] * 2.5 + usage[1] * 10) / 1e6
-    assert samples(text, "llm_gateway_request_cost_total", **mine) == pytest.approx(cost)
+    assert samples(text, "llm_gateway_request_cost", **mine) == pytest.approx(cost)
     assert samples(text, "llm_gateway_request_processing_ms_count", **mine) == n
     # Every later scrape, whichever worker answers it, sees the same totals (never double).
     for _ in range(6):
@@ -518,7 +523,7 @@ def test_no_secret_in_logs_spans_metrics_or_error_bodies(
     limit = "llm_gateway_rate_limit_requests_total"
     assert samples(metrics, limit, rule="capped", result="allowed") == 1
     assert samples(metrics, limit, rule="capped", result="blocked") == 1
-    fail = "llm_gateway_request_model_inference_failure_total"
+    fail = "llm_gateway_request_model_inference_failure"
     assert samples(metrics, fail, target="mock/mock-status-503", status="503") == 2
     # All nine requests (refusals included) reach the collector as root spans.
     wait_until(lambda: sum(1 for _, s in receiver.spans(path) if not s.parent_span_id) == 9)

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import os
+from time import perf_counter
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -119,13 +120,18 @@ class Gateway:
                 send, GatewayError.not_found(), RequestHead(scope["headers"]).request_id
             )
 
+    def _rejected(self) -> None:
+        if self.telemetry is not None:
+            self.telemetry.metrics.add("llm_gateway_config_parsing_failures", ())
+
     async def _models(self, scope: Scope, send: Send) -> None:
+        started = perf_counter()
         head = RequestHead(scope["headers"])
         rt = self.runtime
         key = rt.engine.authenticate(head.authorization)
         if isinstance(key, Denial):
             err = GatewayError.from_denial(key)
-            await send_error(send, err, head.request_id)
+            await send_error(send, err, head.request_id, [_timing(started)])
             return
         accounts = {u.name: u.account for u in rt.upstreams}
         data = [
@@ -133,7 +139,8 @@ class Gateway:
             for name in rt.engine.models_for(key)
         ]
         body = _encode({"object": "list", "data": data})
-        await send_json(send, 200, body, [JSON, (b"x-request-id", head.request_id)])
+        headers = [JSON, (b"x-request-id", head.request_id), _timing(started)]
+        await send_json(send, 200, body, headers)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         client: UpstreamClient | None = None
@@ -148,11 +155,14 @@ class Gateway:
                 self.proxy = Proxy(self.runtime, client, self.telemetry)
                 if self.telemetry is not None:
                     await self.telemetry.start(client.session)
+                    self.telemetry.watch_engine(lambda: self.runtime.engine)
                 # Load the BPE tables off the event loop (the Rust call releases the GIL), so
                 # the first stream without provider usage does not pay ~0.5 s for them.
                 warm = asyncio.ensure_future(asyncio.to_thread(_warm_tokenizers, self.runtime))
                 if self.config_path:
-                    watch = watch_config(self.config_path, lambda: self.runtime, self.swap)
+                    watch = watch_config(
+                        self.config_path, lambda: self.runtime, self.swap, rejected=self._rejected
+                    )
                     watcher = asyncio.ensure_future(watch)
                 if self.runtime.settings.state_backend == "redis":
                     # Limits shared across replicas: a background sync with Redis, never on
@@ -183,6 +193,12 @@ class Gateway:
                     await client.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def _timing(started: float) -> tuple[bytes, bytes]:
+    """Server-Timing of a response made by the gateway alone (no model, no guardrail)."""
+    ms = (perf_counter() - started) * 1000
+    return b"server-timing", f"gateway;dur={ms:.3f}, total;dur={ms:.3f}".encode()
 
 
 def _warm_tokenizers(runtime: Runtime) -> None:

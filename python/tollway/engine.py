@@ -24,6 +24,7 @@ from tollway._core import (
     GuardrailInfo,
     Guardrails,
     Key,
+    MetricsEncoder,
     Outcome,
     Settings,
     SpanEncoder,
@@ -35,6 +36,7 @@ from tollway._core import (
     drain_deltas,
     monotonic_ms,
     set_share,
+    telemetry_defaults,
     warm_tokenizer,
 )
 from tollway.config import ConfigError, load_documents
@@ -51,6 +53,7 @@ __all__ = [
     "GuardrailInfo",
     "Guardrails",
     "Key",
+    "MetricsEncoder",
     "Outcome",
     "PlanInfo",
     "Runtime",
@@ -68,6 +71,7 @@ __all__ = [
     "load_runtime",
     "monotonic_ms",
     "set_share",
+    "telemetry_defaults",
     "warm_tokenizer",
 ]
 

@@ -25,8 +25,10 @@ async def watch_config(
     current: Callable[[], Runtime],
     swap: Callable[[Runtime], None],
     interval_s: float = 1.0,
+    rejected: Callable[[], None] | None = None,
 ) -> None:
-    """Polls `path` every `interval_s` (well inside the 5 s promise) until cancelled."""
+    """Polls `path` every `interval_s` (well inside the 5 s promise) until cancelled;
+    `rejected` is called once for each invalid change (llm_gateway_config_parsing_failures)."""
     seen = await asyncio.to_thread(config_fingerprint, path)
     while True:
         await asyncio.sleep(interval_s)
@@ -42,6 +44,10 @@ async def watch_config(
                 path,
                 "\n  ".join(e.errors),
             )
+            if rejected is not None:
+                rejected()
             continue
         swap(runtime)
         log.info("config reloaded from %s", path)
+        for warning in runtime.engine.warnings:
+            log.warning("config warning: %s", warning)

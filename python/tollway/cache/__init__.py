@@ -129,6 +129,7 @@ class Capture:
     keeps the body messages for the store."""
 
     __slots__ = (
+        "cache",
         "chunks",
         "content_type",
         "record",
@@ -137,10 +138,13 @@ class Capture:
         "size",
         "status",
         "tag",
+        "turn",
     )
 
-    def __init__(self, send: Send, turn: Turn) -> None:
+    def __init__(self, send: Send, turn: Turn, cache: ResponseCache) -> None:
         self.send = send
+        self.turn = turn
+        self.cache = cache
         self.record = turn.key is not None
         self.tag = _MISS if self.record else _BYPASS
         self.status = 0
@@ -164,3 +168,7 @@ class Capture:
                 self.chunks.append(body)
                 self.size += len(body)
         await self.send(message)
+
+    def keep(self, log: RequestLog) -> None:
+        """Stores the answer (see `ResponseCache.keep`)."""
+        self.cache.keep(self.turn, self, log)

@@ -45,7 +45,7 @@ class GuardPlan:
     output_validate: list[int] = field(default_factory=list)
     # Output webhooks: the OpenAI-shaped answer is POSTed whole (non-streamed answers).
     output_hooks: list[int] = field(default_factory=list)
-    # Every run, for spans and llm_guardrail_* metrics (shared with the request's log).
+    # Every run, for spans and llm_gateway_guardrails_* metrics (shared with the request's log).
     runs: list[GuardrailRun] = field(default_factory=list)
 
     def ran(
@@ -127,14 +127,14 @@ async def mutate_input(
         info = plan.infos[gid]
         t0 = now_ns()
         if info.kind == "webhook":
-            result = await _webhook(info, req, "input", session)
+            result, errored = await _webhook(info, req, "input", session)
             if isinstance(result, GatewayError):
-                plan.ran(gid, "input", "block", t0)
+                plan.ran(gid, "input", "error" if errored else "block", t0)
                 raise result
             if isinstance(result, dict):
                 req.clear()
                 req.update(result)
-            plan.ran(gid, "input", "mutate" if result else "pass", t0)
+            plan.ran(gid, "input", "error" if errored else "mutate" if result else "pass", t0)
             continue
         found: list[str] = []
         for container, key in _texts(req.get("messages")):
@@ -177,9 +177,10 @@ async def validate_input(
     results = await asyncio.gather(
         *(_webhook(plan.infos[g], req, "input", session) for g in webhooks)
     )
-    for gid, result in zip(webhooks, results, strict=True):
-        plan.ran(gid, "input", "block" if isinstance(result, GatewayError) else "pass", t0)
-    for result in results:
+    for gid, (result, errored) in zip(webhooks, results, strict=True):
+        blocks = isinstance(result, GatewayError)
+        plan.ran(gid, "input", "error" if errored else "block" if blocks else "pass", t0)
+    for result, _ in results:
         if isinstance(result, GatewayError):
             return result
     return None
@@ -190,10 +191,11 @@ async def _webhook(
     payload: dict[str, Any],
     phase: Literal["input", "output"],
     session: aiohttp.ClientSession | None,
-) -> GatewayError | dict[str, Any] | None:
-    """A block, the transformed body, or None (pass, or an error the strategy lets through)."""
+) -> tuple[GatewayError | dict[str, Any] | None, bool]:
+    """(a block, the transformed body, or None for a pass or an error the strategy lets
+    through; whether the webhook itself failed - counted as `error`, never as a pass)."""
     if session is None or info.url is None:
-        return None
+        return None, False
     result = await call_webhook(
         session,
         name=info.name,
@@ -204,10 +206,11 @@ async def _webhook(
         phase=phase,
         headers=info.headers,
     )
+    errored = result.error is not None
     if result.verdict.blocks:
-        return blocked(info, [])
+        return blocked(info, []), errored
     transformed = result.transformed
-    return transformed if isinstance(transformed, dict) else None
+    return (transformed if isinstance(transformed, dict) else None), errored
 
 
 def guard_output(plan: GuardPlan, payload: bytes) -> bytes | GatewayError:
@@ -260,12 +263,12 @@ async def webhook_output(
     for gid in plan.output_hooks:
         info = plan.infos[gid]
         t0 = now_ns()
-        result = await _webhook(info, answer, "output", session)
+        result, errored = await _webhook(info, answer, "output", session)
         if isinstance(result, GatewayError):
-            plan.ran(gid, "output", "block", t0)
+            plan.ran(gid, "output", "error" if errored else "block", t0)
             return result
         mutated = isinstance(result, dict) and info.operation == "mutate"
         if mutated:
             answer, changed = result, True
-        plan.ran(gid, "output", "mutate" if mutated else "pass", t0)
+        plan.ran(gid, "output", "error" if errored else "mutate" if mutated else "pass", t0)
     return _encode(answer) if changed else payload

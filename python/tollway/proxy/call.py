@@ -44,6 +44,7 @@ from tollway.proxy.responses import (
     retry_after_s,
 )
 from tollway.proxy.stream import start_stream
+from tollway.proxy.timing import server_timing
 from tollway.telemetry.observe import AttemptLog, RequestLog
 from tollway.upstream import UpstreamError, UpstreamResponse
 
@@ -54,6 +55,8 @@ if TYPE_CHECKING:
 __all__ = ["CANCELLED", "Call"]
 
 _SSE_HEADERS = ((b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"))
+# A streamed answer in a trace (exclude_request_data: false) keeps at most this much text.
+_MAX_TRACED_TEXT = 32 * 1024
 
 
 class Call:
@@ -218,6 +221,8 @@ class Call:
                 log.ttft_ms, log.itl_mean_ms = meter.ttft_ms, meter.itl_mean_ms
                 log.itl_max_ms, log.response_id = meter.itl_max_ms, meter.response_id or ""
                 log.finish_reasons = [meter.finish_reason] if meter.finish_reason else []
+                if self.capture_content:
+                    log.output_text = meter.text(_MAX_TRACED_TEXT)  # what the client was sent
 
     def _cancel_marker(self) -> None:
         attempts = self.log.attempts
@@ -272,7 +277,6 @@ class Call:
 
     async def _attempts(self) -> None:
         rt = self.rt
-        admitted = perf_counter()
         failed: Failed | GatewayError | None = None
         for i, pid in enumerate(self.adm.plans):
             plan = rt.plans[pid]
@@ -303,7 +307,7 @@ class Call:
                     break
                 if resp.status < 300:
                     if not self.stream:
-                        await self._respond(resp, plan, admitted)
+                        await self._respond(resp, plan)
                         return
                     started = await start_stream(self, resp, plan, t0)
                     if started is None:
@@ -342,13 +346,14 @@ class Call:
 
     async def _fail(self, failed: Failed, plan: PlanInfo) -> None:
         await self.gate()
-        headers = self.headers(plan, [JSON, *failed.headers])
+        timing = (b"server-timing", server_timing(self.started, self.log))
+        headers = self.headers(plan, [JSON, *failed.headers, timing])
         self.log.status = failed.status
         start = {"type": "http.response.start", "status": failed.status, "headers": headers}
         await self.send(start)
         await self.send({"type": "http.response.body", "body": failed.body, "more_body": False})
 
-    async def _respond(self, resp: UpstreamResponse, plan: PlanInfo, admitted: float) -> None:
+    async def _respond(self, resp: UpstreamResponse, plan: PlanInfo) -> None:
         up = plan.upstream
         try:
             payload = await resp.read()
@@ -370,7 +375,6 @@ class Call:
                 self.end(plan, resp.status, 0)
                 raise hooked
             payload = hooked
-        done = perf_counter()
         if self.capture_content:
             self.log.output_text = first_message(payload)
         ingress = self.ingress
@@ -380,12 +384,8 @@ class Call:
             payload = ingress.answer(payload, upstream if payload is translated else None, up)
         self.log.response_id, self.log.response_model, self.log.finish_reasons = rid, model, reasons
         self.end(plan, resp.status, self.usage[2])
-        timing = (
-            f"auth;dur={(admitted - self.started) * 1000:.3f}, "
-            f"model;dur={(done - admitted) * 1000:.3f}, "
-            f"total;dur={(done - self.started) * 1000:.3f}"
-        )
-        headers = self.headers(plan, [JSON, (b"server-timing", timing.encode())])
+        timing = server_timing(self.started, self.log)
+        headers = self.headers(plan, [JSON, (b"server-timing", timing)])
         self.log.status = resp.status
         await self.send({"type": "http.response.start", "status": resp.status, "headers": headers})
         await self.send({"type": "http.response.body", "body": payload, "more_body": False})

@@ -31,6 +31,7 @@ from tollway.ingress.responses import (
     validate_responses,
 )
 from tollway.proxy.call import CANCELLED, Call
+from tollway.proxy.timing import server_timing
 from tollway.telemetry import Telemetry, now_ns
 from tollway.telemetry.observe import RequestLog, build_record
 from tollway.upstream import UpstreamClient
@@ -106,6 +107,17 @@ def _positive_ms(raw: bytes, header: str) -> int:
     return ms
 
 
+def _parse(body: bytes, endpoint: Endpoint) -> tuple[dict[str, Any], Ingress | None]:
+    """The chat-shaped request, and the other client API it came in by (if any)."""
+    if endpoint == "messages":
+        native = validate_messages(body)
+        req, lossy = to_chat_request(native)
+        return req, AnthropicIngress(native, lossy)
+    if endpoint == "responses":
+        return validate_responses(body), ResponsesIngress()
+    return _validate(body, endpoint), None
+
+
 def _reply_headers(head: RequestHead, adm: Admission) -> list[tuple[bytes, bytes]]:
     headers = [(b"x-request-id", head.request_id)]
     if adm.applied:
@@ -159,7 +171,6 @@ class Proxy:
         if endpoint == "messages":
             send = AnthropicSend(send)
             adopt_api_key(head, scope["headers"])
-        ingress: Ingress | None = None
         rt = self.runtime
         log = RequestLog(scope["path"], now_ns())
         req: dict[str, Any] | None = None
@@ -171,14 +182,7 @@ class Proxy:
                 assert isinstance(denial, Denial)
                 raise GatewayError.from_denial(denial)
             body = await read_body(receive, rt.settings.max_body_bytes, head.content_length)
-            if endpoint == "messages":
-                native = validate_messages(body)
-                req, lossy = to_chat_request(native)
-                ingress = AnthropicIngress(native, lossy)
-            elif endpoint == "responses":
-                req, ingress = validate_responses(body), ResponsesIngress()
-            else:
-                req = _validate(body, endpoint)
+            req, ingress = _parse(body, endpoint)
             timeouts = self._timeouts(head)
             adm = rt.engine.admit(head.authorization, req["model"], head.metadata, head.guardrails)
             if isinstance(adm, Denial):
@@ -187,7 +191,7 @@ class Proxy:
             if rt.guardrails is not None:
                 guard = plan_for(rt.guardrails, rt.guard_infos, adm, log.guardrails)
             session = getattr(self.client, "session", None)
-            capture = cache = turn = None
+            capture = None
             if head.cache_config is not None or rt.engine.cache_rules:
                 cache = self._cache(rt)
                 turn = await cache.begin(rt, adm, head.cache_config, endpoint, body)
@@ -195,7 +199,7 @@ class Proxy:
                     await cache.replay(turn, send, _reply_headers(head, adm), log)
                     log.cost_usd = rt.engine.settle(adm, [], (0, 0, 0))
                     return
-                send = capture = Capture(send, turn)
+                send = capture = Capture(send, turn, cache)
             call = Call(
                 self.client,
                 rt,
@@ -218,14 +222,18 @@ class Proxy:
                 await _race_disconnect(call.run(), receive, req["model"])
             else:
                 await call.run()
-            if capture is not None and cache is not None and turn is not None:
-                cache.keep(turn, capture, log)
+            if capture is not None:
+                capture.keep(log)
             if endpoint == "responses" and log.response_id and log.attempts:
                 self.responses.remember(log.response_id, log.attempts[-1].plan.upstream.name)
         except GatewayError as e:
             log.status, log.error_type = e.status, e.code or e.error_type
             if e.status != CANCELLED:
-                await send_error(send, e, head.request_id)
+                extra = [(b"server-timing", server_timing(started, log))]
+                if isinstance(adm, Admission) and adm.applied:
+                    # A refusal after admission (guardrail, upstream): the rules that applied.
+                    extra.append((b"x-tfy-applied-configurations", adm.applied.encode()))
+                await send_error(send, e, head.request_id, extra)
         finally:
             if self.telemetry is not None:
                 self.telemetry.record(
@@ -238,6 +246,7 @@ class Proxy:
                         adm,
                         head.traceparent,
                         self.telemetry.capture_content,
+                        self.telemetry.tracing,
                     )
                 )
 

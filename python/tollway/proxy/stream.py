@@ -15,6 +15,7 @@ from tollway.errors import GatewayError
 from tollway.guardrails.request import GuardPlan
 from tollway.guardrails.stream import StreamGuard
 from tollway.proxy.responses import CANCELLED, OUTCOME, elapsed_ms
+from tollway.proxy.timing import server_timing
 from tollway.telemetry import now_ns
 from tollway.telemetry.observe import RequestLog
 from tollway.upstream import UpstreamError, UpstreamResponse
@@ -37,6 +38,7 @@ class StreamHost(Protocol):
     log: RequestLog
     # Another client API (`/v1/messages`, `/v1/responses`): it picks the stream format.
     ingress: Ingress | None
+    started: float
 
     def end(self, plan: PlanInfo, outcome: int, tokens: int) -> None: ...
 
@@ -84,7 +86,7 @@ async def start_stream(
     )
     call.meter = meter
     try:
-        await relay(call, resp, chunks, first, meter, plan)
+        await relay(call, resp, chunks, first, meter, plan, t0)
     finally:
         resp.close()
     return None
@@ -97,9 +99,11 @@ async def relay(
     first: bytes,
     meter: SseMeter,
     plan: PlanInfo,
+    t0: float,
 ) -> None:
     send = call.send
-    headers = call.headers(plan, list(_SSE_HEADERS))
+    timing = (b"server-timing", server_timing(call.started, call.log, ttfb_from=t0))
+    headers = call.headers(plan, [*_SSE_HEADERS, timing])
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     guard = StreamGuard(call.guard) if call.guard is not None and call.guard.output else None
     guard_start = now_ns()

@@ -15,6 +15,8 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -23,8 +25,12 @@ import msgspec
 from tollway.engine import SpanEncoder
 from tollway.telemetry.accesslog import AccessLog
 from tollway.telemetry.metrics import MetricsStore
+from tollway.telemetry.otlp_metrics import MetricsPusher
 from tollway.telemetry.record import Record
 from tollway.telemetry.settings import TelemetrySettings
+
+if TYPE_CHECKING:
+    from tollway.engine import Engine
 
 __all__ = ["Telemetry"]
 
@@ -41,6 +47,10 @@ _INTAKE_MIN = 16_384
 
 # Records folded into metrics and the access log between two yields to the event loop.
 _INTAKE_SLICE = 64
+# Budget spend gauges: refreshed this often for other workers' scrapes (and on each scrape).
+_GAUGE_PERIOD_S = 5.0
+# Entities per budget rule in the spend gauges (largest spend first).
+_BUDGET_SERIES = 200
 
 
 class Telemetry:
@@ -59,12 +69,21 @@ class Telemetry:
     ) -> None:
         self.settings = settings
         tracing = settings.traces_endpoint is not None
-        # The request path reads this to decide whether to put prompt/completion in the record.
+        # The request path reads these to decide what to put in the record.
+        self.tracing = tracing
         self.capture_content = tracing and not settings.exclude_request_data
         self.metrics = MetricsStore(
             settings.metadata_logging_keys, settings.metadata_value_cap, metrics_dir
         )
         self.access_log = AccessLog(access_log_level)
+        self._pusher = (
+            MetricsPusher(settings, self.metrics, metrics_dir, self._intake)
+            if settings.metrics_endpoint is not None
+            else None
+        )
+        # The current engine, for budget spend and crossings (set by the app; None in tests).
+        self._engine: Callable[[], Engine] | None = None
+        self._gauges_at = 0.0
         self._encoder = (
             SpanEncoder(
                 settings.service_name,
@@ -117,6 +136,13 @@ class Telemetry:
         self._tasks = [asyncio.create_task(self._intake_loop(), name="telemetry-intake")]
         if self._encoder is not None:
             self._tasks.append(asyncio.create_task(self._send_loop(), name="telemetry-export"))
+        if self._pusher is not None:
+            push = self._pusher.run(session)
+            self._tasks.append(asyncio.create_task(push, name="telemetry-metrics-push"))
+
+    def watch_engine(self, current: Callable[[], Engine]) -> None:
+        """Reads budget spend (gauges) and limit crossings (logged) from `current()`."""
+        self._engine = current
 
     async def stop(self, timeout_s: float = 5.0) -> None:
         """Processes what is queued and flushes spans for at most `timeout_s`; the rest is
@@ -141,12 +167,39 @@ class Telemetry:
             self._backlog.clear()
             self._drop(self._inflight, "shutdown")
             self._inflight = []
+        if self._pusher is not None and self._session is not None:
+            await self._pusher.final_push(self._session, timeout_s)
         self.metrics.flush()
 
     async def render(self) -> bytes:
         """Prometheus text (content type `metrics.CONTENT_TYPE`) summed over all workers."""
         await self._intake()  # a scrape sees this worker's requests up to now
+        self._budgets(gauges=True)
         return self.metrics.render()
+
+    def _budgets(self, gauges: bool) -> None:
+        """Logs budget limits crossed since the last call; refreshes the spend gauges."""
+        if self._engine is None:
+            return
+        engine = self._engine()
+        for rule, entity, spent, limit, audit in engine.budget_crossings():
+            _log.warning(
+                "budget rule %r: %s reached its limit ($%s of $%s)%s",
+                rule,
+                entity or "everyone",
+                usd(spent),
+                usd(limit),
+                " - audit mode, requests still pass" if audit else "",
+            )
+        if not gauges:
+            return
+        spend: dict[tuple[str, ...], float] = {}
+        limits: dict[tuple[str, ...], float] = {}
+        for rule, entity, spent, limit, _ in engine.budget_spend(_BUDGET_SERIES):
+            spend[(rule, entity)] = spent
+            limits[(rule, entity)] = limit
+        self.metrics.set_gauges("llm_gateway_budget_spend_usd", spend)
+        self.metrics.set_gauges("llm_gateway_budget_limit_usd", limits)
 
     # -- background ---------------------------------------------------------------------------
 
@@ -158,7 +211,14 @@ class Telemetry:
                         self.spans_dropped_at_queue)  # fmt: skip
             self.spans_dropped += self.spans_dropped_at_queue
             self.spans_dropped_at_queue = 0
+        now = time.monotonic()
+        refresh = now - self._gauges_at >= _GAUGE_PERIOD_S
+        if refresh:
+            self._gauges_at = now
+        self._budgets(gauges=refresh)
         if not records:
+            if refresh:
+                metrics.flush()
             return
         # In slices, yielding between them: this runs on the request path's CPU, and a second's
         # worth of records folded in one go would stall every request arriving meanwhile.
@@ -263,3 +323,8 @@ class Telemetry:
 def now_ns() -> int:
     """Wall-clock nanoseconds, the time base of `Record`/`Attempt` start and end."""
     return time.time_ns()
+
+
+def usd(x: float) -> str:
+    """Dollars with the digits small amounts need (`1.20`, `0.000012`)."""
+    return f"{x:.2f}" if x == 0 or abs(x) >= 1 else f"{x:.10f}".rstrip("0").ljust(4, "0")

@@ -4,11 +4,17 @@ Each worker updates plain dicts from the telemetry records in the background tas
 per-request prometheus_client calls) and, when a directory is configured, writes a snapshot of
 its totals there after each batch. A scrape on any worker sums every worker's snapshot (its own
 from memory), so one scrape sees all Granian workers; the text format is prometheus_client's.
+
+Names are TrueFoundry's (`llm_gateway_input_tokens`, ...), so its dashboards work unchanged. The
+families it documents without `_total` are exposed as `untyped`: a `counter` without the suffix
+is what Prometheus stores under that exact name, but OpenMetrics-minded parsers (prometheus_client's
+among them) rename its samples to `<name>_total`, which is not the series a dashboard queries.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
@@ -16,13 +22,21 @@ from pathlib import Path
 
 import msgspec
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+    UnknownMetricFamily,
+)
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from tollway.telemetry.record import Record
 
-__all__ = ["CONTENT_TYPE", "MetricsStore"]
+_log = logging.getLogger("tollway.telemetry")
+
+__all__ = ["CONTENT_TYPE", "FAMILIES", "HISTOGRAMS", "MetricsStore"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -31,37 +45,60 @@ _LATENCY_MS = (5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.
 _ITL_MS = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0)
 
 _BASE = ("model_name", "target", "username")
-_FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
-    # name: (help, label names after the base ones; "+meta" adds the metadata labels)
-    "llm_gateway_requests_total": ("Gateway requests by final status.", ("status", "+meta")),
-    "llm_gateway_input_tokens_total": ("Input (prompt) tokens charged.", ("+meta",)),
-    "llm_gateway_output_tokens_total": ("Output (completion) tokens charged.", ("+meta",)),
-    "llm_gateway_request_cost_total": ("Cost of upstream calls in USD.", ("+meta",)),
-    "llm_gateway_request_model_inference_failure_total": (
-        "Failed upstream attempts by status and error type.",
-        ("status", "error_type"),
+# name: (kind, help, label names; "+base" the base labels, "+meta" the metadata labels).
+# kind: "sum" (a counter exposed untyped under its exact name), "counter" (`_total`), "gauge".
+FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "llm_gateway_requests_total": ("counter", "Gateway requests by final status.",
+                                   ("+base", "status", "+meta")),
+    "llm_gateway_input_tokens": ("sum", "Input (prompt) tokens charged.", ("+base", "+meta")),
+    "llm_gateway_output_tokens": ("sum", "Output (completion) tokens charged.",
+                                  ("+base", "+meta")),
+    "llm_gateway_request_cost": ("sum", "Cost of upstream calls in USD.", ("+base", "+meta")),
+    "llm_gateway_request_model_inference_failure": (
+        "sum", "Failed upstream attempts by status and error type.",
+        ("+base", "status", "error_type"),
     ),
+    "llm_gateway_config_parsing_failures": ("sum", "Config changes rejected on reload.", ()),
+    "llm_gateway_rate_limit_requests_total": ("counter", "Rate-limit decisions.",
+                                              ("rule", "result")),
+    "llm_gateway_budget_requests_total": (
+        "counter", "Budget decisions (allowed, blocked, over_limit_audit).", ("rule", "result"),
+    ),
+    "llm_gateway_load_balanced_requests_total": ("counter", "Requests routed by a rule.",
+                                                 ("rule", "target")),
+    "llm_gateway_fallback_requests_total": ("counter", "Attempts on a fallback target.",
+                                            ("rule", "target")),
+    "llm_gateway_guardrails_requests_total": (
+        "counter", "Guardrail runs by result (pass, flag, mutate, block, error).",
+        ("guardrail", "phase", "result"),
+    ),
+    "llm_gateway_span_export_total": ("counter", "Spans accepted by the OTLP collector.", ()),
+    "llm_gateway_span_dropped_total": ("counter", "Spans not exported, by reason.", ("reason",)),
+    "llm_gateway_metrics_export_total": ("counter", "OTLP metrics pushes, by result.",
+                                         ("result",)),
+    "llm_gateway_state_sync_total": ("counter", "Background syncs with Redis, by result.",
+                                     ("result",)),
+    "llm_gateway_state_sync_outages_total": ("counter", "Times Redis became unreachable.", ()),
+    "llm_gateway_cache_hits_total": ("counter", "Requests answered from the response cache.",
+                                     ("rule",)),
+    "llm_gateway_cache_misses_total": ("counter", "Cached requests not found in the cache.",
+                                       ("rule",)),
+    "llm_gateway_cache_saved_cost_total": ("counter", "USD not spent thanks to cache hits.",
+                                           ("rule",)),
+    "llm_gateway_cache_errors_total": ("counter", "Cache store failures, by reason.",
+                                       ("reason",)),
+    "llm_gateway_budget_spend_usd": ("gauge", "Spend this period by budget rule and entity.",
+                                     ("rule", "entity")),
+    "llm_gateway_budget_limit_usd": ("gauge", "Limit of the budget rule for the entity.",
+                                     ("rule", "entity")),
+}  # fmt: skip
+_GAUGES = tuple(n for n, (kind, _, _) in FAMILIES.items() if kind == "gauge")
+HISTOGRAMS: dict[str, tuple[str, tuple[float, ...]]] = {
+    "llm_gateway_request_processing_ms": ("Request latency in ms.", _LATENCY_MS),
+    "llm_gateway_first_token_latency_ms": ("Time to first token in ms (streams).", _LATENCY_MS),
+    "llm_gateway_inter_token_latency_ms": ("Mean inter-token latency in ms (streams).", _ITL_MS),
 }
-_PLAIN: dict[str, tuple[str, tuple[str, ...]]] = {
-    "llm_gateway_rate_limit_requests_total": ("Rate-limit decisions.", ("rule", "result")),
-    "llm_gateway_budget_requests_total": ("Budget decisions.", ("rule", "result")),
-    "llm_gateway_load_balanced_requests_total": ("Requests routed by a rule.", ("rule", "target")),
-    "llm_gateway_fallback_requests_total": ("Attempts on a fallback target.", ("rule", "target")),
-    "llm_gateway_span_export_total": ("Spans accepted by the OTLP collector.", ()),
-    "llm_gateway_state_sync_total": ("Background syncs with Redis, by result.", ("result",)),
-    "llm_gateway_state_sync_outages_total": ("Times Redis became unreachable.", ()),
-    "llm_guardrail_requests_total": ("Guardrail runs by result.", ("guardrail", "phase", "result")),
-    "llm_gateway_span_dropped_total": ("Spans not exported, by reason.", ("reason",)),
-    "llm_gateway_cache_hits_total": ("Requests answered from the response cache.", ("rule",)),
-    "llm_gateway_cache_misses_total": ("Cached requests not found in the cache.", ("rule",)),
-    "llm_gateway_cache_saved_cost_total": ("USD not spent thanks to cache hits.", ("rule",)),
-    "llm_gateway_cache_errors_total": ("Cache store failures, by reason.", ("reason",)),
-}
-_HISTOGRAMS: dict[str, tuple[str, tuple[str, ...], tuple[float, ...]]] = {
-    "llm_gateway_request_processing_ms": ("Request latency in ms.", ("+meta",), _LATENCY_MS),
-    "llm_gateway_first_token_latency_ms": ("Time to first token in ms.", (), _LATENCY_MS),
-    "llm_gateway_inter_token_latency_ms": ("Mean inter-token latency in ms.", (), _ITL_MS),
-}
+_HIST_LABELS = ("+base", "+meta")
 
 Counts = dict[str, dict[tuple[str, ...], float]]
 # Per label set: non-cumulative bucket counts (+Inf last), then the sum.
@@ -71,6 +108,7 @@ Hists = dict[str, dict[tuple[str, ...], list[float]]]
 class _Snapshot(msgspec.Struct, array_like=True):
     counters: dict[str, list[tuple[list[str], float]]]
     histograms: dict[str, list[tuple[list[str], list[float]]]]
+    gauges: dict[str, list[tuple[list[str], float]]] = {}
 
 
 class MetricsStore:
@@ -83,11 +121,14 @@ class MetricsStore:
         self._meta_labels = tuple(f"llm_gateway_metadata_{k}" for k in self._meta_keys)
         self._cap = value_cap
         self._seen: list[set[str]] = [set() for _ in self._meta_keys]
-        self._counters: Counts = {name: {} for name in (*_FAMILIES, *_PLAIN)}
-        self._hists: Hists = {name: {} for name in _HISTOGRAMS}
+        self._counters: Counts = {n: {} for n, f in FAMILIES.items() if f[0] != "gauge"}
+        self._gauges: Counts = {n: {} for n in _GAUGES}
+        self._hists: Hists = {name: {} for name in HISTOGRAMS}
         self._dir = Path(directory) if directory else None
         self._file = self._dir / f"worker-{os.getpid()}.msgpack" if self._dir else None
         self._dirty = False
+        # Guardrails whose last run was an error: an outage is logged when it starts and ends.
+        self.failing_guardrails: set[str] = set()
 
     def _meta(self, metadata: dict[str, str]) -> tuple[str, ...]:
         out = []
@@ -107,9 +148,15 @@ class MetricsStore:
         series[labels] = series.get(labels, 0.0) + value
         self._dirty = True
 
+    def set_gauges(self, name: str, values: dict[tuple[str, ...], float]) -> None:
+        """Replaces a gauge family's series (e.g. budget spend, read from the engine)."""
+        if self._gauges[name] != values:
+            self._gauges[name] = values
+            self._dirty = True
+
     def _hist(self, name: str, labels: tuple[str, ...], value: float) -> None:
         series = self._hists[name]
-        buckets = _HISTOGRAMS[name][2]
+        buckets = HISTOGRAMS[name][1]
         row = series.get(labels)
         if row is None:
             row = series[labels] = [0.0] * (len(buckets) + 2)
@@ -128,19 +175,18 @@ class MetricsStore:
         for at in rec.attempts:
             labels = (rec.model, at.target, rec.subject, *meta)
             if at.input_tokens:
-                add("llm_gateway_input_tokens_total", labels, at.input_tokens)
+                add("llm_gateway_input_tokens", labels, at.input_tokens)
             if at.output_tokens:
-                add("llm_gateway_output_tokens_total", labels, at.output_tokens)
+                add("llm_gateway_output_tokens", labels, at.output_tokens)
             if at.cost_usd:
-                add("llm_gateway_request_cost_total", labels, at.cost_usd)
+                add("llm_gateway_request_cost", labels, at.cost_usd)
             if at.error_type:
                 failure = (rec.model, at.target, rec.subject, str(at.status), at.error_type)
-                add("llm_gateway_request_model_inference_failure_total", failure)
+                add("llm_gateway_request_model_inference_failure", failure)
             if at.ttft_ms is not None:
-                self._hist("llm_gateway_first_token_latency_ms", (rec.model, at.target), at.ttft_ms)
+                self._hist("llm_gateway_first_token_latency_ms", labels, at.ttft_ms)
             if at.itl_mean_ms is not None:
-                self._hist("llm_gateway_inter_token_latency_ms", (rec.model, at.target),
-                           at.itl_mean_ms)  # fmt: skip
+                self._hist("llm_gateway_inter_token_latency_ms", labels, at.itl_mean_ms)
             if at.fallback_reason:
                 add("llm_gateway_fallback_requests_total", (rec.routing_rule, at.target))
         if rec.routing_rule and last:
@@ -150,13 +196,31 @@ class MetricsStore:
         if rec.budget:
             add("llm_gateway_budget_requests_total", rec.budget)
         for g in rec.guardrails:
-            add("llm_guardrail_requests_total", (g.name, g.phase, g.result))
+            add("llm_gateway_guardrails_requests_total", (g.name, g.phase, g.result))
+            self._guardrail_health(g.name, g.result == "error")
         self._dirty = True
 
+    def _guardrail_health(self, name: str, failed: bool) -> None:
+        """Logs a guardrail outage once when it starts and once when it ends."""
+        if failed and name not in self.failing_guardrails:
+            self.failing_guardrails.add(name)
+            _log.warning(
+                "guardrail %r is failing (its provider errors); runs are counted as "
+                'result="error" until it answers again',
+                name,
+            )
+        elif not failed and name in self.failing_guardrails:
+            self.failing_guardrails.discard(name)
+            _log.info("guardrail %r answers again", name)
+
     def _snapshot(self) -> _Snapshot:
+        def rows(d: Counts) -> dict[str, list[tuple[list[str], float]]]:
+            return {n: [(list(k), v) for k, v in s.items()] for n, s in d.items()}
+
         return _Snapshot(
-            counters={n: [(list(k), v) for k, v in s.items()] for n, s in self._counters.items()},
+            counters=rows(self._counters),
             histograms={n: [(list(k), v) for k, v in s.items()] for n, s in self._hists.items()},
+            gauges=rows(self._gauges),
         )
 
     def flush(self) -> None:
@@ -169,8 +233,11 @@ class MetricsStore:
             tmp.write_bytes(msgspec.msgpack.encode(self._snapshot()))
             os.replace(tmp, self._file)
 
-    def _merged(self) -> tuple[Counts, Hists]:
+    def merged(self) -> tuple[Counts, Hists]:
+        """Every worker's totals: counters and histograms summed, gauges the largest view
+        (with a shared state backend every worker sees the same spend)."""
         counters: Counts = {n: dict(s) for n, s in self._counters.items()}
+        counters.update({n: dict(s) for n, s in self._gauges.items()})
         hists: Hists = {n: {k: list(v) for k, v in s.items()} for n, s in self._hists.items()}
         if self._dir is None:
             return counters, hists
@@ -187,6 +254,11 @@ class MetricsStore:
                 for labels, value in rows:
                     key = tuple(labels)
                     target[key] = target.get(key, 0.0) + value
+            for name, rows in snap.gauges.items():
+                target = counters.setdefault(name, {})
+                for labels, value in rows:
+                    key = tuple(labels)
+                    target[key] = max(target.get(key, value), value)
             for name, hrows in snap.histograms.items():
                 htarget = hists.setdefault(name, {})
                 for labels, row in hrows:
@@ -204,24 +276,31 @@ class MetricsStore:
         registry.register(_Collector(self._families()))
         return generate_latest(registry)
 
-    def _label_names(self, extra: tuple[str, ...], base: bool) -> list[str]:
-        names = list(_BASE) if base else []
-        for e in extra:
-            names.extend(self._meta_labels if e == "+meta" else (e,))
+    def label_names(self, spec: tuple[str, ...]) -> list[str]:
+        names: list[str] = []
+        for e in spec:
+            if e == "+base":
+                names.extend(_BASE)
+            elif e == "+meta":
+                names.extend(self._meta_labels)
+            else:
+                names.append(e)
         return names
 
     def _families(self) -> list[Metric]:
-        counters, hists = self._merged()
+        counters, hists = self.merged()
         out: list[Metric] = []
-        for name, (doc, extra) in (*_FAMILIES.items(), *_PLAIN.items()):
-            labels = self._label_names(extra, name in _FAMILIES)
-            fam = CounterMetricFamily(name, doc, labels=labels)
+        kinds = {"sum": UnknownMetricFamily, "counter": CounterMetricFamily,
+                 "gauge": GaugeMetricFamily}  # fmt: skip
+        for name, (kind, doc, spec) in FAMILIES.items():
+            labels = self.label_names(spec)
+            fam = kinds[kind](name, doc, labels=labels)
             for key, value in counters.get(name, {}).items():
                 if len(key) == len(labels):  # snapshots from a differently configured worker
                     fam.add_metric(list(key), value)
             out.append(fam)
-        for name, (doc, extra, bounds) in _HISTOGRAMS.items():
-            labels = self._label_names(extra, True)[: 2 if not extra else None]
+        labels = self.label_names(_HIST_LABELS)
+        for name, (doc, bounds) in HISTOGRAMS.items():
             hfam = HistogramMetricFamily(name, doc, labels=labels)
             for key, row in hists.get(name, {}).items():
                 if len(key) != len(labels) or len(row) != len(bounds) + 2:

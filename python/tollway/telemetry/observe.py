@@ -78,6 +78,7 @@ def build_record(
     adm: Admission | Denial | None,
     traceparent: bytes | None,
     capture_content: bool,
+    tracing: bool = False,
 ) -> Record:
     key_name = subject = ""
     metadata: dict[str, str] = {}
@@ -92,7 +93,8 @@ def build_record(
         rule_ids = [r for r in (routing_id, limit_id, budget_id) if r]
         routing = routing_id or ""
         rate_limit = (limit_id, "allowed") if limit_id else None
-        budget = (budget_id, "allowed") if budget_id else None
+        if budget_id:
+            budget = (budget_id, "over_limit_audit" if adm.budget_over_audit else "allowed")
     elif isinstance(adm, Denial) and adm.key is not None:
         key = rt.keys[adm.key]
         key_name, subject = key.name, key.subject
@@ -156,4 +158,8 @@ def build_record(
         budget=budget,
         routing_rule=routing,
         guardrails=log.guardrails,
+        # Only for the load-balancing span: a list of a few names, and only when tracing.
+        candidates=[rt.plans[p].upstream.name for p in adm.plans]
+        if tracing and routing and isinstance(adm, Admission)
+        else [],
     )

@@ -17,7 +17,7 @@ class Attempt(msgspec.Struct, array_like=True, gc=False, kw_only=True):
     when `Telemetry.capture_content` is true.
     """
 
-    # The field order is the wire order decoded by rust/tollway-core/src/otlp.rs.
+    # The field order is the wire order decoded by rust/tollway-core/src/telemetry/otlp.rs.
     target: str
     provider: str
     request_model: str
@@ -58,7 +58,8 @@ class GuardrailRun(msgspec.Struct, array_like=True, gc=False, kw_only=True):
 
 class Record(msgspec.Struct, array_like=True, gc=False, kw_only=True):
     """One gateway request. `rate_limit`/`budget` are `(rule_id, result)` of the rule that
-    decided (result `"allowed"` or `"blocked"`); `routing_rule` is the load-balancing rule id.
+    decided (result `"allowed"`, `"blocked"`, or for a budget in audit mode that is over its
+    limit `"over_limit_audit"`); `routing_rule` is the load-balancing rule id.
     `traceparent` is the caller's W3C header value, if any. `error_type` names a gateway-side
     failure (e.g. `"rate_limited"`, `"upstream_unavailable"`), empty on success.
     """
@@ -81,3 +82,5 @@ class Record(msgspec.Struct, array_like=True, gc=False, kw_only=True):
     budget: tuple[str, str] | None = None
     routing_rule: str = ""
     guardrails: list[GuardrailRun] = []
+    # The targets the routing rule ordered, first choice first (filled when tracing).
+    candidates: list[str] = []

@@ -215,6 +215,12 @@ impl Admission {
         (g.tool_pre.clone(), g.tool_post.clone())
     }
 
+    /// The deciding budget rule is in audit mode and over its limit (let through, counted).
+    #[getter]
+    fn budget_over_audit(&self) -> bool {
+        self.inner.budget_over_audit
+    }
+
     /// `x-ratelimit-*` response headers when a rate limit applies.
     #[getter]
     fn limit_headers(&self) -> Vec<(&'static str, String)> {
@@ -256,6 +262,17 @@ pub(crate) struct Plan {
 #[pyclass(frozen, module = "tollway._core")]
 pub(crate) struct Engine {
     pub(crate) inner: engine::Engine,
+}
+
+fn spend_rows(
+    rows: Vec<tollway_core::limits::budget::BudgetSpend>,
+) -> Vec<(String, String, f64, f64, bool)> {
+    rows.into_iter()
+        .map(|r| {
+            let (rule, entity) = (r.rule.to_string(), r.entity.to_string());
+            (rule, entity, r.spent_usd, r.limit_usd, r.audit)
+        })
+        .collect()
 }
 
 fn header_str(raw: Option<&[u8]>) -> Option<&str> {
@@ -304,6 +321,18 @@ impl Engine {
 
     fn advance_clock(&self, ms: u64) {
         self.inner.clock.advance(ms);
+    }
+
+    /// `(rule, entity, spent_usd, limit_usd, audit)` of the entities each budget rule knows
+    /// this period, largest spend first, at most `cap` per rule (for metrics).
+    fn budget_spend(&self, cap: usize) -> Vec<(String, String, f64, f64, bool)> {
+        let wall = self.inner.clock.wall_ms();
+        spend_rows(self.inner.budgets.spend_view(wall, cap))
+    }
+
+    /// The same rows for entities whose spend reached the limit since the last call.
+    fn budget_crossings(&self) -> Vec<(String, String, f64, f64, bool)> {
+        spend_rows(self.inner.budgets.take_crossings())
     }
 
     /// Feeds back one request: its attempts `(target, status, latency_ms, output_tokens)`
@@ -484,6 +513,16 @@ impl Engine {
                 name: k.name.clone(),
                 subject: k.subject.clone(),
             })
+            .collect()
+    }
+
+    /// Valid but surely not meant: `"<source>: <path>: <message>"`, one per finding.
+    #[getter]
+    fn warnings(&self) -> Vec<String> {
+        self.inner
+            .warnings
+            .iter()
+            .map(ToString::to_string)
             .collect()
     }
 }

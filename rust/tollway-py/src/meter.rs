@@ -165,6 +165,17 @@ impl SseMeter {
     fn response_id(&self) -> Option<&str> {
         self.inner.response_id()
     }
+
+    /// The answer's text as streamed (content, refusal, tool calls), at most `limit` bytes
+    /// cut at a character boundary; for traces that keep request data.
+    fn text(&self, limit: usize) -> &str {
+        let t = self.inner.text();
+        let mut end = t.len().min(limit);
+        while !t.is_char_boundary(end) {
+            end -= 1;
+        }
+        &t[..end]
+    }
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

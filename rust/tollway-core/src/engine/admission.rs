@@ -84,6 +84,8 @@ pub struct Admission {
     /// What the selected metadata-validation guardrails found (by id; only those that flag):
     /// decided here, where the merged metadata is, so it never crosses to Python and back.
     pub metadata_violations: Vec<(GuardrailId, Vec<String>)>,
+    /// The deciding budget rule is in audit mode and its spend is over the limit.
+    pub budget_over_audit: bool,
 }
 
 /// What `settle` learns from one upstream attempt.
@@ -104,6 +106,15 @@ pub struct Usage {
     /// Prompt tokens written to the provider's cache (part of `input_tokens`).
     pub cache_write_tokens: u64,
     pub output_tokens: u64,
+}
+
+/// `x-tfy-applied-configurations`: the applied rule ids by kind, as a JSON object.
+fn applied_json(applied: Vec<(&str, &str)>) -> String {
+    let map: serde_json::Map<String, serde_json::Value> = applied
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.into()))
+        .collect();
+    serde_json::Value::Object(map).to_string()
 }
 
 impl Engine {
@@ -165,17 +176,27 @@ impl Engine {
             })?,
             None => Vec::new(),
         };
-        let Some(&model_id) = self.model_ids.get(model) else {
-            let msg = format!("The model '{}' does not exist", shorten(model, 100));
-            return Err(Denial::model(
-                404,
-                "invalid_request_error",
-                "model_not_found",
-                msg,
-            ));
+        let model_id = self.model_ids.get(model).copied();
+        let metadata = metadata::merge(request_meta, &key.metadata);
+        let facts = RequestFacts {
+            subject: &key.subject,
+            model,
+            metadata: &metadata,
         };
-        if !key.allowed[model_id as usize] {
-            let msg = format!("This key may not use the model '{}'", shorten(model, 100));
+        let matched = self.routing_rule(model_id, &facts);
+        // Messages are built only on refusal: nothing is allocated for an admitted request.
+        let name = || shorten(model, 100);
+        let not_found =
+            |msg: String| Denial::model(404, "invalid_request_error", "model_not_found", msg);
+        if model_id.is_none() && matched.is_none() {
+            return Err(not_found(format!("The model '{}' does not exist", name())));
+        }
+        let allowed = match model_id {
+            Some(id) => key.allowed[id as usize],
+            None => key.allowed_globs.is_match(model),
+        };
+        if !allowed {
+            let msg = format!("This key may not use the model '{}'", name());
             return Err(Denial::model(
                 403,
                 "permission_error",
@@ -183,36 +204,20 @@ impl Engine {
                 msg,
             ));
         }
-        let metadata = metadata::merge(request_meta, &key.metadata);
-        let facts = RequestFacts {
-            subject: &key.subject,
-            model,
-            metadata: &metadata,
-        };
-        let matched = self.rules_by_model[model_id as usize]
-            .iter()
-            .copied()
-            .find(|&r| self.rules[r as usize].when.matches(&facts));
-        let plans = match matched {
-            Some(r) => routing::order(
+        let plans = match (matched, model_id) {
+            (Some(r), _) => routing::order(
                 &self.rules[r as usize],
                 &self.plans,
                 &self.states,
                 &self.clock,
                 &self.rng,
             ),
-            None if (model_id as usize) < self.targets.len() => vec![model_id],
-            None => {
-                let msg = format!(
+            (None, Some(id)) if (id as usize) < self.targets.len() => vec![id],
+            (None, _) => {
+                return Err(not_found(format!(
                     "No routing rule for the virtual model '{}' matches this request",
-                    shorten(model, 100)
-                );
-                return Err(Denial::model(
-                    404,
-                    "invalid_request_error",
-                    "model_not_found",
-                    msg,
-                ));
+                    name()
+                )))
             }
         };
         let guardrails = self
@@ -243,7 +248,10 @@ impl Engine {
         }
         if !budget.allowed {
             return Err(Denial {
-                headers: vec![("retry-after", budget.reset_s.to_string())],
+                headers: vec![
+                    ("retry-after", budget.reset_s.to_string()),
+                    ("x-tfy-applied-configurations", applied_json(applied)),
+                ],
                 rule_id: budget.rule.map(|r| self.budgets.rule_id(r).to_owned()),
                 ..Denial::new(
                     429,
@@ -258,8 +266,10 @@ impl Engine {
             applied.push(("rate_limiting", self.rate_limiter.rule_id(r)));
         }
         if !limit.allowed {
+            let mut headers = limit.headers();
+            headers.push(("x-tfy-applied-configurations", applied_json(applied)));
             return Err(Denial {
-                headers: limit.headers(),
+                headers,
                 rule_id: limit.rule.map(|r| self.rate_limiter.rule_id(r).to_owned()),
                 ..Denial::new(
                     429,
@@ -281,11 +291,7 @@ impl Engine {
         let applied = if applied.is_empty() {
             String::new()
         } else {
-            let map: serde_json::Map<String, serde_json::Value> = applied
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v.into()))
-                .collect();
-            serde_json::Value::Object(map).to_string()
+            applied_json(applied)
         };
         Ok(Admission {
             key: key_id,
@@ -303,7 +309,25 @@ impl Engine {
             rule_ids,
             guardrails,
             metadata_violations,
+            budget_over_audit: budget.audit && budget.over,
         })
+    }
+
+    /// The first routing rule that applies: among those naming the model (or naming none,
+    /// for a name nothing defines), the first whose subjects and metadata match.
+    fn routing_rule(
+        &self,
+        model_id: Option<super::ModelId>,
+        facts: &RequestFacts<'_>,
+    ) -> Option<u32> {
+        let candidates = match model_id {
+            Some(id) => &self.rules_by_model[id as usize],
+            None => &self.any_model_rules,
+        };
+        candidates
+            .iter()
+            .copied()
+            .find(|&r| self.rules[r as usize].when.matches(facts))
     }
 
     /// Feeds back one request: every attempt's outcome (latency scores, health), and the

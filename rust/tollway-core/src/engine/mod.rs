@@ -17,6 +17,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 pub mod admission;
+mod warnings;
 
 pub use admission::{Admission, AttemptOutcome, Denial, Usage};
 use std::collections::HashMap;
@@ -48,6 +49,8 @@ pub struct Key {
     pub metadata: Metadata,
     /// Indexed by model id.
     pub(crate) allowed: Vec<bool>,
+    /// `allowed_models`, for names no account or rule defines (see [`Engine::any_model_rules`]).
+    pub(crate) allowed_globs: globset::GlobSet,
 }
 
 #[derive(Debug)]
@@ -62,7 +65,10 @@ pub struct Engine {
     /// Every name a client may ask for: targets first (model id == target id), then virtual.
     pub model_names: Vec<String>,
     pub(crate) model_ids: HashMap<String, ModelId>,
+    /// Per model id, the routing rules that may apply to it, in config order.
     pub(crate) rules_by_model: Vec<Vec<u32>>,
+    /// Rules without `when.models`: they apply to any name, even one nothing else defines.
+    pub(crate) any_model_rules: Vec<u32>,
     pub rules: Vec<Rule>,
     /// Plan `i < targets.len()` is the direct plan of target `i`; rule slots follow.
     pub plans: Vec<Plan>,
@@ -75,6 +81,8 @@ pub struct Engine {
     pub guardrails: Arc<GuardrailSet>,
     pub clock: Arc<Clock>,
     pub(crate) rng: Rng,
+    /// Valid but surely not meant (see `warnings.rs`): printed by `check-config`, logged on load.
+    pub warnings: Vec<ConfigError>,
 }
 
 impl Engine {
@@ -166,12 +174,19 @@ impl Engine {
             &mut plans,
             errs,
         );
-        let mut rules_by_model = vec![Vec::new(); model_names.len()];
+        let mut rules_by_model: Vec<Vec<u32>> = vec![Vec::new(); model_names.len()];
+        let mut any_model_rules = Vec::new();
         for (r, rule) in rules.iter().enumerate() {
-            for m in rule.when.models.iter().flatten() {
+            let r = r as u32;
+            let Some(models) = &rule.when.models else {
+                any_model_rules.push(r);
+                rules_by_model.iter_mut().for_each(|list| list.push(r));
+                continue;
+            };
+            for m in models {
                 if let Some(&id) = model_ids.get(m) {
-                    if !rules_by_model[id as usize].contains(&(r as u32)) {
-                        rules_by_model[id as usize].push(r as u32);
+                    if !rules_by_model[id as usize].contains(&r) {
+                        rules_by_model[id as usize].push(r);
                     }
                 }
             }
@@ -214,9 +229,20 @@ impl Engine {
                 subject: k.subject.clone(),
                 metadata: k.metadata.clone(),
                 allowed: model_names.iter().map(|m| set.is_match(m)).collect(),
+                allowed_globs: set,
             });
         }
         errs.set_source("");
+        let warnings = warnings::find(
+            &raw,
+            &warnings::Compiled {
+                targets: &targets,
+                model_names: &model_names,
+                model_ids: &model_ids,
+                rules: &rules,
+                plans: &plans,
+            },
+        );
         let states = targets
             .iter()
             .map(|_| Arc::new(TargetState::default()))
@@ -231,6 +257,7 @@ impl Engine {
             model_names,
             model_ids,
             rules_by_model,
+            any_model_rules,
             rules,
             plans,
             keys,
@@ -241,6 +268,7 @@ impl Engine {
             budgets: Budgets::new(raw.budgets, DEFAULT_MAX_ENTITIES),
             guardrails: Arc::new(guardrails),
             rng: Rng::from_time(),
+            warnings,
         }
     }
 

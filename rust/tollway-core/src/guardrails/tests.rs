@@ -119,6 +119,46 @@ fn config_errors_are_all_reported_with_paths() {
 }
 
 #[test]
+fn mode_and_enforcing_strategy_are_two_spellings_of_one_setting() {
+    use config::Strategy::{Audit, Enforce, EnforceButIgnoreOnError};
+    let hook = |extra: Value| {
+        let mut g = json!({"name": "h", "kind": "webhook", "url": "http://127.0.0.1:9/"});
+        g.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        parse_doc(&json!({"type": "gateway-guardrails-config", "guardrails": [g]}))
+    };
+    for (extra, want) in [
+        (json!({}), Enforce),
+        (json!({"mode": "audit"}), Audit),
+        (json!({"mode": "enforce"}), EnforceButIgnoreOnError),
+        (json!({"mode": "strict"}), Enforce),
+        (json!({"enforcing_strategy": "audit"}), Audit),
+        (
+            json!({"enforcing_strategy": "enforce_but_ignore_on_error"}),
+            EnforceButIgnoreOnError,
+        ),
+        (json!({"enforcing_strategy": "enforce"}), Enforce),
+    ] {
+        let (cfg, errs) = hook(extra.clone());
+        assert!(errs.is_empty(), "{extra}: {errs:?}");
+        assert_eq!(cfg.guardrails[0].strategy, want, "{extra}");
+    }
+    let (cfg, errs) = hook(json!({"mode": "strict", "enforcing_strategy": "enforce"}));
+    assert!(cfg.guardrails.is_empty());
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].starts_with("g.yaml: guardrails[0].mode: give either mode (audit|enforce|strict) or enforcing_strategy"),
+        "{errs:?}"
+    );
+    let (_, errs) = hook(json!({"mode": "enforce_but_ignore_on_error"}));
+    assert!(
+        errs[0].starts_with("g.yaml: guardrails[0].mode: 'enforce_but_ignore_on_error' is not one of: audit, enforce, strict"),
+        "{errs:?}"
+    );
+}
+
+#[test]
 fn rules_must_name_known_guardrails_in_the_right_list() {
     let (cfg, errs) = parse_doc(&json!({
         "type": "gateway-guardrails-config",

@@ -6,7 +6,7 @@
 //! passed in (the engine's `Clock` is monotonic and cannot name a calendar day).
 
 use super::config::{BudgetPeriod, BudgetRule, KeyPart};
-use super::entity::entity_key;
+use super::entity::{entity_key, entity_label};
 use super::map::BoundedMap;
 use super::{Delta, RequestFacts};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -82,10 +82,13 @@ struct Spend {
     outage: u64,
     /// `own` when this replica first saw the entity during that outage.
     own_base: f64,
+    /// The entity's readable name (`user=alice`), made once when a request first charges
+    /// it; empty for an entity only the shared store has told us about.
+    label: Option<Arc<str>>,
 }
 
 impl Spend {
-    fn fresh(period: u64) -> Self {
+    fn fresh(period: u64, label: Option<Arc<str>>) -> Self {
         Self {
             period,
             own: 0.0,
@@ -93,6 +96,7 @@ impl Spend {
             others: 0.0,
             outage: 0,
             own_base: 0.0,
+            label,
         }
     }
 
@@ -117,7 +121,7 @@ impl Spend {
 
     fn roll(&mut self, period: u64) {
         if period > self.period {
-            *self = Self::fresh(period);
+            *self = Self::fresh(period, self.label.take());
         }
     }
 
@@ -140,6 +144,8 @@ struct Inner {
     spend: BoundedMap<Spend>,
     dirty: Vec<u64>,
     dirty_overflow: bool,
+    /// Entities whose spend reached the limit since the last `take_crossings` (bounded).
+    crossings: Vec<(Option<Arc<str>>, f64)>,
 }
 
 #[derive(Debug)]
@@ -226,6 +232,7 @@ impl Budgets {
                         spend: BoundedMap::new(max_entities),
                         dirty: Vec::new(),
                         dirty_overflow: false,
+                        crossings: Vec::new(),
                     }),
                     syncing: AtomicBool::new(false),
                     share: AtomicU32::new(1),
@@ -330,10 +337,20 @@ impl Budgets {
             let share = b.state.share.load(Ordering::Relaxed);
             let mut guard = b.state.lock();
             let inner = &mut *guard;
-            let s = inner
-                .spend
-                .entry(entity, || Spend::fresh(period), |s| s.idle(period));
+            let s = inner.spend.entry(
+                entity,
+                || {
+                    Spend::fresh(
+                        period,
+                        Some(entity_label(&b.rule.applies_per, facts).into()),
+                    )
+                },
+                |s| s.idle(period),
+            );
             s.roll(period);
+            if s.label.is_none() {
+                s.label = Some(entity_label(&b.rule.applies_per, facts).into());
+            }
             if share > 1 {
                 // First sight during an outage: what we spent so far was known to all.
                 s.mark_outage(b.state.outage.load(Ordering::Relaxed));
@@ -345,7 +362,16 @@ impl Budgets {
                     inner.dirty_overflow = true;
                 }
             }
+            let before = s.spent(period);
             s.own += usd;
+            let after = s.spent(period);
+            if before < b.rule.limit_usd
+                && after >= b.rule.limit_usd
+                && inner.crossings.len() < CROSSINGS_CAP
+            {
+                // Once per crossing: the spend only grows within a period.
+                inner.crossings.push((s.label.clone(), after));
+            }
         }
     }
 
@@ -406,7 +432,7 @@ impl Budgets {
         let inner = &mut *guard;
         let s = inner
             .spend
-            .entry(entity, || Spend::fresh(period), |s| s.idle(current));
+            .entry(entity, || Spend::fresh(period, None), |s| s.idle(current));
         if period < s.period {
             return true;
         }
@@ -477,11 +503,87 @@ impl Budgets {
             BudgetPeriod::Month => "month",
         };
         format!(
-            "Budget exceeded: rule '{}' allows ${:.2} per {per} and ${:.2} is spent. It resets in {} s.",
-            b.rule.id, b.rule.limit_usd, d.spent_usd, d.reset_s
+            "Budget exceeded: rule '{}' has spent ${} of ${} per {per}. It resets in {} s.",
+            b.rule.id,
+            usd(d.spent_usd),
+            usd(b.rule.limit_usd),
+            d.reset_s
         )
     }
+
+    /// Spend and limit of the entities each rule knows this period, largest spend first, at
+    /// most `cap` per rule (for the `llm_gateway_budget_*_usd` gauges; not the request path).
+    pub fn spend_view(&self, wall_ms: u64, cap: usize) -> Vec<BudgetSpend> {
+        let mut out = Vec::new();
+        for b in &self.budgets {
+            let period = b.rule.period.index(wall_ms);
+            let inner = b.state.lock();
+            let mut rows: Vec<(Arc<str>, f64)> = inner
+                .spend
+                .iter()
+                .filter_map(|(_, s)| Some((s.label.clone()?, s.spent(period))))
+                .filter(|(_, spent)| *spent > 0.0)
+                .collect();
+            drop(inner);
+            let largest_first = |a: &(Arc<str>, f64), b: &(Arc<str>, f64)| b.1.total_cmp(&a.1);
+            if rows.len() > cap && cap > 0 {
+                rows.select_nth_unstable_by(cap - 1, largest_first);
+            }
+            rows.truncate(cap);
+            rows.sort_by(largest_first);
+            out.extend(rows.into_iter().map(|(entity, spent)| BudgetSpend {
+                rule: Arc::clone(&b.state.id),
+                entity,
+                spent_usd: spent,
+                limit_usd: b.rule.limit_usd,
+                audit: b.rule.audit_mode,
+            }));
+        }
+        out
+    }
+
+    /// The entities that reached their limit since the last call, once each per crossing.
+    pub fn take_crossings(&self) -> Vec<BudgetSpend> {
+        let mut out = Vec::new();
+        for b in &self.budgets {
+            let taken = std::mem::take(&mut b.state.lock().crossings);
+            out.extend(taken.into_iter().map(|(entity, spent)| BudgetSpend {
+                rule: Arc::clone(&b.state.id),
+                entity: entity.unwrap_or_else(|| Arc::from("")),
+                spent_usd: spent,
+                limit_usd: b.rule.limit_usd,
+                audit: b.rule.audit_mode,
+            }));
+        }
+        out
+    }
 }
+
+/// One entity's spend under one rule this period.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BudgetSpend {
+    pub rule: Arc<str>,
+    /// `user=alice,metadata.project=x`; empty parts list: the empty string.
+    pub entity: Arc<str>,
+    pub spent_usd: f64,
+    pub limit_usd: f64,
+    pub audit: bool,
+}
+
+/// Dollars with enough digits to tell small amounts apart: `1.20`, `0.015`, `0.000012`.
+pub fn usd(x: f64) -> String {
+    if !x.is_finite() || x == 0.0 || x.abs() >= 1.0 {
+        return format!("{x:.2}");
+    }
+    // Two significant digits, at least two decimals, trailing zeros past those dropped.
+    let decimals = ((-x.abs().log10()).ceil() as usize + 1).clamp(2, 12);
+    let s = format!("{x:.decimals$}");
+    let (int, frac) = s.split_once('.').unwrap_or((&s, ""));
+    let keep = frac.trim_end_matches('0').len().max(2);
+    format!("{int}.{}", &frac[..keep.min(frac.len())])
+}
+
+const CROSSINGS_CAP: usize = 1024;
 
 const DIRTY_CAP: usize = 65_536;
 
@@ -649,12 +751,60 @@ mod tests {
         b.charge(now, &a, 0.6);
         let d = b.check(now, &a);
         assert!(!d.allowed && d.over);
-        assert_eq!(b.message(&d), "Budget exceeded: rule 'team-a' allows $1.00 per day and $1.20 is spent. It resets in 43200 s.");
+        assert_eq!(b.message(&d), "Budget exceeded: rule 'team-a' has spent $1.20 of $1.00 per day. It resets in 43200 s.");
         // user:a's spend also counted against 'all', which decides for user:x.
         assert_eq!(b.check(now, &x).spent_usd, 1.2);
         b.charge(now, &x, 3.8);
         assert!(!b.check(now, &x).allowed);
         assert_eq!(b.stats()[1].blocked, 1);
+    }
+
+    #[test]
+    fn crossings_are_reported_once_and_spend_is_visible_by_entity() {
+        let b = budgets(
+            json!([{"id": "watch", "when": {}, "limit_to": 0.00001, "unit": "cost_per_day",
+                                "budget_applies_per": ["metadata.project"], "audit_mode": true}]),
+        );
+        let now = utc(2025, 5, 5, 12, 0);
+        let p = vec![("project".to_owned(), "p1".to_owned())];
+        b.charge(now, &facts("user:a", &p), 0.000006);
+        assert!(b.take_crossings().is_empty());
+        b.charge(now, &facts("user:a", &p), 0.000006);
+        b.charge(now, &facts("user:a", &p), 0.000006);
+        let crossed = b.take_crossings();
+        assert_eq!(crossed.len(), 1, "{crossed:?}");
+        assert_eq!(&*crossed[0].entity, "metadata.project=p1");
+        assert!(crossed[0].audit);
+        assert!(b.take_crossings().is_empty());
+        let view = b.spend_view(now, 10);
+        assert_eq!(view.len(), 1);
+        assert!((view[0].spent_usd - 0.000018).abs() < 1e-12);
+        assert!(
+            b.spend_view(utc(2025, 5, 6, 0, 1), 10).is_empty(),
+            "a new day"
+        );
+        let d = b.check(now, &facts("user:a", &p));
+        b.charge(now, &facts("user:a", &[]), 0.0);
+        assert!(
+            b.message(&d).contains("$0.000018 of $0.00001 per day"),
+            "{}",
+            b.message(&d)
+        );
+    }
+
+    #[test]
+    fn dollars_keep_the_digits_small_amounts_need() {
+        for (x, s) in [
+            (1.2, "1.20"),
+            (0.0, "0.00"),
+            (0.5, "0.50"),
+            (0.015, "0.015"),
+            (0.00001, "0.00001"),
+            (0.000012, "0.000012"),
+            (250.0, "250.00"),
+        ] {
+            assert_eq!(usd(x), s, "{x}");
+        }
     }
 
     #[test]

@@ -54,6 +54,10 @@ impl<E> BoundedMap<E> {
         self.map.get_mut(&key).map(|t| &mut t.value)
     }
 
+    pub fn iter(&self) -> impl Iterator<Item = (&u64, &E)> {
+        self.map.iter().map(|(k, t)| (k, &t.value))
+    }
+
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (&u64, &mut E)> {
         self.map.iter_mut().map(|(k, t)| (k, &mut t.value))
     }

@@ -204,6 +204,11 @@ impl SseMeter {
         (self.rec.token_events > 1).then_some(self.rec.itl_max_ms)
     }
 
+    /// The output text seen so far (the first 4 MiB of it).
+    pub fn text(&self) -> &str {
+        &self.rec.text
+    }
+
     /// Output tokens: the provider's count when it sent one, else counted locally from the
     /// text seen (tokenizes on each call; read it once, at settle).
     pub fn output_tokens(&self) -> u64 {

@@ -21,6 +21,39 @@ impl OtelEncoding {
     }
 }
 
+/// The default of every telemetry setting, written once: the parser starts from these and
+/// the binding hands them to Python's `OTEL_*` environment overlay (file, then environment,
+/// then these).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TelemetryDefaults {
+    pub service_name: &'static str,
+    pub encoding: OtelEncoding,
+    /// Prompts and answers leave the gateway only when asked (GenAI content is opt-in).
+    pub exclude_request_data: bool,
+    /// Smaller than the SDK's 512: a batch is encoded on the request path's CPU (~6 us a
+    /// record), so 128 bounds that stall to about 0.8 ms.
+    pub batch_size: u64,
+    pub queue_size: u64,
+    pub export_timeout_ms: u64,
+    pub schedule_delay_ms: u64,
+    /// How often the metrics are pushed (the OTEL SDK's default: 60 s).
+    pub metrics_export_interval_ms: u64,
+    /// Distinct values kept per metadata label; later values are reported as `other`.
+    pub metadata_value_cap: u64,
+}
+
+pub const DEFAULTS: TelemetryDefaults = TelemetryDefaults {
+    service_name: "tollway",
+    encoding: OtelEncoding::Proto,
+    exclude_request_data: true,
+    batch_size: 128,
+    queue_size: 4096,
+    export_timeout_ms: 10_000,
+    schedule_delay_ms: 1_000,
+    metrics_export_interval_ms: 60_000,
+    metadata_value_cap: 100,
+};
+
 /// Unset fields stay `None` so the `OTEL_*` environment can fill them (the config file wins).
 #[derive(Clone, PartialEq)]
 pub struct OtelSettings {
@@ -34,6 +67,12 @@ pub struct OtelSettings {
     pub queue_size: u64,
     pub export_timeout_ms: u64,
     pub schedule_delay_ms: u64,
+    /// OTLP/HTTP metrics push (`.../v1/metrics`); `None`: only `/metrics` is served.
+    pub metrics_endpoint: Option<String>,
+    /// Headers of the metrics push; empty: the traces `headers` are used.
+    pub metrics_headers: Vec<(String, String)>,
+    /// How often the metrics are pushed (the OTEL SDK's default: 60 s).
+    pub metrics_export_interval_ms: u64,
 }
 
 impl Default for OtelSettings {
@@ -44,12 +83,14 @@ impl Default for OtelSettings {
             resource_attributes: Vec::new(),
             service_name: None,
             encoding: None,
-            // Prompts and answers leave the gateway only when asked (GenAI content is opt-in).
-            exclude_request_data: true,
-            batch_size: 128,
-            queue_size: 4096,
-            export_timeout_ms: 10_000,
-            schedule_delay_ms: 1_000,
+            exclude_request_data: DEFAULTS.exclude_request_data,
+            batch_size: DEFAULTS.batch_size,
+            queue_size: DEFAULTS.queue_size,
+            export_timeout_ms: DEFAULTS.export_timeout_ms,
+            schedule_delay_ms: DEFAULTS.schedule_delay_ms,
+            metrics_endpoint: None,
+            metrics_headers: Vec::new(),
+            metrics_export_interval_ms: DEFAULTS.metrics_export_interval_ms,
         }
     }
 }
@@ -69,6 +110,19 @@ impl std::fmt::Debug for OtelSettings {
             .field("queue_size", &self.queue_size)
             .field("export_timeout_ms", &self.export_timeout_ms)
             .field("schedule_delay_ms", &self.schedule_delay_ms)
+            .field("metrics_endpoint", &self.metrics_endpoint)
+            .field(
+                "metrics_headers",
+                &self
+                    .metrics_headers
+                    .iter()
+                    .map(|(k, _)| k.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .field(
+                "metrics_export_interval_ms",
+                &self.metrics_export_interval_ms,
+            )
             .finish()
     }
 }
@@ -84,12 +138,12 @@ impl Default for MetricsSettings {
     fn default() -> Self {
         Self {
             metadata_logging_keys: Vec::new(),
-            metadata_value_cap: 100,
+            metadata_value_cap: DEFAULTS.metadata_value_cap,
         }
     }
 }
 
-const OTEL_FIELDS: [&str; 10] = [
+const OTEL_FIELDS: [&str; 13] = [
     "traces_endpoint",
     "headers",
     "resource_attributes",
@@ -100,6 +154,9 @@ const OTEL_FIELDS: [&str; 10] = [
     "queue_size",
     "export_timeout_ms",
     "schedule_delay_ms",
+    "metrics_endpoint",
+    "metrics_headers",
+    "metrics_export_interval_ms",
 ];
 
 fn is_token(s: &str) -> bool {
@@ -109,37 +166,49 @@ fn is_token(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
+fn endpoint(f: &Fields<'_>, key: &str, signal: &str, errs: &mut Errors) -> Option<String> {
+    let url = f.string(key, errs)?;
+    if url.starts_with("http://") || url.starts_with("https://") {
+        return Some(url);
+    }
+    // The URL may carry a token in its query: not echoed.
+    errs.push(
+        &f.path(key),
+        format!(
+            "expected a full http:// or https:// URL (e.g. https://collector:4318/v1/{signal})"
+        ),
+    );
+    None
+}
+
+fn headers(f: &Fields<'_>, key: &str, errs: &mut Errors) -> Vec<(String, String)> {
+    let Some(headers) = f.string_map(key, errs) else {
+        return Vec::new();
+    };
+    for (name, value) in &headers {
+        if !is_token(name) {
+            errs.push(&f.path(key), "a header name is not a valid HTTP token");
+        } else if value.contains(['\r', '\n']) {
+            errs.push(
+                &crate::schema::join(&f.path(key), name),
+                "a header value may not contain a line break",
+            );
+        }
+    }
+    headers
+}
+
 /// `gateway-settings.otel`; `path` is where it sits (`otel`).
 pub fn parse_otel(v: &Value, path: &str, errs: &mut Errors) -> Option<OtelSettings> {
     let f = Fields::new(v, path, &OTEL_FIELDS, errs)?;
     let mut out = OtelSettings::default();
     let before = errs.list.len();
-    if let Some(url) = f.string("traces_endpoint", errs) {
-        if url.starts_with("http://") || url.starts_with("https://") {
-            out.traces_endpoint = Some(url);
-        } else {
-            // The URL may carry a token in its query: not echoed.
-            errs.push(
-                &f.path("traces_endpoint"),
-                "expected a full http:// or https:// URL (e.g. https://collector:4318/v1/traces)",
-            );
-        }
-    }
-    if let Some(headers) = f.string_map("headers", errs) {
-        for (name, value) in &headers {
-            if !is_token(name) {
-                errs.push(
-                    &f.path("headers"),
-                    "a header name is not a valid HTTP token",
-                );
-            } else if value.contains(['\r', '\n']) {
-                errs.push(
-                    &crate::schema::join(&f.path("headers"), name),
-                    "a header value may not contain a line break",
-                );
-            }
-        }
-        out.headers = headers;
+    out.traces_endpoint = endpoint(&f, "traces_endpoint", "traces", errs);
+    out.metrics_endpoint = endpoint(&f, "metrics_endpoint", "metrics", errs);
+    out.headers = headers(&f, "headers", errs);
+    out.metrics_headers = headers(&f, "metrics_headers", errs);
+    if let Some(n) = f.uint("metrics_export_interval_ms", 100, 3_600_000, errs) {
+        out.metrics_export_interval_ms = n;
     }
     if let Some(attrs) = f.string_map("resource_attributes", errs) {
         out.resource_attributes = attrs;
@@ -224,6 +293,8 @@ mod tests {
             "exclude_request_data": true,
             "batch_size": 100,
             "queue_size": 1000,
+            "metrics_endpoint": "https://prom.example.com/api/v1/otlp/v1/metrics",
+            "metrics_headers": {"Authorization": "Bearer bWV0cmljcw"},
         });
         let mut errs = Errors::new("");
         let s = parse_otel(&v, "otel", &mut errs).unwrap();
@@ -234,6 +305,12 @@ mod tests {
         assert!(s.exclude_request_data);
         assert_eq!(s.schedule_delay_ms, 1_000);
         assert!(!format!("{s:?}").contains("c2VjcmV0"));
+        assert!(!format!("{s:?}").contains("bWV0cmljcw"));
+        assert_eq!(s.metrics_export_interval_ms, 60_000);
+        assert!(s.metrics_endpoint.is_some());
+        let bad = json!({"metrics_endpoint": "prom:9090", "metrics_export_interval_ms": 5});
+        assert!(parse_otel(&bad, "otel", &mut errs).is_none());
+        assert_eq!(errs.list.len(), 2);
     }
 
     #[test]

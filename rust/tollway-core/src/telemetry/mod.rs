@@ -1,5 +1,6 @@
-//! Telemetry: the typed `otel`/`metrics` settings ([`config`]) and OTLP span encoding
-//! ([`otlp`]), both off the request path.
+//! Telemetry: the typed `otel`/`metrics` settings ([`config`]), OTLP span encoding
+//! ([`otlp`]) and OTLP metrics encoding ([`metrics_otlp`]), all off the request path.
 
 pub mod config;
+pub mod metrics_otlp;
 pub mod otlp;

@@ -16,7 +16,6 @@ use opentelemetry_proto::tonic::trace::v1::{
     span::SpanKind, status::StatusCode, ResourceSpans, ScopeSpans, Span, Status,
 };
 use prost::Message;
-use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -67,11 +66,17 @@ pub struct Record {
     pub traceparent: String,
     pub attempts: Vec<Attempt>,
     pub error_type: String,
-    _rate_limit: IgnoredAny,
-    _budget: IgnoredAny,
-    _routing_rule: IgnoredAny,
+    /// `(rule id, result)` of the rate-limit rule that decided, if one applied.
+    pub rate_limit: Option<(String, String)>,
+    /// `(rule id, result)` of the budget rule that decided, if one applied.
+    pub budget: Option<(String, String)>,
+    /// The load-balancing rule id; empty when none applied.
+    pub routing_rule: String,
     #[serde(default)]
     pub guardrails: Vec<GuardrailRun>,
+    /// The targets the routing rule ordered, first choice first (when tracing).
+    #[serde(default)]
+    pub candidates: Vec<String>,
 }
 
 /// One guardrail run, field for field the Python `GuardrailRun` (array-like).
@@ -193,6 +198,17 @@ impl Attrs {
     }
 }
 
+/// Prompt and answer attributes keep at most this much text (cut at a character boundary).
+const MAX_CONTENT_BYTES: usize = 32 * 1024;
+
+fn bounded(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 fn error_status(message: &str) -> Option<Status> {
     Some(Status {
         message: message.to_owned(),
@@ -304,6 +320,7 @@ impl SpanEncoder {
                 ..Default::default()
             });
         }
+        self.policy_spans(rec, &trace_id, &root_id, out);
         for g in &rec.guardrails {
             let mut a = Attrs(Vec::with_capacity(4));
             a.text("tollway.guardrail.name", &g.name);
@@ -326,6 +343,72 @@ impl SpanEncoder {
                 },
                 ..Default::default()
             });
+        }
+    }
+
+    /// The policy steps as INTERNAL children of the root: the rate-limit and budget
+    /// decisions and the load-balancing choice (from the request's start to its first upstream
+    /// attempt: admission is one call, its own time is microseconds), and one span per
+    /// fallback (from the failed attempt's end to the end of the attempt on the next target).
+    fn policy_spans(&self, rec: &Record, trace_id: &[u8], root_id: &[u8], out: &mut Vec<Span>) {
+        let admitted = rec
+            .attempts
+            .first()
+            .map_or(rec.end_ns, |a| a.start_ns)
+            .max(rec.start_ns);
+        let span = |name: String, start: u64, end: u64, attributes, failed: bool| Span {
+            trace_id: trace_id.to_vec(),
+            span_id: self.span_id(),
+            parent_span_id: root_id.to_vec(),
+            name,
+            kind: SpanKind::Internal as i32,
+            start_time_unix_nano: start,
+            end_time_unix_nano: end.max(start),
+            attributes,
+            status: if failed {
+                error_status("blocked")
+            } else {
+                None
+            },
+            ..Default::default()
+        };
+        for (kind, decision) in [("rate_limit", &rec.rate_limit), ("budget", &rec.budget)] {
+            if let Some((rule, result)) = decision {
+                let mut a = Attrs(Vec::with_capacity(2));
+                a.text(&format!("tollway.{kind}.rule_id"), rule);
+                a.text(&format!("tollway.{kind}.result"), result);
+                let name = format!("{kind} {rule}");
+                out.push(span(name, rec.start_ns, admitted, a.0, result == "blocked"));
+            }
+        }
+        if rec.routing_rule.is_empty() {
+            return;
+        }
+        let mut a = Attrs(Vec::with_capacity(3));
+        a.text("tollway.load_balancing.rule_id", &rec.routing_rule);
+        if !rec.candidates.is_empty() {
+            a.0.push(strings(
+                "tollway.load_balancing.candidates",
+                &rec.candidates,
+            ));
+        }
+        if let Some(first) = rec.attempts.first() {
+            a.text("tollway.load_balancing.target", &first.target);
+        }
+        let name = format!("load_balance {}", rec.routing_rule);
+        out.push(span(name, rec.start_ns, admitted, a.0, false));
+        for pair in rec.attempts.windows(2) {
+            let (prev, at) = (&pair[0], &pair[1]);
+            if at.fallback_reason.is_empty() {
+                continue; // a retry on the same target, not a fallback
+            }
+            let mut a = Attrs(Vec::with_capacity(4));
+            a.text("tollway.fallback.rule_id", &rec.routing_rule);
+            a.text("tollway.fallback.from", &prev.target);
+            a.text("tollway.fallback.to", &at.target);
+            a.text("tollway.fallback.reason", &at.fallback_reason);
+            let name = format!("fallback {}", at.target);
+            out.push(span(name, prev.end_ns, at.end_ns, a.0, false));
         }
     }
 
@@ -365,9 +448,10 @@ impl SpanEncoder {
         a.0.push(kv("tollway.stream", any_value::Value::BoolValue(at.stream)));
         if !self.exclude_request_data {
             if let Some(m) = &at.input_messages {
-                a.text("gen_ai.input.messages", m);
+                a.text("gen_ai.input.messages", bounded(m, MAX_CONTENT_BYTES));
             }
             if let Some(t) = &at.output_text {
+                let t = bounded(t, MAX_CONTENT_BYTES);
                 let messages = serde_json::json!([{
                     "role": "assistant",
                     "parts": [{"type": "text", "content": t}],
@@ -433,7 +517,7 @@ mod tests {
         let records = decode_batch(BATCH.as_bytes()).unwrap();
         let enc = SpanEncoder::new("gw", &[("env".into(), "prod".into())], false);
         let (body, n) = enc.encode(&records, Encoding::Protobuf);
-        assert_eq!(n, 2);
+        assert_eq!(n, 3, "root, attempt, load-balancing");
         let req = ExportTraceServiceRequest::decode(body.as_slice()).unwrap();
         let rs = &req.resource_spans[0];
         let res = rs.resource.as_ref().unwrap();
@@ -459,6 +543,54 @@ mod tests {
             Some(&any_value::Value::StringValue("prod".into()))
         );
         assert!(attr(child, "gen_ai.input.messages").is_some());
+    }
+
+    #[test]
+    fn policy_steps_become_children_of_the_root() {
+        let batch = r#"[["req-2", 100, 900, "POST", "/v1/chat/completions", 200, "k", "user:a",
+          "vm", ["lb", "rl"], {}, "",
+          [["a/m1", "openai", "m1", 150, 300, 503, "503", "", "", null, null, [], null, null,
+            null, null, 1, "", null, null, null, false, null, null],
+           ["b/m2", "openai", "m2", 310, 850, 200, "", "", "", 3, 4, [], null, null,
+            null, null, 2, "503", null, null, null, false, null, null]],
+          "", ["rl", "allowed"], null, "lb", [], ["a/m1", "b/m2"]]]"#;
+        let records = decode_batch(batch.as_bytes()).unwrap();
+        let mut spans = Vec::new();
+        SpanEncoder::new("gw", &[], true).spans(&records[0], &mut spans);
+        let root = &spans[0];
+        let named = |prefix: &str| {
+            spans
+                .iter()
+                .find(|s| s.name.starts_with(prefix))
+                .unwrap_or_else(|| panic!("{prefix}"))
+        };
+        let (rl, lb, fb) = (
+            named("rate_limit "),
+            named("load_balance "),
+            named("fallback "),
+        );
+        for s in [rl, lb, fb] {
+            assert_eq!(s.parent_span_id, root.span_id);
+            assert_eq!(s.kind, SpanKind::Internal as i32);
+        }
+        assert_eq!((rl.start_time_unix_nano, rl.end_time_unix_nano), (100, 150));
+        assert_eq!(
+            attr(lb, "tollway.load_balancing.candidates"),
+            Some(&any_value::Value::ArrayValue(ArrayValue {
+                values: ["a/m1", "b/m2"]
+                    .iter()
+                    .map(|t| AnyValue {
+                        value: Some(any_value::Value::StringValue((*t).into()))
+                    })
+                    .collect()
+            }))
+        );
+        assert_eq!(fb.name, "fallback b/m2");
+        assert_eq!((fb.start_time_unix_nano, fb.end_time_unix_nano), (300, 850));
+        assert_eq!(
+            attr(fb, "tollway.fallback.reason"),
+            Some(&any_value::Value::StringValue("503".into()))
+        );
     }
 
     #[test]
