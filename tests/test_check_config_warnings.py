@@ -87,6 +87,24 @@ rules:
     )
 
 
+def test_a_routing_rule_naming_a_model_its_account_lacks(tmp_path: Path) -> None:
+    routing = """---
+type: gateway-load-balancing-config
+rules:
+  - id: assistant
+    type: priority-based-routing
+    when: {models: [oa/gpt-4o-minii, prod/assistant]}
+    load_balance_targets: [{target: oa/priced}]
+"""
+    done = check(tmp_path, ACCOUNT.format(mock="http://127.0.0.1:9") + routing)
+    (line,) = warnings_of(done)
+    assert line.endswith(
+        "rules[0].when.models[0]: 'oa/gpt-4o-minii' reads as a target, but account 'oa' has no "
+        "model 'gpt-4o-minii'; as written it is a new virtual model (did you mean "
+        "'oa/gpt-4o-mini'?)"
+    )
+
+
 def test_a_guardrail_no_rule_reaches_and_a_shadowed_rule(tmp_path: Path) -> None:
     guardrails = """---
 type: gateway-guardrails-config

@@ -219,7 +219,8 @@ def test_metric_names_are_truefoundrys_with_metadata_labels_on_every_latency_fam
     fb = {"rule": "fallback-rule", "target": "mock/gpt-4o"}
     assert value(text, "llm_gateway_fallback_requests_total", **fb) >= 1
     assert value(text, "llm_gateway_load_balanced_requests_total", **fb) >= 1
-    assert value(text, "llm_gateway_request_model_inference_failure", status="503") >= 1
+    failure = {"status": "503", "llm_gateway_metadata_customer_id": "acme"}
+    assert value(text, "llm_gateway_request_model_inference_failure", **failure) >= 1
 
 
 def test_a_failing_guardrail_provider_counts_as_error_and_is_logged_once(

@@ -56,7 +56,7 @@ FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "llm_gateway_request_cost": ("sum", "Cost of upstream calls in USD.", ("+base", "+meta")),
     "llm_gateway_request_model_inference_failure": (
         "sum", "Failed upstream attempts by status and error type.",
-        ("+base", "status", "error_type"),
+        ("+base", "status", "error_type", "+meta"),
     ),
     "llm_gateway_config_parsing_failures": ("sum", "Config changes rejected on reload.", ()),
     "llm_gateway_rate_limit_requests_total": ("counter", "Rate-limit decisions.",
@@ -181,7 +181,7 @@ class MetricsStore:
             if at.cost_usd:
                 add("llm_gateway_request_cost", labels, at.cost_usd)
             if at.error_type:
-                failure = (rec.model, at.target, rec.subject, str(at.status), at.error_type)
+                failure = (*labels[:3], str(at.status), at.error_type, *meta)
                 add("llm_gateway_request_model_inference_failure", failure)
             if at.ttft_ms is not None:
                 self._hist("llm_gateway_first_token_latency_ms", labels, at.ttft_ms)

@@ -2,7 +2,8 @@
 //! prints these and the server logs them at start and on reload, but they never stop a load.
 //!
 //! - a budget that covers a model with no known price (its requests would cost $0 against it);
-//! - a `when.models` entry that names no target or virtual model (a typo never matches);
+//! - a `when.models` entry that names no target or virtual model (a typo never matches), or,
+//!   in a routing rule, reads as `<account>/<model>` of an account without that model;
 //! - a first-match rule that an earlier rule shadows (it can never apply);
 //! - a guardrail that no rule can reach (only an `X-TFY-GUARDRAILS` header would run it).
 
@@ -72,6 +73,35 @@ fn unknown_models(raw: &RawConfig, c: &Compiled<'_>, out: &mut Vec<ConfigError>)
                 source,
                 format!("{path}.when.models[{i}]"),
                 format!("'{m}' is no configured model or virtual model, so it never matches{hint}"),
+            );
+        }
+    }
+    // In a routing rule a new name defines a virtual model, unless it reads as a target of a
+    // configured account that has no such model: then it is a typo no client will send.
+    for rule in &raw.lb_rules {
+        for (i, m) in rule.when.models.iter().flatten().enumerate() {
+            let Some((account, model)) = m.split_once('/') else {
+                continue;
+            };
+            if c.model_ids
+                .get(m)
+                .is_some_and(|&id| (id as usize) < c.targets.len())
+                || !raw.accounts.iter().any(|a| a.name == account)
+            {
+                continue;
+            }
+            let targets: Vec<String> = c.targets.iter().map(|t| t.name.clone()).collect();
+            let hint = closest(m, &targets)
+                .map(|n| format!(" (did you mean '{n}'?)"))
+                .unwrap_or_default();
+            warn(
+                out,
+                &rule.source,
+                format!("{}.when.models[{i}]", rule.path),
+                format!(
+                    "'{m}' reads as a target, but account '{account}' has no model '{model}'; \
+                     as written it is a new virtual model{hint}"
+                ),
             );
         }
     }
@@ -199,10 +229,14 @@ fn unreachable_guardrails(raw: &RawConfig, out: &mut Vec<ConfigError>) {
         .filter(|(j, r)| !rules[..*j].iter().any(|e| covers(&e.when, &r.when)))
         .map(|(_, r)| r)
         .collect();
+    // A rule may name a guardrail plainly or as `<group>/<name>`.
+    let names = |entry: &String, name: &str| {
+        entry == name || entry.rsplit_once('/').is_some_and(|(_, n)| n == name)
+    };
     for g in &raw.guardrails.guardrails {
         let listed = live
             .iter()
-            .any(|r| r.input.contains(&g.name) || r.output.contains(&g.name));
+            .any(|r| r.input.iter().chain(&r.output).any(|e| names(e, &g.name)));
         if !listed {
             warn(
                 out,
@@ -312,6 +346,19 @@ mod tests {
                 "w#3: rules[0].when.models[0]: 'oa/gpt-4o-minii' is no configured model or virtual model, so it never matches (did you mean 'oa/gpt-4o-mini'?)",
                 "w#3: rules[2]: never applies: rule 'team' comes first and matches every request this one matches (the first matching rule wins)",
             ]
+        );
+    }
+
+    #[test]
+    fn a_routing_rule_naming_a_missing_model_of_an_account_is_named() {
+        let mut docs = base();
+        docs.push(json!({"type": "gateway-load-balancing-config", "rules": [
+            {"id": "typo", "type": "priority-based-routing",
+             "when": {"models": ["oa/gpt-4o-minii", "prod/assistant", "oa/priced"]},
+             "load_balance_targets": [{"target": "oa/priced"}]}]}));
+        assert_eq!(
+            warnings(docs),
+            ["w#3: rules[0].when.models[0]: 'oa/gpt-4o-minii' reads as a target, but account 'oa' has no model 'gpt-4o-minii'; as written it is a new virtual model (did you mean 'oa/gpt-4o-mini'?)"]
         );
     }
 
