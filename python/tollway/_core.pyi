@@ -60,6 +60,37 @@ class Target:
     def headers(self) -> list[tuple[str, str]]: ...
     @property
     def model_id(self) -> str: ...
+    @property
+    def region(self) -> str | None: ...
+    @property
+    def project(self) -> str | None: ...
+    @property
+    def service_account_json(self) -> str | None: ...
+    @property
+    def service_account_file(self) -> str | None: ...
+    @property
+    def aws_access_key_id(self) -> str | None: ...
+    @property
+    def aws_secret_access_key(self) -> str | None: ...
+    @property
+    def aws_session_token(self) -> str | None: ...
+    @property
+    def aws_profile(self) -> str | None: ...
+    def sigv4_headers(
+        self,
+        method: str,
+        url: str,
+        headers: list[tuple[str, str]],
+        body: bytes,
+        region: str,
+        service: str,
+        access_key_id: str,
+        secret_access_key: str,
+        session_token: str | None = None,
+        unix_time: float | None = None,
+    ) -> list[tuple[str, str]]:
+        """The SigV4 headers (`authorization`, `x-amz-date`, `x-amz-security-token`) for a
+        request (tollway-core `sigv4`, AWS's `aws-sigv4` crate)."""
 
 @final
 class Key:
@@ -235,8 +266,8 @@ class MetricsEncoder:
 @final
 class SseMeter:
     """Meters one streamed response (tollway-core `sse::meter`); `format` is "openai",
-    "anthropic", "anthropic-raw", "openai-to-anthropic" or "responses". Times are ms on
-    `monotonic_ms()`'s clock unless every time is passed."""
+    "anthropic", "anthropic-raw", "openai-to-anthropic", "responses", "gemini" or "bedrock".
+    Times are ms on `monotonic_ms()`'s clock unless every time is passed."""
 
     def __new__(
         cls,

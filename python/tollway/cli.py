@@ -143,7 +143,11 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check-config", help="validate a config; print every error")
     c.add_argument("path")
     c.set_defaults(func=_check_config)
-    sub.add_parser("mock-upstream", help="run the mock OpenAI/Anthropic provider", add_help=False)
+    sub.add_parser(
+        "mock-upstream",
+        help="run the mock OpenAI/Anthropic/Gemini/Vertex/Bedrock provider",
+        add_help=False,
+    )
     h = sub.add_parser("hash-key", help="print the sha256: form of a key for the config")
     h.add_argument("key", help="the key, or - to read it from stdin")
     h.set_defaults(func=_hash_key)

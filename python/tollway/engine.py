@@ -40,7 +40,7 @@ from tollway._core import (
     warm_tokenizer,
 )
 from tollway.config import ConfigError, load_documents
-from tollway.providers import Provider
+from tollway.providers import Provider, RequestAuth
 from tollway.providers.registry import provider_for
 
 __all__ = [
@@ -89,6 +89,10 @@ class Upstream:
     # Provider credentials and account headers; never logged, never sent to a client.
     headers: dict[str, str]
     resolved_header: bytes
+    # Providers with a separate streaming method (Gemini, Bedrock), and per-request auth
+    # (SigV4 signatures, short-lived OAuth tokens).
+    stream_url: str | None = None
+    auth: RequestAuth | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,8 +125,12 @@ class Runtime:
     @classmethod
     def build(cls, engine: Engine) -> Runtime:
         upstreams = []
+        # One provider per kind: providers keep per-account state (Vertex token caches).
+        providers: dict[str, Provider] = {}
         for t in engine.targets:
-            provider = provider_for(t.provider)
+            provider = providers.get(t.provider)
+            if provider is None:
+                provider = providers[t.provider] = provider_for(t.provider)
             ep = provider.endpoints(t)
             upstreams.append(
                 Upstream(
@@ -134,6 +142,8 @@ class Runtime:
                     embeddings_url=ep.embeddings_url,
                     headers=ep.headers,
                     resolved_header=t.name.encode(),
+                    stream_url=ep.stream_url,
+                    auth=ep.auth,
                 )
             )
         plans = tuple(

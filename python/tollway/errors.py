@@ -134,6 +134,13 @@ class GatewayError(Exception):
         return cls.upstream(502, f"'{target}': the stream failed: {what[:200]}", code)
 
     @classmethod
+    def unreadable_answer(cls, target: str) -> GatewayError:
+        """A translated provider answered 2xx with a body that is not what its API sends."""
+        return cls.upstream(
+            502, f"'{target}' sent an answer that could not be read", "invalid_upstream_response"
+        )
+
+    @classmethod
     def no_target(cls) -> GatewayError:
         return cls.upstream(503, "no target could be tried", "no_target")
 

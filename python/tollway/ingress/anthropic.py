@@ -66,6 +66,8 @@ class AnthropicIngress:
         return up.provider.name == "anthropic"
 
     def url(self, up: Upstream) -> str | None:
+        if self.native.get("stream") and up.stream_url is not None:
+            return up.stream_url  # providers with a separate streaming method
         return up.chat_url
 
     def payload(self, plan: PlanInfo, guard: GuardPlan | None) -> bytes | None:

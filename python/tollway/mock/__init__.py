@@ -1,4 +1,5 @@
-"""A fast OpenAI/Anthropic-compatible mock provider for demos, end-to-end tests and load tests."""
+"""A fast mock provider (OpenAI, Anthropic, Gemini, Vertex AI, Bedrock wire formats) for demos,
+end-to-end tests and load tests."""
 
 from tollway.mock.app import MockApp, create_app
 from tollway.mock.exchange import ASGIApp

@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 
 import msgspec
 
-from tollway.mock import anthropic_api, openai_api, responses_api
+from tollway.mock import anthropic_api, bedrock_api, gemini_api, openai_api, responses_api
 from tollway.mock.content import openai_error
 from tollway.mock.exchange import ASGIApp, Call, Receive, RequestRecord, Scope, Send
 from tollway.mock.settings import MockSettings
@@ -18,7 +18,8 @@ Handler = Callable[[MockState, Call, bytes], Awaitable[None]]
 
 
 class MockApp:
-    """An ASGI app answering like OpenAI and Anthropic; `state` is this instance's alone."""
+    """An ASGI app answering like OpenAI, Anthropic, Gemini, Vertex AI and Bedrock; `state` is
+    this instance's alone."""
 
     def __init__(self, settings: MockSettings) -> None:
         self.state = MockState(settings)
@@ -33,6 +34,7 @@ class MockApp:
             "/v1/messages": {"POST": anthropic_api.messages},
             "/v1/responses": {"POST": responses_api.create_response},
             "/responses": {"POST": responses_api.create_response},
+            "/token": {"POST": gemini_api.token},  # Google OAuth, for Vertex
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -73,6 +75,8 @@ class MockApp:
                 await responses_api.retrieve_response(self.state, call, path.rpartition("/")[2])
                 return
             methods = self._routes.get(path)
+            if methods is None and await self._model_path(call, path, body):
+                return
             if methods is None:
                 await call.respond(404, openai_error(404, f"Unknown path {path}"))
                 return
@@ -83,6 +87,21 @@ class MockApp:
             await handler(self.state, call, body)
         finally:
             call.close()
+
+    async def _model_path(self, call: Call, path: str, body: bytes) -> bool:
+        """Gemini, Vertex and Bedrock name the model in the path; True if answered here."""
+        if call.record.method != "POST":
+            return False
+        google = gemini_api.route(path)
+        if google is not None:
+            handler, model, vertex = google
+            await handler(self.state, call, body, model, vertex)
+            return True
+        bedrock = bedrock_api.route(path)
+        if bedrock is not None:
+            await bedrock_api.converse(self.state, call, body, *bedrock)
+            return True
+        return False
 
     async def _control(self, call: Call, path: str) -> None:
         method = call.record.method

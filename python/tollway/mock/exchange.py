@@ -138,13 +138,20 @@ class Call:
         await self._send({"type": "http.response.body", "body": body, "more_body": True})
         raise MockAbort("mock: connection cut mid-body")
 
-    async def stream(self, events: Sequence[bytes], paced: range, itl_s: float) -> bool:
-        """Sends an SSE response, one body message per event, pausing `itl_s` before the events
-        whose index is in `paced`. False if the client left; the response is not ended."""
+    async def stream(
+        self,
+        events: Sequence[bytes],
+        paced: range,
+        itl_s: float,
+        headers: Sequence[tuple[bytes, bytes]] = SSE_HEADERS,
+    ) -> bool:
+        """Sends an SSE (or other streamed) response, one body message per event, pausing
+        `itl_s` before the events whose index is in `paced`. False if the client left; the
+        response is not ended."""
         self.record.status = 200
         self._watch()
         send = self._send
-        await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
         for i, event in enumerate(events):
             if itl_s > 0 and i in paced:
                 if not await self.sleep(itl_s):

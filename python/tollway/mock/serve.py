@@ -39,10 +39,10 @@ _KILL_TIMEOUT_S = 1
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tollway mock-upstream",
-        description="Fast OpenAI/Anthropic-compatible mock provider. Models named "
-        "mock-status-<code>, mock-reset-before, mock-reset-mid, mock-truncated, mock-hang or "
-        "mock-slow-<ms> inject faults; GET/DELETE /_mock/requests shows/clears what this "
-        "worker received.",
+        description="Fast mock provider (OpenAI, Anthropic, Gemini, Vertex AI and Bedrock "
+        "APIs). Models named mock-status-<code>, mock-reset-before, mock-reset-mid, "
+        "mock-truncated, mock-hang or mock-slow-<ms> inject faults; GET/DELETE /_mock/requests "
+        "shows/clears what this worker received.",
     )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=9001)

@@ -8,13 +8,38 @@ translated by the Rust `SseMeter` in the `stream_format` the provider names.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-__all__ = ["Endpoints", "Provider", "ProviderTarget", "TranslationError"]
+__all__ = [
+    "OPENAI_COMPATIBLE",
+    "CloudTarget",
+    "Endpoints",
+    "Provider",
+    "ProviderTarget",
+    "RequestAuth",
+    "TranslationError",
+]
 
-StreamFormat = Literal["openai", "anthropic"]
+StreamFormat = Literal["openai", "anthropic", "gemini", "bedrock"]
+
+# Providers that speak the OpenAI API; the presets differ in base URL and quirks (openai.py).
+OPENAI_COMPATIBLE = frozenset(
+    (
+        "openai",
+        "openai-compatible",
+        "mistral",
+        "groq",
+        "together",
+        "fireworks",
+        "deepseek",
+        "openrouter",
+        "vllm",
+        "ollama",
+        "lm-studio",
+    )
+)
 
 
 class TranslationError(ValueError):
@@ -36,6 +61,54 @@ class ProviderTarget(Protocol):
     def api_version(self) -> str | None: ...
 
 
+class CloudTarget(ProviderTarget, Protocol):
+    """The cloud fields of a target (Vertex, Bedrock); None where the account has none."""
+
+    @property
+    def account(self) -> str: ...
+
+    @property
+    def region(self) -> str | None: ...
+    @property
+    def project(self) -> str | None: ...
+    @property
+    def service_account_json(self) -> str | None: ...
+    @property
+    def service_account_file(self) -> str | None: ...
+    @property
+    def aws_access_key_id(self) -> str | None: ...
+    @property
+    def aws_secret_access_key(self) -> str | None: ...
+    @property
+    def aws_session_token(self) -> str | None: ...
+    @property
+    def aws_profile(self) -> str | None: ...
+
+    def sigv4_headers(
+        self,
+        method: str,
+        url: str,
+        headers: list[tuple[str, str]],
+        body: bytes,
+        region: str,
+        service: str,
+        access_key_id: str,
+        secret_access_key: str,
+        session_token: str | None = None,
+        unix_time: float | None = None,
+    ) -> list[tuple[str, str]]:
+        """SigV4 headers for a request (signed in Rust with AWS's `aws-sigv4` crate)."""
+        ...
+
+
+class RequestAuth(Protocol):
+    """Credentials computed per request: a signature over the body, or a short-lived token."""
+
+    async def headers(self, url: str, headers: Mapping[str, str], body: bytes) -> dict[str, str]:
+        """`headers` plus the auth headers for sending `body` to `url`."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class Endpoints:
     """A target's URLs and request headers, credentials included: never log them."""
@@ -43,6 +116,9 @@ class Endpoints:
     chat_url: str
     embeddings_url: str | None  # None: the provider has no embeddings API
     headers: dict[str, str]
+    # Streams go here when the provider has a separate streaming method (Gemini, Bedrock).
+    stream_url: str | None = None
+    auth: RequestAuth | None = None
 
 
 class Provider(Protocol):
@@ -51,13 +127,16 @@ class Provider(Protocol):
     @property
     def stream_format(self) -> StreamFormat: ...
 
-    def endpoints(self, target: ProviderTarget) -> Endpoints: ...
+    def endpoints(self, target: CloudTarget) -> Endpoints: ...
 
     def request_body(self, openai_body: dict[str, Any], model_id: str) -> bytes:
-        """The upstream request body for an OpenAI chat request (already validated)."""
+        """The upstream request body for an OpenAI chat (or embeddings: a body with `input`
+        and no `messages`) request, already validated."""
         ...
 
-    def response_body(self, status: int, body: bytes, model: str) -> bytes:
-        """The OpenAI body for the provider's non-streamed answer: a `chat.completion` for 2xx,
-        an OpenAI error body otherwise."""
+    def response_body(
+        self, status: int, body: bytes, model: str, request: dict[str, Any] | None = None
+    ) -> bytes:
+        """The OpenAI body for the provider's non-streamed answer to `request`: a
+        `chat.completion` (or embeddings list) for 2xx, an OpenAI error body otherwise."""
         ...

@@ -347,7 +347,9 @@ class AnthropicProvider:
     def request_body(self, openai_body: dict[str, Any], model_id: str) -> bytes:
         return _encode(to_anthropic_request(openai_body, model_id))
 
-    def response_body(self, status: int, body: bytes, model: str) -> bytes:
+    def response_body(
+        self, status: int, body: bytes, model: str, request: dict[str, Any] | None = None
+    ) -> bytes:
         if 200 <= status < 300:
             return from_anthropic_response(body, model)
         return from_anthropic_error(status, body)

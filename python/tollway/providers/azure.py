@@ -49,5 +49,7 @@ class AzureOpenAIProvider:
         # The deployment in the URL picks the model; Azure ignores `model` in the body.
         return _encode({**openai_body, "model": model_id})
 
-    def response_body(self, status: int, body: bytes, model: str) -> bytes:
+    def response_body(
+        self, status: int, body: bytes, model: str, request: dict[str, Any] | None = None
+    ) -> bytes:
         return body

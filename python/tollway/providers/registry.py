@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tollway.providers import Provider
+from tollway.providers import OPENAI_COMPATIBLE, Provider
 
 __all__ = ["provider_for"]
 
@@ -10,7 +10,7 @@ __all__ = ["provider_for"]
 def provider_for(name: str) -> Provider:
     """The provider of a `provider-account`'s `provider` field."""
     # Imported here so loading one provider does not load them all.
-    if name in ("openai", "openai-compatible"):
+    if name in OPENAI_COMPATIBLE:
         from tollway.providers.openai import OpenAIProvider
 
         return OpenAIProvider(name)
@@ -22,4 +22,16 @@ def provider_for(name: str) -> Provider:
         from tollway.providers.anthropic import AnthropicProvider
 
         return AnthropicProvider()
+    if name == "gemini":
+        from tollway.providers.gemini import GeminiProvider
+
+        return GeminiProvider()
+    if name == "vertex":
+        from tollway.providers.vertex import VertexProvider
+
+        return VertexProvider()
+    if name == "bedrock":
+        from tollway.providers.bedrock import BedrockProvider
+
+        return BedrockProvider()
     raise ValueError(f"unknown provider {name!r}")

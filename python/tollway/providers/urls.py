@@ -7,6 +7,9 @@ where it cannot be wrong:
 
 - Anthropic: a base whose path ends in `/v1` gets `/messages`; any other base gets
   `/v1/messages`, as the Anthropic SDK does it.
+- Gemini: a base with no path (`https://generativelanguage.googleapis.com`, a proxy's root)
+  gets `/v1beta`; one with a path (`/v1beta`, `/v1`) is used as written. (Vertex and Bedrock
+  bases are hosts: their paths are always added.)
 - OpenAI and OpenAI-compatible: a base with no path at all (`http://host:8000`) gets `/v1`;
   a base with a path is used as written, because OpenAI-compatible servers put their API at
   paths like `/api/v1`, `/openai/v1` or `/v1beta/openai`, where adding anything breaks them.
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-__all__ = ["anthropic_messages_url", "openai_api_base"]
+__all__ = ["anthropic_messages_url", "gemini_api_base", "openai_api_base"]
 
 
 def _path(base_url: str) -> str:
@@ -33,3 +36,9 @@ def anthropic_messages_url(base_url: str) -> str:
     """The Messages API URL for an Anthropic base, with or without `/v1`."""
     base = base_url.rstrip("/")
     return f"{base}/messages" if _path(base).endswith("/v1") else f"{base}/v1/messages"
+
+
+def gemini_api_base(base_url: str) -> str:
+    """The URL `/models/<model>:<method>` is appended to, for a Gemini API base."""
+    base = base_url.rstrip("/")
+    return base if _path(base) else f"{base}/v1beta"

@@ -16,14 +16,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 
 from tollway.asgi import JSON, RequestHead, Send
-from tollway.engine import (
-    Admission,
-    PlanInfo,
-    Runtime,
-    SseMeter,
-    Upstream,
-    count_prompt_tokens,
-)
+from tollway.engine import Admission, PlanInfo, Runtime, SseMeter, Upstream, count_prompt_tokens
 from tollway.errors import GatewayError
 from tollway.guardrails.request import (
     GuardPlan,
@@ -273,7 +266,15 @@ class Call:
     def _url(self, up: Upstream) -> str | None:
         if self.ingress is not None:
             return self.ingress.url(up)
+        if self.stream and up.stream_url is not None:
+            return up.stream_url  # providers with a separate streaming method
         return up.chat_url if self.endpoint == "chat" else up.embeddings_url
+
+    async def _post(self, up: Upstream, url: str, payload: bytes) -> UpstreamResponse:
+        headers = up.headers
+        if up.auth is not None:  # a signature or a short-lived token, per attempt
+            headers = await up.auth.headers(url, headers, payload)
+        return await self.client.post(url, headers, payload, self.timeout_s)
 
     async def _attempts(self) -> None:
         rt = self.rt
@@ -295,7 +296,7 @@ class Call:
                 t0 = perf_counter()
                 self._begin(plan, t0)
                 try:
-                    resp = await self.client.post(url, up.headers, payload, self.timeout_s)
+                    resp = await self._post(up, url, payload)
                 except UpstreamError as e:
                     self.end(plan, OUTCOME[e.kind], 0)
                     failed = GatewayError.upstream_failure(e.kind, up.name)
@@ -317,7 +318,7 @@ class Call:
                 body = await self._read_error(resp)
                 status = resp.status
                 self.end(plan, status, 0)
-                body = up.provider.response_body(status, body, up.model_id)
+                body = up.provider.response_body(status, body, up.model_id, self.req)
                 failed = Failed(*error_response(status, body, up.name, resp.header("retry-after")))
                 if status in plan.retry_on and attempt < plan.retries:
                     wait = plan.retry_delay_s
@@ -361,7 +362,13 @@ class Call:
             self.end(plan, OUTCOME[e.kind], 0)
             raise GatewayError.upstream_failure(e.kind, up.name) from None
         upstream = payload
-        payload = translated = up.provider.response_body(resp.status, payload, up.model_id)
+        try:
+            payload = up.provider.response_body(resp.status, payload, up.model_id, self.req)
+        except (ValueError, TypeError, AttributeError, KeyError):
+            # A translated provider's 2xx answer that is not the JSON its API promises.
+            self.end(plan, OUTCOME["broken"], 0)
+            raise GatewayError.unreadable_answer(up.name) from None
+        translated = payload
         await self.gate()
         if self.guard is not None and self.guard.output:
             guarded = guard_output(self.guard, payload)

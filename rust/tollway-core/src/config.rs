@@ -49,46 +49,7 @@ impl Default for ServerSettings {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Provider {
-    OpenAi,
-    OpenAiCompatible,
-    AzureOpenAi,
-    Anthropic,
-}
-
-impl Provider {
-    pub const NAMES: [&'static str; 4] =
-        ["openai", "openai-compatible", "azure-openai", "anthropic"];
-
-    fn parse(s: &str) -> Option<Self> {
-        match s {
-            "openai" => Some(Self::OpenAi),
-            "openai-compatible" => Some(Self::OpenAiCompatible),
-            "azure-openai" => Some(Self::AzureOpenAi),
-            "anthropic" => Some(Self::Anthropic),
-            _ => None,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::OpenAi => "openai",
-            Self::OpenAiCompatible => "openai-compatible",
-            Self::AzureOpenAi => "azure-openai",
-            Self::Anthropic => "anthropic",
-        }
-    }
-
-    /// The public endpoint, for providers that have one.
-    fn default_base_url(self) -> Option<&'static str> {
-        match self {
-            Self::OpenAi => Some("https://api.openai.com/v1"),
-            Self::Anthropic => Some("https://api.anthropic.com/v1"),
-            Self::OpenAiCompatible | Self::AzureOpenAi => None,
-        }
-    }
-}
+pub use crate::providers::{CloudAccount, Provider};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelEntry {
@@ -109,6 +70,8 @@ pub struct ProviderAccount {
     pub api_version: Option<String>,
     pub headers: Vec<(String, String)>,
     pub models: Vec<ModelEntry>,
+    /// Regions and credentials of cloud providers (Vertex, Bedrock).
+    pub cloud: CloudAccount,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -392,6 +355,10 @@ fn parse_account(doc: &Value, errs: &mut Errors) -> Option<ProviderAccount> {
         "headers",
         "models",
     ];
+    let known: Vec<&str> = known
+        .into_iter()
+        .chain(crate::providers::CLOUD_FIELDS)
+        .collect();
     let f = Fields::new(doc, "", &known, errs)?;
     let name = f.req_string("name", errs);
     let name = name.filter(|n| check_name(n, "name", errs));
@@ -419,12 +386,13 @@ fn parse_account(doc: &Value, errs: &mut Errors) -> Option<ProviderAccount> {
         (None, None) => None,
     };
     let api_key = f.string("api_key", errs);
-    if let Some(p) = provider.filter(|p| *p != Provider::OpenAiCompatible) {
+    if let Some(p) = provider.filter(|p| p.needs_api_key()) {
         if api_key.is_none() {
             errs.push("api_key", format!("required for provider {}", p.name()));
         }
     }
     let api_version = f.string("api_version", errs);
+    let cloud = crate::providers::parse_cloud(&f, provider, errs);
     let headers = f.string_map("headers", errs).unwrap_or_default();
     let mut models: Vec<ModelEntry> = Vec::new();
     for (path, item) in f.list("models", errs).unwrap_or_default() {
@@ -449,6 +417,7 @@ fn parse_account(doc: &Value, errs: &mut Errors) -> Option<ProviderAccount> {
         api_version,
         headers,
         models,
+        cloud,
     })
 }
 

@@ -66,6 +66,22 @@ pub(crate) struct Target {
     headers: Vec<(String, String)>,
     #[pyo3(get)]
     model_id: String,
+    #[pyo3(get)]
+    region: Option<String>,
+    #[pyo3(get)]
+    project: Option<String>,
+    #[pyo3(get)]
+    service_account_json: Option<String>,
+    #[pyo3(get)]
+    service_account_file: Option<String>,
+    #[pyo3(get)]
+    aws_access_key_id: Option<String>,
+    #[pyo3(get)]
+    aws_secret_access_key: Option<String>,
+    #[pyo3(get)]
+    aws_session_token: Option<String>,
+    #[pyo3(get)]
+    aws_profile: Option<String>,
 }
 
 #[pyclass(frozen, module = "tollway._core")]
@@ -500,6 +516,14 @@ impl Engine {
                 api_version: t.api_version.clone(),
                 headers: t.headers.clone(),
                 model_id: t.model_id.clone(),
+                region: t.cloud.region.clone(),
+                project: t.cloud.project.clone(),
+                service_account_json: t.cloud.service_account_json.clone(),
+                service_account_file: t.cloud.service_account_file.clone(),
+                aws_access_key_id: t.cloud.aws_access_key_id.clone(),
+                aws_secret_access_key: t.cloud.aws_secret_access_key.clone(),
+                aws_session_token: t.cloud.aws_session_token.clone(),
+                aws_profile: t.cloud.aws_profile.clone(),
             })
             .collect()
     }

@@ -5,6 +5,7 @@ mod errors;
 mod guardrails;
 mod meter;
 mod otlp;
+mod sigv4;
 mod state;
 
 use engine::{Admission, Denial, Engine, Key, Outcome, Plan, Settings, Target};

@@ -38,6 +38,8 @@ pub struct Target {
     pub api_version: Option<String>,
     pub headers: Vec<(String, String)>,
     pub model_id: String,
+    /// Regions and credentials of cloud providers (Vertex, Bedrock).
+    pub cloud: config::CloudAccount,
     /// USD per million tokens, from the account's model entry or the bundled table.
     pub price: Option<Price>,
 }
@@ -139,6 +141,7 @@ impl Engine {
                     api_version: acc.api_version.clone(),
                     headers: acc.headers.clone(),
                     model_id: m.model_id.clone(),
+                    cloud: acc.cloud.clone(),
                     price: prices.lookup_for(
                         acc.provider.name(),
                         &m.model_id,

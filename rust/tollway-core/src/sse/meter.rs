@@ -8,6 +8,8 @@
 
 use super::{Event, Flow, Recorder, SseParser, StreamError, Usage, MAX_EVENT_BYTES};
 use crate::sse::anthropic::AnthropicTranslator;
+use crate::sse::bedrock::BedrockTranslator;
+use crate::sse::gemini::GeminiTranslator;
 use crate::sse::openai::{read_openai, record_chunk, OpenAiEvent};
 use crate::sse::responses::responses_event;
 use crate::sse::to_anthropic::ToAnthropic;
@@ -27,6 +29,10 @@ pub enum StreamFormat {
     OpenAiToAnthropic,
     /// OpenAI Responses API events, forwarded.
     Responses,
+    /// Gemini API and Vertex AI `streamGenerateContent?alt=sse`.
+    Gemini,
+    /// Bedrock ConverseStream's binary event stream (not SSE).
+    Bedrock,
 }
 
 impl StreamFormat {
@@ -37,6 +43,8 @@ impl StreamFormat {
             "anthropic-raw" => Self::AnthropicRaw,
             "openai-to-anthropic" => Self::OpenAiToAnthropic,
             "responses" => Self::Responses,
+            "gemini" => Self::Gemini,
+            "bedrock" => Self::Bedrock,
             _ => return None,
         })
     }
@@ -48,6 +56,8 @@ impl StreamFormat {
             Self::AnthropicRaw => "anthropic-raw",
             Self::OpenAiToAnthropic => "openai-to-anthropic",
             Self::Responses => "responses",
+            Self::Gemini => "gemini",
+            Self::Bedrock => "bedrock",
         }
     }
 }
@@ -78,6 +88,8 @@ pub struct SseMeter {
     rec: Recorder,
     anthropic: Option<Box<AnthropicTranslator>>,
     to_anthropic: Option<Box<ToAnthropic>>,
+    gemini: Option<Box<GeminiTranslator>>,
+    bedrock: Option<Box<BedrockTranslator>>,
     out: Vec<u8>,
     /// Translated bytes nobody reads (an Anthropic stream metered but forwarded as it is).
     scratch: Vec<u8>,
@@ -98,6 +110,20 @@ impl SseMeter {
         });
         let to_anthropic = (opts.format == StreamFormat::OpenAiToAnthropic)
             .then(|| Box::new(ToAnthropic::new(&opts.model)));
+        let gemini = (opts.format == StreamFormat::Gemini).then(|| {
+            Box::new(GeminiTranslator::new(
+                &opts.model,
+                opts.created,
+                opts.include_usage,
+            ))
+        });
+        let bedrock = (opts.format == StreamFormat::Bedrock).then(|| {
+            Box::new(BedrockTranslator::new(
+                &opts.model,
+                opts.created,
+                opts.include_usage,
+            ))
+        });
         Self {
             parser: SseParser::new(MAX_EVENT_BYTES),
             format: opts.format,
@@ -119,6 +145,8 @@ impl SseMeter {
             },
             anthropic,
             to_anthropic,
+            gemini,
+            bedrock,
             out: Vec::new(),
             scratch: Vec::new(),
         }
@@ -137,6 +165,12 @@ impl SseMeter {
     /// invents an end marker: a cut stream gets no `[DONE]`.
     pub fn finish(&mut self, now_ms: f64) -> &[u8] {
         self.drive(None, now_ms);
+        // Gemini and Bedrock may end without an end marker: complete a finished answer.
+        if let Some(g) = &mut self.gemini {
+            g.end(&mut self.rec, &mut self.out);
+        } else if let Some(b) = &mut self.bedrock {
+            b.end(&mut self.rec, &mut self.out);
+        }
         if !self.rec.done && self.rec.finish_reason.is_none() {
             self.rec.fail(StreamError::Truncated);
         }
@@ -153,18 +187,27 @@ impl SseMeter {
             rec,
             anthropic,
             to_anthropic,
+            gemini,
+            bedrock,
             out,
             scratch,
             ..
         } = self;
         out.clear();
+        if let Some(b) = bedrock {
+            // Binary frames, not SSE: the translator does its own framing.
+            if let Some(c) = chunk {
+                b.feed(c, rec, now_ms, out);
+            }
+            return;
+        }
         let mut run = |sink: &mut Vec<u8>, on_event: &mut dyn FnMut(&Event<'_>) -> Flow| match chunk
         {
             Some(c) => parser.feed(c, sink, on_event),
             None => parser.finish(sink, on_event),
         };
-        let result = match (format, anthropic, to_anthropic) {
-            (StreamFormat::AnthropicRaw, Some(t), _) => run(out, &mut |e| {
+        let result = match (format, anthropic, to_anthropic, gemini) {
+            (StreamFormat::AnthropicRaw, Some(t), ..) => run(out, &mut |e| {
                 scratch.clear();
                 match t.on_event(e, rec, now_ms, scratch) {
                     Flow::Stop => Flow::Stop,
@@ -174,8 +217,9 @@ impl SseMeter {
                     _ => Flow::Forward,
                 }
             }),
-            (_, Some(t), _) => run(&mut Vec::new(), &mut |e| t.on_event(e, rec, now_ms, out)),
-            (_, _, Some(t)) => run(&mut Vec::new(), &mut |e| t.on_event(e, rec, now_ms, out)),
+            (_, Some(t), ..) => run(&mut Vec::new(), &mut |e| t.on_event(e, rec, now_ms, out)),
+            (_, _, Some(t), _) => run(&mut Vec::new(), &mut |e| t.on_event(e, rec, now_ms, out)),
+            (_, _, _, Some(t)) => run(&mut Vec::new(), &mut |e| t.on_event(e, rec, now_ms, out)),
             (StreamFormat::Responses, ..) => run(out, &mut |e| responses_event(e, rec, now_ms)),
             _ => run(out, &mut |e| openai_event(e, rec, now_ms, *strip_usage)),
         };

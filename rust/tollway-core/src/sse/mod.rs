@@ -3,6 +3,9 @@
 //! largest allowed event; the metering and translation on top of it live in [`meter`].
 
 pub mod anthropic;
+pub mod bedrock;
+mod chunks;
+pub mod gemini;
 pub mod meter;
 pub mod openai;
 pub mod responses;

@@ -115,6 +115,10 @@ pub fn genai_provider(provider: &str) -> &str {
     match provider {
         "azure-openai" => "azure.ai.openai",
         "openai-compatible" => "openai",
+        "gemini" => "gcp.gemini",
+        "vertex" => "gcp.vertex_ai",
+        "bedrock" => "aws.bedrock",
+        "mistral" => "mistral_ai",
         other => other,
     }
 }

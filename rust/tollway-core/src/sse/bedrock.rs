@@ -1,0 +1,239 @@
+//! Bedrock ConverseStream answers: the binary `application/vnd.amazon.eventstream` body
+//! decoded frame by frame (AWS's `aws-smithy-eventstream`, prelude and message CRCs checked)
+//! and each event translated, as it arrives, into OpenAI `chat.completion.chunk` events.
+//!
+//! `messageStart` gives the role chunk, `contentBlockDelta` text and tool-input chunks,
+//! `contentBlockStart` with `toolUse` a tool-call chunk, `messageStop` the finish chunk, and
+//! `metadata` (the last event) the usage chunk and `[DONE]`. Exception frames
+//! (`throttlingException`, ...) end the stream with an error.
+
+use std::borrow::Cow;
+
+use aws_smithy_eventstream::frame::{DecodedFrame, MessageFrameDecoder};
+use aws_smithy_types::event_stream::{HeaderValue, Message};
+use bytes::{Buf, BytesMut};
+use serde::Deserialize;
+
+use crate::sse::chunks::ChunkWriter;
+use crate::sse::{Recorder, StreamError, MAX_EVENT_BYTES};
+
+/// OpenAI's finish reason for a Bedrock `stopReason`.
+pub fn finish_reason(stop_reason: &str) -> &'static str {
+    match stop_reason {
+        "max_tokens" | "model_context_window_exceeded" => "length",
+        "tool_use" => "tool_calls",
+        "guardrail_intervened" | "content_filtered" => "content_filter",
+        _ => "stop", // end_turn, stop_sequence
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct BedrockTranslator {
+    writer: ChunkWriter,
+    decoder: MessageFrameDecoder,
+    buf: BytesMut,
+    /// The OpenAI tool-call index of each content block that is a tool use.
+    tools: Vec<(u32, u32)>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EventIn<'a> {
+    #[serde(default)]
+    content_block_index: Option<u32>,
+    #[serde(borrow, default)]
+    start: Option<Start<'a>>,
+    #[serde(borrow, default)]
+    delta: Option<Delta<'a>>,
+    #[serde(borrow, default)]
+    stop_reason: Option<Cow<'a, str>>,
+    #[serde(default)]
+    usage: Option<UsageIn>,
+    #[serde(borrow, default)]
+    message: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Start<'a> {
+    #[serde(borrow, default)]
+    tool_use: Option<ToolStart<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ToolStart<'a> {
+    #[serde(borrow, default)]
+    tool_use_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    name: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Delta<'a> {
+    #[serde(borrow, default)]
+    text: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    tool_use: Option<ToolDelta<'a>>,
+    #[serde(borrow, default)]
+    reasoning_content: Option<ToolDelta<'a>>,
+}
+
+/// `{"input": "..."}` of a tool-use delta; `{"text": "..."}` of a reasoning delta.
+#[derive(Deserialize)]
+struct ToolDelta<'a> {
+    #[serde(borrow, default)]
+    input: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    text: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UsageIn {
+    #[serde(default)]
+    input_tokens: Option<u64>,
+    #[serde(default)]
+    output_tokens: Option<u64>,
+    #[serde(default)]
+    cache_read_input_tokens: Option<u64>,
+    #[serde(default)]
+    cache_write_input_tokens: Option<u64>,
+}
+
+fn header<'m>(m: &'m Message, name: &str) -> Option<&'m str> {
+    m.headers()
+        .iter()
+        .find(|h| h.name().as_str() == name)
+        .and_then(|h| match h.value() {
+            HeaderValue::String(s) => Some(s.as_str()),
+            _ => None,
+        })
+}
+
+impl BedrockTranslator {
+    pub(crate) fn new(model: &str, created: u64, include_usage: bool) -> Self {
+        Self {
+            writer: ChunkWriter::new(model, created, include_usage),
+            decoder: MessageFrameDecoder::new(),
+            buf: BytesMut::new(),
+            tools: Vec::new(),
+        }
+    }
+
+    /// Decodes every whole frame of `chunk` (with what earlier chunks left) into `out`.
+    pub(crate) fn feed(
+        &mut self,
+        chunk: &[u8],
+        rec: &mut Recorder,
+        now_ms: f64,
+        out: &mut Vec<u8>,
+    ) {
+        if rec.error.is_some() {
+            return;
+        }
+        self.buf.extend_from_slice(chunk);
+        while rec.error.is_none() {
+            match self.decoder.decode_frame(&mut self.buf) {
+                Ok(DecodedFrame::Complete(m)) => self.on_message(&m, rec, now_ms, out),
+                Ok(DecodedFrame::Incomplete) => break,
+                Err(_) => {
+                    rec.fail(StreamError::InvalidJson);
+                }
+            }
+        }
+        if self.buf.remaining() > MAX_EVENT_BYTES {
+            rec.fail(StreamError::EventTooLarge);
+        }
+        if rec.error.is_some() {
+            self.buf = BytesMut::new();
+        }
+    }
+
+    /// The body ended: a stream that stopped without its `metadata` event still completes
+    /// once it had a finish (usage is then counted locally).
+    pub(crate) fn end(&mut self, rec: &mut Recorder, out: &mut Vec<u8>) {
+        if !rec.done && rec.error.is_none() && rec.finish_reason.is_some() {
+            self.writer.done(rec, out);
+        }
+    }
+
+    fn on_message(&mut self, m: &Message, rec: &mut Recorder, now_ms: f64, out: &mut Vec<u8>) {
+        if rec.done {
+            return;
+        }
+        let payload = m.payload().as_ref();
+        match header(m, ":message-type").unwrap_or("event") {
+            "event" => {}
+            "exception" => {
+                let kind = header(m, ":exception-type").unwrap_or("exception");
+                let message = serde_json::from_slice::<EventIn<'_>>(payload)
+                    .ok()
+                    .and_then(|e| e.message.map(Cow::into_owned));
+                rec.fail(StreamError::Upstream {
+                    kind: Some(kind.to_owned()),
+                    message: message.unwrap_or_else(|| "unknown error".to_owned()),
+                });
+                return;
+            }
+            _ => {
+                let kind = header(m, ":error-code").map(str::to_owned);
+                let message = header(m, ":error-message").unwrap_or("unknown error");
+                rec.fail(StreamError::Upstream {
+                    kind,
+                    message: message.to_owned(),
+                });
+                return;
+            }
+        }
+        let Ok(ev) = serde_json::from_slice::<EventIn<'_>>(payload) else {
+            rec.fail(StreamError::InvalidJson);
+            return;
+        };
+        let w = &mut self.writer;
+        match header(m, ":event-type").unwrap_or("") {
+            "messageStart" => w.role(out),
+            "contentBlockStart" => {
+                if let Some(tool) = ev.start.and_then(|s| s.tool_use) {
+                    let id = tool.tool_use_id.as_deref().unwrap_or("");
+                    let name = tool.name.as_deref().unwrap_or("");
+                    let index = w.tool_call(rec, now_ms, out, id, name, "");
+                    self.tools
+                        .push((ev.content_block_index.unwrap_or(0), index));
+                }
+            }
+            "contentBlockDelta" => {
+                let Some(d) = ev.delta else { return };
+                if let Some(text) = d.text.as_deref().filter(|t| !t.is_empty()) {
+                    w.content(rec, now_ms, out, text);
+                } else if let Some(input) = d.tool_use.and_then(|t| t.input) {
+                    let block = ev.content_block_index.unwrap_or(0);
+                    if let Some(&(_, index)) = self.tools.iter().find(|(b, _)| *b == block) {
+                        w.tool_arguments(rec, now_ms, out, index, &input);
+                    }
+                } else if let Some(text) = d.reasoning_content.and_then(|r| r.text) {
+                    rec.push_text(&text); // counted, not shown
+                }
+            }
+            "messageStop" => {
+                let reason = ev.stop_reason.as_deref().unwrap_or("end_turn");
+                w.finish(rec, out, finish_reason(reason));
+            }
+            "metadata" => {
+                if let Some(u) = ev.usage {
+                    let cached = u.cache_read_input_tokens;
+                    rec.usage.prompt_tokens = u
+                        .input_tokens
+                        .map(|n| n + cached.unwrap_or(0) + u.cache_write_input_tokens.unwrap_or(0));
+                    rec.usage.completion_tokens = u.output_tokens;
+                    rec.usage.cached_tokens = cached;
+                }
+                if rec.finish_reason.is_some() {
+                    w.done(rec, out);
+                }
+            }
+            _ => {} // contentBlockStop, and event types added later
+        }
+    }
+}
