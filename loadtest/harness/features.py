@@ -17,6 +17,8 @@ class Feature:
     doc_type: str | None = None  # a whole config document that switches the feature on
     settings_key: str | None = None  # or a key of the gateway-settings document
     needs_otlp_sink: bool = False  # the harness starts a local OTLP receiver when it is on
+    # For a settings key whose absence means "on" (a default): the value that switches it off.
+    off_value: Any = None
 
 
 # A feature is "implemented" once loadtest/gateway.yaml contains its document or settings key;
@@ -29,6 +31,12 @@ FEATURES: tuple[Feature, ...] = (
     Feature("routing", "weighted routing", doc_type="gateway-load-balancing-config"),
     Feature("budgets", "budget rules", doc_type="gateway-budget-config"),
     Feature("guardrails", "guardrails", doc_type="gateway-guardrails-config"),
+    Feature(
+        "logs",
+        "the request log (written in the background)",
+        settings_key="request_logs",
+        off_value={"enabled": False},
+    ),
 )
 
 
@@ -48,6 +56,8 @@ def _without(feature: Feature, docs: list[dict[str, Any]]) -> list[dict[str, Any
             continue
         if feature.settings_key is not None and doc.get("type") == "gateway-settings":
             doc = {k: v for k, v in doc.items() if k != feature.settings_key}
+            if feature.off_value is not None:
+                doc[feature.settings_key] = feature.off_value
         kept.append(doc)
     return kept
 

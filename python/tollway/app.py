@@ -19,6 +19,8 @@ from tollway.asgi import JSON, Receive, RequestHead, Scope, Send, send_error, se
 from tollway.engine import Denial, Runtime, load_runtime, warm_tokenizer
 from tollway.errors import GatewayError
 from tollway.ingress.anthropic import count_tokens
+from tollway.logs import RequestLogging
+from tollway.logs import setup as setup_request_log
 from tollway.proxy import Proxy
 from tollway.proxy.handler import Endpoint
 from tollway.reload import watch_config
@@ -45,10 +47,15 @@ class Gateway:
     """One worker's gateway: a `Runtime` for the current config and one upstream client."""
 
     def __init__(
-        self, runtime: Runtime, config_path: str | None = None, telemetry: Telemetry | None = None
+        self,
+        runtime: Runtime,
+        config_path: str | None = None,
+        telemetry: Telemetry | None = None,
+        request_log: RequestLogging | None = None,
     ) -> None:
         self.runtime = runtime
         self.telemetry = telemetry
+        self.request_log = request_log
         self.config_path = config_path
         self.proxy: Proxy | None = None
         self.draining = False
@@ -115,6 +122,8 @@ class Gateway:
             await send_json(send, 200, body, [(b"content-type", CONTENT_TYPE.encode())])
         elif path == "/v1/models" and method == "GET":
             await self._models(scope, send)
+        elif self.request_log is not None and self.request_log.analytics.handles(path):
+            await self.request_log.analytics(self.runtime, scope, send)
         else:
             await send_error(
                 send, GatewayError.not_found(), RequestHead(scope["headers"]).request_id
@@ -156,6 +165,8 @@ class Gateway:
                 if self.telemetry is not None:
                     await self.telemetry.start(client.session)
                     self.telemetry.watch_engine(lambda: self.runtime.engine)
+                if self.request_log is not None:
+                    self.request_log.start(client.session, lambda: self.runtime.engine)
                 # Load the BPE tables off the event loop (the Rust call releases the GIL), so
                 # the first stream without provider usage does not pay ~0.5 s for them.
                 warm = asyncio.ensure_future(asyncio.to_thread(_warm_tokenizers, self.runtime))
@@ -189,6 +200,9 @@ class Gateway:
                     await self.telemetry.stop(timeout_s=5.0)
                 if self.proxy is not None and self.proxy.cache is not None:
                     await self.proxy.cache.close()
+                if self.request_log is not None:
+                    # After telemetry's last intake, so every record has reached the writer.
+                    await self.request_log.stop()
                 if client is not None:
                     await client.close()
                 await send({"type": "lifespan.shutdown.complete"})
@@ -221,4 +235,5 @@ def create_app(config_path: str | None = None) -> Gateway:
         sections.get("otel"), sections.get("metrics"), os.environ
     )
     telemetry = Telemetry(settings, metrics_dir=os.environ.get(METRICS_DIR_ENV))
-    return Gateway(runtime, config_path=path, telemetry=telemetry)
+    request_log = setup_request_log(sections, telemetry, path)
+    return Gateway(runtime, config_path=path, telemetry=telemetry, request_log=request_log)

@@ -38,6 +38,7 @@ class RequestHead:
         "cache_config",
         "content_length",
         "guardrails",
+        "logging_config",
         "metadata",
         "request_id",
         "timeout_ms",
@@ -54,6 +55,7 @@ class RequestHead:
         self.guardrails: bytes | None = None
         self.traceparent: bytes | None = None
         self.cache_config: bytes | None = None
+        self.logging_config: bytes | None = None
         request_id: bytes | None = None
         for name, value in headers:
             if name == b"authorization":
@@ -74,6 +76,8 @@ class RequestHead:
                 self.guardrails = value
             elif name == b"x-tfy-cache-config":
                 self.cache_config = value
+            elif name == b"x-tfy-logging-config":
+                self.logging_config = value
         # A client's request id is echoed only when it is short and printable ASCII.
         if (
             request_id

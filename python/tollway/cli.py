@@ -1,4 +1,4 @@
-"""The `tollway` command: serve, check-config, mock-upstream, hash-key."""
+"""The `tollway` command: serve, check-config, mock-upstream, hash-key, logs."""
 
 from __future__ import annotations
 
@@ -151,6 +151,9 @@ def _parser() -> argparse.ArgumentParser:
     h = sub.add_parser("hash-key", help="print the sha256: form of a key for the config")
     h.add_argument("key", help="the key, or - to read it from stdin")
     h.set_defaults(func=_hash_key)
+    from tollway.logs.cli import add_parser as add_logs  # duckdb loads only with `logs`
+
+    add_logs(sub)
     return p
 
 

@@ -182,6 +182,7 @@ class Proxy:
                 assert isinstance(denial, Denial)
                 raise GatewayError.from_denial(denial)
             body = await read_body(receive, rt.settings.max_body_bytes, head.content_length)
+            log.request_body, log.logging_config = body, head.logging_config
             req, ingress = _parse(body, endpoint)
             timeouts = self._timeouts(head)
             adm = rt.engine.admit(head.authorization, req["model"], head.metadata, head.guardrails)
@@ -214,7 +215,8 @@ class Proxy:
                 log,
                 guard,
                 session,
-                self.telemetry is not None and self.telemetry.capture_content,
+                self.telemetry is not None
+                and (self.telemetry.capture_content or self.telemetry.log_body_cap > 0),
                 adm.applied,
             )
             call.ingress = ingress
@@ -247,6 +249,7 @@ class Proxy:
                         head.traceparent,
                         self.telemetry.capture_content,
                         self.telemetry.tracing,
+                        self.telemetry.log_body_cap if self.telemetry.sinks else None,
                     )
                 )
 

@@ -18,17 +18,21 @@ __all__ = ["server_timing"]
 def server_timing(started: float, log: RequestLog, ttfb_from: float | None = None) -> bytes:
     """The header value now; `ttfb_from` (a perf_counter time) marks a stream's head."""
     now = perf_counter()
-    total = (now - started) * 1000
-    model = sum(max(a.end_s - a.start_s, 0.0) for a in log.attempts if a.end_s) * 1000
-    guard = sum(g.end_ns - g.start_ns for g in log.guardrails) / 1e6
+    model = 0.0
+    for a in log.attempts:
+        if a.end_s > a.start_s:
+            model += a.end_s - a.start_s
+    guard = 0
+    for g in log.guardrails:
+        guard += g.end_ns - g.start_ns
+    total = now - started
+    gs = guard / 1e9
     if ttfb_from is not None:
-        ttfb = (now - ttfb_from) * 1000
-        gateway = max(total - model - ttfb - guard, 0.0)
-        return (
-            f"gateway;dur={gateway:.3f}, guardrail;dur={guard:.3f}, ttfb;dur={ttfb:.3f}"
-        ).encode()
-    gateway = max(total - model - guard, 0.0)
-    return (
-        f"gateway;dur={gateway:.3f}, guardrail;dur={guard:.3f}, model;dur={model:.3f}, "
-        f"total;dur={total:.3f}"
-    ).encode()
+        ttfb = now - ttfb_from
+        gateway = max(total - model - ttfb - gs, 0.0)
+        return _HEAD % (gateway * 1000, gs * 1000, ttfb * 1000)
+    return _DONE % (max(total - model - gs, 0.0) * 1000, gs * 1000, model * 1000, total * 1000)
+
+
+_HEAD = b"gateway;dur=%.3f, guardrail;dur=%.3f, ttfb;dur=%.3f"
+_DONE = b"gateway;dur=%.3f, guardrail;dur=%.3f, model;dur=%.3f, total;dur=%.3f"

@@ -115,6 +115,10 @@ class Telemetry:
         self.spans_dropped_at_queue = 0
         self.spans_exported = 0
         self.spans_dropped = 0
+        # Other consumers of the records (the request log): called from intake, must not block.
+        self.sinks: list[Callable[[list[Record]], None]] = []
+        # Request and response bodies are kept in the request log up to this many bytes.
+        self.log_body_cap = 0
 
     # -- request path -------------------------------------------------------------------------
 
@@ -217,8 +221,9 @@ class Telemetry:
             self._gauges_at = now
         self._budgets(gauges=refresh)
         if not records:
-            if refresh:
-                metrics.flush()
+            # Background counters (request log, alerts) still reach the other workers' scrapes;
+            # a no-op when nothing changed.
+            metrics.flush()
             return
         # In slices, yielding between them: this runs on the request path's CPU, and a second's
         # worth of records folded in one go would stall every request arriving meanwhile.
@@ -227,6 +232,8 @@ class Telemetry:
             for rec in part:
                 metrics.observe(rec)
             self.access_log.write(part)
+            for sink in self.sinks:
+                sink(part)
             if i + _INTAKE_SLICE < len(records):
                 await asyncio.sleep(0)
         if self._encoder is not None:

@@ -6,13 +6,14 @@ metrics and the access log are made from it in the background (tollway.telemetry
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 
 from tollway.engine import Admission, Denial, PlanInfo, Runtime
-from tollway.telemetry import Attempt, GuardrailRun, Record
+from tollway.telemetry.record import Attempt, GuardrailRun, LogPart, Record
 
 __all__ = ["AttemptLog", "RequestLog", "build_record"]
 
@@ -62,6 +63,9 @@ class RequestLog:
     itl_max_ms: float | None = None
     output_text: str | None = None
     guardrails: list[GuardrailRun] = field(default_factory=list)
+    # For the request log: the body as received, and the x-tfy-logging-config header.
+    request_body: bytes = b""
+    logging_config: bytes | None = None
 
 
 def _param(req: dict[str, Any], name: str) -> Any:
@@ -79,7 +83,9 @@ def build_record(
     traceparent: bytes | None,
     capture_content: bool,
     tracing: bool = False,
+    log_body_cap: int | None = None,
 ) -> Record:
+    """`log_body_cap`: None without a request log, else the cap on logged bodies (0: none)."""
     key_name = subject = ""
     metadata: dict[str, str] = {}
     rule_ids: list[str] = []
@@ -140,6 +146,9 @@ def build_record(
                 output_text=log.output_text if capture_content and final else None,
             )
         )
+    part = None
+    if log_body_cap is not None:
+        part = _log_part(log, metadata, req.get("stream") is True, log_body_cap)
     return Record(
         request_id=request_id.decode("ascii", "replace"),
         start_ns=log.start_ns,
@@ -162,4 +171,27 @@ def build_record(
         candidates=[rt.plans[p].upstream.name for p in adm.plans]
         if tracing and routing and isinstance(adm, Admission)
         else [],
+        log=part,
+    )
+
+
+def _log_part(log: RequestLog, metadata: dict[str, str], stream: bool, cap: int) -> LogPart:
+    enabled = metadata.get("tfy_log_request") != "false"
+    header = log.logging_config
+    if enabled and header is not None and b"false" in header:
+        with contextlib.suppress(msgspec.DecodeError, AttributeError):
+            enabled = msgspec.json.decode(header).get("enabled") is not False
+    request_body = response_body = None
+    if cap > 0 and enabled:
+        request_body = log.request_body[:cap].decode("utf-8", "replace")
+        response_body = log.output_text[:cap] if log.output_text is not None else None
+    return LogPart(
+        enabled=enabled,
+        input_tokens=log.usage[0],
+        cached_tokens=log.usage[1],
+        output_tokens=log.usage[2],
+        cost_usd=log.cost_usd,
+        stream=stream,
+        request_body=request_body,
+        response_body=response_body,
     )

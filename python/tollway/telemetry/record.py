@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-__all__ = ["Attempt", "Record"]
+__all__ = ["Attempt", "LogPart", "Record"]
 
 
 class Attempt(msgspec.Struct, array_like=True, gc=False, kw_only=True):
@@ -56,6 +56,20 @@ class GuardrailRun(msgspec.Struct, array_like=True, gc=False, kw_only=True):
     categories: list[str] = []
 
 
+class LogPart(msgspec.Struct, array_like=True, gc=False, kw_only=True):
+    """What only the request log reads (tollway.logs): whether the request may be logged,
+    the usage charged (also for a stream cut short), and the bodies when they are kept."""
+
+    enabled: bool = True
+    input_tokens: int = 0
+    cached_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    stream: bool = False
+    request_body: str | None = None
+    response_body: str | None = None
+
+
 class Record(msgspec.Struct, array_like=True, gc=False, kw_only=True):
     """One gateway request. `rate_limit`/`budget` are `(rule_id, result)` of the rule that
     decided (result `"allowed"`, `"blocked"`, or for a budget in audit mode that is over its
@@ -84,3 +98,5 @@ class Record(msgspec.Struct, array_like=True, gc=False, kw_only=True):
     guardrails: list[GuardrailRun] = []
     # The targets the routing rule ordered, first choice first (filled when tracing).
     candidates: list[str] = []
+    # Set only when a request log is configured; the OTLP encoder skips it.
+    log: LogPart | None = None

@@ -90,29 +90,11 @@ pub struct KeyConfig {
     pub subject: String,
     pub allowed_models: Vec<String>,
     pub metadata: Vec<(String, String)>,
+    /// May read the analytics API and `/ui`.
+    pub admin: bool,
 }
 
-/// Where limit and budget counters are shared (DESIGN.md §6).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StateSettings {
-    /// `local` (in process) or `redis` (synced in the background).
-    pub backend: String,
-    pub redis_url: Option<String>,
-    pub sync_interval_ms: u64,
-    /// Connect and read timeout of every Redis call: a hung Redis never blocks anything.
-    pub redis_timeout_ms: u64,
-}
-
-impl Default for StateSettings {
-    fn default() -> Self {
-        Self {
-            backend: "local".to_owned(),
-            redis_url: None,
-            sync_interval_ms: 100,
-            redis_timeout_ms: 250,
-        }
-    }
-}
+pub use crate::limits::sync::StateSettings;
 
 /// Everything the documents said, before names are resolved across documents.
 #[derive(Debug, Default, Clone)]
@@ -126,11 +108,12 @@ pub struct RawConfig {
     pub guardrails: crate::guardrails::GuardrailsConfig,
     pub state: StateSettings,
     pub cache: crate::cache::CacheConfig,
-    /// `{"otel": {...}, "metrics": {...}}` as validated, for the Python telemetry package.
+    /// `{"otel", "metrics", "request_logs", "alerts"}` as validated, for the Python side.
     pub telemetry_json: String,
+    pub logs: crate::logs::LogsConfig,
 }
 
-pub const DOCUMENT_TYPES: [&str; 8] = [
+pub const DOCUMENT_TYPES: [&str; 9] = [
     "gateway-settings",
     "provider-account",
     "gateway-keys",
@@ -139,6 +122,7 @@ pub const DOCUMENT_TYPES: [&str; 8] = [
     "gateway-budget-config",
     "gateway-guardrails-config",
     "gateway-cache-config",
+    "gateway-alerts-config",
 ];
 
 /// Reads one document into `cfg`, recording every problem in `errs`.
@@ -187,6 +171,7 @@ pub fn parse_document(
         "gateway-budget-config" => crate::limits::parse_budgets(doc, &mut cfg.budgets, errs),
         "gateway-guardrails-config" => crate::guardrails::parse(doc, &mut cfg.guardrails, errs),
         "gateway-cache-config" => crate::cache::parse_rules(doc, &mut cfg.cache.rules, errs),
+        "gateway-alerts-config" => crate::logs::config::parse_alerts(doc, &mut cfg.logs, errs),
         other => errs.push(
             "type",
             format!(
@@ -198,7 +183,15 @@ pub fn parse_document(
 }
 
 fn parse_settings(doc: &Value, cfg: &mut RawConfig, errs: &mut Errors) {
-    let known = ["type", "server", "otel", "metrics", "state", "cache"];
+    let known = [
+        "type",
+        "server",
+        "otel",
+        "metrics",
+        "state",
+        "request_logs",
+        "cache",
+    ];
     let Some(f) = Fields::new(doc, "", &known, errs) else {
         return;
     };
@@ -216,6 +209,12 @@ fn parse_settings(doc: &Value, cfg: &mut RawConfig, errs: &mut Errors) {
             f.get("metrics")
                 .map(|v| crate::telemetry::config::parse_metrics(v, "metrics", errs).is_some()),
         ),
+        (
+            "request_logs",
+            f.get("request_logs").map(|v| {
+                crate::logs::config::parse_request_logs(v, "request_logs", errs).is_some()
+            }),
+        ),
     ] {
         if ok == Some(true) {
             telemetry.insert(name.to_owned(), f.get(name).cloned().unwrap_or(Value::Null));
@@ -223,7 +222,7 @@ fn parse_settings(doc: &Value, cfg: &mut RawConfig, errs: &mut Errors) {
     }
     cfg.telemetry_json = Value::Object(telemetry).to_string();
     if let Some(state) = f.get("state") {
-        parse_state(state, &mut cfg.state, errs);
+        crate::limits::sync::parse_state(state, &mut cfg.state, errs);
     }
     if let Some(cache) = f.get("cache") {
         crate::cache::parse_settings(cache, &mut cfg.cache.settings, errs);
@@ -289,42 +288,6 @@ fn parse_settings(doc: &Value, cfg: &mut RawConfig, errs: &mut Errors) {
                 out.max_request_timeout_ms = v;
             }
         }
-    }
-}
-
-fn parse_state(v: &Value, out: &mut StateSettings, errs: &mut Errors) {
-    let known = [
-        "backend",
-        "redis_url",
-        "sync_interval_ms",
-        "redis_timeout_ms",
-    ];
-    let Some(f) = Fields::new(v, "state", &known, errs) else {
-        return;
-    };
-    if let Some(b) = f.choice("backend", &["local", "redis"], errs) {
-        out.backend = b;
-    }
-    if let Some(url) = f.string("redis_url", errs) {
-        if !(url.starts_with("redis://")
-            || url.starts_with("rediss://")
-            || url.starts_with("unix://"))
-        {
-            errs.push(
-                "state.redis_url",
-                "must be a redis://, rediss:// or unix:// URL",
-            );
-        }
-        out.redis_url = Some(url);
-    }
-    if out.backend == "redis" && out.redis_url.is_none() {
-        errs.push("state.redis_url", "required when backend is redis");
-    }
-    if let Some(ms) = f.uint("sync_interval_ms", 10, 60_000, errs) {
-        out.sync_interval_ms = ms;
-    }
-    if let Some(ms) = f.uint("redis_timeout_ms", 10, 60_000, errs) {
-        out.redis_timeout_ms = ms;
     }
 }
 
@@ -470,6 +433,7 @@ fn parse_key(item: &Value, path: &str, errs: &mut Errors) -> Option<KeyConfig> {
         "subject",
         "allowed_models",
         "metadata",
+        "admin",
     ];
     let f = Fields::new(item, path, &known, errs)?;
     let name = f.req_string("name", errs);
@@ -521,6 +485,7 @@ fn parse_key(item: &Value, path: &str, errs: &mut Errors) -> Option<KeyConfig> {
         subject: subject?,
         allowed_models,
         metadata,
+        admin: f.boolean("admin", errs).unwrap_or(false),
     })
 }
 
@@ -565,5 +530,9 @@ pub fn parse_documents(docs: &Value, errs: &mut Errors) -> RawConfig {
         }
     }
     errs.set_source("");
+    let budgets: Vec<&str> = cfg.budgets.iter().map(|b| b.id.as_str()).collect();
+    let limits: Vec<&str> = cfg.rate_limits.iter().map(|r| r.id.as_str()).collect();
+    let json = &mut cfg.telemetry_json;
+    crate::logs::config::finish(&mut cfg.logs, &budgets, &limits, json, errs);
     cfg
 }

@@ -7,6 +7,7 @@ pub mod config;
 pub mod engine;
 pub mod guardrails;
 pub mod limits;
+pub mod logs;
 pub mod metadata;
 pub mod providers;
 pub mod routing;

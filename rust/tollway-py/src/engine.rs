@@ -90,6 +90,8 @@ pub(crate) struct Key {
     name: String,
     #[pyo3(get)]
     subject: String,
+    #[pyo3(get)]
+    admin: bool,
 }
 
 /// A refused request: HTTP status and the fields of an OpenAI error body.
@@ -536,6 +538,7 @@ impl Engine {
             .map(|k| Key {
                 name: k.name.clone(),
                 subject: k.subject.clone(),
+                admin: k.admin,
             })
             .collect()
     }

@@ -3,6 +3,7 @@
 mod engine;
 mod errors;
 mod guardrails;
+mod logs;
 mod meter;
 mod otlp;
 mod sigv4;
@@ -29,5 +30,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     meter::register(m)?;
     guardrails::register(m)?;
     state::register(m)?;
+    logs::register(m)?;
     Ok(())
 }

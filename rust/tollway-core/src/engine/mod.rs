@@ -49,6 +49,7 @@ pub struct Key {
     pub name: String,
     pub subject: String,
     pub metadata: Metadata,
+    pub admin: bool,
     /// Indexed by model id.
     pub(crate) allowed: Vec<bool>,
     /// `allowed_models`, for names no account or rule defines (see [`Engine::any_model_rules`]).
@@ -231,6 +232,7 @@ impl Engine {
                 name: k.name.clone(),
                 subject: k.subject.clone(),
                 metadata: k.metadata.clone(),
+                admin: k.admin,
                 allowed: model_names.iter().map(|m| set.is_match(m)).collect(),
                 allowed_globs: set,
             });

@@ -12,6 +12,8 @@ use super::{Delta, RequestFacts};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+mod spend;
+
 const DAY_MS: u64 = 86_400_000;
 
 /// Days since 1970-01-01 to (year, month 1-12, day 1-31), proleptic Gregorian (H. Hinnant).

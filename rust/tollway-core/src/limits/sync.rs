@@ -9,6 +9,67 @@
 
 use super::config::{BudgetPeriod, LimitKind, RatePeriod};
 use super::{Budgets, RateLimiter};
+use crate::schema::{Errors, Fields};
+use serde_json::Value;
+
+/// Where limit and budget counters are shared (DESIGN.md §6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateSettings {
+    /// `local` (in process) or `redis` (synced in the background).
+    pub backend: String,
+    pub redis_url: Option<String>,
+    pub sync_interval_ms: u64,
+    /// Connect and read timeout of every Redis call: a hung Redis never blocks anything.
+    pub redis_timeout_ms: u64,
+}
+
+impl Default for StateSettings {
+    fn default() -> Self {
+        Self {
+            backend: "local".to_owned(),
+            redis_url: None,
+            sync_interval_ms: 100,
+            redis_timeout_ms: 250,
+        }
+    }
+}
+
+/// `gateway-settings.state`: where limit and budget counters are shared.
+pub fn parse_state(v: &Value, out: &mut StateSettings, errs: &mut Errors) {
+    let known = [
+        "backend",
+        "redis_url",
+        "sync_interval_ms",
+        "redis_timeout_ms",
+    ];
+    let Some(f) = Fields::new(v, "state", &known, errs) else {
+        return;
+    };
+    if let Some(b) = f.choice("backend", &["local", "redis"], errs) {
+        out.backend = b;
+    }
+    if let Some(url) = f.string("redis_url", errs) {
+        if !(url.starts_with("redis://")
+            || url.starts_with("rediss://")
+            || url.starts_with("unix://"))
+        {
+            errs.push(
+                "state.redis_url",
+                "must be a redis://, rediss:// or unix:// URL",
+            );
+        }
+        out.redis_url = Some(url);
+    }
+    if out.backend == "redis" && out.redis_url.is_none() {
+        errs.push("state.redis_url", "required when backend is redis");
+    }
+    if let Some(ms) = f.uint("sync_interval_ms", 10, 60_000, errs) {
+        out.sync_interval_ms = ms;
+    }
+    if let Some(ms) = f.uint("redis_timeout_ms", 10, 60_000, errs) {
+        out.redis_timeout_ms = ms;
+    }
+}
 
 /// Consumption to add to one shared counter.
 #[derive(Debug, Clone, PartialEq)]

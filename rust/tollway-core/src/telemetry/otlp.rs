@@ -77,6 +77,9 @@ pub struct Record {
     /// The targets the routing rule ordered, first choice first (when tracing).
     #[serde(default)]
     pub candidates: Vec<String>,
+    /// The request log's part of the record (tollway.logs), not exported as spans.
+    #[serde(default)]
+    _log: Option<serde::de::IgnoredAny>,
 }
 
 /// One guardrail run, field for field the Python `GuardrailRun` (array-like).

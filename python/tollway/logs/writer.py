@@ -1,0 +1,143 @@
+"""The request log's writer: records in from telemetry intake, rows out to a store.
+
+`submit` runs on the event loop (telemetry intake, never the request path) and only appends
+to a bounded deque; a full queue drops and counts. One thread per worker turns records into
+rows and writes them in batches (a transaction each), and enforces retention now and then.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from tollway.logs.row import Row, row_of
+from tollway.logs.settings import LogSettings
+from tollway.telemetry.metrics import MetricsStore
+from tollway.telemetry.record import Record
+
+__all__ = ["LogWriter", "Store"]
+
+_log = logging.getLogger("tollway.logs")
+METRIC = "llm_gateway_request_log_rows_total"
+RESULTS = ("written", "excluded", "dropped_queue_full", "dropped_store_error")
+# Rows made between two releases of the GIL (~1 ms of Python): the event loop of the same
+# worker waits at most that long for this thread, not the interpreter's 5 ms switch interval.
+SLICE = 256
+
+
+class Store(Protocol):
+    def insert(self, rows: Sequence[Row]) -> None: ...
+
+    def retain(self, days: int, body_days: int, now_s: float | None = None) -> tuple[int, int]: ...
+
+    def query(
+        self, sql: str, params: Sequence[Any] = ()
+    ) -> tuple[list[str], list[tuple[Any, ...]]]: ...
+
+
+class LogWriter:
+    """One per worker: `start`/`stop` from the lifespan, `submit` from telemetry intake."""
+
+    def __init__(
+        self, settings: LogSettings, stores: Sequence[Store], metrics: MetricsStore | None = None
+    ) -> None:
+        self.settings = settings
+        self.stores = tuple(stores)
+        self._queue: deque[Record] = deque()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._metrics = metrics
+        if metrics is not None:
+            # Every series exists before the thread counts into it (no dict resize mid-scrape).
+            for result in RESULTS:
+                metrics.add(METRIC, (result,), 0.0)
+        self.counts = dict.fromkeys(RESULTS, 0)
+        self._failing = False
+        self._last_batch = 0
+
+    def _count(self, result: str, n: int) -> None:
+        self.counts[result] += n
+        if self._metrics is not None and n:
+            self._metrics.add(METRIC, (result,), n)
+
+    # -- event loop ---------------------------------------------------------------------------
+
+    def submit(self, records: list[Record]) -> None:
+        room = self.settings.queue_size - len(self._queue)
+        if room < len(records):
+            self._count("dropped_queue_full", len(records) - max(room, 0))
+            records = records[: max(room, 0)]
+        self._queue.extend(records)
+        if len(self._queue) >= self.settings.batch_size:
+            self._wake.set()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="request-log", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Writes what is queued (bounded by `timeout_s`); the rest is dropped and counted."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+        if self._queue:
+            self._count("dropped_queue_full", len(self._queue))
+            self._queue.clear()
+
+    # -- writer thread ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        s = self.settings
+        next_retention = 0.0
+        while True:
+            # Light traffic: fresh rows. Heavy: larger batches, the session's cost spread thin.
+            busy = len(self._queue) >= s.batch_size // 8 or self._last_batch >= s.batch_size // 8
+            self._wake.wait(s.flush_interval_ms / 1000 * (4 if busy else 1))
+            self._wake.clear()
+            stopping = self._stop.is_set()
+            while self._queue:
+                self._write_batch()
+            if time.monotonic() >= next_retention:
+                next_retention = time.monotonic() + s.retention_interval_s
+                self._retain()
+            if stopping:
+                return
+
+    def _write_batch(self) -> None:
+        q = self._queue
+        records = [q.popleft() for _ in range(min(self.settings.batch_size, len(q)))]
+        self._last_batch = len(records)
+        rows: list[Row] = []
+        for i in range(0, len(records), SLICE):
+            rows.extend(r for r in map(row_of, records[i : i + SLICE]) if r is not None)
+            time.sleep(0)  # hand the GIL to the event loop between slices
+        self._count("excluded", len(records) - len(rows))
+        for store in self.stores:
+            try:
+                store.insert(rows)
+            except Exception as e:  # a store's fault must not end the writer
+                self._count("dropped_store_error", len(rows))
+                if not self._failing:
+                    _log.warning("request log: %s could not write (%s)", type(store).__name__,
+                                 type(e).__name__)  # fmt: skip
+                    self._failing = True
+                continue
+            self._count("written", len(rows))
+            self._failing = False
+
+    def _retain(self) -> None:
+        s = self.settings
+        for store in self.stores:
+            try:
+                rows, bodies = store.retain(s.retention_days, s.body_retention_days)
+            except Exception as e:
+                _log.warning("request log retention failed (%s)", type(e).__name__)
+                continue
+            if rows or bodies:
+                _log.info("request log retention: %d rows deleted, %d bodies cleared", rows, bodies)
