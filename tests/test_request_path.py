@@ -146,7 +146,7 @@ def test_answers_are_read_for_usage_and_provider_refusals_are_reshaped() -> None
     a = answer_of(answer, chat=True)
     assert a is not None
     assert (a.usage, a.id, a.model, a.finish_reasons, a.text) == (
-        (7, 2, 3),
+        (7, 2, 3, 0),
         "c1",
         "m",
         ["stop"],
@@ -159,7 +159,12 @@ def test_answers_are_read_for_usage_and_provider_refusals_are_reshaped() -> None
     bare = answer_of(b'{"choices": [{"message": {"content": "hi"}}]}', chat=True)
     assert bare is not None and bare.usage is None and bare.text == "hi"
     embedding = answer_of(b'{"data": [{"embedding": [0.1]}], "usage": {"prompt_tokens": 2}}', False)
-    assert embedding is not None and embedding.usage == (2, 0, 0)
+    assert embedding is not None and embedding.usage == (2, 0, 0, 0)
+    written = msgspec.json.encode(
+        {"usage": {"prompt_tokens": 9, "completion_tokens": 1, "cache_creation_input_tokens": 5}}
+    )
+    cache_write = answer_of(b'{"choices": [], ' + written[1:], chat=True)
+    assert cache_write is not None and cache_write.usage == (9, 0, 1, 5)
     status, body, _ = error_response(401, b'{"error": {"message": "key sk-abc"}}', "a/m", None)
     assert status == 502 and b"sk-abc" not in body
     status, body, headers = error_response(429, b"not json", "a/m", "3")

@@ -195,7 +195,15 @@ class Engine:
         admission: Admission,
         attempts: list[tuple[int, int, float, int]],
         usage: tuple[int, int, int],
+        cache_write_tokens: int = 0,
     ) -> float: ...
+    def cache_plan(
+        self, admission: Admission, header: str | None, api: str, body: bytes
+    ) -> tuple[str, int, str | None] | None: ...
+    @property
+    def cache_rules(self) -> int: ...
+    @property
+    def cache_settings(self) -> tuple[str, str | None, int, int]: ...
     @property
     def plans(self) -> list[Plan]: ...
     def admit(
@@ -266,8 +274,8 @@ class MetricsEncoder:
 @final
 class SseMeter:
     """Meters one streamed response (tollway-core `sse::meter`); `format` is "openai",
-    "anthropic", "gemini" or "bedrock". Times are ms on `monotonic_ms()`'s clock unless every
-    time is passed."""
+    "anthropic", "anthropic-raw", "openai-to-anthropic", "responses", "gemini" or "bedrock".
+    Times are ms on `monotonic_ms()`'s clock unless every time is passed."""
 
     def __new__(
         cls,
@@ -293,6 +301,8 @@ class SseMeter:
     def prompt_tokens(self) -> int | None: ...
     @property
     def cached_tokens(self) -> int | None: ...
+    @property
+    def cache_creation_tokens(self) -> int | None: ...
     @property
     def usage_estimated(self) -> bool: ...
     @property

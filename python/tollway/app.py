@@ -18,10 +18,12 @@ import msgspec
 from tollway.asgi import JSON, Receive, RequestHead, Scope, Send, send_error, send_json
 from tollway.engine import Denial, Runtime, load_runtime, warm_tokenizer
 from tollway.errors import GatewayError
+from tollway.ingress.anthropic import count_tokens
 from tollway.logs import RequestLogging
 from tollway.logs import setup as setup_request_log
 from tollway.mcp import McpGateway
 from tollway.proxy import Proxy
+from tollway.proxy.handler import Endpoint
 from tollway.reload import watch_config
 from tollway.serve import DRAIN_FILE_ENV, METRICS_DIR_ENV
 from tollway.telemetry import CONTENT_TYPE, Telemetry, TelemetrySettings
@@ -34,6 +36,12 @@ __all__ = ["Gateway", "create_app"]
 
 log = logging.getLogger("tollway")
 _encode = msgspec.json.Encoder().encode
+_ENDPOINTS: dict[str, Endpoint] = {
+    "/v1/chat/completions": "chat",
+    "/v1/embeddings": "embeddings",
+    "/v1/messages": "messages",
+    "/v1/responses": "responses",
+}
 
 
 class Gateway:
@@ -85,7 +93,7 @@ class Gateway:
         path: str = scope["path"]
         method: str = scope["method"]
         proxy = self.proxy
-        if path == "/v1/chat/completions" or path == "/v1/embeddings":
+        if path in _ENDPOINTS:
             if method != "POST":
                 await send_error(
                     send,
@@ -96,8 +104,11 @@ class Gateway:
                 err = GatewayError.not_ready()
                 await send_error(send, err, RequestHead(scope["headers"]).request_id)
             else:
-                chat = path == "/v1/chat/completions"
-                await proxy.handle("chat" if chat else "embeddings", scope, receive, send)
+                await proxy.handle(_ENDPOINTS[path], scope, receive, send)
+        elif path == "/v1/messages/count_tokens" and method == "POST":
+            await count_tokens(self.runtime, scope, receive, send)
+        elif path.startswith("/v1/responses/") and method == "GET" and proxy is not None:
+            await proxy.retrieve_response(scope, send)
         elif path.startswith("/mcp/") and self.mcp is not None:
             await self.mcp.handle(scope, receive, send)
         elif path == "/healthz":
@@ -192,6 +203,8 @@ class Gateway:
                 if self.telemetry is not None:
                     # Bounded: a dead collector cannot hold up the shutdown.
                     await self.telemetry.stop(timeout_s=5.0)
+                if self.proxy is not None and self.proxy.cache is not None:
+                    await self.proxy.cache.close()
                 if self.request_log is not None:
                     # After telemetry's last intake, so every record has reached the writer.
                     await self.request_log.stop()

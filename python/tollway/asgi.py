@@ -10,6 +10,7 @@ from tollway.errors import GatewayError
 
 __all__ = [
     "JSON",
+    "Message",
     "Receive",
     "RequestHead",
     "Scope",
@@ -34,6 +35,7 @@ class RequestHead:
 
     __slots__ = (
         "authorization",
+        "cache_config",
         "content_length",
         "guardrails",
         "logging_config",
@@ -52,6 +54,7 @@ class RequestHead:
         self.ttft_timeout_ms: bytes | None = None
         self.guardrails: bytes | None = None
         self.traceparent: bytes | None = None
+        self.cache_config: bytes | None = None
         self.logging_config: bytes | None = None
         request_id: bytes | None = None
         for name, value in headers:
@@ -71,6 +74,8 @@ class RequestHead:
                 self.traceparent = value
             elif name == b"x-tfy-guardrails":
                 self.guardrails = value
+            elif name == b"x-tfy-cache-config":
+                self.cache_config = value
             elif name == b"x-tfy-logging-config":
                 self.logging_config = value
         # A client's request id is echoed only when it is short and printable ASCII.

@@ -107,6 +107,12 @@ class Upstream:
     stream_url: str | None = None
     auth: RequestAuth | None = None
 
+    def url(self, endpoint: str, stream: bool) -> str | None:
+        """Where a request of `endpoint` goes (None: the target has no such API)."""
+        if stream and self.stream_url is not None:
+            return self.stream_url  # providers with a separate streaming method
+        return self.chat_url if endpoint == "chat" else self.embeddings_url
+
 
 @dataclass(frozen=True, slots=True)
 class PlanInfo:

@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 
 import msgspec
 
-from tollway.mock import anthropic_api, bedrock_api, gemini_api, mcp_api, openai_api
+from tollway.mock import anthropic_api, bedrock_api, gemini_api, mcp_api, openai_api, responses_api
 from tollway.mock.content import openai_error
 from tollway.mock.exchange import ASGIApp, Call, Receive, RequestRecord, Scope, Send
 from tollway.mock.settings import MockSettings
@@ -32,6 +32,8 @@ class MockApp:
             "/v1/models": {"GET": openai_api.models},
             "/models": {"GET": openai_api.models},
             "/v1/messages": {"POST": anthropic_api.messages},
+            "/v1/responses": {"POST": responses_api.create_response},
+            "/responses": {"POST": responses_api.create_response},
             "/token": {"POST": gemini_api.token},  # Google OAuth, for Vertex
             "/mcp": {"POST": mcp_api.mcp},
         }
@@ -68,6 +70,11 @@ class MockApp:
             if path.startswith("/openai/deployments/"):
                 # Azure OpenAI: /openai/deployments/<deployment>/chat/completions?api-version=
                 path = "/" + path.removeprefix("/openai/deployments/").partition("/")[2]
+            elif path.startswith("/openai/v1/"):
+                path = path.removeprefix("/openai")  # Azure OpenAI's v1 API (Responses)
+            if path.startswith(("/v1/responses/", "/responses/")) and scope["method"] == "GET":
+                await responses_api.retrieve_response(self.state, call, path.rpartition("/")[2])
+                return
             methods = self._routes.get(path)
             if methods is None and await self._model_path(call, path, body):
                 return

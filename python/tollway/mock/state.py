@@ -85,6 +85,8 @@ class MockState:
             }
         )
         self._api_calls = 0
+        # Responses API answers by id, for GET /v1/responses/{id} (bounded by the handler).
+        self.responses: dict[str, bytes] = {}
         # Ids only need to be unique per worker and look like the real ones.
         self._ids = itertools.count(1)
         self._id_prefix = f"{os.getpid():x}{int(time.time()):x}"

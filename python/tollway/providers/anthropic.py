@@ -253,6 +253,9 @@ def openai_usage(
     }
     if cache_read is not None:
         usage["prompt_tokens_details"] = {"cached_tokens": cache_read}
+    if cache_creation:
+        # Not OpenAI's field: cache writes are billed at their own rate (LiteLLM's name).
+        usage["cache_creation_input_tokens"] = cache_creation
     return usage
 
 

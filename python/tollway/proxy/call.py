@@ -31,20 +31,20 @@ from tollway.proxy.responses import (
     ERROR_TYPES,
     OUTCOME,
     OUTCOME_NAMES,
-    UNREADABLE,
     Failed,
-    answer_of,
+    read_answer,
     read_failure,
     retry_after_s,
 )
 from tollway.proxy.scrub import bearer_token, scrub_failure
 from tollway.proxy.stream import start_stream
 from tollway.proxy.timing import server_timing
-from tollway.proxy.usage import USAGE_ESTIMATED, estimate_usage, prompt_estimate
+from tollway.proxy.usage import USAGE_ESTIMATED, estimate_usage, stream_usage
 from tollway.telemetry.observe import AttemptLog, RequestLog
 from tollway.upstream import UpstreamError, UpstreamResponse
 
 if TYPE_CHECKING:
+    from tollway.ingress import Ingress
     from tollway.upstream import UpstreamClient
 
 __all__ = ["CANCELLED", "Call"]
@@ -66,6 +66,7 @@ class Call:
         "guard",
         "guard_task",
         "head",
+        "ingress",
         "log",
         "meter",
         "raw",
@@ -120,13 +121,16 @@ class Call:
         self.send = send
         self.started = started
         self.timeout_s, self.ttft_s = timeouts
-        self.stream = endpoint == "chat" and req.get("stream") is True
+        self.stream = endpoint != "embeddings" and req.get("stream") is True
         options = req.get("stream_options")
         self.wants_usage = isinstance(options, dict) and options.get("include_usage") is True
-        if self.stream and not self.wants_usage:
+        # Another client API (/v1/messages, /v1/responses), set by the handler.
+        self.ingress: Ingress | None = None
+        if self.stream and not self.wants_usage and endpoint == "chat":
             # Every stream is metered: ask for usage, and strip that chunk for the client.
             req["stream_options"] = {**(options or {}), "include_usage": True}
-        self.usage = (0, 0, 0)
+        # (input, cached input, output, cache write) tokens.
+        self.usage = (0, 0, 0, 0)
         self.meter: SseMeter | None = None
         # The request's own key: scrubbed from answers like the provider secrets.
         self.secret = bearer_token(head.authorization)
@@ -155,6 +159,10 @@ class Call:
     def _payload(self, plan: PlanInfo) -> bytes:
         req = {**self.req, **plan.override_params} if plan.override_params else self.req
         try:
+            if self.ingress is not None:
+                native = self.ingress.payload(plan, self.guard)
+                if native is not None:
+                    return native
             return plan.upstream.provider.request_body(req, plan.upstream.model_id)
         except TranslationError as e:
             raise GatewayError.bad_request(str(e)) from None
@@ -197,7 +205,7 @@ class Call:
             if self.guard_task is not None and not self.guard_task.done():
                 self.guard_task.cancel()
             if self.meter is not None:
-                self.usage = self._stream_usage(self.meter)
+                self.usage = stream_usage(self.meter, self.endpoint, self.req, self.raw, self.log)
             # Settle what ended (an attempt still in flight was marked cancelled above).
             done = [
                 (a.plan.target, a.outcome, (a.end_s - a.start_s) * 1000, a.output_tokens)
@@ -205,7 +213,8 @@ class Call:
                 if a.outcome >= 0
             ]
             self.log.usage = self.usage
-            self.log.cost_usd = self.rt.engine.settle(self.adm, done, self.usage)
+            u = self.usage
+            self.log.cost_usd = self.rt.engine.settle(self.adm, done, (u[0], u[1], u[2]), u[3])
             meter = self.meter
             if meter is not None:
                 log = self.log
@@ -253,19 +262,6 @@ class Call:
             if verdict is not None:
                 raise verdict
 
-    def _stream_usage(self, meter: SseMeter) -> tuple[int, int, int]:
-        """The provider's usage, or (stream cut short) the local count of what was seen."""
-        prompt = meter.prompt_tokens
-        if prompt is None:
-            prompt = prompt_estimate(self.endpoint, self.req, self.raw)
-        self.log.usage_estimated = meter.usage_estimated
-        return (prompt, meter.cached_tokens or 0, meter.output_tokens)
-
-    def _url(self, up: Upstream) -> str | None:
-        if self.stream and up.stream_url is not None:
-            return up.stream_url  # providers with a separate streaming method
-        return up.chat_url if self.endpoint == "chat" else up.embeddings_url
-
     async def _post(self, up: Upstream, url: str, payload: bytes) -> UpstreamResponse:
         headers = up.headers
         if up.auth is not None:  # a signature or a short-lived token, per attempt
@@ -280,9 +276,12 @@ class Call:
             if i > 0 and not plan.fallback_candidate:
                 continue
             up = plan.upstream
-            url = self._url(up)
+            ingress = self.ingress
+            url = ingress.url(up) if ingress is not None else up.url(self.endpoint, self.stream)
             if url is None:
-                failed = GatewayError.bad_request(f"'{up.name}' has no embeddings API", "model")
+                failed = GatewayError.bad_request(
+                    f"'{up.name}' has no {self.endpoint} API", "model"
+                )
                 continue
             payload = self._payload(plan)
             budget_s = plan.retry_delay_s * plan.retries
@@ -353,18 +352,14 @@ class Call:
         """Relays a non-streamed 2xx answer; returns the failure (unreadable, too large, not
         an answer) when the next fallback candidate should be tried instead."""
         up = plan.upstream
-        try:
-            payload = await resp.read(self.response_limit)
-            payload = up.provider.response_body(resp.status, payload, up.model_id, self.req)
-            answer = answer_of(payload, self.endpoint == "chat")
-        except UpstreamError as e:
-            self.end(plan, OUTCOME[e.kind], 0, e.kind)
-            return GatewayError.upstream_failure(e.kind, up.name)
-        except UNREADABLE:
-            answer = None  # a translated provider's 2xx that is not the JSON its API promises
-        if answer is None:
-            self.end(plan, OUTCOME["invalid"], 0, "invalid")
-            return GatewayError.upstream_failure("invalid", up.name)
+        ingress = None if self.ingress is None else self.ingress.answer_of
+        chat = self.endpoint != "embeddings"
+        read = await read_answer(resp, up, self.req, chat, ingress, self.response_limit)
+        if isinstance(read, str):
+            self.end(plan, OUTCOME[read], 0, read)
+            return GatewayError.upstream_failure(read, up.name)
+        upstream, payload, answer = read
+        translated = payload
         await self.gate()
         if self.guard is not None and self.guard.output:
             guarded = guard_output(self.guard, payload)
@@ -378,6 +373,9 @@ class Call:
                 self.end(plan, resp.status, 0)
                 raise hooked
             payload = hooked
+        if self.ingress is not None:
+            # The client's API: the provider's own body when nothing changed the answer.
+            payload = self.ingress.answer(payload, upstream if payload is translated else None, up)
         payload = self.scrub(payload)
         log = self.log
         if self.capture_content:

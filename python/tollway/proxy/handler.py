@@ -12,16 +12,26 @@ import contextlib
 import logging
 from collections.abc import Coroutine
 from time import perf_counter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from tollway.asgi import Receive, RequestHead, Scope, Send, send_error
+from tollway.cache import Capture, ResponseCache
 from tollway.engine import Admission, Denial, Runtime
 from tollway.errors import GatewayError
 from tollway.guardrails.request import plan_for
+from tollway.ingress import Ingress
+from tollway.ingress.anthropic import AnthropicIngress, AnthropicSend, adopt_api_key
+from tollway.ingress.messages import to_chat_request, validate_messages
+from tollway.ingress.responses import (
+    ResponseDirectory,
+    ResponsesIngress,
+    retrieve,
+    validate_responses,
+)
 from tollway.proxy.call import CANCELLED, Call
 from tollway.proxy.deadline import BodyReadWatch
 from tollway.proxy.timing import server_timing
-from tollway.proxy.validate import FORBIDDEN_FIELDS, Endpoint, validate_request
+from tollway.proxy.validate import FORBIDDEN_FIELDS, validate_request
 from tollway.telemetry import Telemetry, now_ns
 from tollway.telemetry.observe import RequestLog, build_record
 from tollway.upstream import UpstreamClient
@@ -32,6 +42,9 @@ if TYPE_CHECKING:
 __all__ = ["FORBIDDEN_FIELDS", "Proxy"]
 
 log = logging.getLogger("tollway.proxy")
+
+# The client APIs the proxy serves; messages and responses are translated to chat.
+Endpoint = Literal["chat", "embeddings", "messages", "responses"]
 
 
 def _positive_ms(raw: bytes, header: str) -> int:
@@ -44,6 +57,25 @@ def _positive_ms(raw: bytes, header: str) -> int:
             f"{header} must be a positive number of milliseconds", header
         )
     return ms
+
+
+def _parse(body: bytes, endpoint: Endpoint) -> tuple[dict[str, Any], Ingress | None]:
+    """The chat-shaped request, and the other client API it came in by (if any)."""
+    if endpoint == "messages":
+        native = validate_messages(body)
+        req, lossy = to_chat_request(native)
+        return req, AnthropicIngress(native, lossy)
+    if endpoint == "responses":
+        return validate_responses(body), ResponsesIngress()
+    return validate_request(body, "chat" if endpoint == "chat" else "embeddings"), None
+
+
+def _reply_headers(head: RequestHead, adm: Admission) -> list[tuple[bytes, bytes]]:
+    headers = [(b"x-request-id", head.request_id)]
+    if adm.applied:
+        headers.append((b"x-tfy-applied-configurations", adm.applied.encode()))
+    headers.extend((k.encode(), v.encode()) for k, v in adm.limit_headers)
+    return headers
 
 
 class Proxy:
@@ -62,6 +94,22 @@ class Proxy:
         self.body_watch = BodyReadWatch()
         # Chat requests naming `mcp_servers` run the agent loop over these tools.
         self.mcp = mcp
+        # Which target made each recent Responses API answer, for GET /v1/responses/{id}.
+        self.responses = ResponseDirectory()
+        # The response cache, made when a config or a request first asks for it.
+        self.cache: ResponseCache | None = None
+
+    def _cache(self, rt: Runtime) -> ResponseCache:
+        cache = self.cache
+        if cache is not None and cache.runtime is rt:
+            return cache
+        if cache is None or cache.settings != rt.engine.cache_settings:
+            count = self.telemetry.metrics.add if self.telemetry is not None else None
+            if cache is not None:
+                cache.retire()  # a reload changed the backend: close the old one
+            cache = self.cache = ResponseCache.for_runtime(rt, count)
+        cache.runtime = rt
+        return cache
 
     def _timeouts(self, head: RequestHead) -> tuple[float, float | None]:
         """(per-attempt, first-token) seconds; client values are capped by the server."""
@@ -79,6 +127,9 @@ class Proxy:
     async def handle(self, endpoint: Endpoint, scope: Scope, receive: Receive, send: Send) -> None:
         started = perf_counter()
         head = RequestHead(scope["headers"])
+        if endpoint == "messages":
+            send = AnthropicSend(send)
+            adopt_api_key(head, scope["headers"])
         rt = self.runtime
         log = RequestLog(scope["path"], now_ns())
         req: dict[str, Any] | None = None
@@ -98,7 +149,7 @@ class Proxy:
                 settings.body_read_timeout_ms / 1000,
             )
             log.request_body, log.logging_config = body, head.logging_config
-            req = validate_request(body, endpoint)
+            req, ingress = _parse(body, endpoint)
             timeouts = self._timeouts(head)
             if endpoint == "chat" and "mcp_servers" in req and self.mcp is not None:
                 # The agent loop: every model call in it is recorded on its own.
@@ -114,10 +165,19 @@ class Proxy:
             if rt.guardrails is not None:
                 guard = plan_for(rt.guardrails, rt.guard_infos, adm, log.guardrails)
             session = getattr(self.client, "session", None)
+            capture = None
+            if head.cache_config is not None or rt.engine.cache_rules:
+                cache = self._cache(rt)
+                turn = await cache.begin(rt, adm, head.cache_config, endpoint, body)
+                if turn.hit is not None:
+                    await cache.replay(turn, send, _reply_headers(head, adm), log)
+                    log.cost_usd = rt.engine.settle(adm, [], (0, 0, 0))
+                    return
+                send = capture = Capture(send, turn, cache)
             call = Call(
                 self.client,
                 rt,
-                endpoint,
+                "chat" if endpoint == "messages" else endpoint,
                 req,
                 body,
                 adm,
@@ -132,10 +192,15 @@ class Proxy:
                 and (self.telemetry.capture_content or self.telemetry.log_body_cap > 0),
                 adm.applied,
             )
+            call.ingress = ingress
             if call.stream:
                 await _race_disconnect(call.run(), receive, req["model"])
             else:
                 await call.run()
+            if capture is not None:
+                capture.keep(log)
+            if endpoint == "responses" and log.response_id and log.attempts:
+                self.responses.remember(log.response_id, log.attempts[-1].plan.upstream.name)
         except GatewayError as e:
             log.status, log.error_type = e.status, e.code or e.error_type
             if e.status != CANCELLED:
@@ -160,6 +225,18 @@ class Proxy:
                         self.telemetry.log_body_cap if self.telemetry.sinks else None,
                     )
                 )
+
+    async def retrieve_response(self, scope: Scope, send: Send) -> None:
+        """`GET /v1/responses/{id}`, from the account that made it."""
+        head = RequestHead(scope["headers"])
+        session = getattr(self.client, "session", None)
+        try:
+            if session is None:
+                raise GatewayError(503, "The gateway is starting", "api_error", "not_ready")
+            query = scope.get("query_string", b"")
+            await retrieve(self.runtime, self.responses, session, head, scope["path"], query, send)
+        except GatewayError as e:
+            await send_error(send, e, head.request_id)
 
 
 async def _race_disconnect(work: Coroutine[Any, Any, None], receive: Receive, label: str) -> None:

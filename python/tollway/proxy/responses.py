@@ -5,6 +5,7 @@ failures, and the mapping of transport failures to 502/504.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +64,8 @@ class _Usage(msgspec.Struct):
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     prompt_tokens_details: _PromptDetails | None = None
+    # Not OpenAI's: Anthropic's cache writes, as the Anthropic translation reports them.
+    cache_creation_input_tokens: int = 0
 
 
 class _Message(msgspec.Struct):
@@ -90,10 +93,10 @@ _decode_answer = msgspec.json.Decoder(_Answer).decode
 
 class Answer(msgspec.Struct):
     """What the gateway reads of a non-streamed answer. `usage` is (input, cached input,
-    output), None when the provider did not report it readably; `text` is the answer's text
-    and tool calls, for a local token estimate and traces."""
+    output, cache write), None when the provider did not report it readably; `text` is the
+    answer's text and tool calls, for a local token estimate and traces."""
 
-    usage: tuple[int, int, int] | None
+    usage: tuple[int, int, int, int] | None
     id: str
     model: str
     finish_reasons: list[str]
@@ -128,7 +131,8 @@ def answer_of(body: bytes, chat: bool) -> Answer | None:
     ):
         details = u.prompt_tokens_details
         cached = (details.cached_tokens or 0) if details else 0
-        usage = (u.prompt_tokens, cached, u.completion_tokens or 0)
+        written = u.cache_creation_input_tokens or 0
+        usage = (u.prompt_tokens, cached, u.completion_tokens or 0, written)
     return Answer(usage, a.id or "", a.model or "", reasons, "".join(texts))
 
 
@@ -184,3 +188,29 @@ class Failed(msgspec.Struct):
 def elapsed_ms(t0: float) -> float:
     """Milliseconds since a `perf_counter()` reading."""
     return (perf_counter() - t0) * 1000
+
+
+# What an ingress (a client API other than chat) reads of an answer itself, if anything.
+IngressAnswer = Callable[[bytes], "tuple[tuple[int, int, int, int], str, str, list[str]] | None"]
+
+
+async def read_answer(
+    resp: UpstreamResponse,
+    up: Upstream,
+    req: dict[str, Any],
+    chat: bool,
+    ingress_answer: IngressAnswer | None,
+    limit: int,
+) -> tuple[bytes, bytes, Answer] | str:
+    """A 2xx answer read once: (the provider's body, its chat-shaped translation, what it
+    says), or the failure kind (`invalid` when it is not the answer its API promises)."""
+    try:
+        raw = await resp.read(limit)
+        body = up.provider.response_body(resp.status, raw, up.model_id, req)
+        ingressed = None if ingress_answer is None else ingress_answer(body)
+        answer = answer_of(body, chat) if ingressed is None else Answer(*ingressed, text="")
+    except UpstreamError as e:
+        return e.kind
+    except UNREADABLE:
+        return "invalid"  # a translated provider's 2xx that is not the JSON its API promises
+    return "invalid" if answer is None else (raw, body, answer)

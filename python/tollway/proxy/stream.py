@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from tollway.asgi import Send
 from tollway.engine import PlanInfo, SseMeter, monotonic_ms
@@ -22,6 +22,9 @@ from tollway.upstream import UpstreamError, UpstreamResponse
 
 __all__ = ["StreamHost", "relay", "start_stream"]
 
+if TYPE_CHECKING:
+    from tollway.ingress import Ingress
+
 
 class StreamHost(Protocol):
     """What a stream needs from the request that opened it (a `Call` is one): where to send,
@@ -34,6 +37,8 @@ class StreamHost(Protocol):
     guard: GuardPlan | None
     meter: SseMeter | None
     log: RequestLog
+    # Another client API (`/v1/messages`, `/v1/responses`): it picks the stream format.
+    ingress: Ingress | None
     started: float
     # The most a provider may send for this request (`max_response_bytes`).
     response_limit: int
@@ -81,8 +86,9 @@ async def start_stream(
         resp.close()
         call.end(plan, CANCELLED, 0)
         raise
+    ingress = call.ingress
     meter = SseMeter(
-        up.provider.stream_format,
+        ingress.stream_format(up) if ingress is not None else up.provider.stream_format,
         up.model_id,
         monotonic_ms() - elapsed_ms(t0),
         strip_usage=not call.wants_usage,

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from tollway.engine import count_prompt_tokens, count_tokens
+from tollway.engine import SseMeter, count_prompt_tokens, count_tokens
+from tollway.telemetry.observe import RequestLog
 
-__all__ = ["USAGE_ESTIMATED", "estimate_usage", "prompt_estimate"]
+__all__ = ["USAGE_ESTIMATED", "estimate_usage", "prompt_estimate", "stream_usage"]
 
 # On an answer whose usage the gateway counted itself.
 USAGE_ESTIMATED = (b"x-tfy-usage-estimated", b"true")
@@ -32,8 +33,21 @@ def prompt_estimate(endpoint: str, req: dict[str, Any], raw: bytes) -> int:
 
 def estimate_usage(
     endpoint: str, req: dict[str, Any], raw: bytes, answer_text: str
-) -> tuple[int, int, int]:
-    """(input, cached input, output) for an answer without readable usage."""
+) -> tuple[int, int, int, int]:
+    """(input, cached input, output, cache write) for an answer without readable usage."""
     model = str(req.get("model", ""))
-    output = count_tokens(answer_text, model) if endpoint == "chat" else 0
-    return prompt_estimate(endpoint, req, raw), 0, output
+    output = count_tokens(answer_text, model) if endpoint != "embeddings" else 0
+    return prompt_estimate(endpoint, req, raw), 0, output, 0
+
+
+def stream_usage(
+    meter: SseMeter, endpoint: str, req: dict[str, Any], raw: bytes, log: RequestLog
+) -> tuple[int, int, int, int]:
+    """A stream's usage as the provider reported it, or (cut short) the local count of what
+    was seen; `log` learns whether it is an estimate."""
+    prompt = meter.prompt_tokens
+    if prompt is None:
+        prompt = prompt_estimate(endpoint, req, raw)
+    log.usage_estimated = meter.usage_estimated
+    written = meter.cache_creation_tokens or 0
+    return (prompt, meter.cached_tokens or 0, meter.output_tokens, written)

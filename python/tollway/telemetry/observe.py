@@ -55,7 +55,8 @@ class RequestLog:
     response_id: str = ""
     response_model: str = ""
     finish_reasons: list[str] = field(default_factory=list)
-    usage: tuple[int, int, int] = (0, 0, 0)
+    # (input, cached input, output, cache write) tokens.
+    usage: tuple[int, int, int, int] = (0, 0, 0, 0)
     usage_estimated: bool = False
     cost_usd: float = 0.0
     ttft_ms: float | None = None

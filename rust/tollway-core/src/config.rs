@@ -73,12 +73,13 @@ pub struct RawConfig {
     pub guardrails: crate::guardrails::GuardrailsConfig,
     pub mcp: crate::mcp::McpConfig,
     pub state: StateSettings,
+    pub cache: crate::cache::CacheConfig,
     /// `{"otel", "metrics", "request_logs", "alerts"}` as validated, for the Python side.
     pub telemetry_json: String,
     pub logs: crate::logs::LogsConfig,
 }
 
-pub const DOCUMENT_TYPES: [&str; 10] = [
+pub const DOCUMENT_TYPES: [&str; 11] = [
     "gateway-settings",
     "provider-account",
     "gateway-keys",
@@ -86,6 +87,7 @@ pub const DOCUMENT_TYPES: [&str; 10] = [
     "gateway-rate-limiting-config",
     "gateway-budget-config",
     "gateway-guardrails-config",
+    "gateway-cache-config",
     "gateway-alerts-config",
     "mcp-server",
     "virtual-mcp-server",
@@ -136,6 +138,7 @@ pub fn parse_document(
         }
         "gateway-budget-config" => crate::limits::parse_budgets(doc, &mut cfg.budgets, errs),
         "gateway-guardrails-config" => crate::guardrails::parse(doc, &mut cfg.guardrails, errs),
+        "gateway-cache-config" => crate::cache::parse_rules(doc, &mut cfg.cache.rules, errs),
         "gateway-alerts-config" => crate::logs::config::parse_alerts(doc, &mut cfg.logs, errs),
         "mcp-server" => crate::mcp::parse_server(doc, &mut cfg.mcp, errs),
         "virtual-mcp-server" => crate::mcp::parse_virtual(doc, &mut cfg.mcp, errs),
@@ -150,7 +153,15 @@ pub fn parse_document(
 }
 
 fn parse_settings(doc: &Value, cfg: &mut RawConfig, errs: &mut Errors) {
-    let known = ["type", "server", "otel", "metrics", "state", "request_logs"];
+    let known = [
+        "type",
+        "server",
+        "otel",
+        "metrics",
+        "state",
+        "request_logs",
+        "cache",
+    ];
     let Some(f) = Fields::new(doc, "", &known, errs) else {
         return;
     };
@@ -182,6 +193,9 @@ fn parse_settings(doc: &Value, cfg: &mut RawConfig, errs: &mut Errors) {
     cfg.telemetry_json = Value::Object(telemetry).to_string();
     if let Some(state) = f.get("state") {
         crate::limits::sync::parse_state(state, &mut cfg.state, errs);
+    }
+    if let Some(cache) = f.get("cache") {
+        crate::cache::parse_settings(cache, &mut cfg.cache.settings, errs);
     }
     if let Some(server) = f.get("server") {
         crate::server::parse(server, &mut cfg.server, errs);

@@ -1,6 +1,7 @@
 //! Tollway's request-path engine, with no Python in it: config schema and compile,
 //! authentication, metadata validation and admission. `tollway-py` wraps it for Python.
 
+pub mod cache;
 pub mod clock;
 pub mod config;
 pub mod engine;

@@ -361,12 +361,15 @@ impl Engine {
 
     /// Feeds back one request: its attempts `(target, status, latency_ms, output_tokens)`
     /// (status HTTP, or 0 connect error, 1 timeout, 2 broken, 499 cancelled) and the usage
-    /// of the answer `(input, cached_input, output)`. Returns the cost in USD.
+    /// of the answer `(input, cached_input, output)`, with the prompt tokens written to the
+    /// provider's cache apart (part of `input`). Returns the cost in USD.
+    #[pyo3(signature = (admission, attempts, usage, cache_write_tokens=0))]
     fn settle(
         &self,
         admission: PyRef<'_, Admission>,
         attempts: Vec<(u32, u16, f64, u32)>,
         usage: (u64, u64, u64),
+        cache_write_tokens: u64,
     ) -> f64 {
         let outcomes: Vec<engine::AttemptOutcome> = attempts
             .into_iter()
@@ -382,9 +385,45 @@ impl Engine {
         let usage = tollway_core::engine::Usage {
             input_tokens: usage.0,
             cached_input_tokens: usage.1,
+            cache_write_tokens,
             output_tokens: usage.2,
         };
         self.inner.settle(&admission.inner, &outcomes, usage)
+    }
+
+    /// The response-cache plan of an admitted request: `(key, ttl_s, rule_id)`, or `None`
+    /// when it is not cached; a bad `x-tfy-cache-config` header raises `ValueError`.
+    #[pyo3(signature = (admission, header, api, body))]
+    fn cache_plan(
+        &self,
+        admission: PyRef<'_, Admission>,
+        header: Option<&str>,
+        api: &str,
+        body: &[u8],
+    ) -> PyResult<Option<(String, u64, Option<String>)>> {
+        match self.inner.cache_plan(&admission.inner, header, api, body) {
+            Ok(plan) => Ok(plan.map(|p| (p.key, p.ttl_s, p.rule_id))),
+            Err(message) => Err(pyo3::exceptions::PyValueError::new_err(message)),
+        }
+    }
+
+    /// How many `gateway-cache-config` rules there are (0: the cache is off unless a
+    /// request asks with the header).
+    #[getter]
+    fn cache_rules(&self) -> usize {
+        self.inner.cache_rules.len()
+    }
+
+    /// `gateway-settings.cache`: `(backend, redis_url, max_bytes, timeout_ms)`.
+    #[getter]
+    fn cache_settings(&self) -> (String, Option<String>, u64, u64) {
+        let c = &self.inner.cache;
+        (
+            c.backend.clone(),
+            c.redis_url.clone(),
+            c.max_bytes,
+            c.timeout_ms,
+        )
     }
 
     #[getter]

@@ -56,7 +56,8 @@ impl SseMeter {
     ) -> PyResult<Self> {
         let format = StreamFormat::parse(format).ok_or_else(|| {
             crate::errors::invalid(format!(
-                "format must be 'openai', 'anthropic', 'gemini' or 'bedrock', not {format:?}"
+                "format must be 'openai', 'anthropic', 'anthropic-raw', \
+                 'openai-to-anthropic', 'responses', 'gemini' or 'bedrock', not {format:?}"
             ))
         })?;
         let created = Clock::System.wall_ms() / 1000;
@@ -93,12 +94,7 @@ impl SseMeter {
 
     #[getter]
     fn format(&self) -> &'static str {
-        match self.inner.format() {
-            StreamFormat::OpenAi => "openai",
-            StreamFormat::Anthropic => "anthropic",
-            StreamFormat::Gemini => "gemini",
-            StreamFormat::Bedrock => "bedrock",
-        }
+        self.inner.format().name()
     }
 
     #[getter]
@@ -130,6 +126,12 @@ impl SseMeter {
     #[getter]
     fn cached_tokens(&self) -> Option<u64> {
         self.inner.usage().cached_tokens
+    }
+
+    /// Prompt tokens written to the provider's cache (Anthropic), part of `prompt_tokens`.
+    #[getter]
+    fn cache_creation_tokens(&self) -> Option<u64> {
+        self.inner.usage().cache_creation_tokens
     }
 
     #[getter]

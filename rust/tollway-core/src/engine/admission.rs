@@ -103,6 +103,8 @@ pub struct AttemptOutcome {
 pub struct Usage {
     pub input_tokens: u64,
     pub cached_input_tokens: u64,
+    /// Prompt tokens written to the provider's cache (part of `input_tokens`).
+    pub cache_write_tokens: u64,
     pub output_tokens: u64,
 }
 
@@ -343,13 +345,13 @@ impl Engine {
             .last()
             .and_then(|a| self.targets.get(a.target as usize))
             .and_then(|t| t.price.as_ref());
-        let usd = cost::cost(
-            price,
-            usage.input_tokens,
-            usage.cached_input_tokens,
-            usage.output_tokens,
-        )
-        .usd;
+        let tokens = cost::TokenUsage {
+            input: usage.input_tokens,
+            cached_input: usage.cached_input_tokens,
+            cache_write: usage.cache_write_tokens,
+            output: usage.output_tokens,
+        };
+        let usd = cost::cost(price, &tokens).usd;
         if usd > 0.0 && !self.budgets.is_empty() {
             let key = &self.keys[admission.key as usize];
             let facts = RequestFacts {
@@ -361,6 +363,24 @@ impl Engine {
             self.budgets.charge(self.clock.wall_ms(), &facts, usd);
         }
         usd
+    }
+
+    /// The response-cache plan of an admitted request (see [`crate::cache::plan`]).
+    pub fn cache_plan(
+        &self,
+        admission: &Admission,
+        header: Option<&str>,
+        api: &str,
+        body: &[u8],
+    ) -> Result<Option<crate::cache::CachePlan>, String> {
+        let key = &self.keys[admission.key as usize];
+        let facts = RequestFacts {
+            subject: &key.subject,
+            model: &admission.model,
+            metadata: &admission.metadata,
+            tool: None,
+        };
+        crate::cache::plan(&self.cache_rules, &facts, header, api, body)
     }
 
     /// Latency scores and health from attempts (the routing half of `settle`).

@@ -62,6 +62,9 @@ pub struct Key {
 pub struct Engine {
     pub settings: ServerSettings,
     pub state: crate::config::StateSettings,
+    /// The response cache: `gateway-cache-config` rules and `gateway-settings.cache`.
+    pub cache_rules: Vec<crate::cache::CacheRule>,
+    pub cache: crate::cache::CacheSettings,
     pub telemetry_json: String,
     pub targets: Vec<Target>,
     /// Every name a client may ask for: targets first (model id == target id), then virtual.
@@ -143,7 +146,8 @@ impl Engine {
                     headers: acc.headers.clone(),
                     model_id: m.model_id.clone(),
                     cloud: acc.cloud.clone(),
-                    price: prices.lookup(
+                    price: prices.lookup_for(
+                        acc.provider.name(),
                         &m.model_id,
                         m.input_cost_per_million,
                         m.output_cost_per_million,
@@ -271,6 +275,8 @@ impl Engine {
         Self {
             settings: raw.server,
             state: raw.state,
+            cache_rules: raw.cache.rules,
+            cache: raw.cache.settings,
             telemetry_json: raw.telemetry_json,
             targets,
             model_names,

@@ -140,6 +140,7 @@ impl AnthropicTranslator {
                         n + cached.unwrap_or(0) + u.cache_creation_input_tokens.unwrap_or(0)
                     });
                     rec.usage.cached_tokens = cached;
+                    rec.usage.cache_creation_tokens = u.cache_creation_input_tokens;
                 }
                 rec.response_id = message.id.map(Cow::into_owned);
                 self.chunk(out, br#"{"role":"assistant","content":""}"#);
@@ -279,11 +280,14 @@ impl AnthropicTranslator {
                 r#","prompt_tokens_details":{{"cached_tokens":{cached}}}"#
             );
         }
+        if let Some(written) = rec.usage.cache_creation_tokens {
+            let _ = write!(out, r#","cache_creation_input_tokens":{written}"#);
+        }
         out.extend_from_slice(b"}}\n\n");
     }
 }
 
-fn json_str(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn json_str(out: &mut Vec<u8>, s: &str) {
     // Serializing a &str into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *out, s);
 }

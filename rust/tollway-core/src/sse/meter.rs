@@ -2,24 +2,33 @@
 //! measures the stream (TTFT, inter-token latency, tokens, finish reason, provider usage), finds
 //! protocol errors, and returns the bytes the client should get: OpenAI streams as received
 //! (less the usage-only chunk when the client did not ask for it), Anthropic streams translated
-//! to OpenAI chunks.
+//! to OpenAI chunks. For clients of the Anthropic Messages API it also translates OpenAI
+//! streams to Anthropic events ([`super::to_anthropic`]) and meters Anthropic streams it
+//! forwards as they are; Responses API streams ([`super::responses`]) are metered and forwarded.
 
-use std::borrow::Cow;
-
-use serde::Deserialize;
-
-use super::{
-    raw_error, ErrorIn, Event, Flow, Recorder, SseParser, StreamError, Usage, MAX_EVENT_BYTES,
-};
+use super::{Event, Flow, Recorder, SseParser, StreamError, Usage, MAX_EVENT_BYTES};
 use crate::sse::anthropic::AnthropicTranslator;
 use crate::sse::bedrock::BedrockTranslator;
 use crate::sse::gemini::GeminiTranslator;
+use crate::sse::openai::{read_openai, record_chunk, OpenAiEvent};
+use crate::sse::responses::responses_event;
+use crate::sse::to_anthropic::ToAnthropic;
 use crate::tokens::Encoding;
 
+/// What the upstream sends and what the client gets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StreamFormat {
+    /// OpenAI chat chunks, forwarded.
     OpenAi,
+    /// Anthropic Messages events, translated to OpenAI chat chunks.
     Anthropic,
+    /// Anthropic Messages events, forwarded (an Anthropic client on an Anthropic target).
+    AnthropicRaw,
+    /// OpenAI chat chunks, translated to Anthropic Messages events (an Anthropic client on an
+    /// OpenAI-shaped target).
+    OpenAiToAnthropic,
+    /// OpenAI Responses API events, forwarded.
+    Responses,
     /// Gemini API and Vertex AI `streamGenerateContent?alt=sse`.
     Gemini,
     /// Bedrock ConverseStream's binary event stream (not SSE).
@@ -28,12 +37,27 @@ pub enum StreamFormat {
 
 impl StreamFormat {
     pub fn parse(name: &str) -> Option<Self> {
-        match name {
-            "openai" => Some(Self::OpenAi),
-            "anthropic" => Some(Self::Anthropic),
-            "gemini" => Some(Self::Gemini),
-            "bedrock" => Some(Self::Bedrock),
-            _ => None,
+        Some(match name {
+            "openai" => Self::OpenAi,
+            "anthropic" => Self::Anthropic,
+            "anthropic-raw" => Self::AnthropicRaw,
+            "openai-to-anthropic" => Self::OpenAiToAnthropic,
+            "responses" => Self::Responses,
+            "gemini" => Self::Gemini,
+            "bedrock" => Self::Bedrock,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::OpenAi => "openai",
+            Self::Anthropic => "anthropic",
+            Self::AnthropicRaw => "anthropic-raw",
+            Self::OpenAiToAnthropic => "openai-to-anthropic",
+            Self::Responses => "responses",
+            Self::Gemini => "gemini",
+            Self::Bedrock => "bedrock",
         }
     }
 }
@@ -63,20 +87,29 @@ pub struct SseMeter {
     encoding: Encoding,
     rec: Recorder,
     anthropic: Option<Box<AnthropicTranslator>>,
+    to_anthropic: Option<Box<ToAnthropic>>,
     gemini: Option<Box<GeminiTranslator>>,
     bedrock: Option<Box<BedrockTranslator>>,
     out: Vec<u8>,
+    /// Translated bytes nobody reads (an Anthropic stream metered but forwarded as it is).
+    scratch: Vec<u8>,
 }
 
 impl SseMeter {
     pub fn new(opts: MeterOptions) -> Self {
-        let anthropic = (opts.format == StreamFormat::Anthropic).then(|| {
+        let anthropic = matches!(
+            opts.format,
+            StreamFormat::Anthropic | StreamFormat::AnthropicRaw
+        )
+        .then(|| {
             Box::new(AnthropicTranslator::new(
                 &opts.model,
                 opts.created,
                 opts.include_usage,
             ))
         });
+        let to_anthropic = (opts.format == StreamFormat::OpenAiToAnthropic)
+            .then(|| Box::new(ToAnthropic::new(&opts.model)));
         let gemini = (opts.format == StreamFormat::Gemini).then(|| {
             Box::new(GeminiTranslator::new(
                 &opts.model,
@@ -111,9 +144,11 @@ impl SseMeter {
                 response_id: None,
             },
             anthropic,
+            to_anthropic,
             gemini,
             bedrock,
             out: Vec::new(),
+            scratch: Vec::new(),
         }
     }
 
@@ -147,12 +182,15 @@ impl SseMeter {
     fn drive(&mut self, chunk: Option<&[u8]>, now_ms: f64) {
         let Self {
             parser,
+            format,
             strip_usage,
             rec,
             anthropic,
+            to_anthropic,
             gemini,
             bedrock,
             out,
+            scratch,
             ..
         } = self;
         out.clear();
@@ -168,9 +206,21 @@ impl SseMeter {
             Some(c) => parser.feed(c, sink, on_event),
             None => parser.finish(sink, on_event),
         };
-        let result = match (anthropic, gemini) {
-            (Some(t), _) => run(&mut Vec::new(), &mut |e| t.on_event(e, rec, now_ms, out)),
-            (_, Some(t)) => run(&mut Vec::new(), &mut |e| t.on_event(e, rec, now_ms, out)),
+        let result = match (format, anthropic, to_anthropic, gemini) {
+            (StreamFormat::AnthropicRaw, Some(t), ..) => run(out, &mut |e| {
+                scratch.clear();
+                match t.on_event(e, rec, now_ms, scratch) {
+                    Flow::Stop => Flow::Stop,
+                    _ if e.data.is_none() => Flow::Forward,
+                    // Events after message_stop are dropped, as the translation drops them.
+                    _ if rec.done && e.name != b"message_stop" => Flow::Drop,
+                    _ => Flow::Forward,
+                }
+            }),
+            (_, Some(t), ..) => run(&mut Vec::new(), &mut |e| t.on_event(e, rec, now_ms, out)),
+            (_, _, Some(t), _) => run(&mut Vec::new(), &mut |e| t.on_event(e, rec, now_ms, out)),
+            (_, _, _, Some(t)) => run(&mut Vec::new(), &mut |e| t.on_event(e, rec, now_ms, out)),
+            (StreamFormat::Responses, ..) => run(out, &mut |e| responses_event(e, rec, now_ms)),
             _ => run(out, &mut |e| openai_event(e, rec, now_ms, *strip_usage)),
         };
         if result.is_err() {
@@ -251,142 +301,25 @@ impl SseMeter {
     }
 }
 
-#[derive(Deserialize)]
-struct Chunk<'a> {
-    #[serde(borrow, default)]
-    id: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    choices: Option<Vec<Choice<'a>>>,
-    #[serde(default)]
-    usage: Option<UsageIn>,
-    #[serde(borrow, default)]
-    error: Option<ErrorIn<'a>>,
-}
-
-#[derive(Deserialize)]
-struct Choice<'a> {
-    #[serde(borrow, default)]
-    delta: Option<Delta<'a>>,
-    #[serde(borrow, default)]
-    finish_reason: Option<Cow<'a, str>>,
-}
-
-#[derive(Deserialize)]
-struct Delta<'a> {
-    #[serde(borrow, default)]
-    content: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    refusal: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    reasoning_content: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    tool_calls: Option<Vec<ToolCallDelta<'a>>>,
-}
-
-#[derive(Deserialize)]
-struct ToolCallDelta<'a> {
-    #[serde(borrow, default)]
-    function: Option<FunctionDelta<'a>>,
-}
-
-#[derive(Deserialize)]
-struct FunctionDelta<'a> {
-    #[serde(borrow, default)]
-    name: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    arguments: Option<Cow<'a, str>>,
-}
-
-#[derive(Deserialize)]
-struct UsageIn {
-    #[serde(default)]
-    prompt_tokens: Option<u64>,
-    #[serde(default)]
-    completion_tokens: Option<u64>,
-    #[serde(default)]
-    prompt_tokens_details: Option<PromptDetails>,
-}
-
-#[derive(Deserialize)]
-struct PromptDetails {
-    #[serde(default)]
-    cached_tokens: Option<u64>,
-}
-
 fn openai_event(e: &Event<'_>, rec: &mut Recorder, now_ms: f64, strip_usage: bool) -> Flow {
-    let Some(data) = e.data else {
+    if e.data.is_none() {
         return Flow::Forward; // comments keep the client's connection warm too
-    };
+    }
     if rec.done {
         return Flow::Drop;
     }
-    if e.name == b"error" {
-        #[derive(Deserialize)]
-        struct Wrapped<'a> {
-            #[serde(borrow)]
-            error: ErrorIn<'a>,
+    match read_openai(e, rec) {
+        OpenAiEvent::Failed => Flow::Stop,
+        OpenAiEvent::Done => {
+            rec.done = true;
+            Flow::Forward
         }
-        let err = match serde_json::from_slice::<Wrapped<'_>>(data) {
-            Ok(w) => w.error.into_error(),
-            Err(_) => raw_error(data),
-        };
-        return rec.fail(err);
-    }
-    if data == b"[DONE]" {
-        rec.done = true;
-        return Flow::Forward;
-    }
-    let Ok(chunk) = serde_json::from_slice::<Chunk<'_>>(data) else {
-        return rec.fail(StreamError::InvalidJson);
-    };
-    if let Some(err) = chunk.error {
-        return rec.fail(err.into_error());
-    }
-    if rec.response_id.is_none() {
-        rec.response_id = chunk.id.map(Cow::into_owned);
-    }
-    let mut no_choices = true;
-    for choice in chunk.choices.iter().flatten() {
-        no_choices = false;
-        if let Some(d) = &choice.delta {
-            // One token event per delta, its text pushed piece by piece: no allocation.
-            let texts = [&d.content, &d.refusal, &d.reasoning_content];
-            let texts = texts.into_iter().flatten().map(|t| t.as_ref());
-            let calls = d
-                .tool_calls
-                .iter()
-                .flatten()
-                .filter_map(|c| c.function.as_ref());
-            let calls = calls.flat_map(|f| {
-                [
-                    f.name.as_deref().unwrap_or(""),
-                    f.arguments.as_deref().unwrap_or(""),
-                ]
-            });
-            let mut first = true;
-            let has_call = d.tool_calls.as_ref().is_some_and(|c| !c.is_empty());
-            for part in texts.chain(calls) {
-                if first && (!part.is_empty() || has_call) {
-                    first = false;
-                    rec.token(now_ms, part);
-                } else {
-                    rec.push_text(part);
-                }
+        OpenAiEvent::Chunk(chunk) => {
+            if record_chunk(&chunk, rec, now_ms) && strip_usage {
+                Flow::Drop
+            } else {
+                Flow::Forward
             }
         }
-        if let Some(r) = &choice.finish_reason {
-            rec.finish_reason = Some(r.clone().into_owned());
-        }
     }
-    if let Some(u) = chunk.usage {
-        rec.usage = Usage {
-            prompt_tokens: u.prompt_tokens,
-            completion_tokens: u.completion_tokens,
-            cached_tokens: u.prompt_tokens_details.and_then(|d| d.cached_tokens),
-        };
-        if no_choices && strip_usage {
-            return Flow::Drop;
-        }
-    }
-    Flow::Forward
 }

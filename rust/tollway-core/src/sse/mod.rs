@@ -7,6 +7,9 @@ pub mod bedrock;
 mod chunks;
 pub mod gemini;
 pub mod meter;
+pub mod openai;
+pub mod responses;
+pub mod to_anthropic;
 
 pub use meter::{MeterOptions, SseMeter, StreamFormat};
 
@@ -313,6 +316,9 @@ pub struct Usage {
     pub prompt_tokens: Option<u64>,
     pub completion_tokens: Option<u64>,
     pub cached_tokens: Option<u64>,
+    /// Prompt tokens written to the provider's cache (Anthropic bills them at their own rate);
+    /// included in `prompt_tokens`.
+    pub cache_creation_tokens: Option<u64>,
 }
 
 /// What a stream showed so far; shared by the OpenAI reader and the Anthropic translator.
