@@ -72,7 +72,7 @@ class StubResponse:
     def header(self, name: str) -> str | None:
         return "text/event-stream" if self._stream and name == "content-type" else None
 
-    async def read(self) -> bytes:
+    async def read(self, limit: int | None = None) -> bytes:
         return COMPLETION
 
     async def chunks(self) -> AsyncIterator[bytes]:
