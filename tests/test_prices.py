@@ -49,7 +49,9 @@ def test_anthropic_cache_reads_and_writes_at_their_rates() -> None:
          "usage": {"input_tokens": 100, "cache_read_input_tokens": 2000,
                    "cache_creation_input_tokens": 1000, "output_tokens": 50}}
     )  # fmt: skip
-    usage, *_ = answer_of(from_anthropic_response(body, "claude"))
+    answer = answer_of(from_anthropic_response(body, "claude"), chat=True)
+    assert answer is not None
+    usage = answer.usage
     assert usage == (3100, 2000, 50, 1000)
     e = engine("anthropic", "claude-3-5-sonnet-20241022")
     usd = charge(e, "a/claude-3-5-sonnet-20241022", usage[:3], usage[3])
