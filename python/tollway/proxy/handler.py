@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from tollway._core import count_prompt_tokens
 from tollway.asgi import Receive, RequestHead, Scope, Send, read_body, send_error
 from tollway.engine import Admission, Denial, Runtime
 from tollway.errors import GatewayError
@@ -84,6 +85,13 @@ def _validate(body: bytes, endpoint: Endpoint) -> dict[str, Any]:
     return req
 
 
+def _request_size(req: dict[str, Any], body: bytes) -> tuple[int, int | None]:
+    """(prompt tokens, max_tokens) for the cost a budget reserves at admission."""
+    limit = req.get("max_completion_tokens", req.get("max_tokens"))
+    max_tokens = limit if type(limit) is int and limit >= 0 else None
+    return count_prompt_tokens(body, req["model"]), max_tokens
+
+
 def _positive_ms(raw: bytes, header: str) -> int:
     try:
         ms = int(raw)
@@ -141,7 +149,8 @@ class Proxy:
             body = await read_body(receive, rt.settings.max_body_bytes, head.content_length)
             req = _validate(body, endpoint)
             timeouts = self._timeouts(head)
-            adm = rt.engine.admit(head.authorization, req["model"], head.metadata)
+            size = _request_size(req, body) if rt.engine.has_budgets else (0, None)
+            adm = rt.engine.admit(head.authorization, req["model"], head.metadata, *size)
             if isinstance(adm, Denial):
                 raise GatewayError(
                     adm.status,

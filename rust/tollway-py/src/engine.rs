@@ -150,6 +150,12 @@ impl Admission {
         (a, b, c)
     }
 
+    /// The cost in USD reserved on budgets until settle (0.0 when none).
+    #[getter]
+    fn reserved_usd(&self) -> f64 {
+        self.inner.reservation.as_ref().map_or(0.0, |r| r.usd())
+    }
+
     /// `x-ratelimit-*` response headers when a rate limit applies.
     #[getter]
     fn limit_headers(&self) -> Vec<(&'static str, String)> {
@@ -269,6 +275,12 @@ impl Engine {
         self.inner.healthy(target)
     }
 
+    /// Budgets are configured: `admit` wants the prompt's size to reserve their cost.
+    #[getter]
+    fn has_budgets(&self) -> bool {
+        !self.inner.budgets.is_empty()
+    }
+
     #[getter]
     fn plans(&self) -> Vec<Plan> {
         self.inner
@@ -304,16 +316,26 @@ impl Engine {
     }
 
     /// Decides one request; returns an `Admission` or a `Denial` (never raises for bad input).
-    #[pyo3(signature = (authorization, model, metadata=None))]
+    /// `prompt_tokens` and `max_tokens` size the cost a budget reserves until settle.
+    #[pyo3(signature = (authorization, model, metadata=None, prompt_tokens=0, max_tokens=None))]
     fn admit(
         &self,
         py: Python<'_>,
         authorization: Option<&[u8]>,
         model: &str,
         metadata: Option<&[u8]>,
+        prompt_tokens: u64,
+        max_tokens: Option<u64>,
     ) -> PyResult<Py<PyAny>> {
+        let size = tollway_core::limits::RequestSize {
+            prompt_tokens,
+            max_tokens,
+        };
         Ok(
-            match self.inner.admit(header_str(authorization), model, metadata) {
+            match self
+                .inner
+                .admit_sized(header_str(authorization), model, metadata, size)
+            {
                 Ok(inner) => Py::new(py, Admission { inner })?.into_any(),
                 Err(d) => Py::new(py, Denial::from(d))?.into_any(),
             },

@@ -6,6 +6,7 @@
 use crate::engine::{Engine, KeyId, TargetId};
 use crate::limits::cost;
 use crate::limits::ratelimit::Ticket;
+use crate::limits::reserve::{self, RequestSize, Reservation};
 use crate::limits::RequestFacts;
 use crate::metadata::{self, Metadata};
 use crate::routing::{self, PlanId};
@@ -77,6 +78,8 @@ pub struct Admission {
     pub applied: String,
     /// Rule ids by kind, for telemetry: (routing, rate limit, budget).
     pub rule_ids: [Option<String>; 3],
+    /// The estimate held on the budgets until settle (given back if settle never comes).
+    pub reservation: Option<Reservation>,
 }
 
 /// What `settle` learns from one upstream attempt.
@@ -130,9 +133,26 @@ impl Engine {
         model: &str,
         metadata_header: Option<&[u8]>,
     ) -> Result<Admission, Denial> {
+        self.admit_sized(
+            authorization,
+            model,
+            metadata_header,
+            RequestSize::default(),
+        )
+    }
+
+    /// [`Engine::admit`] with the request's size, for the cost a budget reserves.
+    #[allow(clippy::result_large_err)]
+    pub fn admit_sized(
+        &self,
+        authorization: Option<&str>,
+        model: &str,
+        metadata_header: Option<&[u8]>,
+        size: RequestSize,
+    ) -> Result<Admission, Denial> {
         let key_id = self.authenticate(authorization)?;
         // A refusal after authentication still says whose request it was (telemetry).
-        self.decide(key_id, model, metadata_header)
+        self.decide(key_id, model, metadata_header, size)
             .map_err(|d| Denial {
                 key: Some(key_id),
                 ..d
@@ -145,6 +165,7 @@ impl Engine {
         key_id: KeyId,
         model: &str,
         metadata_header: Option<&[u8]>,
+        size: RequestSize,
     ) -> Result<Admission, Denial> {
         let key = &self.keys[key_id as usize];
         let request_meta = match metadata_header {
@@ -211,7 +232,18 @@ impl Engine {
         if let Some(r) = matched {
             applied.push(("load_balancing", &self.rules[r as usize].id));
         }
-        let budget = self.budgets.check(self.clock.wall_ms(), &facts);
+        let estimate = if self.budgets.is_empty() {
+            0.0
+        } else {
+            let targets = plans.iter().filter_map(|&p| {
+                let t = self.plans.get(p as usize)?.target;
+                Some((t, self.targets.get(t as usize)?.price.as_ref()))
+            });
+            reserve::estimate(size, targets, &self.output_estimates)
+        };
+        let (budget, reservation) =
+            self.budgets
+                .check_and_reserve(self.clock.wall_ms(), &facts, estimate);
         if let Some(r) = budget.rule {
             applied.push(("budget", self.budgets.rule_id(r)));
         }
@@ -271,6 +303,7 @@ impl Engine {
             metadata,
             applied,
             rule_ids,
+            reservation,
         })
     }
 
@@ -284,8 +317,13 @@ impl Engine {
             self.rate_limiter
                 .debit(now, ticket, usage.input_tokens + usage.output_tokens);
         }
-        let price = attempts
-            .last()
+        let last = attempts.last();
+        if let Some(a) = last.filter(|a| (200..300).contains(&a.status)) {
+            if usage.output_tokens > 0 {
+                self.output_estimates.record(a.target, usage.output_tokens);
+            }
+        }
+        let price = last
             .and_then(|a| self.targets.get(a.target as usize))
             .and_then(|t| t.price.as_ref());
         let usd = cost::cost(
@@ -295,14 +333,19 @@ impl Engine {
             usage.output_tokens,
         )
         .usd;
-        if usd > 0.0 && !self.budgets.is_empty() {
+        if (usd > 0.0 || admission.reservation.is_some()) && !self.budgets.is_empty() {
             let key = &self.keys[admission.key as usize];
             let facts = RequestFacts {
                 subject: &key.subject,
                 model: &admission.model,
                 metadata: &admission.metadata,
             };
-            self.budgets.charge(self.clock.wall_ms(), &facts, usd);
+            self.budgets.settle(
+                self.clock.wall_ms(),
+                &facts,
+                usd,
+                admission.reservation.as_ref(),
+            );
         }
         usd
     }

@@ -6,6 +6,7 @@
 use crate::clock::{Clock, Rng};
 use crate::config::{self, KeySecret, Provider, RawConfig, ServerSettings};
 use crate::limits::cost::{CostTable, Price};
+use crate::limits::reserve::OutputEstimates;
 use crate::limits::{Budgets, RateLimiter, DEFAULT_MAX_ENTITIES};
 use crate::metadata::Metadata;
 use crate::routing::config::RetryConfig;
@@ -67,6 +68,8 @@ pub struct Engine {
     pub(crate) states: Vec<Arc<TargetState>>,
     pub rate_limiter: RateLimiter,
     pub budgets: Budgets,
+    /// Per target, the answer length a budget reserves for when `max_tokens` is unset.
+    pub output_estimates: OutputEstimates,
     pub clock: Arc<Clock>,
     pub(crate) rng: Rng,
 }
@@ -208,6 +211,7 @@ impl Engine {
             });
         }
         errs.set_source("");
+        let targets_len = targets.len();
         let states = targets
             .iter()
             .map(|_| Arc::new(TargetState::default()))
@@ -228,6 +232,7 @@ impl Engine {
             clock,
             rate_limiter: RateLimiter::new(raw.rate_limits, DEFAULT_MAX_ENTITIES),
             budgets: Budgets::new(raw.budgets, DEFAULT_MAX_ENTITIES),
+            output_estimates: OutputEstimates::new(targets_len),
             rng: Rng::from_time(),
         }
     }
@@ -305,6 +310,8 @@ impl Engine {
         for (i, t) in self.targets.iter().enumerate() {
             if let Some(j) = previous.targets.iter().position(|p| p.name == t.name) {
                 self.states[i] = Arc::clone(&previous.states[j]);
+                self.output_estimates
+                    .adopt(i as u32, &previous.output_estimates, j as u32);
             }
         }
     }

@@ -4,11 +4,19 @@
 //! spend in the current period reached the limit); the cost of a settled request is charged
 //! to every matching rule. Periods come from wall-clock milliseconds since the Unix epoch,
 //! passed in (the engine's `Clock` is monotonic and cannot name a calendar day).
+//!
+//! Admission reserves an estimate of the request's cost (see `reserve.rs`) on every matching
+//! rule until settle charges the real cost, so concurrent requests see each other: a request
+//! starts only while spend plus reservations is under the limit, and the spend can pass the
+//! limit by at most one request. Across replicas each spends from a lease (`lease.rs`).
 
 use super::config::{BudgetPeriod, BudgetRule, KeyPart};
 use super::entity::entity_key;
+use super::lease::{Lease, LeaseWant, Tick};
 use super::map::BoundedMap;
+use super::reserve::{Held, Reservation};
 use super::{when_matches, Delta, RequestFacts};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -74,8 +82,14 @@ struct Spend {
     period: u64,
     /// Spent here in `period`, synced or not.
     own: f64,
-    /// The part of `own` handed to the sync task.
+    /// Added to the shared counter by this replica in `period`: spend no lease covered,
+    /// leases granted, less leases handed back.
     pushed: f64,
+    /// Still to add to the shared counter (negative: a lease handed back).
+    unsynced: f64,
+    /// Estimates of requests admitted here and not settled yet.
+    reserved: f64,
+    lease: Lease,
     /// Other replicas' spend in `period`.
     others: f64,
     /// The outage of the shared store `own_base` belongs to (see `Shared::outage`).
@@ -90,6 +104,9 @@ impl Spend {
             period,
             own: 0.0,
             pushed: 0.0,
+            unsynced: 0.0,
+            reserved: 0.0,
+            lease: Lease::default(),
             others: 0.0,
             outage: 0,
             own_base: 0.0,
@@ -117,7 +134,12 @@ impl Spend {
 
     fn roll(&mut self, period: u64) {
         if period > self.period {
+            // Requests in flight stay reserved into the new period.
+            let reserved = self.reserved;
+            let tracked = self.lease.tracked;
             *self = Self::fresh(period);
+            self.reserved = reserved;
+            self.lease.tracked = tracked;
         }
     }
 
@@ -131,7 +153,10 @@ impl Spend {
 
     /// Equal to a fresh entry: nothing spent this period and nothing left to sync.
     fn idle(&self, period: u64) -> bool {
-        self.own == self.pushed && self.spent(period) == 0.0
+        self.unsynced == 0.0
+            && self.spent(period) == 0.0
+            && self.reserved == 0.0
+            && self.lease.left == 0.0
     }
 }
 
@@ -140,16 +165,30 @@ struct Inner {
     spend: BoundedMap<Spend>,
     dirty: Vec<u64>,
     dirty_overflow: bool,
+    /// Entities whose lease the sync task looks after.
+    leasing: HashSet<u64>,
+}
+
+impl Inner {
+    fn mark_dirty(&mut self, entity: u64) {
+        if self.dirty.len() < DIRTY_CAP {
+            self.dirty.push(entity);
+        } else {
+            self.dirty_overflow = true;
+        }
+    }
 }
 
 #[derive(Debug)]
-struct Shared {
+pub(super) struct Shared {
     id: Arc<str>,
     shape: (BudgetPeriod, Vec<KeyPart>),
     inner: Mutex<Inner>,
     syncing: AtomicBool,
     /// Replicas sharing the budget while the shared store is unreachable (1: synced).
     share: AtomicU32,
+    /// Replicas spending the budget through leases; 0: not leasing (no shared store).
+    replicas: AtomicU32,
     /// Counts outages (a share going above 1), so each entity notes its spend at the start
     /// of the current one.
     outage: AtomicU64,
@@ -160,6 +199,22 @@ struct Shared {
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Gives back a reservation made in `period` (settled, or the request never ran).
+    pub(super) fn release(&self, entity: u64, period: u64, usd: f64) {
+        if let Some(s) = self.lock().spend.get_mut(entity) {
+            if s.period == period || s.reserved > 0.0 {
+                s.reserved = (s.reserved - usd).max(0.0);
+            }
+        }
+    }
+
+    fn leasing(&self) -> Option<u32> {
+        let n = self.replicas.load(Ordering::Relaxed);
+        let synced =
+            self.syncing.load(Ordering::Relaxed) && self.share.load(Ordering::Relaxed) <= 1;
+        (synced && n > 0).then_some(n)
     }
 }
 
@@ -226,9 +281,11 @@ impl Budgets {
                         spend: BoundedMap::new(max_entities),
                         dirty: Vec::new(),
                         dirty_overflow: false,
+                        leasing: HashSet::new(),
                     }),
                     syncing: AtomicBool::new(false),
                     share: AtomicU32::new(1),
+                    replicas: AtomicU32::new(0),
                     outage: AtomicU64::new(0),
                     blocked: AtomicU64::new(0),
                     audit_would_block: AtomicU64::new(0),
@@ -270,51 +327,128 @@ impl Budgets {
             .map_or("", |b| b.rule.id.as_str())
     }
 
-    /// Decides whether a request may start, by the first matching rule; inserts nothing.
+    /// Decides whether a request may start, by the first matching rule, reserving nothing.
     pub fn check(&self, wall_ms: u64, facts: &RequestFacts<'_>) -> BudgetDecision {
+        self.check_and_reserve(wall_ms, facts, 0.0).0
+    }
+
+    /// Decides whether a request may start, by the first matching rule: spend and what
+    /// requests in flight reserved must be under the limit (and, across replicas, this
+    /// replica's lease must have room). An admitted request reserves `estimate_usd` on every
+    /// matching rule until [`Budgets::settle`] (or the reservation is dropped).
+    pub fn check_and_reserve(
+        &self,
+        wall_ms: u64,
+        facts: &RequestFacts<'_>,
+        estimate_usd: f64,
+    ) -> (BudgetDecision, Option<Reservation>) {
         let Some((i, b)) = self
             .budgets
             .iter()
             .enumerate()
             .find(|(_, b)| when_matches(&b.rule.when, facts))
         else {
-            return BudgetDecision::UNLIMITED;
+            return (BudgetDecision::UNLIMITED, None);
         };
         let period = b.rule.period.index(wall_ms);
         let entity = entity_key(&b.rule.applies_per, facts);
         let share = b.state.share.load(Ordering::Relaxed);
-        let spent = if share <= 1 {
-            b.state
-                .lock()
-                .spend
-                .get(entity)
-                .map_or(0.0, |s| s.spent(period))
-        } else {
-            let outage = b.state.outage.load(Ordering::Relaxed);
-            b.state
-                .lock()
-                .spend
-                .get_mut(entity)
-                .map_or(0.0, |s| s.conservative(period, outage, share))
-        };
-        let over = spent >= b.rule.limit_usd;
+        let leasing = b.state.leasing();
+        let limit = b.rule.limit_usd;
         let audit = b.rule.audit_mode;
-        if over {
-            let counter = if audit {
-                &b.state.audit_would_block
+        let decision = |spent: f64, over: bool| {
+            if over {
+                let counter = if audit {
+                    &b.state.audit_would_block
+                } else {
+                    &b.state.blocked
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+            BudgetDecision {
+                allowed: !over || audit,
+                rule: Some(u32::try_from(i).unwrap_or(u32::MAX)),
+                audit,
+                over,
+                spent_usd: spent,
+                limit_usd: limit,
+                reset_s: (b.rule.period.end_ms(wall_ms) - wall_ms).div_ceil(1000),
+            }
+        };
+        let (spent, mut over) = {
+            let mut guard = b.state.lock();
+            let inner = &mut *guard;
+            // A check alone inserts nothing; a reservation or a lease needs the entry.
+            let s = if estimate_usd > 0.0 || leasing.is_some() {
+                inner
+                    .spend
+                    .entry(entity, || Spend::fresh(period), |s| s.idle(period))
             } else {
-                &b.state.blocked
+                match inner.spend.get_mut(entity) {
+                    Some(s) => s,
+                    None => return (decision(0.0, 0.0 >= limit), None),
+                }
             };
-            counter.fetch_add(1, Ordering::Relaxed);
+            s.roll(period);
+            let spent = if share <= 1 {
+                s.spent(period)
+            } else {
+                s.conservative(period, b.state.outage.load(Ordering::Relaxed), share)
+            };
+            let mut over = spent + s.reserved >= limit;
+            if let (false, Some(n)) = (over, leasing) {
+                if s.lease.available(limit / f64::from(n)) - s.reserved <= 0.0 {
+                    over = true;
+                    s.lease.starved = true;
+                    track(&mut s.lease, entity, &mut inner.leasing);
+                }
+            }
+            (spent, over)
+        };
+        over |= spent >= limit;
+        let decision = decision(spent, over);
+        let reservation = (decision.allowed && estimate_usd > 0.0 && estimate_usd.is_finite())
+            .then(|| self.reserve(wall_ms, facts, estimate_usd));
+        (decision, reservation)
+    }
+
+    fn reserve(&self, wall_ms: u64, facts: &RequestFacts<'_>, usd: f64) -> Reservation {
+        let mut held = Vec::new();
+        for b in self
+            .budgets
+            .iter()
+            .filter(|b| when_matches(&b.rule.when, facts))
+        {
+            let period = b.rule.period.index(wall_ms);
+            let entity = entity_key(&b.rule.applies_per, facts);
+            let mut guard = b.state.lock();
+            let s = guard
+                .spend
+                .entry(entity, || Spend::fresh(period), |s| s.idle(period));
+            s.roll(period);
+            s.reserved += usd;
+            held.push(Held {
+                state: Arc::clone(&b.state),
+                entity,
+                period,
+                usd,
+            });
         }
-        BudgetDecision {
-            allowed: !over || audit,
-            rule: Some(u32::try_from(i).unwrap_or(u32::MAX)),
-            audit,
-            over,
-            spent_usd: spent,
-            limit_usd: b.rule.limit_usd,
-            reset_s: (b.rule.period.end_ms(wall_ms) - wall_ms).div_ceil(1000),
+        Reservation::new(held)
+    }
+
+    /// Settles a request: charges its real cost to every matching rule, then gives back
+    /// what its admission reserved.
+    pub fn settle(
+        &self,
+        wall_ms: u64,
+        facts: &RequestFacts<'_>,
+        usd: f64,
+        reservation: Option<&Reservation>,
+    ) {
+        self.charge(wall_ms, facts, usd);
+        if let Some(r) = reservation {
+            r.release();
         }
     }
 
@@ -332,6 +466,7 @@ impl Budgets {
             let entity = entity_key(&b.rule.applies_per, facts);
             let syncing = b.state.syncing.load(Ordering::Relaxed);
             let share = b.state.share.load(Ordering::Relaxed);
+            let leasing = b.state.leasing().is_some();
             let mut guard = b.state.lock();
             let inner = &mut *guard;
             let s = inner
@@ -342,14 +477,24 @@ impl Budgets {
                 // First sight during an outage: what we spent so far was known to all.
                 s.mark_outage(b.state.outage.load(Ordering::Relaxed));
             }
-            if syncing && s.own == s.pushed {
-                if inner.dirty.len() < DIRTY_CAP {
-                    inner.dirty.push(entity);
-                } else {
-                    inner.dirty_overflow = true;
+            s.own += usd;
+            if !syncing {
+                continue;
+            }
+            let shared = if leasing {
+                let debt = s.lease.take(usd);
+                track(&mut s.lease, entity, &mut inner.leasing);
+                debt
+            } else {
+                usd
+            };
+            if shared > 0.0 {
+                let first = s.unsynced == 0.0;
+                s.unsynced += shared;
+                if first {
+                    inner.mark_dirty(entity);
                 }
             }
-            s.own += usd;
         }
     }
 
@@ -362,9 +507,9 @@ impl Budgets {
             let mut guard = b.state.lock();
             let inner = &mut *guard;
             let mut take = |entity: u64, s: &mut Spend| {
-                if s.own > s.pushed {
-                    let amount = s.own - s.pushed;
-                    s.pushed = s.own;
+                if s.unsynced != 0.0 {
+                    let amount = std::mem::take(&mut s.unsynced);
+                    s.pushed += amount;
                     out.push(Delta {
                         rule_id: Arc::clone(&b.state.id),
                         entity,
@@ -415,21 +560,105 @@ impl Budgets {
             return true;
         }
         s.roll(period);
-        if super::lost(total, s.pushed) {
-            // The shared counter lost our part (the store restarted empty, or evicted the
-            // key): the next drain hands over our whole spend this period again.
-            if s.own == s.pushed {
-                if inner.dirty.len() < DIRTY_CAP {
-                    inner.dirty.push(entity);
-                } else {
-                    inner.dirty_overflow = true;
+        apply_total(
+            s,
+            entity,
+            total,
+            &mut inner.dirty,
+            &mut inner.dirty_overflow,
+        );
+        true
+    }
+
+    /// The entities whose lease needs the store this tick: slices to ask for, and idle
+    /// leases handed back (as negative spend for the next drain).
+    pub fn lease_tick(&self, wall_ms: u64) -> Vec<LeaseWant> {
+        let mut out = Vec::new();
+        for b in &self.budgets {
+            if b.state.leasing().is_none() {
+                continue;
+            }
+            let period = b.rule.period.index(wall_ms);
+            let keep = b.rule.limit_usd * 0.01;
+            let mut guard = b.state.lock();
+            let inner = &mut *guard;
+            let entities: Vec<u64> = inner.leasing.iter().copied().collect();
+            for entity in entities {
+                let Some(s) = inner.spend.get_mut(entity) else {
+                    inner.leasing.remove(&entity);
+                    continue;
+                };
+                match s.lease.tick(keep) {
+                    Tick::Ask => out.push(LeaseWant {
+                        rule_id: Arc::clone(&b.state.id),
+                        entity,
+                        window: period,
+                        limit: b.rule.limit_usd,
+                        unit: 0.0,
+                    }),
+                    Tick::Return(usd) => {
+                        let first = s.unsynced == 0.0;
+                        s.unsynced -= usd;
+                        if first {
+                            inner.mark_dirty(entity);
+                        }
+                    }
+                    Tick::Keep(true) => {}
+                    Tick::Keep(false) => {
+                        s.lease.tracked = false;
+                        inner.leasing.remove(&entity);
+                    }
                 }
             }
-            s.pushed = 0.0;
+        }
+        out
+    }
+
+    /// A slice granted by the store, with the counter's total after it.
+    pub fn apply_lease(
+        &self,
+        wall_ms: u64,
+        rule_id: &str,
+        entity: u64,
+        period: u64,
+        grant: f64,
+        total: f64,
+    ) -> bool {
+        let Some(b) = self.budgets.iter().find(|b| &*b.state.id == rule_id) else {
+            return false;
+        };
+        if period < b.rule.period.index(wall_ms) {
             return true;
         }
-        s.others = s.others.max(total - s.pushed);
+        let mut guard = b.state.lock();
+        let inner = &mut *guard;
+        let s = inner
+            .spend
+            .entry(entity, || Spend::fresh(period), |s| s.idle(period));
+        if period < s.period {
+            return true;
+        }
+        s.roll(period);
+        s.lease.grant(grant);
+        s.pushed += grant.max(0.0);
+        track(&mut s.lease, entity, &mut inner.leasing);
+        if let Some(s) = inner.spend.get_mut(entity) {
+            apply_total(
+                s,
+                entity,
+                total,
+                &mut inner.dirty,
+                &mut inner.dirty_overflow,
+            );
+        }
         true
+    }
+
+    /// Leasing on (`replicas` >= 1, the store answers) or off (0).
+    pub fn set_replicas(&self, replicas: u32) {
+        for b in &self.budgets {
+            b.state.replicas.store(replicas, Ordering::Relaxed);
+        }
     }
 
     /// While the shared store is unreachable, each of `replicas` replicas may spend only
@@ -485,6 +714,32 @@ impl Budgets {
             b.rule.id, b.rule.limit_usd, d.spent_usd, d.reset_s
         )
     }
+}
+
+fn track(lease: &mut Lease, entity: u64, leasing: &mut HashSet<u64>) {
+    if !lease.tracked {
+        lease.tracked = true;
+        leasing.insert(entity);
+    }
+}
+
+/// Applies a counter's global total to an entry rolled to the counter's period.
+fn apply_total(s: &mut Spend, entity: u64, total: f64, dirty: &mut Vec<u64>, overflow: &mut bool) {
+    if super::lost(total, s.pushed) {
+        // The shared counter lost our part (the store restarted empty, or evicted the
+        // key): the next drain hands it over again.
+        if s.unsynced == 0.0 {
+            if dirty.len() < DIRTY_CAP {
+                dirty.push(entity);
+            } else {
+                *overflow = true;
+            }
+        }
+        s.unsynced += s.pushed;
+        s.pushed = 0.0;
+        return;
+    }
+    s.others = s.others.max(total - s.pushed);
 }
 
 const DIRTY_CAP: usize = 65_536;

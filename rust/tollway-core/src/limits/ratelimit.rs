@@ -10,8 +10,10 @@
 
 use super::config::{KeyPart, LimitKind, RateLimitRule, RatePeriod};
 use super::entity::entity_key;
+use super::lease::{Lease, LeaseWant, Tick};
 use super::map::BoundedMap;
 use super::{when_matches, Delta, RequestFacts};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -28,6 +30,8 @@ struct Bucket {
     pushed: f64,
     /// Other replicas' consumption in `window`, already taken from `level`.
     others: f64,
+    /// This replica's slice of the shared limit (see `lease.rs`).
+    lease: Lease,
 }
 
 impl Bucket {
@@ -39,7 +43,13 @@ impl Bucket {
             window: 0,
             pushed: 0.0,
             others: 0.0,
+            lease: Lease::default(),
         }
+    }
+
+    /// Equal to a fresh bucket: full, nothing to sync, no lease held.
+    fn idle(&self, now: u64, cap: f64, rate: f64, syncing: bool) -> bool {
+        self.full_at(now, cap, rate) && !(syncing && self.unsynced != 0.0) && self.lease.left == 0.0
     }
 
     fn refill(&mut self, now: u64, cap: f64, rate: f64) {
@@ -65,10 +75,18 @@ impl Bucket {
 #[derive(Debug)]
 struct Inner {
     buckets: BoundedMap<Bucket>,
+    sync: SyncState,
+}
+
+/// Which entities the sync task must visit.
+#[derive(Debug, Default)]
+struct SyncState {
     /// Entities with unsynced consumption, so a sync visits only those.
     dirty: Vec<u64>,
     /// `dirty` hit its cap: the next drain scans every bucket instead.
-    dirty_overflow: bool,
+    overflow: bool,
+    /// Entities whose lease the sync task looks after.
+    leasing: HashSet<u64>,
 }
 
 /// The live state of one rule, shared with the engine a reload builds when the rule keeps
@@ -83,6 +101,8 @@ struct Shared {
     /// Replicas sharing the limit while the shared store is unreachable (1: the whole limit
     /// is ours to enforce, with other replicas' use arriving through `apply_remote`).
     share: AtomicU32,
+    /// Replicas sharing the limit through leases; 0: not leasing (no shared store).
+    replicas: AtomicU32,
     allowed: AtomicU64,
     denied: AtomicU64,
 }
@@ -114,6 +134,26 @@ impl Limit {
         }
         let n = f64::from(share);
         ((self.cap / n).max(self.cap.min(1.0)), self.rate / n)
+    }
+
+    /// Replicas sharing the limit by leases, when admission must stay within a lease: the
+    /// store is reachable (no outage share) and syncing is on.
+    fn leasing(&self, syncing: bool) -> Option<u32> {
+        let n = self.state.replicas.load(Ordering::Relaxed);
+        (syncing && n > 0 && self.state.share.load(Ordering::Relaxed) <= 1).then_some(n)
+    }
+
+    /// Grants are whole requests; token grants may be any amount.
+    fn unit(&self) -> f64 {
+        match self.rule.kind {
+            LimitKind::Requests => 1.0,
+            LimitKind::Tokens => 0.0,
+        }
+    }
+
+    /// What an idle entity keeps of its lease: a request, or 1% of a token limit.
+    fn keep(&self) -> f64 {
+        self.unit().max(self.cap * 0.01).min(self.cap)
     }
 }
 
@@ -225,11 +265,11 @@ impl RateLimiter {
                     shape: (rule.kind, rule.period, rule.applies_per.clone()),
                     inner: Mutex::new(Inner {
                         buckets: BoundedMap::new(max_entities),
-                        dirty: Vec::new(),
-                        dirty_overflow: false,
+                        sync: SyncState::default(),
                     }),
                     syncing: AtomicBool::new(false),
                     share: AtomicU32::new(1),
+                    replicas: AtomicU32::new(0),
                     allowed: AtomicU64::new(0),
                     denied: AtomicU64::new(0),
                 });
@@ -291,25 +331,29 @@ impl RateLimiter {
         let mut guard = l.state.lock();
         let inner = &mut *guard;
         let (cap, rate) = l.effective();
+        let leasing = l.leasing(syncing);
         let b = inner.buckets.entry(
             entity,
             || Bucket::fresh(cap, now_ms),
-            |b| b.full_at(now_ms, cap, rate) && !(syncing && b.unsynced > 0.0),
+            |b| b.idle(now_ms, cap, rate, syncing),
         );
         b.refill(now_ms, cap, rate);
-        let (allowed, need) = match l.rule.kind {
+        let (mut allowed, need): (bool, f64) = match l.rule.kind {
             LimitKind::Requests => (b.level >= 1.0, 1.0),
             LimitKind::Tokens => (b.level > 0.0, 0.0),
         };
+        let mut by_lease = false;
+        if let (true, Some(n)) = (allowed, leasing) {
+            let room = b.lease.available(cap / f64::from(n));
+            if room < need.max(f64::MIN_POSITIVE) {
+                allowed = false;
+                by_lease = true;
+                b.lease.starved = true;
+                track(&mut b.lease, entity, &mut inner.sync.leasing);
+            }
+        }
         if allowed && l.rule.kind == LimitKind::Requests {
-            consume(
-                b,
-                1.0,
-                entity,
-                syncing,
-                &mut inner.dirty,
-                &mut inner.dirty_overflow,
-            );
+            consume(b, 1.0, entity, syncing, leasing.is_some(), &mut inner.sync);
         }
         let level = b.level;
         drop(guard);
@@ -322,6 +366,9 @@ impl RateLimiter {
         let rule = u32::try_from(i).unwrap_or(u32::MAX);
         let retry_after_s = if allowed {
             0
+        } else if by_lease {
+            // Refused by the lease, not the bucket: the next grant is a sync away.
+            1
         } else {
             // Tokens need the level strictly above zero: one more millisecond of refill.
             let ms = ((need - level) / rate).ceil() as u64 + u64::from(need == 0.0);
@@ -349,10 +396,11 @@ impl RateLimiter {
         let mut guard = l.state.lock();
         let inner = &mut *guard;
         let (cap, rate) = l.effective();
+        let leasing = l.leasing(syncing).is_some();
         let b = inner.buckets.entry(
             ticket.entity,
             || Bucket::fresh(cap, now_ms),
-            |b| b.full_at(now_ms, cap, rate) && !(syncing && b.unsynced > 0.0),
+            |b| b.idle(now_ms, cap, rate, syncing),
         );
         b.refill(now_ms, cap, rate);
         consume(
@@ -360,8 +408,8 @@ impl RateLimiter {
             tokens as f64,
             ticket.entity,
             syncing,
-            &mut inner.dirty,
-            &mut inner.dirty_overflow,
+            leasing,
+            &mut inner.sync,
         );
     }
 
@@ -375,7 +423,7 @@ impl RateLimiter {
             let mut guard = l.state.lock();
             let inner = &mut *guard;
             let mut take = |entity: u64, b: &mut Bucket| {
-                if b.unsynced > 0.0 {
+                if b.unsynced != 0.0 {
                     b.roll(window);
                     b.pushed += b.unsynced;
                     out.push(Delta {
@@ -387,13 +435,13 @@ impl RateLimiter {
                     b.unsynced = 0.0;
                 }
             };
-            if std::mem::take(&mut inner.dirty_overflow) {
-                inner.dirty.clear();
+            if std::mem::take(&mut inner.sync.overflow) {
+                inner.sync.dirty.clear();
                 for (&entity, b) in inner.buckets.iter_mut() {
                     take(entity, b);
                 }
             } else {
-                for entity in std::mem::take(&mut inner.dirty) {
+                for entity in std::mem::take(&mut inner.sync.dirty) {
                     if let Some(b) = inner.buckets.get_mut(entity) {
                         take(entity, b);
                     }
@@ -423,29 +471,112 @@ impl RateLimiter {
         let b = inner.buckets.entry(
             entity,
             || Bucket::fresh(cap, now_ms),
-            |b| b.full_at(now_ms, cap, rate) && b.unsynced == 0.0,
+            |b| b.idle(now_ms, cap, rate, true),
         );
         if window < b.window {
             return true;
         }
         b.refill(now_ms, cap, rate);
         b.roll(window);
-        if super::lost(total, b.pushed) {
-            // The shared counter lost our part (the store restarted empty, or evicted the
-            // key): hand it over again. What others used stays taken from the bucket.
-            if b.unsynced == 0.0 {
-                mark_dirty(entity, &mut inner.dirty, &mut inner.dirty_overflow);
+        apply_total(
+            b,
+            entity,
+            total,
+            &mut inner.sync.dirty,
+            &mut inner.sync.overflow,
+        );
+        true
+    }
+
+    /// The entities whose lease needs the store this tick: slices to ask for, and idle
+    /// leases handed back (as negative consumption for the next drain).
+    pub fn lease_tick(&self, wall_ms: u64) -> Vec<LeaseWant> {
+        let mut out = Vec::new();
+        for l in &self.limits {
+            if l.leasing(l.state.syncing.load(Ordering::Relaxed)).is_none() {
+                continue;
             }
-            b.unsynced += b.pushed;
-            b.pushed = 0.0;
+            let window = wall_ms / l.rule.period.ms();
+            let keep = l.keep();
+            let mut guard = l.state.lock();
+            let inner = &mut *guard;
+            let entities: Vec<u64> = inner.sync.leasing.iter().copied().collect();
+            for entity in entities {
+                let Some(b) = inner.buckets.get_mut(entity) else {
+                    inner.sync.leasing.remove(&entity);
+                    continue;
+                };
+                match b.lease.tick(keep) {
+                    Tick::Ask => out.push(LeaseWant {
+                        rule_id: Arc::clone(&l.state.id),
+                        entity,
+                        window,
+                        limit: l.cap,
+                        unit: l.unit(),
+                    }),
+                    Tick::Return(units) => {
+                        if b.unsynced == 0.0 {
+                            mark_dirty(entity, &mut inner.sync.dirty, &mut inner.sync.overflow);
+                        }
+                        b.unsynced -= units;
+                    }
+                    Tick::Keep(true) => {}
+                    Tick::Keep(false) => {
+                        b.lease.tracked = false;
+                        inner.sync.leasing.remove(&entity);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// A slice granted by the store, with the counter's total after it.
+    pub fn apply_lease(
+        &self,
+        now_ms: u64,
+        rule_id: &str,
+        entity: u64,
+        window: u64,
+        grant: f64,
+        total: f64,
+    ) -> bool {
+        let Some(l) = self.limits.iter().find(|l| &*l.state.id == rule_id) else {
+            return false;
+        };
+        let mut guard = l.state.lock();
+        let inner = &mut *guard;
+        let (cap, rate) = l.effective();
+        let b = inner.buckets.entry(
+            entity,
+            || Bucket::fresh(cap, now_ms),
+            |b| b.idle(now_ms, cap, rate, true),
+        );
+        b.lease.grant(grant);
+        track(&mut b.lease, entity, &mut inner.sync.leasing);
+        let b = inner.buckets.get_mut(entity).expect("just inserted");
+        if window < b.window {
+            // Granted in a window that has passed: usable, counted there.
             return true;
         }
-        let others = (total - b.pushed).max(0.0);
-        if others > b.others {
-            b.level -= others - b.others;
-            b.others = others;
-        }
+        b.refill(now_ms, cap, rate);
+        b.roll(window);
+        b.pushed += grant.max(0.0);
+        apply_total(
+            b,
+            entity,
+            total,
+            &mut inner.sync.dirty,
+            &mut inner.sync.overflow,
+        );
         true
+    }
+
+    /// Leasing on (`replicas` >= 1, the store answers) or off (0).
+    pub fn set_replicas(&self, replicas: u32) {
+        for l in &self.limits {
+            l.state.replicas.store(replicas, Ordering::Relaxed);
+        }
     }
 
     /// While the shared store is unreachable, each of `replicas` replicas enforces
@@ -505,20 +636,58 @@ impl RateLimiter {
     }
 }
 
+/// Takes `amount` from the bucket; with syncing on, what no lease covered is handed to the
+/// sync task (all of it when not leasing).
 fn consume(
     b: &mut Bucket,
     amount: f64,
     entity: u64,
     syncing: bool,
-    dirty: &mut Vec<u64>,
-    overflow: &mut bool,
+    leasing: bool,
+    sync: &mut SyncState,
 ) {
     b.level -= amount;
-    if syncing && amount > 0.0 {
+    if !syncing || amount <= 0.0 {
+        return;
+    }
+    let shared = if leasing {
+        let debt = b.lease.take(amount);
+        track(&mut b.lease, entity, &mut sync.leasing);
+        debt
+    } else {
+        amount
+    };
+    if shared > 0.0 {
+        if b.unsynced == 0.0 {
+            mark_dirty(entity, &mut sync.dirty, &mut sync.overflow);
+        }
+        b.unsynced += shared;
+    }
+}
+
+fn track(lease: &mut Lease, entity: u64, leasing: &mut HashSet<u64>) {
+    if !lease.tracked {
+        lease.tracked = true;
+        leasing.insert(entity);
+    }
+}
+
+/// Applies a counter's global total to a bucket rolled to the counter's window.
+fn apply_total(b: &mut Bucket, entity: u64, total: f64, dirty: &mut Vec<u64>, overflow: &mut bool) {
+    if super::lost(total, b.pushed) {
+        // The shared counter lost our part (the store restarted empty, or evicted the
+        // key): hand it over again. What others used stays taken from the bucket.
         if b.unsynced == 0.0 {
             mark_dirty(entity, dirty, overflow);
         }
-        b.unsynced += amount;
+        b.unsynced += b.pushed;
+        b.pushed = 0.0;
+        return;
+    }
+    let others = (total - b.pushed).max(0.0);
+    if others > b.others {
+        b.level -= others - b.others;
+        b.others = others;
     }
 }
 

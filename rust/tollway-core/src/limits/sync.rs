@@ -6,6 +6,10 @@
 //! minutes and hours, never add up in one counter. Names are `rl:<unit>:<window>:<entity>:<id>`
 //! for rate limits and `bg:<unit>:<period>:<entity>:<id>` for budgets; the entity is 16 hex
 //! digits and the rule id comes last, so it may contain `:`.
+//!
+//! While the store answers, each replica admits only from its lease on a counter (see
+//! `lease.rs`): the sync task asks the store for slices with [`LeaseRequest`]s, which a
+//! script grants as a part of what is left, and hands back idle leases as negative deltas.
 
 use super::config::{BudgetPeriod, LimitKind, RatePeriod};
 use super::{Budgets, RateLimiter};
@@ -39,6 +43,59 @@ fn budget_period_ms(period: BudgetPeriod) -> u64 {
         BudgetPeriod::Week => 7 * DAY,
         BudgetPeriod::Month => 31 * DAY,
     }
+}
+
+/// A slice to ask of a shared counter (after this tick's deltas were added to it): the
+/// store grants part of `limit - total` (whole multiples of `unit` when it is not 0).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeaseRequest {
+    pub key: String,
+    pub limit: f64,
+    pub unit: f64,
+    pub ttl_ms: u64,
+}
+
+/// One sync tick: leases to ask for, and (after idle leases were handed back) everything
+/// to add to shared counters.
+pub fn tick(
+    limiter: &RateLimiter,
+    budgets: &Budgets,
+    wall_ms: u64,
+) -> (Vec<SyncDelta>, Vec<LeaseRequest>) {
+    let mut leases = Vec::new();
+    for w in limiter.lease_tick(wall_ms) {
+        if let Some((kind, period)) = limiter.unit(&w.rule_id) {
+            leases.push(LeaseRequest {
+                key: format!(
+                    "rl:{}:{}:{:016x}:{}",
+                    rate_unit(kind, period),
+                    w.window,
+                    w.entity,
+                    w.rule_id
+                ),
+                limit: w.limit,
+                unit: w.unit,
+                ttl_ms: 2 * period.ms(),
+            });
+        }
+    }
+    for w in budgets.lease_tick(wall_ms) {
+        if let Some(period) = budgets.period(&w.rule_id) {
+            leases.push(LeaseRequest {
+                key: format!(
+                    "bg:{}:{}:{:016x}:{}",
+                    budget_unit(period),
+                    w.window,
+                    w.entity,
+                    w.rule_id
+                ),
+                limit: w.limit,
+                unit: w.unit,
+                ttl_ms: 2 * budget_period_ms(period),
+            });
+        }
+    }
+    (drain(limiter, budgets, wall_ms), leases)
 }
 
 /// Everything consumed since the last call, as increments of shared counters; the first
@@ -89,6 +146,37 @@ pub fn apply(
     key: &str,
     total: f64,
 ) -> bool {
+    apply_grant(limiter, budgets, now_ms, wall_ms, key, None, total)
+}
+
+/// Applies a lease the store granted on a counter (`grant`, maybe 0) and the counter's
+/// total after it. Returns false when the key names no rule of this config.
+pub fn apply_lease(
+    limiter: &RateLimiter,
+    budgets: &Budgets,
+    now_ms: u64,
+    wall_ms: u64,
+    key: &str,
+    grant: f64,
+    total: f64,
+) -> bool {
+    let grant = if grant.is_finite() {
+        grant.max(0.0)
+    } else {
+        0.0
+    };
+    apply_grant(limiter, budgets, now_ms, wall_ms, key, Some(grant), total)
+}
+
+fn apply_grant(
+    limiter: &RateLimiter,
+    budgets: &Budgets,
+    now_ms: u64,
+    wall_ms: u64,
+    key: &str,
+    grant: Option<f64>,
+    total: f64,
+) -> bool {
     let mut parts = key.splitn(5, ':');
     let (Some(kind), Some(unit), Some(window), Some(entity), Some(rule_id)) = (
         parts.next(),
@@ -107,13 +195,19 @@ pub fn apply(
             limiter
                 .unit(rule_id)
                 .is_some_and(|(k, p)| rate_unit(k, p) == unit)
-                && limiter.apply_remote(now_ms, rule_id, entity, window, total)
+                && match grant {
+                    Some(g) => limiter.apply_lease(now_ms, rule_id, entity, window, g, total),
+                    None => limiter.apply_remote(now_ms, rule_id, entity, window, total),
+                }
         }
         "bg" => {
             budgets
                 .period(rule_id)
                 .is_some_and(|p| budget_unit(p) == unit)
-                && budgets.apply_remote(wall_ms, rule_id, entity, window, total)
+                && match grant {
+                    Some(g) => budgets.apply_lease(wall_ms, rule_id, entity, window, g, total),
+                    None => budgets.apply_remote(wall_ms, rule_id, entity, window, total),
+                }
         }
         _ => false,
     }
@@ -125,6 +219,12 @@ pub fn apply(
 pub fn set_share(limiter: &RateLimiter, budgets: &Budgets, replicas: u32) {
     limiter.set_share(replicas);
     budgets.set_share(replicas);
+}
+
+/// The store answers and `replicas` replicas share it: admit from leases (0: stop).
+pub fn set_replicas(limiter: &RateLimiter, budgets: &Budgets, replicas: u32) {
+    limiter.set_replicas(replicas);
+    budgets.set_replicas(replicas);
 }
 
 #[cfg(test)]
