@@ -397,10 +397,18 @@ impl Budgets {
             };
             let mut over = spent + s.reserved >= limit;
             if let (false, Some(n)) = (over, leasing) {
-                if s.lease.available(limit / f64::from(n)) - s.reserved <= 0.0 {
+                let share = s.lease.first_sight(limit / f64::from(n));
+                let first = share > 0.0 && s.unsynced == 0.0;
+                s.unsynced += share;
+                if s.lease.left - s.reserved <= 0.0 {
                     over = true;
                     s.lease.starved = true;
+                }
+                if share > 0.0 || over {
                     track(&mut s.lease, entity, &mut inner.leasing);
+                }
+                if first {
+                    inner.mark_dirty(entity);
                 }
             }
             (spent, over)
@@ -974,5 +982,40 @@ mod tests {
         assert_eq!((d.allowed, d.spent_usd, d.limit_usd), (true, 10.0, 20.0));
         let mut other = one("cost_per_week");
         assert_eq!(other.adopt(&old), 0, "a new period starts a new budget");
+    }
+
+    #[test]
+    fn requests_in_flight_reserve_their_estimate_until_settled_or_dropped() {
+        let b = one("cost_per_day");
+        let now = utc(2025, 5, 5, 12, 0);
+        let a = facts("user:a", &[]);
+        let mut held: Vec<Reservation> = (0..6)
+            .filter_map(|_| {
+                let (d, r) = b.check_and_reserve(now, &a, 3.0);
+                d.allowed.then(|| r.expect("reserved"))
+            })
+            .collect();
+        assert_eq!(
+            held.len(),
+            4,
+            "0, 3, 6 and 9 reserved are under 10; 12 is not"
+        );
+        // One request ends without running: dropping its admission gives the estimate back.
+        drop(held.pop());
+        let (d, r) = b.check_and_reserve(now, &a, 3.0);
+        assert!(d.allowed);
+        held.push(r.unwrap());
+        // Settled at their real cost (2 each): 8 spent, nothing reserved, one more fits.
+        for r in held.drain(..) {
+            b.settle(now, &a, 2.0, Some(&r));
+        }
+        let d = b.check(now, &a);
+        assert_eq!((d.allowed, d.spent_usd), (true, 8.0));
+        let (_, r) = b.check_and_reserve(now, &a, 3.0);
+        b.settle(now, &a, 2.5, r.as_ref());
+        assert!(
+            !b.check(now, &a).allowed,
+            "10.5 spent: one request past the limit at most"
+        );
     }
 }

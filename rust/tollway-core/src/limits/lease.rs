@@ -2,11 +2,12 @@
 //! asking anyone, granted in the background as a slice of what is left.
 //!
 //! The shared counter of a (rule, entity, window) counts units *taken*: leases granted, plus
-//! use that no lease covered (the first-sight allowance, a token debit past the lease), less
-//! leases handed back. A replica admits locally only while its lease (or, before its first
-//! grant, its allowance of `1/replicas` of the limit) has room, so N replicas together admit
-//! at most what the counter allowed, however fast a burst arrives; no request waits on the
-//! store. A lease outlives its window (units granted in one window and used in the next were
+//! use that no lease covered (a token debit past the lease), less leases handed back. On first
+//! sight of an entity a replica takes `1/replicas` of the limit as its own first lease,
+//! counted in the store at the next sync (so replicas meeting an entity at once share the
+//! limit, and the store then grants slices of what is truly left). A replica admits locally
+//! only while its lease has room, so N replicas together admit at most what the counter
+//! allowed, however fast a burst arrives; no request waits on the store. A lease outlives its window (units granted in one window and used in the next were
 //! counted in the first), and one left idle is handed back, less a small part kept so the next
 //! request after a pause does not wait for a grant.
 
@@ -19,8 +20,11 @@ pub const IDLE_TICKS: u32 = 10;
 pub(crate) struct Lease {
     /// Granted and not used yet (never negative: use beyond it is debt, pushed as such).
     pub left: f64,
-    /// Usable before the first grant; `None` until the entity is first seen while leasing.
-    pub allowance: Option<f64>,
+    /// The entity was seen while leasing (and took its first-sight share).
+    pub seen: bool,
+    /// The first-sight share is not in the store yet: ask for nothing until it is, so slices
+    /// are cut from what other replicas' shares left.
+    pub unreported: bool,
     /// Used here since the last tick.
     pub used_tick: f64,
     /// Refused for want of a lease since the last tick: ask for one even if unused.
@@ -31,29 +35,30 @@ pub(crate) struct Lease {
 }
 
 impl Lease {
-    /// What may still be used here: the lease, and the allowance (set on first sight to
-    /// `share`, this replica's part of the limit) until the first grant.
-    pub fn available(&mut self, share: f64) -> f64 {
-        self.left + *self.allowance.get_or_insert(share)
+    /// On first sight, takes `share` (this replica's part of the limit) as a lease and
+    /// returns it, for the caller to add to the shared counter; else 0.
+    pub fn first_sight(&mut self, share: f64) -> f64 {
+        if self.seen {
+            return 0.0;
+        }
+        self.seen = true;
+        self.unreported = true;
+        self.left += share;
+        share
     }
 
     /// Uses `x` units: from the lease first; returns the part it did not cover, which the
-    /// caller adds to the shared counter (it comes out of the allowance if any is left).
+    /// caller adds to the shared counter.
     pub fn take(&mut self, x: f64) -> f64 {
         let from_lease = x.min(self.left);
         self.left -= from_lease;
-        let rest = x - from_lease;
-        if let Some(a) = self.allowance.as_mut() {
-            *a = (*a - rest).max(0.0);
-        }
         self.used_tick += x;
-        rest
+        x - from_lease
     }
 
-    /// A grant arrived: the allowance ends, the shared counter governs from now on.
     pub fn grant(&mut self, units: f64) {
+        self.seen = true;
         self.left += units.max(0.0);
-        self.allowance = Some(0.0);
     }
 }
 
@@ -73,6 +78,9 @@ impl Lease {
     /// pace of the last one (or a request was refused), hand back all but `keep` after
     /// [`IDLE_TICKS`] idle ticks.
     pub fn tick(&mut self, keep: f64) -> Tick {
+        if std::mem::take(&mut self.unreported) {
+            return Tick::Keep(true);
+        }
         let used = std::mem::take(&mut self.used_tick);
         let starved = std::mem::take(&mut self.starved);
         if used > 0.0 || starved {
@@ -110,16 +118,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn use_comes_from_the_lease_then_the_allowance_and_the_rest_is_debt() {
+    fn use_comes_from_the_lease_and_the_rest_is_debt() {
         let mut l = Lease::default();
-        assert_eq!(l.available(5.0), 5.0);
-        assert_eq!(l.take(2.0), 2.0, "no lease yet: debt, out of the allowance");
-        assert_eq!(l.available(5.0), 3.0);
+        assert_eq!(l.first_sight(5.0), 5.0);
+        assert_eq!(l.first_sight(5.0), 0.0, "once");
+        assert_eq!(l.take(2.0), 0.0);
         l.grant(4.0);
-        assert_eq!(l.available(5.0), 4.0, "a grant ends the allowance");
+        assert_eq!(l.left, 7.0);
         assert_eq!(l.take(3.0), 0.0);
-        assert_eq!(l.take(3.0), 2.0);
-        assert_eq!((l.left, l.available(5.0)), (0.0, 0.0));
+        assert_eq!(l.take(6.0), 2.0, "debt");
+        assert_eq!(l.left, 0.0);
     }
 
     #[test]

@@ -344,8 +344,15 @@ impl RateLimiter {
         };
         let mut by_lease = false;
         if let (true, Some(n)) = (allowed, leasing) {
-            let room = b.lease.available(cap / f64::from(n));
-            if room < need.max(f64::MIN_POSITIVE) {
+            let share = b.lease.first_sight(cap / f64::from(n));
+            if share > 0.0 {
+                if b.unsynced == 0.0 {
+                    mark_dirty(entity, &mut inner.sync.dirty, &mut inner.sync.overflow);
+                }
+                b.unsynced += share;
+                track(&mut b.lease, entity, &mut inner.sync.leasing);
+            }
+            if b.lease.left < need.max(f64::MIN_POSITIVE) {
                 allowed = false;
                 by_lease = true;
                 b.lease.starved = true;

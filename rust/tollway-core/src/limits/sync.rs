@@ -408,4 +408,122 @@ mod tests {
         assert!(apply(&l, &b, 0, WALL, &again[1].key, 3.0 - 1e-12));
         assert!(drain(&l, &b, WALL).is_empty());
     }
+
+    /// The store's side of a tick, as the Lua script does it: deltas added, then slices
+    /// granted of what is left.
+    fn exchange(
+        store: &mut std::collections::HashMap<String, f64>,
+        l: &RateLimiter,
+        b: &Budgets,
+        replicas: f64,
+    ) {
+        let (deltas, leases) = tick(l, b, WALL);
+        for d in deltas {
+            let total = store.entry(d.key.clone()).or_default();
+            *total += d.amount;
+            assert!(apply(l, b, 0, WALL, &d.key, *total));
+        }
+        for w in leases {
+            let total = store.entry(w.key.clone()).or_default();
+            let left = w.limit - *total;
+            let mut grant = (left / replicas).max(0.0);
+            if w.unit > 0.0 {
+                grant = (grant / w.unit).floor() * w.unit;
+                if grant < w.unit && left >= w.unit {
+                    grant = w.unit;
+                }
+            }
+            *total += grant;
+            assert!(apply_lease(l, b, 0, WALL, &w.key, grant, *total));
+        }
+    }
+
+    #[test]
+    fn replicas_admit_from_leases_so_a_burst_cannot_pass_the_limit() {
+        let mut store = std::collections::HashMap::new();
+        let replicas: Vec<(RateLimiter, Budgets)> = (0..4).map(|_| (rpm(20), daily(1.0))).collect();
+        for (l, b) in &replicas {
+            let _ = tick(l, b, WALL);
+            set_replicas(l, b, 4);
+        }
+        // A burst before any grant: each replica has 20 / 4 on first sight.
+        let admitted: usize = replicas.iter().map(|(l, _)| passes(l, 0, 10)).sum();
+        assert_eq!(admitted, 20);
+        for (l, b) in &replicas {
+            exchange(&mut store, l, b, 4.0);
+        }
+        assert_eq!(
+            store.values().sum::<f64>(),
+            20.0,
+            "spent, and nothing left to lease"
+        );
+        let admitted: usize = replicas.iter().map(|(l, _)| passes(l, 0, 10)).sum();
+        assert_eq!(
+            admitted, 0,
+            "the limit holds across replicas (the bucket has not refilled)"
+        );
+
+        // Paced traffic on a fresh entity: one replica takes slices as it goes.
+        let (l, b) = (rpm(20), daily(1.0));
+        let mut store = std::collections::HashMap::new();
+        let _ = tick(&l, &b, WALL);
+        set_replicas(&l, &b, 2);
+        let mut admitted = 0;
+        for _ in 0..30 {
+            admitted += passes(&l, 0, 2);
+            exchange(&mut store, &l, &b, 2.0);
+        }
+        assert_eq!(admitted, 20, "the whole limit, in shrinking slices");
+        assert_eq!(store.values().sum::<f64>(), 20.0);
+    }
+
+    #[test]
+    fn an_idle_lease_is_handed_back_for_other_replicas() {
+        let mut store = std::collections::HashMap::new();
+        let (a, b) = ((rpm(20), daily(1.0)), (rpm(20), daily(1.0)));
+        for (l, bg) in [&a, &b] {
+            let _ = tick(l, bg, WALL);
+            set_replicas(l, bg, 2);
+        }
+        assert_eq!(passes(&a.0, 0, 1), 1);
+        exchange(&mut store, &a.0, &a.1, 2.0);
+        let held: f64 = store.values().sum();
+        assert_eq!(held, 10.0, "its first-sight share: half the limit");
+        for _ in 0..crate::limits::lease::IDLE_TICKS + 1 {
+            exchange(&mut store, &a.0, &a.1, 2.0);
+        }
+        assert_eq!(
+            store.values().sum::<f64>(),
+            2.0,
+            "all but one unit handed back"
+        );
+        // The other replica may now use what is left (bucket permitting).
+        assert_eq!(passes(&b.0, 0, 30), 10, "its first-sight share");
+        exchange(&mut store, &b.0, &b.1, 2.0);
+        exchange(&mut store, &b.0, &b.1, 2.0);
+        assert_eq!(passes(&b.0, 0, 30), 4, "then slices of the 8 left");
+    }
+
+    #[test]
+    fn budget_spend_comes_from_leases_across_replicas() {
+        let mut store = std::collections::HashMap::new();
+        let replicas: Vec<(RateLimiter, Budgets)> =
+            (0..2).map(|_| (rpm(1000), daily(10.0))).collect();
+        for (l, b) in &replicas {
+            let _ = tick(l, b, WALL);
+            set_replicas(l, b, 2);
+        }
+        // Each replica spends 1 per admitted request, admitted while its lease has room.
+        let mut spent = 0.0;
+        for _ in 0..20 {
+            for (l, b) in &replicas {
+                if b.check(WALL, &FACTS).allowed {
+                    b.charge(WALL, &FACTS, 1.0);
+                    spent += 1.0;
+                }
+                exchange(&mut store, l, b, 2.0);
+            }
+        }
+        assert!((10.0..=11.0).contains(&spent), "{spent}");
+    }
 }
