@@ -344,7 +344,11 @@ impl RateLimiter {
         };
         let mut by_lease = false;
         if let (true, Some(n)) = (allowed, leasing) {
-            let share = b.lease.first_sight(cap / f64::from(n));
+            // At least one request, as during an outage: a limit smaller than the replica
+            // count still lets a request through on first sight rather than none.
+            let share = b
+                .lease
+                .first_sight((cap / f64::from(n)).max(l.unit().min(cap)));
             if share > 0.0 {
                 if b.unsynced == 0.0 {
                     mark_dirty(entity, &mut inner.sync.dirty, &mut inner.sync.overflow);
