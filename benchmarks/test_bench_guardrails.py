@@ -9,6 +9,7 @@ import msgspec
 import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
+from tollway.engine import Engine
 from tollway.guardrails import Guardrails
 
 CONFIG = {
@@ -49,7 +50,7 @@ def prompt(size: int = 4096) -> str:
 
 @pytest.fixture(scope="module")
 def guardrails() -> Guardrails:
-    return Guardrails(msgspec.json.encode([{"source": "bench", "doc": CONFIG}]))
+    return Engine(msgspec.json.encode([{"source": "bench", "doc": CONFIG}])).guardrails
 
 
 def all_ids(g: Guardrails) -> list[int]:

@@ -79,8 +79,9 @@ def _drain(proc: subprocess.Popen[bytes]) -> None:
         return
 
     def pump() -> None:
-        for line in iter(stream.readline, b""):
-            chunks.append(line)
+        with stream:  # closed at EOF (the process tree ended), never left to the collector
+            for line in iter(stream.readline, b""):
+                chunks.append(line)
 
     threading.Thread(target=pump, daemon=True).start()
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tollway.config import ConfigError, compile_engine
+from tollway.config import ConfigError
+from tollway.engine import compile_engine
 
 ROOT = Path(__file__).resolve().parent.parent
 

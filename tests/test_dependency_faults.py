@@ -4,11 +4,12 @@ and restarted behind a TCP fault proxy, while a real `tollway serve` takes reque
 Requests must not notice (every one answers 200, none hangs), each outage is counted in
 `/metrics`, and sync or export resumes by itself once the dependency is back. The default
 run holds each fault for a second; the full run (`pytest -m slow tests/test_dependency_faults.py
--s`, see docs/deploy.md) holds each for 30 s and prints p50/p99 per phase.
+-s` with `TOLLWAY_FULL=1`, see docs/deploy.md) holds each for 30 s and prints p50/p99 per phase.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -23,6 +24,10 @@ from test_telemetry_e2e import Receiver, samples
 
 BODY = {"model": "m/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 SHORT_S, FULL_S = 1.0, 30.0
+full_run = pytest.mark.skipif(
+    not os.environ.get("TOLLWAY_FULL"),
+    reason="the full run: TOLLWAY_FULL=1 pytest -m slow -s tests/test_dependency_faults.py",
+)
 
 
 def config(mock: str, settings: str) -> str:
@@ -127,6 +132,7 @@ def test_redis_faults_do_not_touch_requests_and_sync_resumes(
 
 
 @pytest.mark.slow
+@full_run
 def test_redis_faults_full(
     start_gateway: GatewayFactory, mock_upstream: Server, redis_server: RedisServer
 ) -> None:
@@ -184,6 +190,7 @@ def test_a_blackholed_or_refused_collector_does_not_touch_requests(
 
 
 @pytest.mark.slow
+@full_run
 def test_collector_faults_full(
     start_gateway: GatewayFactory, mock_upstream: Server, receiver: Receiver
 ) -> None:

@@ -22,7 +22,7 @@ import pytest
 import yaml
 from conftest import CLIENT_KEY, Server, free_port, spawn, stop, wait_http
 
-from tollway.config import compile_engine
+from tollway.engine import compile_engine
 
 REPO = Path(__file__).resolve().parent.parent
 HAPROXY_CFG = REPO / "deploy" / "haproxy.cfg"

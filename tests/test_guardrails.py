@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 from conftest import free_port
 
-from tollway._core import ConfigError
+from tollway._core import Admission, ConfigError, Denial, Engine
 from tollway.guardrails import Guardrails, Outcome, Strategy, Verdict, decide
 from tollway.guardrails.webhook import call_webhook
 
@@ -43,7 +43,7 @@ CONFIG = {
     "rules": [
         {
             "id": "eng",
-            "when": {"subjects": ["team:eng"], "models": ["gpt-4o"]},
+            "when": {"subjects": ["team:eng"], "models": ["openai/gpt-4o"]},
             "llm_input_guardrails": ["injection", "pii"],
             "llm_output_guardrails": ["secrets"],
         },
@@ -53,15 +53,49 @@ CONFIG = {
 AWS_KEY = "AKIAIOSFODNN7EXAMPLE"
 
 
-def compile_docs(*docs: dict[str, Any]) -> Guardrails:
+# A key per subject the rules name, and the model they name.
+ACCOUNT = {
+    "type": "provider-account",
+    "name": "openai",
+    "provider": "openai",
+    "base_url": "http://127.0.0.1:9/v1",
+    "api_key": "sk-test",
+    "models": ["gpt-4o"],
+}
+KEYS = {
+    "type": "gateway-keys",
+    "keys": [
+        {"name": "eng", "key": "key-eng-1", "subject": "team:eng", "allowed_models": ["*"]},
+        {"name": "x", "key": "key-user-x", "subject": "user:x", "allowed_models": ["*"]},
+    ],
+}
+
+
+def compile_engine(*docs: dict[str, Any]) -> Engine:
     items = [{"source": f"g.yaml#{i + 1}", "doc": d} for i, d in enumerate(docs)]
-    return Guardrails(msgspec.json.encode(items))
+    return Engine(msgspec.json.encode(items))
+
+
+def compile_docs(*docs: dict[str, Any]) -> Guardrails:
+    return compile_engine(*docs).guardrails
 
 
 @pytest.fixture(scope="module")
-def guardrails() -> Guardrails:
-    # Other document types in the same list are left to the Engine.
-    return compile_docs({"type": "gateway-keys", "keys": []}, CONFIG)
+def engine() -> Engine:
+    return compile_engine(CONFIG, ACCOUNT, KEYS)
+
+
+@pytest.fixture(scope="module")
+def guardrails(engine: Engine) -> Guardrails:
+    return engine.guardrails
+
+
+def admit(
+    engine: Engine, key: str, metadata: bytes | None = None, header: bytes | None = None
+) -> Admission:
+    adm = engine.admit(b"Bearer " + key.encode(), "openai/gpt-4o", metadata, header)
+    assert isinstance(adm, Admission), adm.message
+    return adm
 
 
 def ids(g: Guardrails, *names: str) -> list[int]:
@@ -84,6 +118,7 @@ def test_a_bad_config_reports_every_error_with_its_source_and_path() -> None:
     assert e.value.args[0] == [
         "g.yaml#1: guardrails[0].patterns[0].pattern: invalid regex: unclosed group",
         "g.yaml#1: guardrails[1].threshold: 'threshold' does not apply to kind pii",
+        "g.yaml#1: rules[0].llm_input_guardrails[0]: unknown guardrail 'missing' (known: r, p)",
     ]
     del bad["guardrails"][0]  # type: ignore[attr-defined]
     del bad["guardrails"][0]  # type: ignore[attr-defined]
@@ -94,16 +129,29 @@ def test_a_bad_config_reports_every_error_with_its_source_and_path() -> None:
     ]
 
 
-def test_rules_pick_guardrails_and_the_header_adds_more(guardrails: Guardrails) -> None:
-    g = guardrails
-    assert g.for_request("team:eng", "gpt-4o") == (ids(g, "injection", "pii"), ids(g, "secrets"))
-    assert g.rule_for_request("team:eng", "gpt-4o") == "eng"
-    assert g.for_request("user:x", "gpt-4o", {"env": "prod"}) == (ids(g, "pii"), [])
-    assert g.for_request("user:x", "gpt-4o") == ([], [])
-    assert g.parse_header(b'{"llm_output_guardrails": ["pii"]}') == ([], ids(g, "pii"))
-    assert g.parse_header(b'{"llm_input_guardrails": ["nope"]}') == (
-        "unknown guardrail 'nope' in X-TFY-GUARDRAILS"
+def picked(adm: Admission) -> tuple[list[int], list[int]]:
+    return adm.input_guardrails, adm.output_guardrails
+
+
+def test_rules_pick_guardrails_and_the_header_adds_more(engine: Engine) -> None:
+    g = engine.guardrails
+    eng = admit(engine, "key-eng-1")
+    assert picked(eng) == (ids(g, "injection", "pii"), ids(g, "secrets"))
+    assert eng.rule_ids[3] == "eng"
+    assert msgspec.json.decode(eng.applied) == {"guardrails": "eng"}
+    assert picked(admit(engine, "key-user-x", b'{"env": "prod"}')) == (ids(g, "pii"), [])
+    assert picked(admit(engine, "key-user-x")) == ([], [])
+    header = b'{"llm_output_guardrails": ["pii"]}'
+    assert picked(admit(engine, "key-user-x", None, header)) == ([], ids(g, "pii"))
+    # TrueFoundry addresses a guardrail as <group>/<name>, the group being the document's name.
+    header = b'{"llm_input_guardrails": ["safety/secrets"]}'
+    assert picked(admit(engine, "key-user-x", None, header)) == (ids(g, "secrets"), [])
+    denial = engine.admit(
+        b"Bearer key-user-x", "openai/gpt-4o", None, b'{"llm_input_guardrails": ["nope"]}'
     )
+    assert isinstance(denial, Denial)
+    assert (denial.status, denial.param) == (400, "X-TFY-GUARDRAILS")
+    assert denial.message == "unknown guardrail 'nope' in X-TFY-GUARDRAILS llm_input_guardrails"
     hook = g.info(ids(g, "hook")[0])
     assert (hook.kind, hook.operation, hook.enforcing_strategy) == (
         "webhook",
@@ -151,12 +199,20 @@ def test_redaction_whole_and_streamed_agree(guardrails: Guardrails) -> None:
         assert r.categories == ["PHONE", "EMAIL", "AWS_ACCESS_KEY"]
 
 
-def test_metadata_validation_names_the_key_not_the_value(guardrails: Guardrails) -> None:
-    meta = ids(guardrails, "meta")[0]
-    assert guardrails.validate_metadata(meta, {"team": "a", "env": "prod"}) == []
-    assert guardrails.validate_metadata(meta, {"env": "secret-stage"}) == [
-        "metadata 'team' is required",
-        "metadata 'env' has a value that is not allowed",
+def test_metadata_validation_names_the_key_not_the_value(engine: Engine) -> None:
+    meta = ids(engine.guardrails, "meta")[0]
+    header = b'{"llm_input_guardrails": ["meta"]}'
+    ok = admit(engine, "key-user-x", b'{"team": "a", "env": "prod"}', header)
+    assert ok.metadata_violations == []
+    bad = admit(engine, "key-user-x", b'{"env": "secret-stage"}', header)
+    assert bad.metadata_violations == [
+        (
+            meta,
+            [
+                "metadata 'team' is required",
+                "metadata 'env' has a value that is not allowed",
+            ],
+        )
     ]
 
 

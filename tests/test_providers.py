@@ -12,7 +12,7 @@ import pytest
 from conftest import Server
 
 from tollway._core import SseMeter, count_prompt_tokens, count_tokens
-from tollway.providers import Endpoints, TranslationError, provider_for
+from tollway.providers import Endpoints, TranslationError
 from tollway.providers.anthropic import (
     DEFAULT_MAX_TOKENS,
     from_anthropic_error,
@@ -21,6 +21,7 @@ from tollway.providers.anthropic import (
 )
 from tollway.providers.azure import DEFAULT_API_VERSION
 from tollway.providers.openai import ask_for_usage
+from tollway.providers.registry import provider_for
 
 
 class _Target(msgspec.Struct, frozen=True):

@@ -15,7 +15,7 @@ import msgspec
 import pytest
 from conftest import CLIENT_KEY, GatewayFactory, RedisServer, Server
 
-from tollway._core import Denial, Engine
+from tollway.engine import Denial, Engine
 from tollway.state import RedisSync
 
 AUTH = {"authorization": f"Bearer {CLIENT_KEY}"}
@@ -115,8 +115,10 @@ def test_a_dead_or_silent_redis_fails_no_request_and_limits_still_hold(
     assert set(after) <= {200, 429}
     time.sleep(0.3)
     counted = [float(r.get(k) or 0) for k in r.keys("tollway:rl:*:shared")]
-    # What was admitted during the outage is added once Redis is back: reconciled.
-    assert sum(counted) >= outage.count(200), counted
+    # What was admitted while the replicas knew Redis was gone is added once it is back.
+    # (Requests admitted from a lease before they noticed were counted with the lease in the
+    # Redis that died; a replica re-adds that only when the new counter reads below it.)
+    assert sum(counted) >= (silent + dead).count(200), counted
     # Counted in /metrics too: one outage per replica, failed and ok syncs.
     text = httpx.get(f"{gateways[0].url}/metrics").text
     assert "llm_gateway_state_sync_outages_total 1.0" in text, text

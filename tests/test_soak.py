@@ -136,5 +136,9 @@ def test_soak_smoke(start_gateway: GatewayFactory, streaming_mock: Server) -> No
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(
+    "TOLLWAY_SOAK_REQUESTS" not in os.environ,
+    reason="the long soak: TOLLWAY_SOAK_REQUESTS=1000000 pytest -m slow -s tests/test_soak.py",
+)
 def test_soak(start_gateway: GatewayFactory, streaming_mock: Server) -> None:
     soak(start_gateway, streaming_mock, int(os.environ.get("TOLLWAY_SOAK_REQUESTS", "100000")))

@@ -14,9 +14,8 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from tollway._core import warm_tokenizer
 from tollway.asgi import JSON, Receive, RequestHead, Scope, Send, send_error, send_json
-from tollway.engine import Denial, Runtime, load_runtime
+from tollway.engine import Denial, Runtime, load_runtime, warm_tokenizer
 from tollway.errors import GatewayError
 from tollway.proxy import Proxy
 from tollway.reload import watch_config
@@ -31,10 +30,6 @@ __all__ = ["Gateway", "create_app"]
 
 log = logging.getLogger("tollway")
 _encode = msgspec.json.Encoder().encode
-_NOT_FOUND = GatewayError(404, "Unknown path", "invalid_request_error", "not_found")
-_NOT_ALLOWED = GatewayError(
-    405, "Method not allowed", "invalid_request_error", "method_not_allowed"
-)
 
 
 class Gateway:
@@ -71,7 +66,7 @@ class Gateway:
                 # A bug must cost one request, never the worker; the log has no request data.
                 log.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
                 with contextlib.suppress(Exception):
-                    err = GatewayError(500, "Internal gateway error", "api_error", "internal_error")
+                    err = GatewayError.internal()
                     await send_error(send, err, RequestHead(scope["headers"]).request_id)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
@@ -82,9 +77,13 @@ class Gateway:
         proxy = self.proxy
         if path == "/v1/chat/completions" or path == "/v1/embeddings":
             if method != "POST":
-                await send_error(send, _NOT_ALLOWED, RequestHead(scope["headers"]).request_id)
+                await send_error(
+                    send,
+                    GatewayError.method_not_allowed(),
+                    RequestHead(scope["headers"]).request_id,
+                )
             elif proxy is None:
-                err = GatewayError(503, "The gateway is starting", "api_error", "not_ready")
+                err = GatewayError.not_ready()
                 await send_error(send, err, RequestHead(scope["headers"]).request_id)
             else:
                 chat = path == "/v1/chat/completions"
@@ -105,14 +104,16 @@ class Gateway:
         elif path == "/v1/models" and method == "GET":
             await self._models(scope, send)
         else:
-            await send_error(send, _NOT_FOUND, RequestHead(scope["headers"]).request_id)
+            await send_error(
+                send, GatewayError.not_found(), RequestHead(scope["headers"]).request_id
+            )
 
     async def _models(self, scope: Scope, send: Send) -> None:
         head = RequestHead(scope["headers"])
         rt = self.runtime
         key = rt.engine.authenticate(head.authorization)
         if isinstance(key, Denial):
-            err = GatewayError(key.status, key.message, key.error_type, key.code)
+            err = GatewayError.from_denial(key)
             await send_error(send, err, head.request_id)
             return
         accounts = {u.name: u.account for u in rt.upstreams}

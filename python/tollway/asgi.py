@@ -88,34 +88,25 @@ async def read_body(receive: Receive, limit: int, content_length: bytes | None) 
         except ValueError:
             raise GatewayError.bad_request("Content-Length is not a number") from None
         if declared > limit:
-            raise _too_large(limit)
+            raise GatewayError.too_large(limit)
     msg = await receive()
     body: bytes = msg.get("body", b"")
     if not msg.get("more_body", False):
         if len(body) > limit:
-            raise _too_large(limit)
+            raise GatewayError.too_large(limit)
         return body
     parts = [body]
     size = len(body)
     while msg.get("more_body", False):
         msg = await receive()
         if msg["type"] == "http.disconnect":
-            raise GatewayError(499, "client disconnected", "invalid_request_error", "disconnected")
+            raise GatewayError.disconnected()
         chunk = msg.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise _too_large(limit)
+            raise GatewayError.too_large(limit)
         parts.append(chunk)
     return b"".join(parts)
-
-
-def _too_large(limit: int) -> GatewayError:
-    return GatewayError(
-        413,
-        f"The request body is larger than the gateway's limit of {limit} bytes",
-        "invalid_request_error",
-        "request_too_large",
-    )
 
 
 async def send_json(send: Send, status: int, body: bytes, headers: Headers) -> None:

@@ -15,7 +15,8 @@ from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 
-from tollway.config import ConfigError, compile_engine
+from tollway.config import ConfigError
+from tollway.engine import compile_engine
 from tollway.serve import supervise
 
 __all__ = ["main"]
@@ -98,6 +99,8 @@ def _run_granian(config: Path, args: argparse.Namespace, banner: str | None) -> 
         for err in e.errors:
             print(f"  {err}", file=sys.stderr)
         return 1
+    for warning in engine.warnings:
+        print(f"tollway: warning: {warning}", file=sys.stderr)
     settings = engine.settings
     host = args.host or settings.host
     port = args.port if args.port is not None else settings.port
@@ -115,7 +118,10 @@ def _check_config(args: argparse.Namespace) -> int:
             print(err)
         print(f"{len(e.errors)} error(s) in {args.path}", file=sys.stderr)
         return 1
-    print(f"{args.path}: OK ({len(engine.targets)} targets, {len(engine.keys)} keys)")
+    for warning in engine.warnings:
+        print(f"warning: {warning}")
+    noted = f", {len(engine.warnings)} warning(s)" if engine.warnings else ""
+    print(f"{args.path}: OK ({len(engine.targets)} targets, {len(engine.keys)} keys{noted})")
     return 0
 
 

@@ -1,6 +1,6 @@
 """Reads config files (one YAML file of `---` documents, or a directory of them) for the engine.
 
-YAML is parsed here; the schema lives in Rust (`tollway._core.Engine`), which validates
+YAML is parsed here; the schema lives in Rust (`tollway.engine.compile_documents`), which validates
 everything once and reports every error with its path. `${VAR}` and `${VAR:-default}` are
 replaced in the text before parsing, so `port: ${PORT}` stays a number; comment lines are
 left alone. Error messages carry file, line and problem, never the text of a line (it may
@@ -18,15 +18,7 @@ from typing import Any
 import msgspec
 import yaml
 
-from tollway import _core
-
-__all__ = [
-    "ConfigError",
-    "compile_documents",
-    "compile_engine",
-    "config_fingerprint",
-    "load_documents",
-]
+__all__ = ["ConfigError", "config_fingerprint", "load_documents"]
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _YAML_SUFFIXES = (".yaml", ".yml")
@@ -112,23 +104,3 @@ def load_documents(path: str | os.PathLike[str], env: Mapping[str, str] | None =
     except (TypeError, msgspec.EncodeError) as e:
         # YAML can express values JSON cannot (dates, binary): name the problem, not the value.
         raise ConfigError([f"{path}: unsupported YAML value ({e.__class__.__name__})"]) from None
-
-
-def compile_engine(
-    path: str | os.PathLike[str],
-    env: Mapping[str, str] | None = None,
-    previous: _core.Engine | None = None,
-) -> _core.Engine:
-    """Loads, validates and compiles a config; raises `ConfigError` listing every error.
-
-    With `previous`, live state (health, latency, counters) of unchanged ids carries over.
-    """
-    return compile_documents(load_documents(path, env), previous)
-
-
-def compile_documents(documents: bytes, previous: _core.Engine | None = None) -> _core.Engine:
-    """Compiles what `load_documents` returned; raises `ConfigError` listing every error."""
-    try:
-        return _core.Engine(documents, previous=previous)
-    except _core.ConfigError as e:
-        raise ConfigError(list(e.args[0])) from None

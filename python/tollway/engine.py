@@ -1,39 +1,80 @@
 """The typed facade over the Rust engine: what the request path needs, precomputed per config.
 
-Python code imports this module, not `tollway._core`. A `Runtime` is built once per config
-(URLs joined, headers with the provider key assembled, timeouts resolved), so a request only
-indexes lists by the ids `admit` returns.
+Python code imports this module, not `tollway._core` (this is the one importer of the
+extension). A `Runtime` is built once per config (URLs joined, headers with the provider key
+assembled, timeouts resolved), so a request only indexes lists by the ids `admit` returns.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
+from tollway import _core
 from tollway._core import (
     Admission,
-    ConfigError,
+    Check,
     Denial,
     Engine,
+    Finding,
     GuardrailInfo,
     Guardrails,
     Key,
+    Outcome,
     Settings,
+    SpanEncoder,
+    SseMeter,
+    StreamRedactor,
+    apply_lease,
+    apply_remote,
+    count_prompt_tokens,
+    count_tokens,
+    drain_deltas,
+    monotonic_ms,
+    set_replicas,
+    set_share,
+    sync_tick,
+    warm_tokenizer,
 )
-from tollway.config import compile_documents, load_documents
-from tollway.providers import Provider, provider_for
+from tollway.config import ConfigError, load_documents
+from tollway.providers import Provider
+from tollway.providers.registry import provider_for
 
 __all__ = [
     "Admission",
+    "Check",
     "ConfigError",
     "Denial",
     "Engine",
+    "Finding",
+    "GuardrailInfo",
+    "Guardrails",
+    "Key",
+    "Outcome",
     "PlanInfo",
     "Runtime",
     "Settings",
+    "SpanEncoder",
+    "SseMeter",
+    "StreamRedactor",
     "Upstream",
+    "apply_lease",
+    "apply_remote",
+    "compile_documents",
+    "compile_engine",
+    "count_prompt_tokens",
+    "count_tokens",
+    "drain_deltas",
+    "load_runtime",
+    "monotonic_ms",
+    "set_replicas",
+    "set_share",
+    "sync_tick",
+    "warm_tokenizer",
 ]
 
 
@@ -80,7 +121,7 @@ class Runtime:
     guard_infos: tuple[GuardrailInfo, ...] = ()
 
     @classmethod
-    def build(cls, engine: Engine, guardrails: Guardrails | None = None) -> Runtime:
+    def build(cls, engine: Engine) -> Runtime:
         upstreams = []
         for t in engine.targets:
             provider = provider_for(t.provider)
@@ -112,6 +153,7 @@ class Runtime:
             )
             for p in engine.plans
         )
+        guardrails: Guardrails | None = engine.guardrails
         infos: tuple[GuardrailInfo, ...] = ()
         if guardrails is not None and guardrails.names:
             infos = tuple(guardrails.info(i) for i in range(len(guardrails.names)))
@@ -128,9 +170,27 @@ class Runtime:
         )
 
 
+def compile_documents(documents: bytes, previous: Engine | None = None) -> Engine:
+    """Compiles what `config.load_documents` returned; raises `ConfigError` listing every
+    error. With `previous`, live state (health, latency, counters) of unchanged ids carries
+    over."""
+    try:
+        return Engine(documents, previous=previous)
+    except _core.ConfigError as e:
+        raise ConfigError(list(e.args[0])) from None
+
+
+def compile_engine(
+    path: str | os.PathLike[str],
+    env: Mapping[str, str] | None = None,
+    previous: Engine | None = None,
+) -> Engine:
+    """Loads, validates and compiles a config file or directory (see `compile_documents`)."""
+    return compile_documents(load_documents(path, env), previous)
+
+
 def load_runtime(path: str, previous: Runtime | None = None) -> Runtime:
     """Compiles a config file or directory into a Runtime (raises `ConfigError`)."""
     documents = load_documents(path)
     engine = compile_documents(documents, previous.engine if previous else None)
-    # The engine has validated the guardrails documents; this compiles their scanners.
-    return Runtime.build(engine, Guardrails(documents))
+    return Runtime.build(engine)

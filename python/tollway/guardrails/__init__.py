@@ -3,20 +3,22 @@
 Every kind runs to an `Outcome` (pass, flag, or error); `decide` applies the guardrail's
 `enforcing_strategy` to it, so built-in kinds and webhooks block by the same rule:
 
-====================================  ======  ======  ======
-strategy                              pass    flag    error
-====================================  ======  ======  ======
-enforce                               pass    block   block
-enforce_but_ignore_on_error           pass    block   error (let through)
-audit                                 pass    flag    error (let through)
-====================================  ======  ======  ======
+====================================  ==============  ======  ======  ======
+strategy                              (`mode:`)       pass    flag    error
+====================================  ==============  ======  ======  ======
+enforce                               strict          pass    block   block
+enforce_but_ignore_on_error           enforce         pass    block   error (let through)
+audit                                 audit           pass    flag    error (let through)
+====================================  ==============  ======  ======  ======
+
+The config accepts either spelling; the core maps `mode` to the strategy in the first column.
 """
 
 from __future__ import annotations
 
 import enum
 
-from tollway._core import Check, Finding, GuardrailInfo, Guardrails, StreamRedactor
+from tollway.engine import Check, Finding, GuardrailInfo, Guardrails, StreamRedactor
 
 __all__ = [
     "Check",

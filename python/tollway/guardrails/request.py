@@ -19,6 +19,7 @@ from typing import Any, Literal
 import aiohttp
 import msgspec
 
+from tollway.engine import Admission
 from tollway.errors import GatewayError
 from tollway.guardrails import GuardrailInfo, Guardrails, Outcome, decide
 from tollway.guardrails.webhook import call_webhook
@@ -44,8 +45,6 @@ class GuardPlan:
     output_validate: list[int] = field(default_factory=list)
     # Output webhooks: the OpenAI-shaped answer is POSTed whole (non-streamed answers).
     output_hooks: list[int] = field(default_factory=list)
-    # The guardrails rule that matched, for x-tfy-applied-configurations.
-    rule_id: str | None = None
     # Every run, for spans and llm_guardrail_* metrics (shared with the request's log).
     runs: list[GuardrailRun] = field(default_factory=list)
 
@@ -76,24 +75,14 @@ class GuardPlan:
 def plan_for(
     guardrails: Guardrails,
     infos: tuple[GuardrailInfo, ...],
-    subject: str,
-    model: str,
-    metadata: dict[str, str],
-    header: bytes | None,
+    adm: Admission,
     runs: list[GuardrailRun],
 ) -> GuardPlan | None:
-    """The request's guardrails: the first matching rule's, plus `X-TFY-GUARDRAILS`."""
-    matched = guardrails.rule_for(subject, model, metadata)
-    inputs, outputs, rule_id = matched if matched is not None else ([], [], None)
-    if header is not None:
-        extra = guardrails.parse_header(header)
-        if isinstance(extra, str):
-            raise GatewayError.bad_request(extra, "X-TFY-GUARDRAILS")
-        inputs = inputs + [i for i in extra[0] if i not in inputs]
-        outputs = outputs + [i for i in extra[1] if i not in outputs]
+    """The request's guardrails, as `admit` chose them (rule and `X-TFY-GUARDRAILS`), by phase."""
+    inputs, outputs = adm.input_guardrails, adm.output_guardrails
     if not inputs and not outputs:
         return None
-    plan = GuardPlan(guardrails, infos, runs=runs, rule_id=rule_id)
+    plan = GuardPlan(guardrails, infos, runs=runs)
     for ids, mutate, validate in (
         (inputs, plan.input_mutate, plan.input_validate),
         (outputs, plan.output_mutate, plan.output_validate),
@@ -107,13 +96,7 @@ def plan_for(
 
 
 def blocked(info: GuardrailInfo, categories: list[str]) -> GatewayError:
-    found = f" ({', '.join(sorted(set(categories)))})" if categories else ""
-    return GatewayError(
-        400,
-        f"Blocked by guardrail '{info.name}'{found}",
-        "invalid_request_error",
-        "guardrail_blocked",
-    )
+    return GatewayError.guardrail_blocked(info.name, categories)
 
 
 def _texts(messages: Any) -> list[tuple[dict[str, Any], str | int]]:
@@ -166,7 +149,7 @@ async def mutate_input(
 async def validate_input(
     plan: GuardPlan,
     req: dict[str, Any],
-    metadata: dict[str, str],
+    adm: Admission,
     session: aiohttp.ClientSession | None,
 ) -> GatewayError | None:
     """The first blocking verdict among the input validators, or None."""
@@ -179,7 +162,7 @@ async def validate_input(
             continue
         t0 = now_ns()
         if info.kind == "metadata-validation":
-            flagged = bool(plan.set.validate_metadata(gid, metadata))
+            flagged = any(v[0] == gid for v in adm.metadata_violations)
             cats = ["METADATA"]
         else:
             check = plan.set.check(gid, text)

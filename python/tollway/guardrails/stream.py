@@ -11,6 +11,10 @@ from tollway.guardrails.request import GuardPlan, blocked
 
 __all__ = ["StreamGuard"]
 
+# How far back a validated delta is scanned with the new text: a pattern match up to this
+# long that spans deltas is found (pii, secrets and regex findings are far shorter).
+_TAIL = 1024
+
 _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
 
@@ -18,14 +22,15 @@ _encode = msgspec.json.Encoder().encode
 class StreamGuard:
     """Output guardrails over an OpenAI chat-completion SSE stream, event by event."""
 
-    __slots__ = ("_buffer", "_done", "_plan", "_redactors", "_seen", "error")
+    __slots__ = ("_buffer", "_done", "_plan", "_redactors", "_seen", "_whole", "error")
 
     def __init__(self, plan: GuardPlan) -> None:
         self._plan = plan
         self._buffer = b""
         self._redactors: dict[int, StreamRedactor] = {}
         self._done: list[StreamRedactor] = []
-        self._seen: dict[int, str] = {}
+        self._seen: dict[int, str] = {}  # per choice: the last _TAIL characters validated
+        self._whole: dict[int, str] = {}  # per choice: the answer so far (prompt-injection)
         self.error: GatewayError | None = None
 
     def feed(self, data: bytes) -> bytes:
@@ -38,8 +43,7 @@ class StreamGuard:
         """One run per output guardrail for the whole stream."""
         plan = self._plan
         for gid in plan.output_validate:
-            name = f"'{plan.infos[gid].name}'"
-            blocked = self.error is not None and name in self.error.message
+            blocked = self.error is not None and self.error.guardrail == plan.infos[gid].name
             plan.ran(gid, "output", "block" if blocked else "pass", start_ns)
         cats = sorted({c for r in self._done for c in r.categories})
         for gid in plan.output_mutate:
@@ -99,13 +103,27 @@ class StreamGuard:
         return prefix + b"data: " + _encode(chunk)
 
     def _validate(self, index: int, text: str) -> bool:
-        seen = self._seen[index] = self._seen.get(index, "") + text
+        """Scans only the new text, with the last `_TAIL` characters before it so a match
+        split across deltas is still found; findings that ended earlier were seen before."""
+        tail = self._seen.get(index, "")
+        window = tail + text
+        self._seen[index] = window[-_TAIL:]
         for gid in self._plan.output_validate:
             info = self._plan.infos[gid]
-            check = self._plan.set.check(gid, seen) if info.kind != "webhook" else None
-            if check is None or not check.flagged:
+            if info.kind == "webhook":
                 continue
-            if decide(info.enforcing_strategy, Outcome.FLAG).blocks:
-                self.error = blocked(info, [f.category for f in check.findings])
+            if info.kind == "prompt-injection":
+                # A score over the whole answer, not a span: it needs all of it.
+                whole = self._whole[index] = self._whole.get(index, "") + text
+                check = self._plan.set.check(gid, whole)
+                flagged = check is not None and check.flagged
+                cats = [f.category for f in check.findings] if check is not None else []
+            else:
+                check = self._plan.set.check(gid, window)
+                found = check.findings if check is not None else []
+                cats = [f.category for f in found if f.end > len(tail)]
+                flagged = bool(cats)
+            if flagged and decide(info.enforcing_strategy, Outcome.FLAG).blocks:
+                self.error = blocked(info, cats)
                 return True
         return False

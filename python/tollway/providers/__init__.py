@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-__all__ = ["Endpoints", "Provider", "ProviderTarget", "TranslationError", "provider_for"]
+__all__ = ["Endpoints", "Provider", "ProviderTarget", "TranslationError"]
 
 StreamFormat = Literal["openai", "anthropic"]
 
@@ -61,21 +61,3 @@ class Provider(Protocol):
         """The OpenAI body for the provider's non-streamed answer: a `chat.completion` for 2xx,
         an OpenAI error body otherwise."""
         ...
-
-
-def provider_for(name: str) -> Provider:
-    """The provider of a `provider-account`'s `provider` field."""
-    # Imported here so loading one provider does not load them all.
-    if name in ("openai", "openai-compatible"):
-        from tollway.providers.openai import OpenAIProvider
-
-        return OpenAIProvider(name)
-    if name == "azure-openai":
-        from tollway.providers.azure import AzureOpenAIProvider
-
-        return AzureOpenAIProvider()
-    if name == "anthropic":
-        from tollway.providers.anthropic import AnthropicProvider
-
-        return AnthropicProvider()
-    raise ValueError(f"unknown provider {name!r}")

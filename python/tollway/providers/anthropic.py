@@ -13,6 +13,7 @@ from typing import Any, Final, Literal
 import msgspec
 
 from tollway.providers import Endpoints, ProviderTarget, TranslationError
+from tollway.providers.urls import anthropic_messages_url
 
 __all__ = [
     "ANTHROPIC_VERSION",
@@ -330,7 +331,7 @@ class AnthropicProvider:
     stream_format: Literal["anthropic"] = "anthropic"
 
     def endpoints(self, target: ProviderTarget) -> Endpoints:
-        base = (target.base_url or DEFAULT_BASE_URL).rstrip("/")
+        url = anthropic_messages_url(target.base_url or DEFAULT_BASE_URL)
         headers = {
             "content-type": "application/json",
             "anthropic-version": ANTHROPIC_VERSION,
@@ -338,7 +339,7 @@ class AnthropicProvider:
         }
         if target.api_key:
             headers["x-api-key"] = target.api_key
-        return Endpoints(f"{base}/messages", None, headers)
+        return Endpoints(url, None, headers)
 
     def request_body(self, openai_body: dict[str, Any], model_id: str) -> bytes:
         return _encode(to_anthropic_request(openai_body, model_id))

@@ -8,6 +8,7 @@ from typing import Any, Literal
 import msgspec
 
 from tollway.providers import Endpoints, ProviderTarget
+from tollway.providers.urls import openai_api_base
 
 __all__ = ["OpenAIProvider", "ask_for_usage"]
 
@@ -33,7 +34,7 @@ class OpenAIProvider:
     stream_format: Literal["openai"] = "openai"
 
     def endpoints(self, target: ProviderTarget) -> Endpoints:
-        base = target.base_url.rstrip("/")
+        base = openai_api_base(target.base_url)
         headers = {"content-type": "application/json", **dict(target.headers)}
         if target.api_key:
             headers["authorization"] = f"Bearer {target.api_key}"

@@ -15,9 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from tollway._core import SseMeter, count_prompt_tokens
 from tollway.asgi import JSON, RequestHead, Send
-from tollway.engine import Admission, PlanInfo, Runtime
+from tollway.engine import Admission, PlanInfo, Runtime, SseMeter, count_prompt_tokens
 from tollway.errors import GatewayError
 from tollway.guardrails.request import (
     GuardPlan,
@@ -36,7 +35,6 @@ from tollway.proxy.responses import (
     error_response,
     first_message,
     retry_after_s,
-    upstream_failure,
 )
 from tollway.proxy.stream import start_stream
 from tollway.telemetry.observe import AttemptLog, RequestLog
@@ -216,9 +214,7 @@ class Call:
         if not guard.input_validate:
             return
         current = asyncio.current_task()
-        task = asyncio.ensure_future(
-            validate_input(guard, self.req, self.adm.metadata, self.session)
-        )
+        task = asyncio.ensure_future(validate_input(guard, self.req, self.adm, self.session))
 
         def on_done(t: asyncio.Task[GatewayError | None]) -> None:
             # Cancel the model call at once on a block, unless the response is already
@@ -273,7 +269,7 @@ class Call:
                     resp = await self.client.post(url, up.headers, payload, self.timeout_s)
                 except UpstreamError as e:
                     self.end(plan, OUTCOME[e.kind], 0)
-                    failed = upstream_failure(e.kind, up.name)
+                    failed = GatewayError.upstream_failure(e.kind, up.name)
                     # Only a refused connection is retried on the same target: the request
                     # never left. Timeouts and resets may fall back, never repeat here.
                     if e.kind == "connect" and attempt < plan.retries:
@@ -309,7 +305,7 @@ class Call:
                 break
         await self.gate()
         if isinstance(failed, GatewayError) or failed is None:
-            raise failed or GatewayError.upstream(503, "no target could be tried", "no_target")
+            raise failed or GatewayError.no_target()
         await self._fail(failed, rt.plans[self.adm.plans[-1]])
 
     @staticmethod
@@ -333,7 +329,7 @@ class Call:
             payload = await resp.read()
         except UpstreamError as e:
             self.end(plan, OUTCOME[e.kind], 0)
-            raise upstream_failure(e.kind, up.name) from None
+            raise GatewayError.upstream_failure(e.kind, up.name) from None
         payload = up.provider.response_body(resp.status, payload, up.model_id)
         await self.gate()
         if self.guard is not None and self.guard.output:

@@ -16,9 +16,8 @@ from typing import Any, Literal
 
 import msgspec
 
-from tollway._core import count_prompt_tokens
 from tollway.asgi import Receive, RequestHead, Scope, Send, read_body, send_error
-from tollway.engine import Admission, Denial, Runtime
+from tollway.engine import Admission, Denial, Runtime, count_prompt_tokens
 from tollway.errors import GatewayError
 from tollway.guardrails.request import plan_for
 from tollway.proxy.call import CANCELLED, Call
@@ -104,12 +103,6 @@ def _positive_ms(raw: bytes, header: str) -> int:
     return ms
 
 
-def _with_guardrails(applied: str, rule: str) -> str:
-    """Adds the guardrails rule id to the engine's x-tfy-applied-configurations JSON."""
-    entry = '"guardrails":' + _encode(rule).decode()
-    return f"{applied[:-1]},{entry}}}" if applied else "{" + entry + "}"
-
-
 class Proxy:
     """Handles the proxied endpoints for whichever `Runtime` is current."""
 
@@ -145,36 +138,19 @@ class Proxy:
                 # Refuse before reading a body nobody is entitled to send.
                 denial = rt.engine.authenticate(None)
                 assert isinstance(denial, Denial)
-                raise GatewayError(denial.status, denial.message, denial.error_type, denial.code)
+                raise GatewayError.from_denial(denial)
             body = await read_body(receive, rt.settings.max_body_bytes, head.content_length)
             req = _validate(body, endpoint)
             timeouts = self._timeouts(head)
             size = _request_size(req, body) if rt.engine.has_budgets else (0, None)
-            adm = rt.engine.admit(head.authorization, req["model"], head.metadata, *size)
+            adm = rt.engine.admit(
+                head.authorization, req["model"], head.metadata, head.guardrails, *size
+            )
             if isinstance(adm, Denial):
-                raise GatewayError(
-                    adm.status,
-                    adm.message,
-                    adm.error_type,
-                    adm.code,
-                    adm.param,
-                    tuple((k.encode(), v.encode()) for k, v in adm.headers),
-                )
+                raise GatewayError.from_denial(adm)
             guard = None
-            applied = adm.applied
             if rt.guardrails is not None:
-                subject, model, meta = rt.keys[adm.key].subject, req["model"], adm.metadata
-                guard = plan_for(
-                    rt.guardrails,
-                    rt.guard_infos,
-                    subject,
-                    model,
-                    meta,
-                    head.guardrails,
-                    log.guardrails,
-                )
-                if guard is not None and guard.rule_id is not None:
-                    applied = _with_guardrails(applied, guard.rule_id)
+                guard = plan_for(rt.guardrails, rt.guard_infos, adm, log.guardrails)
             session = getattr(self.client, "session", None)
             call = Call(
                 self.client,
@@ -191,7 +167,7 @@ class Proxy:
                 guard,
                 session,
                 self.telemetry is not None and self.telemetry.capture_content,
-                applied,
+                adm.applied,
             )
             if call.stream:
                 await _race_disconnect(call.run(), receive, req["model"])

@@ -9,39 +9,33 @@ from time import perf_counter
 
 import msgspec
 
-from tollway.errors import GatewayError, error_body
+from tollway.engine import Outcome
+from tollway.errors import error_body
 
 __all__ = [
     "CANCELLED",
     "OUTCOME",
     "OUTCOME_NAMES",
-    "UPSTREAM_FAILURES",
     "Failed",
     "answer_of",
     "elapsed_ms",
     "error_response",
     "first_message",
     "retry_after_s",
-    "upstream_failure",
 ]
 
-# settle() codes for failures without an HTTP status (see tollway-core routing.rs).
-OUTCOME = {"connect": 0, "timeout": 1, "broken": 2}
-OUTCOME_NAMES = {0: "connection_error", 1: "timeout", 2: "stream_broken"}
-# The client went away (nginx's 499): the request is settled with what it was sent.
-CANCELLED = 499
-
-UPSTREAM_FAILURES = {
-    "connect": (502, "could not connect to the provider", "upstream_connection_error"),
-    "timeout": (504, "the provider did not answer in time", "upstream_timeout"),
-    "broken": (502, "the connection to the provider broke", "upstream_connection_error"),
+# settle() codes for failures without an HTTP status, by the upstream client's failure kind;
+# the codes and their names are the core's (`Outcome`).
+OUTCOME = {
+    "connect": int(Outcome.CONNECT),
+    "timeout": int(Outcome.TIMEOUT),
+    "broken": int(Outcome.BROKEN),
 }
+OUTCOME_NAMES = {int(o): o.error_type for o in (Outcome.CONNECT, Outcome.TIMEOUT, Outcome.BROKEN)}
+# The client went away (nginx's 499): the request is settled with what it was sent.
+CANCELLED = int(Outcome.CANCELLED)
+
 _decode = msgspec.json.Decoder().decode
-
-
-def upstream_failure(kind: str, target: str, suffix: str = "") -> GatewayError:
-    status, what, code = UPSTREAM_FAILURES[kind]
-    return GatewayError.upstream(status, f"'{target}': {what}{suffix}", code)
 
 
 class _PromptDetails(msgspec.Struct):

@@ -7,26 +7,46 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from tollway._core import SseMeter, monotonic_ms
-from tollway.engine import PlanInfo
+from tollway.asgi import Send
+from tollway.engine import PlanInfo, SseMeter, monotonic_ms
 from tollway.errors import GatewayError
+from tollway.guardrails.request import GuardPlan
 from tollway.guardrails.stream import StreamGuard
-from tollway.proxy.responses import CANCELLED, OUTCOME, elapsed_ms, upstream_failure
+from tollway.proxy.responses import CANCELLED, OUTCOME, elapsed_ms
 from tollway.telemetry import now_ns
+from tollway.telemetry.observe import RequestLog
 from tollway.upstream import UpstreamError, UpstreamResponse
 
-if TYPE_CHECKING:
-    from tollway.proxy.call import Call
+__all__ = ["StreamHost", "relay", "start_stream"]
 
-__all__ = ["relay", "start_stream"]
+
+class StreamHost(Protocol):
+    """What a stream needs from the request that opened it (a `Call` is one): where to send,
+    the first-token bound, the output guardrails, and where the attempt's end is recorded."""
+
+    send: Send
+    ttft_s: float | None
+    wants_usage: bool
+    guard: GuardPlan | None
+    meter: SseMeter | None
+    log: RequestLog
+
+    def end(self, plan: PlanInfo, outcome: int, tokens: int) -> None: ...
+
+    async def gate(self) -> None: ...
+
+    def headers(
+        self, plan: PlanInfo, extra: list[tuple[bytes, bytes]]
+    ) -> list[tuple[bytes, bytes]]: ...
+
 
 _SSE_HEADERS = ((b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"))
 
 
 async def start_stream(
-    call: Call, resp: UpstreamResponse, plan: PlanInfo, t0: float
+    call: StreamHost, resp: UpstreamResponse, plan: PlanInfo, t0: float
 ) -> GatewayError | None:
     """Waits for the first chunk (bounded by the TTFT timeout) and then relays the stream;
     returns the failure when the stream never started, so the caller can fall back."""
@@ -42,7 +62,7 @@ async def start_stream(
         if isinstance(e, StopAsyncIteration):
             kind = "broken"
         call.end(plan, OUTCOME[kind], 0)
-        return upstream_failure(kind, up.name, " before the first token")
+        return GatewayError.upstream_failure(kind, up.name, " before the first token")
     try:
         await call.gate()
     except GatewayError:
@@ -65,7 +85,7 @@ async def start_stream(
 
 
 async def relay(
-    call: Call,
+    call: StreamHost,
     resp: UpstreamResponse,
     chunks: AsyncIterator[bytes],
     first: bytes,
@@ -79,31 +99,37 @@ async def relay(
     guard_start = now_ns()
     status: int = 200
     broken: GatewayError | None = None
-
-    async def emit(out: bytes) -> None:
-        if guard is not None:
-            out = guard.feed(out)
-        if out:
-            await send({"type": "http.response.body", "body": out, "more_body": True})
-
+    # The per-chunk loop is the hottest Python of a stream: bound methods, no helper calls.
+    feed = meter.feed
+    more = {"type": "http.response.body", "body": b"", "more_body": True}
     try:
-        await emit(meter.feed(first))
+        out = feed(first)
+        for_client = guard.feed(out) if guard is not None else out
+        if for_client:
+            await send({**more, "body": for_client})
         if meter.error is None:
             async for chunk in chunks:
-                await emit(meter.feed(chunk))
-                if meter.error is not None or (guard is not None and guard.error):
+                out = feed(chunk)
+                if guard is not None:
+                    out = guard.feed(out)
+                if out:
+                    await send({"type": "http.response.body", "body": out, "more_body": True})
+                if meter.error is not None or (guard is not None and guard.error is not None):
                     break
             else:
-                await emit(meter.finish())
+                out = meter.finish()
+                if guard is not None:
+                    out = guard.feed(out)
+                if out:
+                    await send({**more, "body": out})
     except UpstreamError as e:
-        status, broken = OUTCOME[e.kind], upstream_failure(e.kind, plan.upstream.name)
+        status, broken = OUTCOME[e.kind], GatewayError.upstream_failure(e.kind, plan.upstream.name)
     if guard is not None and guard.error is not None:
         broken = guard.error  # an output guardrail blocked the rest of the answer
     elif broken is None and meter.error is not None:
         status = OUTCOME["broken"]
-        what = (meter.error or "")[:200]
-        broken = GatewayError.upstream(
-            502, f"'{plan.upstream.name}': the stream failed: {what}", meter.error_code or ""
+        broken = GatewayError.stream_broken(
+            plan.upstream.name, meter.error or "", meter.error_code or ""
         )
     if broken is not None:
         call.log.error_type = broken.code or "stream_error"

@@ -30,7 +30,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from tollway._core import (
+from tollway.engine import (
     Engine,
     Settings,
     apply_lease,

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import msgspec
 
-from tollway._core import SpanEncoder
+from tollway.engine import SpanEncoder
 from tollway.telemetry.accesslog import AccessLog
 from tollway.telemetry.metrics import MetricsStore
 from tollway.telemetry.record import Record

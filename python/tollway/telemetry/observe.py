@@ -87,7 +87,7 @@ def build_record(
         key = rt.keys[adm.key]
         key_name, subject = key.name, key.subject
         metadata = adm.metadata
-        routing_id, limit_id, budget_id = adm.rule_ids
+        routing_id, limit_id, budget_id, _guardrails_id = adm.rule_ids
         rule_ids = [r for r in (routing_id, limit_id, budget_id) if r]
         routing = routing_id or ""
         rate_limit = (limit_id, "allowed") if limit_id else None

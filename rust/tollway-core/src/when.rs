@@ -1,8 +1,19 @@
 //! The `when` block shared by routing, limit, budget and guardrail rules: subjects, models
-//! and metadata, all of which must match (an absent field matches everything).
+//! and metadata, all of which must match (an absent field matches everything). Every rule
+//! kind asks the one question [`When::matches`] of the same [`RequestFacts`].
 
 use crate::schema::{Errors, Fields};
 use serde_json::Value;
+
+/// What rules look at in a request.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestFacts<'a> {
+    /// `user:<id>`, `team:<id>` or `virtualaccount:<id>`.
+    pub subject: &'a str,
+    /// The model the client asked for (a virtual name or a target).
+    pub model: &'a str,
+    pub metadata: &'a [(String, String)],
+}
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct When {
@@ -47,13 +58,23 @@ impl When {
         })
     }
 
-    pub fn matches_subject(&self, subject: &str) -> bool {
+    /// Every field matches the request (models by exact name, metadata by key and value).
+    pub fn matches(&self, facts: &RequestFacts<'_>) -> bool {
+        self.matches_subject(facts.subject)
+            && self
+                .models
+                .as_ref()
+                .is_none_or(|m| m.iter().any(|m| m == facts.model))
+            && self.matches_metadata(facts.metadata)
+    }
+
+    fn matches_subject(&self, subject: &str) -> bool {
         self.subjects
             .as_ref()
             .is_none_or(|list| list.iter().any(|s| s == subject))
     }
 
-    pub fn matches_metadata(&self, metadata: &[(String, String)]) -> bool {
+    fn matches_metadata(&self, metadata: &[(String, String)]) -> bool {
         self.metadata
             .iter()
             .all(|(k, v)| metadata.iter().any(|(mk, mv)| mk == k && mv == v))

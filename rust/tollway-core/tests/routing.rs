@@ -28,7 +28,7 @@ fn engine(rules: Value) -> Engine {
 
 /// Target names in the order `admit` returns them.
 fn order(e: &Engine, auth: &str, model: &str, meta: Option<&[u8]>) -> Vec<String> {
-    let a = e.admit(Some(auth), model, meta).unwrap();
+    let a = e.admit(Some(auth), model, meta, None).unwrap();
     a.plans
         .iter()
         .map(|&p| e.targets[e.plans[p as usize].target as usize].name.clone())
@@ -262,7 +262,7 @@ fn first_matching_rule_wins_by_subject_metadata_and_model() {
     // A real target named in when.models is routed by the rule, or directly when none matches.
     assert_eq!(order(&e, KEY, "a/m4", Some(br#"{"env":"prod"}"#)), ["a/m2"]);
     assert_eq!(order(&e, KEY, "a/m4", None), ["a/m4"]);
-    let a = e.admit(Some(KEY), "v", None).unwrap();
+    let a = e.admit(Some(KEY), "v", None, None).unwrap();
     assert_eq!(e.rules[a.rule.unwrap() as usize].id, "rest");
 }
 
@@ -270,9 +270,11 @@ fn first_matching_rule_wins_by_subject_metadata_and_model() {
 fn a_virtual_model_without_a_matching_rule_is_404() {
     let e = engine(json!([{"id": "only-ml", "type": "priority-based-routing",
         "when": {"subjects": ["team:ml"], "models": ["v"]}, "load_balance_targets": [{"target": "a/m1"}]}]));
-    let d = e.admit(Some(KEY), "v", None).unwrap_err();
+    let d = e.admit(Some(KEY), "v", None, None).unwrap_err();
     assert_eq!(d.status, 404);
-    assert!(e.admit(Some("Bearer team-key-123"), "v", None).is_ok());
+    assert!(e
+        .admit(Some("Bearer team-key-123"), "v", None, None)
+        .is_ok());
 }
 
 #[test]
@@ -282,7 +284,7 @@ fn config_errors_name_their_paths() {
          "load_balance_targets": [{"target": "a/m1", "weight": 60}, {"target": "nope/x", "weight": 30}]},
         {"id": "r", "type": "priority-based-routing", "when": {"models": ["w"]},
          "load_balance_targets": [{"target": "v", "retry_config": {"on_status_codes": [429]}}]},
-        {"id": "s", "type": "round-robin", "when": {}, "load_balance_targets": []},
+        {"id": "s", "type": "round-robin", "when": {"models": []}, "load_balance_targets": []},
     ]);
     let errs = Engine::compile(&docs(bad)).unwrap_err();
     let shown: Vec<String> = errs.iter().map(ToString::to_string).collect();
@@ -290,7 +292,7 @@ fn config_errors_name_their_paths() {
         "t#3: rules[0].load_balance_targets: weights must add up to 100 (they add up to 90)",
         "t#3: rules[1].load_balance_targets[0].retry_config.on_status_codes[0]: expected an HTTP status code as a string",
         "t#3: rules[2].type: 'round-robin' is not one of",
-        "t#3: rules[2].when.models: a load-balancing rule must name at least one model",
+        "t#3: rules[2].when.models: an empty list matches no model",
         "t#3: rules[0].load_balance_targets[1].target: unknown target 'nope/x'",
         "t#3: rules[1].id: duplicate rule id 'r'",
         "t#3: rules[1].load_balance_targets[0].target: 'v' is a virtual model",
@@ -337,9 +339,9 @@ proptest! {
         auth in "\\PC{0,30}",
     ) {
         let e = engine(weighted(&[("a/m1", 50), ("a/m2", 50)]));
-        let _ = e.admit(Some(&auth), &model, Some(&meta));
-        let _ = e.admit(Some(KEY), &model, Some(&meta));
-        let _ = e.admit(Some(KEY), "v", Some(&meta));
+        let _ = e.admit(Some(&auth), &model, Some(&meta), None);
+        let _ = e.admit(Some(KEY), &model, Some(&meta), None);
+        let _ = e.admit(Some(KEY), "v", Some(&meta), None);
     }
 
     #[test]
@@ -386,4 +388,108 @@ fn arb_json() -> impl Strategy<Value = Value> {
                 .prop_map(|m| Value::Object(m.into_iter().collect())),
         ]
     })
+}
+
+/// The issue's document: a rule that names a virtual model and metadata, then one matched by
+/// metadata alone, which applies to whatever model the request names.
+fn metadata_routed() -> Engine {
+    let e = json!([
+        {"source": "t#1", "doc": {"type": "provider-account", "name": "openai-main", "provider": "openai-compatible",
+            "base_url": "http://127.0.0.1:1/v1", "models": ["gpt-4o-mini", "gpt-4.1"]}},
+        {"source": "t#2", "doc": {"type": "provider-account", "name": "anthropic-main", "provider": "anthropic",
+            "api_key": "sk-ant", "models": ["claude-sonnet", "claude-opus"]}},
+        {"source": "t#3", "doc": {"type": "gateway-keys", "keys": [
+            {"name": "k", "key": "test-key-123", "subject": "user:alice"},
+            {"name": "o", "key": "openai-only-1", "subject": "user:bob", "allowed_models": ["openai-main/*"]}]}},
+        {"source": "t#4", "doc": {"name": "engineering-agent-routing", "type": "gateway-load-balancing-config", "rules": [
+            {"id": "simple-repo-questions", "type": "priority-based-routing",
+             "when": {"models": ["prod/engineering-assistant"], "metadata": {"workflow": "repo-understanding"}},
+             "load_balance_targets": [
+                {"target": "openai-main/gpt-4o-mini", "priority": 0,
+                 "retry_config": {"attempts": 2, "delay": 100, "on_status_codes": ["429", "500"]},
+                 "fallback_status_codes": ["429", "500", "502", "503"]},
+                {"target": "anthropic-main/claude-sonnet", "priority": 1}]},
+            {"id": "security-critical-review", "type": "priority-based-routing",
+             "when": {"metadata": {"workflow": "security-review"}},
+             "load_balance_targets": [
+                {"target": "anthropic-main/claude-opus", "priority": 0},
+                {"target": "openai-main/gpt-4.1", "priority": 1}]}]}},
+    ]);
+    Engine::compile_with_clock(&e, Arc::new(Clock::manual())).unwrap()
+}
+
+#[test]
+fn a_rule_matched_by_metadata_alone_applies_to_any_model() {
+    let e = metadata_routed();
+    let repo = Some(&br#"{"workflow":"repo-understanding"}"#[..]);
+    let review = Some(&br#"{"workflow":"security-review"}"#[..]);
+    let va = "prod/engineering-assistant";
+    let opus_first = ["anthropic-main/claude-opus", "openai-main/gpt-4.1"];
+    assert_eq!(
+        order(&e, KEY, va, repo),
+        ["openai-main/gpt-4o-mini", "anthropic-main/claude-sonnet"]
+    );
+    // First match wins: the virtual model's own rule does not match, the metadata rule does.
+    assert_eq!(order(&e, KEY, va, review), opus_first);
+    // A real target and a name nothing defines are routed by the metadata rule too.
+    assert_eq!(
+        order(&e, KEY, "openai-main/gpt-4o-mini", review),
+        opus_first
+    );
+    assert_eq!(order(&e, KEY, "anything-at-all", review), opus_first);
+    let a = e.admit(Some(KEY), "anything-at-all", review, None).unwrap();
+    assert_eq!(
+        a.applied,
+        r#"{"load_balancing":"security-critical-review"}"#
+    );
+    // No rule matches: a target is called directly, anything else is 404.
+    assert_eq!(
+        order(&e, KEY, "openai-main/gpt-4o-mini", repo),
+        ["openai-main/gpt-4o-mini"]
+    );
+    for (model, meta) in [
+        ("anything-at-all", repo),
+        (va, None),
+        ("anything-at-all", None),
+    ] {
+        let d = e.admit(Some(KEY), model, meta, None).unwrap_err();
+        assert_eq!((d.status, d.code), (404, "model_not_found"), "{model}");
+    }
+    // allowed_models still decides which names a key may ask for.
+    let d = e
+        .admit(
+            Some("Bearer openai-only-1"),
+            "anything-at-all",
+            review,
+            None,
+        )
+        .unwrap_err();
+    assert_eq!(d.status, 403);
+    assert!(e
+        .admit(
+            Some("Bearer openai-only-1"),
+            "openai-main/gpt-4.1",
+            review,
+            None
+        )
+        .is_ok());
+}
+
+#[test]
+fn a_rule_matched_by_subject_alone_applies_to_any_model() {
+    let e = engine(json!([
+        {"id": "ml", "type": "priority-based-routing", "when": {"subjects": ["team:ml"]},
+         "load_balance_targets": [{"target": "a/m3"}, {"target": "a/m4"}]},
+        {"id": "v", "type": "priority-based-routing", "when": {"models": ["v"]},
+         "load_balance_targets": [{"target": "a/m1"}]},
+    ]));
+    let team = "Bearer team-key-123";
+    assert_eq!(order(&e, team, "v", None), ["a/m3", "a/m4"]);
+    assert_eq!(order(&e, team, "a/m1", None), ["a/m3", "a/m4"]);
+    assert_eq!(order(&e, KEY, "v", None), ["a/m1"]);
+    assert_eq!(order(&e, KEY, "a/m2", None), ["a/m2"]);
+    assert_eq!(
+        e.admit(Some(KEY), "other", None, None).unwrap_err().status,
+        404
+    );
 }

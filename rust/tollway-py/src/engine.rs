@@ -7,7 +7,7 @@ use pyo3::types::{PyDict, PyList};
 use std::sync::Arc;
 use tollway_core::clock::Clock;
 use tollway_core::engine;
-use tollway_core::routing::config::Strategy;
+use tollway_core::routing;
 
 #[pyclass(frozen, module = "tollway._core")]
 pub(crate) struct Settings {
@@ -112,10 +112,49 @@ impl From<engine::Denial> for Denial {
     }
 }
 
+/// How an attempt ended without an HTTP status: `int(Outcome.TIMEOUT)` is what `settle`
+/// takes in place of a status (the codes are the core's `routing::Outcome`).
+#[pyclass(eq, eq_int, frozen, module = "tollway._core")]
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[allow(clippy::upper_case_acronyms)]
+pub(crate) enum Outcome {
+    CONNECT = routing::Outcome::Connect as isize,
+    TIMEOUT = routing::Outcome::Timeout as isize,
+    BROKEN = routing::Outcome::Broken as isize,
+    CANCELLED = routing::Outcome::Cancelled as isize,
+}
+
+impl Outcome {
+    fn core(self) -> routing::Outcome {
+        match self {
+            Self::CONNECT => routing::Outcome::Connect,
+            Self::TIMEOUT => routing::Outcome::Timeout,
+            Self::BROKEN => routing::Outcome::Broken,
+            Self::CANCELLED => routing::Outcome::Cancelled,
+        }
+    }
+}
+
+#[pymethods]
+impl Outcome {
+    /// The `error.type` telemetry records for an attempt that ended this way.
+    #[getter]
+    fn error_type(&self) -> &'static str {
+        self.core().error_type()
+    }
+}
+
+type RuleIds = (
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
 /// An admitted request: key id, target ids in the order to try, merged metadata.
 #[pyclass(frozen, module = "tollway._core")]
 pub(crate) struct Admission {
-    inner: engine::Admission,
+    pub(crate) inner: engine::Admission,
 }
 
 #[pymethods]
@@ -143,11 +182,37 @@ impl Admission {
         &self.inner.applied
     }
 
-    /// Rule ids applied by kind: (routing, rate limit, budget), for telemetry.
+    /// Rule ids applied by kind: (routing, rate limit, budget, guardrails), for telemetry.
     #[getter]
-    fn rule_ids(&self) -> (Option<String>, Option<String>, Option<String>) {
-        let [a, b, c] = self.inner.rule_ids.clone();
-        (a, b, c)
+    fn rule_ids(&self) -> RuleIds {
+        let [a, b, c, d] = self.inner.rule_ids.clone();
+        (a, b, c, d)
+    }
+
+    /// Guardrail ids (into `Engine.guardrails`) run on the request, before or beside the call.
+    #[getter]
+    fn input_guardrails(&self) -> Vec<u32> {
+        self.inner.guardrails.input.clone()
+    }
+
+    /// Guardrail ids run on the answer.
+    #[getter]
+    fn output_guardrails(&self) -> Vec<u32> {
+        self.inner.guardrails.output.clone()
+    }
+
+    /// `(guardrail id, violations)` of the metadata-validation guardrails that flag the
+    /// request's metadata (messages name keys, never values).
+    #[getter]
+    fn metadata_violations(&self) -> Vec<(u32, Vec<String>)> {
+        self.inner.metadata_violations.clone()
+    }
+
+    /// Guardrail ids for MCP tool calls: (on the arguments, on the result).
+    #[getter]
+    fn tool_guardrails(&self) -> (Vec<u32>, Vec<u32>) {
+        let g = &self.inner.guardrails;
+        (g.tool_pre.clone(), g.tool_post.clone())
     }
 
     /// The cost in USD reserved on budgets until settle (0.0 when none).
@@ -193,14 +258,6 @@ pub(crate) struct Plan {
     override_params: Option<String>,
 }
 
-#[pyclass(frozen, module = "tollway._core")]
-pub(crate) struct Rule {
-    #[pyo3(get)]
-    id: String,
-    #[pyo3(get)]
-    strategy: &'static str,
-}
-
 /// The compiled, immutable config. Reload builds a new one.
 #[pyclass(frozen, module = "tollway._core")]
 pub(crate) struct Engine {
@@ -220,22 +277,34 @@ impl Engine {
     /// `previous`: the engine being replaced; live state of unchanged targets carries over.
     #[pyo3(signature = (documents_json, manual_clock=false, previous=None))]
     fn new(
+        py: Python<'_>,
         documents_json: &[u8],
         manual_clock: bool,
         previous: Option<PyRef<'_, Engine>>,
     ) -> PyResult<Self> {
-        let docs: serde_json::Value = serde_json::from_slice(documents_json)
-            .map_err(|e| invalid(format!("documents are not valid JSON: {e}")))?;
         let clock = match (&previous, manual_clock) {
             (Some(prev), _) => Arc::clone(&prev.inner.clock),
             (None, true) => Arc::new(Clock::manual()),
             (None, false) => Arc::new(Clock::System),
         };
-        let mut inner =
-            engine::Engine::compile_with_clock(&docs, clock).map_err(|e| config_error(&e))?;
-        if let Some(prev) = previous {
-            inner.adopt_state(&prev.inner);
-        }
+        let previous = previous.as_deref().map(|p| &p.inner);
+        // Compiling (regexes, guardrail DFAs, price lookups) takes milliseconds: without the
+        // GIL, a reload compiled in a worker thread never stalls the event loop.
+        let compiled = py.detach(|| {
+            let docs: serde_json::Value = serde_json::from_slice(documents_json)
+                .map_err(|e| Ok(format!("documents are not valid JSON: {e}")))?;
+            let mut inner = engine::Engine::compile_with_clock(&docs, clock).map_err(Err)?;
+            if let Some(prev) = previous {
+                inner.adopt_state(prev);
+            }
+            Ok(inner)
+        });
+        let inner = compiled.map_err(
+            |e: Result<String, Vec<tollway_core::ConfigError>>| match e {
+                Ok(message) => invalid(message),
+                Err(errors) => config_error(&errors),
+            },
+        )?;
         Ok(Self { inner })
     }
 
@@ -271,10 +340,6 @@ impl Engine {
         self.inner.settle(&admission.inner, &outcomes, usage)
     }
 
-    fn healthy(&self, target: u32) -> bool {
-        self.inner.healthy(target)
-    }
-
     /// Budgets are configured: `admit` wants the prompt's size to reserve their cost.
     #[getter]
     fn has_budgets(&self) -> bool {
@@ -299,31 +364,18 @@ impl Engine {
             .collect()
     }
 
-    #[getter]
-    fn rules(&self) -> Vec<Rule> {
-        self.inner
-            .rules
-            .iter()
-            .map(|r| Rule {
-                id: r.id.clone(),
-                strategy: match r.strategy {
-                    Strategy::Weight => "weight-based-routing",
-                    Strategy::Latency => "latency-based-routing",
-                    Strategy::Priority => "priority-based-routing",
-                },
-            })
-            .collect()
-    }
-
     /// Decides one request; returns an `Admission` or a `Denial` (never raises for bad input).
     /// `prompt_tokens` and `max_tokens` size the cost a budget reserves until settle.
-    #[pyo3(signature = (authorization, model, metadata=None, prompt_tokens=0, max_tokens=None))]
+    #[pyo3(signature = (authorization, model, metadata=None, guardrails=None, prompt_tokens=0, max_tokens=None))]
+    // Python keyword arguments, each optional: one per fact of the request.
+    #[allow(clippy::too_many_arguments)]
     fn admit(
         &self,
         py: Python<'_>,
         authorization: Option<&[u8]>,
         model: &str,
         metadata: Option<&[u8]>,
+        guardrails: Option<&[u8]>,
         prompt_tokens: u64,
         max_tokens: Option<u64>,
     ) -> PyResult<Py<PyAny>> {
@@ -332,10 +384,13 @@ impl Engine {
             max_tokens,
         };
         Ok(
-            match self
-                .inner
-                .admit_sized(header_str(authorization), model, metadata, size)
-            {
+            match self.inner.admit_sized(
+                header_str(authorization),
+                model,
+                metadata,
+                guardrails,
+                size,
+            ) {
                 Ok(inner) => Py::new(py, Admission { inner })?.into_any(),
                 Err(d) => Py::new(py, Denial::from(d))?.into_any(),
             },
@@ -355,6 +410,12 @@ impl Engine {
             return Err(invalid("no such key id"));
         }
         PyList::new(py, self.inner.models_for(key).collect::<Vec<_>>())
+    }
+
+    /// The compiled guardrails of this config (empty when none are configured).
+    #[getter]
+    fn guardrails(&self) -> crate::guardrails::Guardrails {
+        crate::guardrails::Guardrails::from_set(Arc::clone(&self.inner.guardrails))
     }
 
     #[getter]
@@ -408,6 +469,16 @@ impl Engine {
                 name: k.name.clone(),
                 subject: k.subject.clone(),
             })
+            .collect()
+    }
+
+    /// Valid but surely not meant: `"<source>: <path>: <message>"`, one per finding.
+    #[getter]
+    fn warnings(&self) -> Vec<String> {
+        self.inner
+            .warnings
+            .iter()
+            .map(ToString::to_string)
             .collect()
     }
 }

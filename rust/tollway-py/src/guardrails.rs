@@ -1,12 +1,10 @@
 //! The Python face of `tollway_core::guardrails`: one compiled `Guardrails` per config, and
 //! findings with offsets in characters (Python string indices), never the matched text.
 
-use pyo3::exceptions::PyValueError;
+use crate::errors::invalid;
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
 use std::sync::Arc;
 use tollway_core::guardrails::{self as g, GuardrailId, GuardrailSet, Scanner};
-use tollway_core::schema::Errors;
 
 /// Something a guardrail found; `start`/`end` index the Python string.
 #[pyclass(frozen, module = "tollway._core")]
@@ -20,9 +18,6 @@ struct Finding {
     #[pyo3(get)]
     end: usize,
 }
-
-/// A matched rule: input guardrail ids, output guardrail ids, rule id.
-type MatchedRule = (Vec<u32>, Vec<u32>, String);
 
 #[pymethods]
 impl Finding {
@@ -92,30 +87,20 @@ fn to_py(py: Python<'_>, text: &str, id: GuardrailId, f: &g::Finding) -> PyResul
     )
 }
 
-fn metadata_pairs(metadata: Option<&Bound<'_, PyDict>>) -> PyResult<Vec<(String, String)>> {
-    let mut out = Vec::new();
-    if let Some(d) = metadata {
-        for (k, v) in d.iter() {
-            out.push((k.extract()?, v.extract()?));
-        }
-    }
-    Ok(out)
-}
-
 /// The compiled guardrails of one config; immutable, shared by every request.
 #[pyclass(frozen, module = "tollway._core")]
-pub struct Guardrails {
+pub(crate) struct Guardrails {
     inner: Arc<GuardrailSet>,
 }
 
 impl Guardrails {
-    pub fn from_set(inner: Arc<GuardrailSet>) -> Self {
+    pub(crate) fn from_set(inner: Arc<GuardrailSet>) -> Self {
         Self { inner }
     }
 
     fn ids(&self, ids: Vec<u32>) -> PyResult<Vec<GuardrailId>> {
         match ids.iter().find(|&&id| self.inner.get(id).is_none()) {
-            Some(bad) => Err(PyValueError::new_err(format!("no guardrail with id {bad}"))),
+            Some(bad) => Err(invalid(format!("no guardrail with id {bad}"))),
             None => Ok(ids),
         }
     }
@@ -123,32 +108,6 @@ impl Guardrails {
 
 #[pymethods]
 impl Guardrails {
-    /// Compiles the `gateway-guardrails-config` documents among `[{"source": str, "doc":
-    /// {...}}, ...]` (the list `Engine` takes; other document types are skipped).
-    #[new]
-    fn new(documents_json: &[u8]) -> PyResult<Self> {
-        let docs: serde_json::Value = serde_json::from_slice(documents_json)
-            .map_err(|e| PyValueError::new_err(format!("documents are not valid JSON: {e}")))?;
-        let mut cfg = g::GuardrailsConfig::default();
-        let mut errs = Errors::new("");
-        for item in docs.as_array().map(Vec::as_slice).unwrap_or_default() {
-            let doc = item.get("doc").unwrap_or(item);
-            if doc.get("type").and_then(|t| t.as_str()) != Some("gateway-guardrails-config") {
-                continue;
-            }
-            errs.set_source(item.get("source").and_then(|s| s.as_str()).unwrap_or(""));
-            g::parse(doc, &mut cfg, &mut errs);
-        }
-        if !errs.is_empty() {
-            return Err(crate::errors::config_error(&errs.list));
-        }
-        GuardrailSet::compile(&cfg)
-            .map(|set| Self {
-                inner: Arc::new(set),
-            })
-            .map_err(|e| crate::errors::config_error(&e))
-    }
-
     #[getter]
     fn names(&self) -> Vec<String> {
         self.inner
@@ -166,7 +125,7 @@ impl Guardrails {
         let gr = self
             .inner
             .get(id)
-            .ok_or_else(|| PyValueError::new_err("no such guardrail id"))?;
+            .ok_or_else(|| invalid("no such guardrail id"))?;
         let (url, timeout_ms, headers) = match &gr.scanner {
             Scanner::Webhook {
                 url,
@@ -189,58 +148,6 @@ impl Guardrails {
             timeout_ms,
             headers,
             threshold,
-        })
-    }
-
-    /// `(input ids, output ids)` of the first rule matching the request.
-    #[pyo3(signature = (subject, model, metadata=None))]
-    fn for_request(
-        &self,
-        subject: &str,
-        model: &str,
-        metadata: Option<&Bound<'_, PyDict>>,
-    ) -> PyResult<(Vec<u32>, Vec<u32>)> {
-        let md = metadata_pairs(metadata)?;
-        let (i, o) = self.inner.for_request(subject, model, &md);
-        Ok((i.to_vec(), o.to_vec()))
-    }
-
-    /// The first matching rule as `(input ids, output ids, rule id)`, or None: one match
-    /// gives the request path both its guardrails and the id for its response header.
-    #[pyo3(signature = (subject, model, metadata=None))]
-    fn rule_for(
-        &self,
-        subject: &str,
-        model: &str,
-        metadata: Option<&Bound<'_, PyDict>>,
-    ) -> PyResult<Option<MatchedRule>> {
-        let md = metadata_pairs(metadata)?;
-        Ok(self
-            .inner
-            .matching_rule(subject, model, &md)
-            .map(|r| (r.input.to_vec(), r.output.to_vec(), r.id.clone())))
-    }
-
-    /// The id of the first rule matching the request (for `x-tfy-applied-configurations`).
-    #[pyo3(signature = (subject, model, metadata=None))]
-    fn rule_for_request(
-        &self,
-        subject: &str,
-        model: &str,
-        metadata: Option<&Bound<'_, PyDict>>,
-    ) -> PyResult<Option<String>> {
-        let md = metadata_pairs(metadata)?;
-        Ok(self
-            .inner
-            .matching_rule(subject, model, &md)
-            .map(|r| r.id.clone()))
-    }
-
-    /// `X-TFY-GUARDRAILS` to `(input ids, output ids)`, or a message for a 400.
-    fn parse_header(&self, py: Python<'_>, raw: &[u8]) -> PyResult<Py<PyAny>> {
-        Ok(match self.inner.parse_header(raw) {
-            Ok(ids) => ids.into_pyobject(py)?.into_any().unbind(),
-            Err(message) => message.into_pyobject(py)?.into_any().unbind(),
         })
     }
 
@@ -296,18 +203,6 @@ impl Guardrails {
         Ok(StreamRedactor {
             inner: self.inner.stream_redactor(&ids),
         })
-    }
-
-    /// Violation messages (naming keys, never values); empty when the metadata passes.
-    fn validate_metadata(&self, id: u32, metadata: &Bound<'_, PyDict>) -> PyResult<Vec<String>> {
-        self.ids(vec![id])?;
-        let md = metadata_pairs(Some(metadata))?;
-        Ok(self
-            .inner
-            .validate_metadata(id, &md)
-            .iter()
-            .map(ToString::to_string)
-            .collect())
     }
 }
 

@@ -1,18 +1,14 @@
 //! Python face of the stream meter and the token counters: conversions only.
 
-use std::sync::OnceLock;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
-
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
+use tollway_core::clock::Clock;
 use tollway_core::sse::{MeterOptions, StreamFormat};
 use tollway_core::tokens;
 
-/// Milliseconds on the meter's monotonic clock (its origin is the first call in the process).
+/// Milliseconds on the engine's monotonic clock (its origin is the first call in the process).
 fn clock_ms() -> f64 {
-    static ORIGIN: OnceLock<Instant> = OnceLock::new();
-    ORIGIN.get_or_init(Instant::now).elapsed().as_secs_f64() * 1000.0
+    Clock::System.now_ms_f64()
 }
 
 /// The meter's clock, for a `started_ms` taken before the meter exists (at request start).
@@ -59,13 +55,11 @@ impl SseMeter {
         include_usage: bool,
     ) -> PyResult<Self> {
         let format = StreamFormat::parse(format).ok_or_else(|| {
-            PyValueError::new_err(format!(
+            crate::errors::invalid(format!(
                 "format must be 'openai' or 'anthropic', not {format:?}"
             ))
         })?;
-        let created = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let created = Clock::System.wall_ms() / 1000;
         Ok(Self {
             inner: tollway_core::sse::SseMeter::new(MeterOptions {
                 format,

@@ -1,6 +1,5 @@
 //! Python face of the OTLP batch encoder: a JSON batch of records in, an export body out.
 
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use tollway_core::telemetry::otlp::{decode_batch, Encoding, SpanEncoder as CoreEncoder};
@@ -25,7 +24,7 @@ impl SpanEncoder {
         let encoding = match encoding {
             "proto" => Encoding::Protobuf,
             "json" => Encoding::Json,
-            _ => return Err(PyValueError::new_err("encoding must be 'proto' or 'json'")),
+            _ => return Err(crate::errors::invalid("encoding must be 'proto' or 'json'")),
         };
         Ok(Self {
             inner: CoreEncoder::new(service_name, &resource_attributes, exclude_request_data),
@@ -40,7 +39,7 @@ impl SpanEncoder {
         batch_json: &[u8],
     ) -> PyResult<(Bound<'py, PyBytes>, usize)> {
         let records = decode_batch(batch_json)
-            .map_err(|e| PyValueError::new_err(format!("bad telemetry batch: {e}")))?;
+            .map_err(|e| crate::errors::invalid(format!("bad telemetry batch: {e}")))?;
         let (body, n) = self.inner.encode(&records, self.encoding);
         Ok((PyBytes::new(py, &body), n))
     }

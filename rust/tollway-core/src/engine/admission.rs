@@ -1,9 +1,11 @@
 //! The per-request half of the engine: one `admit` call before the upstream, one `settle`
 //! after it. Admission decides in order: key (401), metadata (400), model (404), permission
-//! (403), routing order (404 for a virtual model no rule matches), budget, then rate limit
-//! (429) - so a request refused for any earlier reason consumes no quota.
+//! (403), routing order (404 for a virtual model no rule matches), guardrails (the rule's and
+//! `X-TFY-GUARDRAILS`, 400 for a bad header), budget, then rate limit (429) - so a request
+//! refused for any earlier reason consumes no quota.
 
 use crate::engine::{Engine, KeyId, TargetId};
+use crate::guardrails::{GuardrailId, Selection};
 use crate::limits::cost;
 use crate::limits::ratelimit::Ticket;
 use crate::limits::reserve::{self, RequestSize, Reservation};
@@ -76,8 +78,13 @@ pub struct Admission {
     pub limit_headers: Vec<(&'static str, String)>,
     /// JSON for `x-tfy-applied-configurations`, e.g. `{"load_balancing":"r1"}`; empty if none.
     pub applied: String,
-    /// Rule ids by kind, for telemetry: (routing, rate limit, budget).
-    pub rule_ids: [Option<String>; 3],
+    /// Rule ids by kind, for telemetry: (routing, rate limit, budget, guardrails).
+    pub rule_ids: [Option<String>; 4],
+    /// The guardrails this request runs (ids into `Engine::guardrails`).
+    pub guardrails: Selection,
+    /// What the selected metadata-validation guardrails found (by id; only those that flag):
+    /// decided here, where the merged metadata is, so it never crosses to Python and back.
+    pub metadata_violations: Vec<(GuardrailId, Vec<String>)>,
     /// The estimate held on the budgets until settle (given back if settle never comes).
     pub reservation: Option<Reservation>,
 }
@@ -132,11 +139,13 @@ impl Engine {
         authorization: Option<&str>,
         model: &str,
         metadata_header: Option<&[u8]>,
+        guardrails_header: Option<&[u8]>,
     ) -> Result<Admission, Denial> {
         self.admit_sized(
             authorization,
             model,
             metadata_header,
+            guardrails_header,
             RequestSize::default(),
         )
     }
@@ -148,11 +157,12 @@ impl Engine {
         authorization: Option<&str>,
         model: &str,
         metadata_header: Option<&[u8]>,
+        guardrails_header: Option<&[u8]>,
         size: RequestSize,
     ) -> Result<Admission, Denial> {
         let key_id = self.authenticate(authorization)?;
         // A refusal after authentication still says whose request it was (telemetry).
-        self.decide(key_id, model, metadata_header, size)
+        self.decide(key_id, model, metadata_header, guardrails_header, size)
             .map_err(|d| Denial {
                 key: Some(key_id),
                 ..d
@@ -165,6 +175,7 @@ impl Engine {
         key_id: KeyId,
         model: &str,
         metadata_header: Option<&[u8]>,
+        guardrails_header: Option<&[u8]>,
         size: RequestSize,
     ) -> Result<Admission, Denial> {
         let key = &self.keys[key_id as usize];
@@ -175,17 +186,27 @@ impl Engine {
             })?,
             None => Vec::new(),
         };
-        let Some(&model_id) = self.model_ids.get(model) else {
-            let msg = format!("The model '{}' does not exist", shorten(model, 100));
-            return Err(Denial::model(
-                404,
-                "invalid_request_error",
-                "model_not_found",
-                msg,
-            ));
+        let model_id = self.model_ids.get(model).copied();
+        let metadata = metadata::merge(request_meta, &key.metadata);
+        let facts = RequestFacts {
+            subject: &key.subject,
+            model,
+            metadata: &metadata,
         };
-        if !key.allowed[model_id as usize] {
-            let msg = format!("This key may not use the model '{}'", shorten(model, 100));
+        let matched = self.routing_rule(model_id, &facts);
+        // Messages are built only on refusal: nothing is allocated for an admitted request.
+        let name = || shorten(model, 100);
+        let not_found =
+            |msg: String| Denial::model(404, "invalid_request_error", "model_not_found", msg);
+        if model_id.is_none() && matched.is_none() {
+            return Err(not_found(format!("The model '{}' does not exist", name())));
+        }
+        let allowed = match model_id {
+            Some(id) => key.allowed[id as usize],
+            None => key.allowed_globs.is_match(model),
+        };
+        if !allowed {
+            let msg = format!("This key may not use the model '{}'", name());
             return Err(Denial::model(
                 403,
                 "permission_error",
@@ -193,41 +214,40 @@ impl Engine {
                 msg,
             ));
         }
-        let metadata = metadata::merge(request_meta, &key.metadata);
-        let matched = self.rules_by_model[model_id as usize]
-            .iter()
-            .copied()
-            .find(|&r| {
-                let when = &self.rules[r as usize].when;
-                when.matches_subject(&key.subject) && when.matches_metadata(&metadata)
-            });
-        let plans = match matched {
-            Some(r) => routing::order(
+        let plans = match (matched, model_id) {
+            (Some(r), _) => routing::order(
                 &self.rules[r as usize],
                 &self.plans,
                 &self.states,
                 &self.clock,
                 &self.rng,
             ),
-            None if (model_id as usize) < self.targets.len() => vec![model_id],
-            None => {
-                let msg = format!(
+            (None, Some(id)) if (id as usize) < self.targets.len() => vec![id],
+            (None, _) => {
+                return Err(not_found(format!(
                     "No routing rule for the virtual model '{}' matches this request",
-                    shorten(model, 100)
-                );
-                return Err(Denial::model(
-                    404,
-                    "invalid_request_error",
-                    "model_not_found",
-                    msg,
-                ));
+                    name()
+                )))
             }
         };
-        let facts = RequestFacts {
-            subject: &key.subject,
-            model,
-            metadata: &metadata,
-        };
+        let guardrails = self
+            .guardrails
+            .select(&facts, guardrails_header)
+            .map_err(|message| Denial {
+                param: Some("X-TFY-GUARDRAILS"),
+                ..Denial::new(400, "invalid_request_error", "invalid_guardrails", message)
+            })?;
+        let guardrail_rule = guardrails
+            .rule
+            .map(|r| self.guardrails.rules[r].id.as_str());
+        let metadata_violations = guardrails
+            .input
+            .iter()
+            .filter_map(|&id| {
+                let found = self.guardrails.validate_metadata(id, &metadata);
+                (!found.is_empty()).then(|| (id, found.iter().map(ToString::to_string).collect()))
+            })
+            .collect();
         let mut applied: Vec<(&str, &str)> = Vec::new();
         if let Some(r) = matched {
             applied.push(("load_balancing", &self.rules[r as usize].id));
@@ -275,10 +295,14 @@ impl Engine {
                 )
             });
         }
+        if let Some(id) = guardrail_rule {
+            applied.push(("guardrails", id));
+        }
         let rule_ids = [
             matched.map(|r| self.rules[r as usize].id.clone()),
             limit.rule.map(|r| self.rate_limiter.rule_id(r).to_owned()),
             budget.rule.map(|r| self.budgets.rule_id(r).to_owned()),
+            guardrail_rule.map(str::to_owned),
         ];
         let applied = if applied.is_empty() {
             String::new()
@@ -303,8 +327,27 @@ impl Engine {
             metadata,
             applied,
             rule_ids,
+            guardrails,
+            metadata_violations,
             reservation,
         })
+    }
+
+    /// The first routing rule that applies: among those naming the model (or naming none,
+    /// for a name nothing defines), the first whose subjects and metadata match.
+    fn routing_rule(
+        &self,
+        model_id: Option<super::ModelId>,
+        facts: &RequestFacts<'_>,
+    ) -> Option<u32> {
+        let candidates = match model_id {
+            Some(id) => &self.rules_by_model[id as usize],
+            None => &self.any_model_rules,
+        };
+        candidates
+            .iter()
+            .copied()
+            .find(|&r| self.rules[r as usize].when.matches(facts))
     }
 
     /// Feeds back one request: every attempt's outcome (latency scores, health), and the

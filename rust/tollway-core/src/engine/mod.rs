@@ -5,6 +5,7 @@
 
 use crate::clock::{Clock, Rng};
 use crate::config::{self, KeySecret, Provider, RawConfig, ServerSettings};
+use crate::guardrails::GuardrailSet;
 use crate::limits::cost::{CostTable, Price};
 use crate::limits::reserve::OutputEstimates;
 use crate::limits::{Budgets, RateLimiter, DEFAULT_MAX_ENTITIES};
@@ -17,6 +18,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 pub mod admission;
+mod warnings;
 
 pub use admission::{Admission, AttemptOutcome, Denial, Usage};
 use std::collections::HashMap;
@@ -48,6 +50,8 @@ pub struct Key {
     pub metadata: Metadata,
     /// Indexed by model id.
     pub(crate) allowed: Vec<bool>,
+    /// `allowed_models`, for names no account or rule defines (see [`Engine::any_model_rules`]).
+    pub(crate) allowed_globs: globset::GlobSet,
 }
 
 #[derive(Debug)]
@@ -59,7 +63,10 @@ pub struct Engine {
     /// Every name a client may ask for: targets first (model id == target id), then virtual.
     pub model_names: Vec<String>,
     pub(crate) model_ids: HashMap<String, ModelId>,
+    /// Per model id, the routing rules that may apply to it, in config order.
     pub(crate) rules_by_model: Vec<Vec<u32>>,
+    /// Rules without `when.models`: they apply to any name, even one nothing else defines.
+    pub(crate) any_model_rules: Vec<u32>,
     pub rules: Vec<Rule>,
     /// Plan `i < targets.len()` is the direct plan of target `i`; rule slots follow.
     pub plans: Vec<Plan>,
@@ -70,8 +77,12 @@ pub struct Engine {
     pub budgets: Budgets,
     /// Per target, the answer length a budget reserves for when `max_tokens` is unset.
     pub output_estimates: OutputEstimates,
+    /// Every guardrail scanner, compiled once; requests get ids into it from `admit`.
+    pub guardrails: Arc<GuardrailSet>,
     pub clock: Arc<Clock>,
     pub(crate) rng: Rng,
+    /// Valid but surely not meant (see `warnings.rs`): printed by `check-config`, logged on load.
+    pub warnings: Vec<ConfigError>,
 }
 
 impl Engine {
@@ -92,11 +103,13 @@ impl Engine {
     }
 
     fn build(raw: RawConfig, clock: Arc<Clock>, errs: &mut Errors) -> Self {
-        // Guardrail scanners are compiled by the Python binding from the same documents;
-        // compiling here reports their errors (names, patterns) with everything else.
-        if let Err(list) = crate::guardrails::GuardrailSet::compile(&raw.guardrails) {
-            errs.list.extend(list);
-        }
+        let guardrails = match GuardrailSet::compile(&raw.guardrails) {
+            Ok(set) => set,
+            Err(list) => {
+                errs.list.extend(list);
+                GuardrailSet::default()
+            }
+        };
         let prices = CostTable::bundled();
         let mut targets = Vec::new();
         let mut target_ids = HashMap::new();
@@ -160,12 +173,19 @@ impl Engine {
             &mut plans,
             errs,
         );
-        let mut rules_by_model = vec![Vec::new(); model_names.len()];
+        let mut rules_by_model: Vec<Vec<u32>> = vec![Vec::new(); model_names.len()];
+        let mut any_model_rules = Vec::new();
         for (r, rule) in rules.iter().enumerate() {
-            for m in rule.when.models.iter().flatten() {
+            let r = r as u32;
+            let Some(models) = &rule.when.models else {
+                any_model_rules.push(r);
+                rules_by_model.iter_mut().for_each(|list| list.push(r));
+                continue;
+            };
+            for m in models {
                 if let Some(&id) = model_ids.get(m) {
-                    if !rules_by_model[id as usize].contains(&(r as u32)) {
-                        rules_by_model[id as usize].push(r as u32);
+                    if !rules_by_model[id as usize].contains(&r) {
+                        rules_by_model[id as usize].push(r);
                     }
                 }
             }
@@ -208,10 +228,21 @@ impl Engine {
                 subject: k.subject.clone(),
                 metadata: k.metadata.clone(),
                 allowed: model_names.iter().map(|m| set.is_match(m)).collect(),
+                allowed_globs: set,
             });
         }
         errs.set_source("");
         let targets_len = targets.len();
+        let warnings = warnings::find(
+            &raw,
+            &warnings::Compiled {
+                targets: &targets,
+                model_names: &model_names,
+                model_ids: &model_ids,
+                rules: &rules,
+                plans: &plans,
+            },
+        );
         let states = targets
             .iter()
             .map(|_| Arc::new(TargetState::default()))
@@ -224,6 +255,7 @@ impl Engine {
             model_names,
             model_ids,
             rules_by_model,
+            any_model_rules,
             rules,
             plans,
             keys,
@@ -233,7 +265,9 @@ impl Engine {
             rate_limiter: RateLimiter::new(raw.rate_limits, DEFAULT_MAX_ENTITIES),
             budgets: Budgets::new(raw.budgets, DEFAULT_MAX_ENTITIES),
             output_estimates: OutputEstimates::new(targets_len),
+            guardrails: Arc::new(guardrails),
             rng: Rng::from_time(),
+            warnings,
         }
     }
 
@@ -374,7 +408,7 @@ mod tests {
     fn admits_a_known_key_to_an_allowed_target() {
         let e = engine();
         let a = e
-            .admit(Some("Bearer secret-all-1"), "mock/big", None)
+            .admit(Some("Bearer secret-all-1"), "mock/big", None, None)
             .unwrap();
         let t = &e.targets[e.plans[a.plans[0] as usize].target as usize];
         assert_eq!(
@@ -391,7 +425,7 @@ mod tests {
     fn denials_have_the_right_status_in_the_right_order() {
         let e = engine();
         let status = |auth: Option<&str>, model: &str, meta: Option<&[u8]>| {
-            e.admit(auth, model, meta).err().map(|d| d.status)
+            e.admit(auth, model, meta, None).err().map(|d| d.status)
         };
         assert_eq!(status(None, "mock/big", None), Some(401));
         assert_eq!(status(Some("Bearer nope-nope"), "nope", None), Some(401));
@@ -425,6 +459,7 @@ mod tests {
                 Some("Bearer secret-small"),
                 "mock/gpt-4o-mini",
                 Some(br#"{"team":"x","p":"1"}"#),
+                None,
             )
             .unwrap();
         assert_eq!(

@@ -25,7 +25,7 @@ impl Operation {
 }
 
 /// What a finding or an error does to the request; the rollout path is
-/// audit -> enforce_but_ignore_on_error -> enforce.
+/// audit -> enforce_but_ignore_on_error -> enforce, spelled `mode: audit -> enforce -> strict`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Strategy {
     Enforce,
@@ -35,6 +35,27 @@ pub enum Strategy {
 
 impl Strategy {
     pub const NAMES: [&'static str; 3] = ["enforce", "enforce_but_ignore_on_error", "audit"];
+    /// The same three by the rollout names of `mode:`; note that `mode: enforce` lets a
+    /// request through when the guardrail itself fails, like `enforce_but_ignore_on_error`.
+    pub const MODE_NAMES: [&'static str; 3] = ["audit", "enforce", "strict"];
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "enforce" => Some(Self::Enforce),
+            "enforce_but_ignore_on_error" => Some(Self::EnforceButIgnoreOnError),
+            "audit" => Some(Self::Audit),
+            _ => None,
+        }
+    }
+
+    fn from_mode(s: &str) -> Option<Self> {
+        match s {
+            "audit" => Some(Self::Audit),
+            "enforce" => Some(Self::EnforceButIgnoreOnError),
+            "strict" => Some(Self::Enforce),
+            _ => None,
+        }
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -114,6 +135,8 @@ pub struct GuardrailConfig {
     pub source: String,
     pub path: String,
     pub name: String,
+    /// The `name` of the document it is in: `X-TFY-GUARDRAILS` may say `<group>/<name>`.
+    pub group: Option<String>,
     pub operation: Operation,
     pub strategy: Strategy,
     pub options: KindOptions,
@@ -136,7 +159,7 @@ pub struct GuardrailsConfig {
     pub rules: Vec<GuardrailRuleConfig>,
 }
 
-const COMMON: [&str; 4] = ["name", "kind", "operation", "enforcing_strategy"];
+const COMMON: [&str; 5] = ["name", "kind", "operation", "enforcing_strategy", "mode"];
 /// Options by kind; an option given to a kind it does not fit is an error naming the kind.
 const OPTIONS: [(&str, &[&str]); 6] = [
     ("pii", &["categories"]),
@@ -154,9 +177,10 @@ pub fn parse(doc: &Value, out: &mut GuardrailsConfig, errs: &mut Errors) {
     let Some(f) = Fields::new(doc, "", &["type", "name", "guardrails", "rules"], errs) else {
         return;
     };
-    f.string("name", errs);
+    let group = f.string("name", errs);
     for (path, item) in f.list("guardrails", errs).unwrap_or_default() {
-        if let Some(g) = parse_guardrail(item, &path, errs) {
+        if let Some(mut g) = parse_guardrail(item, &path, errs) {
+            g.group.clone_from(&group);
             if out.guardrails.iter().any(|o| o.name == g.name) {
                 errs.push(
                     &format!("{path}.name"),
@@ -204,16 +228,7 @@ fn parse_guardrail(v: &Value, path: &str, errs: &mut Errors) -> Option<Guardrail
         None if f.has("operation") => None,
         None => Some(Operation::Validate),
     };
-    let strategy = match f
-        .choice("enforcing_strategy", &Strategy::NAMES, errs)
-        .as_deref()
-    {
-        Some("audit") => Some(Strategy::Audit),
-        Some("enforce_but_ignore_on_error") => Some(Strategy::EnforceButIgnoreOnError),
-        Some(_) => Some(Strategy::Enforce),
-        None if f.has("enforcing_strategy") => None,
-        None => Some(Strategy::Enforce),
-    };
+    let strategy = parse_strategy(&f, errs);
     let kind = kind?;
     for (k, opts) in OPTIONS {
         if k == kind {
@@ -237,6 +252,7 @@ fn parse_guardrail(v: &Value, path: &str, errs: &mut Errors) -> Option<Guardrail
         );
     }
     Some(GuardrailConfig {
+        group: None,
         source: errs.source().to_owned(),
         path: path.to_owned(),
         name: name?,
@@ -244,6 +260,27 @@ fn parse_guardrail(v: &Value, path: &str, errs: &mut Errors) -> Option<Guardrail
         strategy: strategy?,
         options: options?,
     })
+}
+
+/// `enforcing_strategy` or `mode` (either spelling, not both); enforce when neither is given.
+fn parse_strategy(f: &Fields<'_>, errs: &mut Errors) -> Option<Strategy> {
+    match (f.has("enforcing_strategy"), f.has("mode")) {
+        (true, true) => {
+            errs.push(
+                &f.path("mode"),
+                "give either mode (audit|enforce|strict) or enforcing_strategy \
+                 (audit|enforce_but_ignore_on_error|enforce), not both",
+            );
+            None
+        }
+        (true, false) => f
+            .choice("enforcing_strategy", &Strategy::NAMES, errs)
+            .and_then(|s| Strategy::parse(&s)),
+        (false, true) => f
+            .choice("mode", &Strategy::MODE_NAMES, errs)
+            .and_then(|s| Strategy::from_mode(&s)),
+        (false, false) => Some(Strategy::Enforce),
+    }
 }
 
 fn parse_options(f: &Fields<'_>, kind: &str, errs: &mut Errors) -> Option<KindOptions> {

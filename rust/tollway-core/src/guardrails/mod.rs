@@ -18,7 +18,7 @@ pub use metadata_rules::{MetadataRules, MetadataViolation};
 pub use redact::StreamRedactor;
 
 use crate::schema::{ConfigError, Errors};
-use crate::when::When;
+use crate::when::{RequestFacts, When};
 use injection::InjectionScanner;
 use patterns::{PatternSet, Spec};
 use std::sync::Arc;
@@ -51,6 +51,7 @@ pub enum Scanner {
 #[derive(Debug)]
 pub struct Guardrail {
     pub name: String,
+    pub group: Option<String>,
     pub kind: &'static str,
     pub operation: Operation,
     pub strategy: Strategy,
@@ -63,6 +64,35 @@ pub struct GuardrailRule {
     pub when: When,
     pub input: Vec<GuardrailId>,
     pub output: Vec<GuardrailId>,
+}
+
+/// The `X-TFY-GUARDRAILS` fields, in the order errors list them.
+pub const HEADER_FIELDS: [&str; 4] = [
+    "llm_input_guardrails",
+    "llm_output_guardrails",
+    "mcp_tool_pre_invoke_guardrails",
+    "mcp_tool_post_invoke_guardrails",
+];
+
+/// The guardrails one request runs, by id, and the rule that chose them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selection {
+    pub input: Vec<GuardrailId>,
+    pub output: Vec<GuardrailId>,
+    /// For MCP tool calls: run on a tool's arguments, and on its result.
+    pub tool_pre: Vec<GuardrailId>,
+    pub tool_post: Vec<GuardrailId>,
+    /// The index of the guardrails rule that matched.
+    pub rule: Option<usize>,
+}
+
+impl Selection {
+    pub fn is_empty(&self) -> bool {
+        self.input.is_empty()
+            && self.output.is_empty()
+            && self.tool_pre.is_empty()
+            && self.tool_post.is_empty()
+    }
 }
 
 /// One built-in guardrail run on one text.
@@ -132,6 +162,7 @@ impl GuardrailSet {
             match built {
                 Ok(scanner) => guardrails.push(Guardrail {
                     name: g.name.clone(),
+                    group: g.group.clone(),
                     kind: g.options.kind_name(),
                     operation: g.operation,
                     strategy: g.strategy,
@@ -205,51 +236,50 @@ impl GuardrailSet {
         self.guardrails.iter().map(|g| g.name.as_str()).collect()
     }
 
+    /// A guardrail by its name, or by `<group>/<name>` where the group is the `name` of its
+    /// `gateway-guardrails-config` document (as TrueFoundry addresses them).
     pub fn id(&self, name: &str) -> Option<GuardrailId> {
-        self.guardrails
+        let found = self
+            .guardrails
             .iter()
             .position(|g| g.name == name)
-            .and_then(|i| u32::try_from(i).ok())
+            .or_else(|| {
+                let (group, name) = name.split_once('/')?;
+                self.guardrails
+                    .iter()
+                    .position(|g| g.name == name && g.group.as_deref() == Some(group))
+            });
+        found.and_then(|i| u32::try_from(i).ok())
     }
 
     pub fn get(&self, id: GuardrailId) -> Option<&Guardrail> {
         self.guardrails.get(id as usize)
     }
 
-    /// The first rule whose `when` matches the request (subjects, model asked for, metadata).
-    pub fn matching_rule(
+    /// The guardrails of one request: the first matching rule's, then those `X-TFY-GUARDRAILS`
+    /// adds (each id once, in order). The error is a client-facing message for a 400.
+    pub fn select(
         &self,
-        subject: &str,
-        model: &str,
-        metadata: &[(String, String)],
-    ) -> Option<&GuardrailRule> {
-        self.rules.iter().find(|r| {
-            r.when.matches_subject(subject)
-                && r.when
-                    .models
-                    .as_ref()
-                    .is_none_or(|m| m.iter().any(|m| m == model))
-                && r.when.matches_metadata(metadata)
-        })
-    }
-
-    /// The input and output guardrails for a request, by the first matching rule.
-    pub fn for_request(
-        &self,
-        subject: &str,
-        model: &str,
-        metadata: &[(String, String)],
-    ) -> (&[GuardrailId], &[GuardrailId]) {
-        match self.matching_rule(subject, model, metadata) {
-            Some(r) => (&r.input, &r.output),
-            None => (&[], &[]),
+        facts: &RequestFacts<'_>,
+        header: Option<&[u8]>,
+    ) -> Result<Selection, String> {
+        let mut sel = Selection::default();
+        if let Some(r) = self.rules.iter().position(|r| r.when.matches(facts)) {
+            let rule = &self.rules[r];
+            sel.input.clone_from(&rule.input);
+            sel.output.clone_from(&rule.output);
+            sel.rule = Some(r);
         }
+        if let Some(raw) = header {
+            self.add_header(raw, &mut sel)?;
+        }
+        Ok(sel)
     }
 
-    /// `X-TFY-GUARDRAILS: {"llm_input_guardrails": [..], "llm_output_guardrails": [..]}`; the
-    /// error is a client-facing message for a 400 (names are echoed: they are config, and the
-    /// client wrote them).
-    pub fn parse_header(&self, raw: &[u8]) -> Result<(Vec<GuardrailId>, Vec<GuardrailId>), String> {
+    /// `X-TFY-GUARDRAILS: {"llm_input_guardrails": [..], "llm_output_guardrails": [..],
+    /// "mcp_tool_pre_invoke_guardrails": [..], "mcp_tool_post_invoke_guardrails": [..]}`, names
+    /// or `<group>/<name>`. Names are echoed in errors: they are config, and the client wrote them.
+    fn add_header(&self, raw: &[u8], sel: &mut Selection) -> Result<(), String> {
         const MAX: usize = 4096;
         if raw.len() > MAX {
             return Err(format!("X-TFY-GUARDRAILS is longer than {MAX} bytes"));
@@ -259,13 +289,18 @@ impl GuardrailSet {
         let serde_json::Value::Object(map) = v else {
             return Err("X-TFY-GUARDRAILS must be a JSON object".to_owned());
         };
-        let mut lists = (Vec::new(), Vec::new());
         for (k, v) in &map {
-            let list = match k.as_str() {
-                "llm_input_guardrails" => &mut lists.0,
-                "llm_output_guardrails" => &mut lists.1,
+            let (list, checks_output) = match k.as_str() {
+                "llm_input_guardrails" => (&mut sel.input, false),
+                "llm_output_guardrails" => (&mut sel.output, true),
+                "mcp_tool_pre_invoke_guardrails" => (&mut sel.tool_pre, false),
+                "mcp_tool_post_invoke_guardrails" => (&mut sel.tool_post, true),
                 _ => {
-                    return Err("X-TFY-GUARDRAILS has an unknown field (known: llm_input_guardrails, llm_output_guardrails)".to_owned())
+                    return Err(format!(
+                        "X-TFY-GUARDRAILS has an unknown field '{}' (known: {})",
+                        crate::schema::shorten(k, 64),
+                        HEADER_FIELDS.join(", ")
+                    ))
                 }
             };
             let items = v
@@ -275,12 +310,13 @@ impl GuardrailSet {
                 let name = item
                     .as_str()
                     .ok_or_else(|| format!("X-TFY-GUARDRAILS {k} must be a list of names"))?;
-                let id = self
-                    .id(name)
-                    .ok_or_else(|| format!("unknown guardrail '{name}' in X-TFY-GUARDRAILS"))?;
-                if k == "llm_output_guardrails"
-                    && self.guardrails[id as usize].kind == "metadata-validation"
-                {
+                let id = self.id(name).ok_or_else(|| {
+                    format!(
+                        "unknown guardrail '{}' in X-TFY-GUARDRAILS {k}",
+                        crate::schema::shorten(name, 100)
+                    )
+                })?;
+                if checks_output && self.guardrails[id as usize].kind == "metadata-validation" {
                     return Err(format!(
                         "guardrail '{name}' checks the request; list it in llm_input_guardrails"
                     ));
@@ -290,7 +326,7 @@ impl GuardrailSet {
                 }
             }
         }
-        Ok(lists)
+        Ok(())
     }
 
     /// Runs one built-in guardrail on a text; `None` for webhooks and metadata validation,

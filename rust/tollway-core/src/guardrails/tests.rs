@@ -119,6 +119,46 @@ fn config_errors_are_all_reported_with_paths() {
 }
 
 #[test]
+fn mode_and_enforcing_strategy_are_two_spellings_of_one_setting() {
+    use config::Strategy::{Audit, Enforce, EnforceButIgnoreOnError};
+    let hook = |extra: Value| {
+        let mut g = json!({"name": "h", "kind": "webhook", "url": "http://127.0.0.1:9/"});
+        g.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        parse_doc(&json!({"type": "gateway-guardrails-config", "guardrails": [g]}))
+    };
+    for (extra, want) in [
+        (json!({}), Enforce),
+        (json!({"mode": "audit"}), Audit),
+        (json!({"mode": "enforce"}), EnforceButIgnoreOnError),
+        (json!({"mode": "strict"}), Enforce),
+        (json!({"enforcing_strategy": "audit"}), Audit),
+        (
+            json!({"enforcing_strategy": "enforce_but_ignore_on_error"}),
+            EnforceButIgnoreOnError,
+        ),
+        (json!({"enforcing_strategy": "enforce"}), Enforce),
+    ] {
+        let (cfg, errs) = hook(extra.clone());
+        assert!(errs.is_empty(), "{extra}: {errs:?}");
+        assert_eq!(cfg.guardrails[0].strategy, want, "{extra}");
+    }
+    let (cfg, errs) = hook(json!({"mode": "strict", "enforcing_strategy": "enforce"}));
+    assert!(cfg.guardrails.is_empty());
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].starts_with("g.yaml: guardrails[0].mode: give either mode (audit|enforce|strict) or enforcing_strategy"),
+        "{errs:?}"
+    );
+    let (_, errs) = hook(json!({"mode": "enforce_but_ignore_on_error"}));
+    assert!(
+        errs[0].starts_with("g.yaml: guardrails[0].mode: 'enforce_but_ignore_on_error' is not one of: audit, enforce, strict"),
+        "{errs:?}"
+    );
+}
+
+#[test]
 fn rules_must_name_known_guardrails_in_the_right_list() {
     let (cfg, errs) = parse_doc(&json!({
         "type": "gateway-guardrails-config",
@@ -147,14 +187,20 @@ fn rules_must_name_known_guardrails_in_the_right_list() {
 fn the_first_matching_rule_picks_the_guardrails() {
     let set = all_builtins();
     let ids = |names: &[&str]| names.iter().map(|n| set.id(n).unwrap()).collect::<Vec<_>>();
-    let (i, o) = set.for_request("team:eng", "gpt-4o", &[]);
+    let facts = |subject, model| RequestFacts {
+        subject,
+        model,
+        metadata: &[],
+    };
+    let sel = set.select(&facts("team:eng", "gpt-4o"), None).unwrap();
     assert_eq!(
-        (i.to_vec(), o.to_vec()),
+        (sel.input, sel.output),
         (ids(&["injection", "pii"]), ids(&["secrets"]))
     );
-    let (i, o) = set.for_request("user:bob", "gpt-4o", &[]);
-    assert_eq!((i.to_vec(), o.to_vec()), (ids(&["pii"]), vec![]));
-    assert_eq!(set.matching_rule("user:bob", "m", &[]).unwrap().id, "all");
+    let sel = set.select(&facts("user:bob", "gpt-4o"), None).unwrap();
+    assert_eq!((sel.input, sel.output), (ids(&["pii"]), vec![]));
+    let rule = set.select(&facts("user:bob", "m"), None).unwrap().rule;
+    assert_eq!(set.rules[rule.unwrap()].id, "all");
     let g = set.get(set.id("hook").unwrap()).unwrap();
     assert_eq!(
         (g.kind, g.strategy, g.operation),
@@ -165,14 +211,22 @@ fn the_first_matching_rule_picks_the_guardrails() {
 #[test]
 fn the_request_header_adds_guardrails_by_name() {
     let set = all_builtins();
-    let (i, o) = set
-        .parse_header(br#"{"llm_input_guardrails": ["tickets", "tickets"], "llm_output_guardrails": ["pii"]}"#)
+    // The catch-all rule gives pii; the header adds to it, each guardrail once.
+    let facts = RequestFacts {
+        subject: "user:bob",
+        model: "gpt-4o",
+        metadata: &[],
+    };
+    let header = |raw: &[u8]| set.select(&facts, Some(raw));
+    let sel = header(br#"{"llm_input_guardrails": ["tickets", "safety/tickets"], "llm_output_guardrails": ["pii"], "mcp_tool_pre_invoke_guardrails": ["safety/secrets"]}"#)
         .unwrap();
     assert_eq!(
-        (i, o),
+        (sel.input, sel.output, sel.tool_pre, sel.tool_post),
         (
-            vec![set.id("tickets").unwrap()],
-            vec![set.id("pii").unwrap()]
+            vec![set.id("pii").unwrap(), set.id("tickets").unwrap()],
+            vec![set.id("pii").unwrap()],
+            vec![set.id("secrets").unwrap()],
+            vec![],
         )
     );
     for (raw, want) in [
@@ -184,7 +238,11 @@ fn the_request_header_adds_guardrails_by_name() {
             br#"{"llm_output_guardrails": ["meta"]}"#,
             "checks the request",
         ),
-        (br#"{"other": []}"#, "unknown field"),
+        (br#"{"other": []}"#, "unknown field 'other'"),
+        (
+            br#"{"llm_input_guardrails": ["other-group/pii"]}"#,
+            "unknown guardrail 'other-group/pii'",
+        ),
         (br#"["pii"]"#, "must be a JSON object"),
         (
             br#"{"llm_input_guardrails": "pii"}"#,
@@ -192,7 +250,7 @@ fn the_request_header_adds_guardrails_by_name() {
         ),
         (b"{", "not valid JSON"),
     ] {
-        let e = set.parse_header(raw).unwrap_err();
+        let e = header(raw).unwrap_err();
         assert!(e.contains(want), "{e:?} should contain {want:?}");
     }
 }

@@ -12,13 +12,15 @@
 
 use super::config::{BudgetPeriod, BudgetRule, KeyPart};
 use super::entity::entity_key;
-use super::lease::{Lease, LeaseWant, Tick};
+use super::lease::Lease;
 use super::map::BoundedMap;
-use super::reserve::{Held, Reservation};
-use super::{when_matches, Delta, RequestFacts};
+use super::reserve::{Held, Release, Reservation};
+use super::RequestFacts;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+mod shared;
 
 const DAY_MS: u64 = 86_400_000;
 
@@ -180,7 +182,7 @@ impl Inner {
 }
 
 #[derive(Debug)]
-pub(super) struct Shared {
+struct Shared {
     id: Arc<str>,
     shape: (BudgetPeriod, Vec<KeyPart>),
     inner: Mutex<Inner>,
@@ -196,18 +198,18 @@ pub(super) struct Shared {
     audit_would_block: AtomicU64,
 }
 
+impl Release for Shared {
+    /// Gives back a reservation (settled, or the request never ran).
+    fn release(&self, entity: u64, usd: f64) {
+        if let Some(s) = self.lock().spend.get_mut(entity) {
+            s.reserved = (s.reserved - usd).max(0.0);
+        }
+    }
+}
+
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Gives back a reservation made in `period` (settled, or the request never ran).
-    pub(super) fn release(&self, entity: u64, period: u64, usd: f64) {
-        if let Some(s) = self.lock().spend.get_mut(entity) {
-            if s.period == period || s.reserved > 0.0 {
-                s.reserved = (s.reserved - usd).max(0.0);
-            }
-        }
     }
 
     fn leasing(&self) -> Option<u32> {
@@ -346,7 +348,7 @@ impl Budgets {
             .budgets
             .iter()
             .enumerate()
-            .find(|(_, b)| when_matches(&b.rule.when, facts))
+            .find(|(_, b)| b.rule.when.matches(facts))
         else {
             return (BudgetDecision::UNLIMITED, None);
         };
@@ -422,11 +424,7 @@ impl Budgets {
 
     fn reserve(&self, wall_ms: u64, facts: &RequestFacts<'_>, usd: f64) -> Reservation {
         let mut held = Vec::new();
-        for b in self
-            .budgets
-            .iter()
-            .filter(|b| when_matches(&b.rule.when, facts))
-        {
+        for b in self.budgets.iter().filter(|b| b.rule.when.matches(facts)) {
             let period = b.rule.period.index(wall_ms);
             let entity = entity_key(&b.rule.applies_per, facts);
             let mut guard = b.state.lock();
@@ -436,9 +434,8 @@ impl Budgets {
             s.roll(period);
             s.reserved += usd;
             held.push(Held {
-                state: Arc::clone(&b.state),
+                state: Arc::clone(&b.state) as Arc<dyn Release>,
                 entity,
-                period,
                 usd,
             });
         }
@@ -465,11 +462,7 @@ impl Budgets {
         if usd <= 0.0 || !usd.is_finite() {
             return;
         }
-        for b in self
-            .budgets
-            .iter()
-            .filter(|b| when_matches(&b.rule.when, facts))
-        {
+        for b in self.budgets.iter().filter(|b| b.rule.when.matches(facts)) {
             let period = b.rule.period.index(wall_ms);
             let entity = entity_key(&b.rule.applies_per, facts);
             let syncing = b.state.syncing.load(Ordering::Relaxed);
@@ -504,191 +497,6 @@ impl Budgets {
                 }
             }
         }
-    }
-
-    /// Spend not yet handed to the sync task, per (rule, entity, period index); the first
-    /// call switches tracking on.
-    pub fn drain_deltas(&self) -> Vec<Delta> {
-        let mut out = Vec::new();
-        for b in &self.budgets {
-            b.state.syncing.store(true, Ordering::Relaxed);
-            let mut guard = b.state.lock();
-            let inner = &mut *guard;
-            let mut take = |entity: u64, s: &mut Spend| {
-                if s.unsynced != 0.0 {
-                    let amount = std::mem::take(&mut s.unsynced);
-                    s.pushed += amount;
-                    out.push(Delta {
-                        rule_id: Arc::clone(&b.state.id),
-                        entity,
-                        window: s.period,
-                        amount,
-                    });
-                }
-            };
-            if std::mem::take(&mut inner.dirty_overflow) {
-                inner.dirty.clear();
-                for (&entity, s) in inner.spend.iter_mut() {
-                    take(entity, s);
-                }
-            } else {
-                for entity in std::mem::take(&mut inner.dirty) {
-                    if let Some(s) = inner.spend.get_mut(entity) {
-                        take(entity, s);
-                    }
-                }
-            }
-        }
-        out
-    }
-
-    /// Applies the global spend (all replicas, this one included) of one (rule, entity,
-    /// period). Returns false for an unknown rule id.
-    pub fn apply_remote(
-        &self,
-        wall_ms: u64,
-        rule_id: &str,
-        entity: u64,
-        period: u64,
-        total: f64,
-    ) -> bool {
-        let Some(b) = self.budgets.iter().find(|b| &*b.state.id == rule_id) else {
-            return false;
-        };
-        let current = b.rule.period.index(wall_ms);
-        if period < current {
-            return true;
-        }
-        let mut guard = b.state.lock();
-        let inner = &mut *guard;
-        let s = inner
-            .spend
-            .entry(entity, || Spend::fresh(period), |s| s.idle(current));
-        if period < s.period {
-            return true;
-        }
-        s.roll(period);
-        apply_total(
-            s,
-            entity,
-            total,
-            &mut inner.dirty,
-            &mut inner.dirty_overflow,
-        );
-        true
-    }
-
-    /// The entities whose lease needs the store this tick: slices to ask for, and idle
-    /// leases handed back (as negative spend for the next drain).
-    pub fn lease_tick(&self, wall_ms: u64) -> Vec<LeaseWant> {
-        let mut out = Vec::new();
-        for b in &self.budgets {
-            if b.state.leasing().is_none() {
-                continue;
-            }
-            let period = b.rule.period.index(wall_ms);
-            let keep = b.rule.limit_usd * 0.01;
-            let mut guard = b.state.lock();
-            let inner = &mut *guard;
-            let entities: Vec<u64> = inner.leasing.iter().copied().collect();
-            for entity in entities {
-                let Some(s) = inner.spend.get_mut(entity) else {
-                    inner.leasing.remove(&entity);
-                    continue;
-                };
-                match s.lease.tick(keep) {
-                    Tick::Ask => out.push(LeaseWant {
-                        rule_id: Arc::clone(&b.state.id),
-                        entity,
-                        window: period,
-                        limit: b.rule.limit_usd,
-                        unit: 0.0,
-                    }),
-                    Tick::Return(usd) => {
-                        let first = s.unsynced == 0.0;
-                        s.unsynced -= usd;
-                        if first {
-                            inner.mark_dirty(entity);
-                        }
-                    }
-                    Tick::Keep(true) => {}
-                    Tick::Keep(false) => {
-                        s.lease.tracked = false;
-                        inner.leasing.remove(&entity);
-                    }
-                }
-            }
-        }
-        out
-    }
-
-    /// A slice granted by the store, with the counter's total after it.
-    pub fn apply_lease(
-        &self,
-        wall_ms: u64,
-        rule_id: &str,
-        entity: u64,
-        period: u64,
-        grant: f64,
-        total: f64,
-    ) -> bool {
-        let Some(b) = self.budgets.iter().find(|b| &*b.state.id == rule_id) else {
-            return false;
-        };
-        if period < b.rule.period.index(wall_ms) {
-            return true;
-        }
-        let mut guard = b.state.lock();
-        let inner = &mut *guard;
-        let s = inner
-            .spend
-            .entry(entity, || Spend::fresh(period), |s| s.idle(period));
-        if period < s.period {
-            return true;
-        }
-        s.roll(period);
-        s.lease.grant(grant);
-        s.pushed += grant.max(0.0);
-        track(&mut s.lease, entity, &mut inner.leasing);
-        if let Some(s) = inner.spend.get_mut(entity) {
-            apply_total(
-                s,
-                entity,
-                total,
-                &mut inner.dirty,
-                &mut inner.dirty_overflow,
-            );
-        }
-        true
-    }
-
-    /// Leasing on (`replicas` >= 1, the store answers) or off (0).
-    pub fn set_replicas(&self, replicas: u32) {
-        for b in &self.budgets {
-            b.state.replicas.store(replicas, Ordering::Relaxed);
-        }
-    }
-
-    /// While the shared store is unreachable, each of `replicas` replicas may spend only
-    /// `1/replicas` of what was left of each budget when the outage began (a conservative
-    /// local reservation); 1 restores the synced view. Lives with the rule's state, so a
-    /// reload's adopted rules keep it.
-    pub fn set_share(&self, replicas: u32) {
-        let n = replicas.max(1);
-        for b in &self.budgets {
-            let old = b.state.share.swap(n, Ordering::Relaxed);
-            if n > 1 && old <= 1 {
-                b.state.outage.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    }
-
-    /// The period of a rule (what its shared counters count per).
-    pub fn period(&self, rule_id: &str) -> Option<BudgetPeriod> {
-        self.budgets
-            .iter()
-            .find(|b| &*b.state.id == rule_id)
-            .map(|b| b.rule.period)
     }
 
     pub fn stats(&self) -> Vec<BudgetStats> {
@@ -729,25 +537,6 @@ fn track(lease: &mut Lease, entity: u64, leasing: &mut HashSet<u64>) {
         lease.tracked = true;
         leasing.insert(entity);
     }
-}
-
-/// Applies a counter's global total to an entry rolled to the counter's period.
-fn apply_total(s: &mut Spend, entity: u64, total: f64, dirty: &mut Vec<u64>, overflow: &mut bool) {
-    if super::lost(total, s.pushed) {
-        // The shared counter lost our part (the store restarted empty, or evicted the
-        // key): the next drain hands it over again.
-        if s.unsynced == 0.0 {
-            if dirty.len() < DIRTY_CAP {
-                dirty.push(entity);
-            } else {
-                *overflow = true;
-            }
-        }
-        s.unsynced += s.pushed;
-        s.pushed = 0.0;
-        return;
-    }
-    s.others = s.others.max(total - s.pushed);
 }
 
 const DIRTY_CAP: usize = 65_536;

@@ -24,25 +24,7 @@ pub use reserve::{RequestSize, Reservation};
 /// Default cap on the entities (buckets or budgets) each rule keeps in memory.
 pub const DEFAULT_MAX_ENTITIES: usize = 100_000;
 
-/// What limits and budgets look at in a request.
-#[derive(Debug, Clone, Copy)]
-pub struct RequestFacts<'a> {
-    /// `user:<id>`, `team:<id>` or `virtualaccount:<id>`.
-    pub subject: &'a str,
-    /// The model the client asked for (a virtual name or a target).
-    pub model: &'a str,
-    pub metadata: &'a [(String, String)],
-}
-
-/// Every field of a rule's `when` block matches the request (models by exact name).
-pub fn when_matches(when: &crate::when::When, facts: &RequestFacts<'_>) -> bool {
-    when.matches_subject(facts.subject)
-        && when
-            .models
-            .as_ref()
-            .is_none_or(|m| m.iter().any(|m| m == facts.model))
-        && when.matches_metadata(facts.metadata)
-}
+pub use crate::when::RequestFacts;
 
 /// Consumption of one (rule, entity, window) since the last sync, for a background task to
 /// add to a shared counter (Redis `INCRBYFLOAT` on `rule:entity:window`).

@@ -6,7 +6,6 @@
 //! settle never come (a request dropped between admission and its call), when the last
 //! copy of its admission is dropped: no path leaks budget.
 
-use super::budget::Shared;
 use super::cost::Price;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -78,11 +77,15 @@ pub fn estimate<'a>(
         .fold(0.0, f64::max)
 }
 
+/// Where a reservation is held: a budget rule's live state.
+pub(super) trait Release: std::fmt::Debug + Send + Sync {
+    fn release(&self, entity: u64, usd: f64);
+}
+
 #[derive(Debug)]
 pub(super) struct Held {
-    pub state: Arc<Shared>,
+    pub state: Arc<dyn Release>,
     pub entity: u64,
-    pub period: u64,
     pub usd: f64,
 }
 
@@ -93,7 +96,7 @@ impl Parts {
     fn release(&self) {
         let held = std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner));
         for h in held {
-            h.state.release(h.entity, h.period, h.usd);
+            h.state.release(h.entity, h.usd);
         }
     }
 }

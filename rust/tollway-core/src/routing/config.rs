@@ -1,5 +1,6 @@
 //! `type: gateway-load-balancing-config`, as published for this gateway family: a TrueFoundry
-//! user's file loads unchanged (`name` and `model_configs` are accepted and validated).
+//! user's file loads unchanged (`name` and `model_configs` are accepted and validated). A rule
+//! whose `when` leaves out `models` applies to any model the request names.
 
 use crate::schema::{Errors, Fields};
 use crate::when::{status_codes, When};
@@ -137,13 +138,16 @@ fn parse_rule(v: &Value, path: &str, errs: &mut Errors) -> Option<LbRule> {
     let when = f
         .require("when", errs)
         .and_then(|w| When::parse(w, &f.path("when"), errs));
-    if let Some(w) = &when {
-        if w.models.as_ref().is_none_or(Vec::is_empty) {
-            errs.push(
-                &f.path("when.models"),
-                "a load-balancing rule must name at least one model",
-            );
-        }
+    // Without `models` a rule applies to whatever model the request names (matched by
+    // subjects and metadata alone); an empty list would match nothing, which is a mistake.
+    if when
+        .as_ref()
+        .is_some_and(|w| w.models.as_ref().is_some_and(Vec::is_empty))
+    {
+        errs.push(
+            &f.path("when.models"),
+            "an empty list matches no model; leave models out to match every model",
+        );
     }
     if !f.has("load_balance_targets") {
         errs.push(&f.path("load_balance_targets"), "required field is missing");

@@ -16,12 +16,41 @@ pub const LATENCY_MIN_SAMPLES: usize = 3;
 pub const LATENCY_BAND: f64 = 1.2;
 pub const HEALTH_WINDOW_MS: u64 = 2 * 60 * 1000;
 
-/// How an attempt ended, as `settle` reports it: an HTTP status or one of these.
-pub const OUTCOME_CONNECT_ERROR: u16 = 0;
-pub const OUTCOME_TIMEOUT: u16 = 1;
-pub const OUTCOME_BROKEN: u16 = 2;
-/// The client went away; says nothing about the target's health.
-pub const OUTCOME_CANCELLED: u16 = 499;
+/// How an attempt ended when it has no HTTP status of its own; `settle` takes the code in
+/// place of a status. The binding exports this enum, so Python never writes the numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u16)]
+pub enum Outcome {
+    /// No connection to the provider (refused, DNS, TLS) before the request was sent.
+    Connect = 0,
+    /// The provider did not answer (or send the first token) in time.
+    Timeout = 1,
+    /// The connection or the stream broke after the request was sent.
+    Broken = 2,
+    /// The client went away (nginx's 499); says nothing about the target's health.
+    Cancelled = 499,
+}
+
+impl Outcome {
+    pub const fn code(self) -> u16 {
+        self as u16
+    }
+
+    /// The `error.type` telemetry records for an attempt that ended this way.
+    pub const fn error_type(self) -> &'static str {
+        match self {
+            Self::Connect => "connection_error",
+            Self::Timeout => "timeout",
+            Self::Broken => "stream_broken",
+            Self::Cancelled => "client_disconnected",
+        }
+    }
+}
+
+pub const OUTCOME_CONNECT_ERROR: u16 = Outcome::Connect.code();
+pub const OUTCOME_TIMEOUT: u16 = Outcome::Timeout.code();
+pub const OUTCOME_BROKEN: u16 = Outcome::Broken.code();
+pub const OUTCOME_CANCELLED: u16 = Outcome::Cancelled.code();
 
 pub type PlanId = u32;
 

@@ -1,0 +1,105 @@
+#!/usr/bin/env python3
+"""CPU time per request of the floor (bare Granian + aiohttp) and of Tollway, for the same
+requests: `python loadtest/cpu_cost.py [--config loadtest/gateway.yaml] [--requests 20000]`.
+
+On one CPU a server's saturation throughput is the inverse of its CPU time per request, so
+floor_us / gateway_us estimates the `loadtest/run` ratio. CPU time (user + system of the
+whole process tree, from /proc) barely moves when other programs share the machine, which
+wall-clock RPS does: use this to compare changes on a busy machine, and `loadtest/run` on a
+quiet one for the figures that count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness.features import resolve
+from harness.oha import Oha, OhaFlags, find_oha, oha_threads
+from harness.procs import Service, Services
+from harness.runner import MODEL, Harness
+
+HERE = Path(__file__).resolve().parent
+
+
+def cpu_s(service: Service) -> float:
+    total = 0.0
+    for proc in service.tree():
+        try:
+            t = proc.cpu_times()
+        except psutil.Error:
+            continue
+        total += t.user + t.system
+    return total
+
+
+def cost_us(h: Harness, service: Service, requests: int, concurrency: int) -> float:
+    h.oha.run(
+        service.url + "/v1/chat/completions",
+        h.body,
+        h.headers,
+        concurrency=concurrency,
+        requests=min(2000, requests),
+    )  # warm up: pools, tokenizer tables, JIT-free caches
+    before = cpu_s(service)
+    result = h.oha.run(
+        service.url + "/v1/chat/completions",
+        h.body,
+        h.headers,
+        concurrency=concurrency,
+        requests=requests,
+    )
+    if result.failed:
+        raise SystemExit(f"{service.name}: {result.failed} failed requests {result.statuses}")
+    return (cpu_s(service) - before) / requests * 1e6
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", type=Path, default=HERE / "gateway.yaml")
+    p.add_argument("--requests", type=int, default=20000)
+    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--stream", action="store_true")
+    p.add_argument("--no-otel", action="store_true")
+    a = p.parse_args()
+    args = SimpleNamespace(
+        stream=a.stream, mock_workers=2, load_cpus="1", sut_cpus="0", workers=1, rounds=a.rounds
+    )
+    path = find_oha(install=False)
+    oha = Oha(path, OhaFlags.detect(path), "1", oha_threads("1"))
+    log_dir = HERE / "results" / "cpu-cost-logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with Services(log_dir) as services:
+        key = secrets.token_urlsafe(16)
+        config = resolve(a.config, ["otel"] if a.no_otel else [], log_dir)
+        h = Harness(args, services, oha, key, model=config.model or MODEL)  # type: ignore[arg-type]
+        h.start_mock()
+        if config.needs_otlp_sink:
+            h.start_sink()
+        floor, gateway = [], []
+        for _ in range(a.rounds):
+            svc = h.start_floor()
+            floor.append(cost_us(h, svc, a.requests, a.concurrency))
+            services.stop(svc)
+            svc = h.start_gateway(config)
+            gateway.append(cost_us(h, svc, a.requests, a.concurrency))
+            services.stop(svc)
+    f, g = sorted(floor)[len(floor) // 2], sorted(gateway)[len(gateway) // 2]
+    print(f"floor   {f:8.1f} us CPU per request  (rounds: {', '.join(f'{x:.1f}' for x in floor)})")
+    print(
+        f"gateway {g:8.1f} us CPU per request  (rounds: {', '.join(f'{x:.1f}' for x in gateway)})"
+    )
+    print(f"estimated gateway / floor throughput on one CPU: {f / g:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

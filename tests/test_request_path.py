@@ -1,0 +1,196 @@
+"""Unit tests of the request path's rooms that the end-to-end suites only reach through a
+server: the head parser, the bounded body read, the refusal table, reading provider answers,
+settle's outcome codes and the streamed output guard."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import msgspec
+import pytest
+
+from tollway.asgi import RequestHead, read_body
+from tollway.engine import Engine, Outcome
+from tollway.errors import GatewayError
+from tollway.guardrails.request import GuardPlan
+from tollway.guardrails.stream import StreamGuard
+from tollway.proxy.responses import CANCELLED, OUTCOME, OUTCOME_NAMES, answer_of, error_response
+
+AWS_KEY = "AKIAIOSFODNN7EXAMPLE"
+
+
+def test_the_head_is_read_in_one_pass_and_a_bad_request_id_is_replaced() -> None:
+    head = RequestHead(
+        [
+            (b"authorization", b"Bearer k"),
+            (b"x-tfy-metadata", b'{"a":"b"}'),
+            (b"x-tfy-guardrails", b"{}"),
+            (b"x-request-id", b"req-1"),
+        ]
+    )
+    assert (head.authorization, head.metadata, head.guardrails) == (
+        b"Bearer k",
+        b'{"a":"b"}',
+        b"{}",
+    )
+    assert head.request_id == b"req-1"
+    for bad in (b"has space", b"x" * 300, "é".encode()):
+        generated = RequestHead([(b"x-request-id", bad)]).request_id
+        assert generated != bad and len(generated) == 24 and generated.isalnum()
+
+
+def _receiver(*messages: dict[str, Any]) -> Any:
+    queue = list(messages)
+
+    async def receive() -> dict[str, Any]:
+        return queue.pop(0)
+
+    return receive
+
+
+def test_the_body_read_is_bounded_and_a_departed_client_is_a_499() -> None:
+    chunks = _receiver(
+        {"type": "http.request", "body": b"ab", "more_body": True},
+        {"type": "http.request", "body": b"cd", "more_body": False},
+    )
+    assert asyncio.run(read_body(chunks, 10, None)) == b"abcd"
+    with pytest.raises(GatewayError) as e:
+        asyncio.run(read_body(_receiver(), 10, b"11"))  # refused on the header, unread
+    assert (e.value.status, e.value.code) == (413, "request_too_large")
+    too_long = _receiver(
+        {"type": "http.request", "body": b"123456", "more_body": True},
+        {"type": "http.request", "body": b"789012", "more_body": False},
+    )
+    with pytest.raises(GatewayError) as e:
+        asyncio.run(read_body(too_long, 10, None))  # chunked: counted as it arrives
+    assert e.value.status == 413
+    gone = _receiver(
+        {"type": "http.request", "body": b"ab", "more_body": True}, {"type": "http.disconnect"}
+    )
+    with pytest.raises(GatewayError) as e:
+        asyncio.run(read_body(gone, 10, None))
+    assert e.value.status == 499
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "kind", "code"),
+    [
+        (GatewayError.bad_request("x", "model"), 400, "invalid_request_error", "invalid_request"),
+        (
+            GatewayError.guardrail_blocked("pii", ["EMAIL"]),
+            400,
+            "invalid_request_error",
+            "guardrail_blocked",
+        ),
+        (GatewayError.not_found(), 404, "invalid_request_error", "not_found"),
+        (GatewayError.method_not_allowed(), 405, "invalid_request_error", "method_not_allowed"),
+        (GatewayError.too_large(1), 413, "invalid_request_error", "request_too_large"),
+        (GatewayError.internal(), 500, "api_error", "internal_error"),
+        (
+            GatewayError.upstream_failure("connect", "a/m"),
+            502,
+            "api_error",
+            "upstream_connection_error",
+        ),
+        (GatewayError.upstream_failure("timeout", "a/m"), 504, "api_error", "upstream_timeout"),
+        (
+            GatewayError.stream_broken("a/m", "x" * 500, "upstream_stream_truncated"),
+            502,
+            "api_error",
+            "upstream_stream_truncated",
+        ),
+        (GatewayError.no_target(), 503, "api_error", "no_target"),
+        (GatewayError.not_ready(), 503, "api_error", "not_ready"),
+    ],
+)
+def test_every_refusal_has_its_status_type_and_code(
+    error: GatewayError, status: int, kind: str, code: str
+) -> None:
+    body = msgspec.json.decode(error.body())["error"]
+    assert (error.status, body["type"], body["code"]) == (status, kind, code)
+    assert set(body) == {"message", "type", "param", "code"}
+    assert len(body["message"]) < 300  # echoed provider text is bounded
+
+
+def test_a_guardrail_block_names_the_guardrail_as_a_field_and_never_the_text() -> None:
+    e = GatewayError.guardrail_blocked("pii", ["EMAIL", "EMAIL", "PHONE"])
+    assert e.guardrail == "pii"
+    assert e.message == "Blocked by guardrail 'pii' (EMAIL, PHONE)"
+
+
+def test_settle_codes_come_from_the_core() -> None:
+    assert {
+        "connect": int(Outcome.CONNECT),
+        "timeout": int(Outcome.TIMEOUT),
+        "broken": int(Outcome.BROKEN),
+    } == OUTCOME
+    assert len(set(OUTCOME.values())) == 3 and all(code < 100 for code in OUTCOME.values())
+    assert OUTCOME_NAMES[OUTCOME["timeout"]] == "timeout"
+    assert CANCELLED == 499
+
+
+def test_answers_are_read_for_usage_and_provider_refusals_are_reshaped() -> None:
+    answer = msgspec.json.encode(
+        {
+            "id": "c1",
+            "model": "m",
+            "choices": [{"finish_reason": "stop", "message": {"content": "hi"}}],
+            "usage": {"prompt_tokens": 7, "completion_tokens": 3,
+                      "prompt_tokens_details": {"cached_tokens": 2}},
+        }
+    )  # fmt: skip
+    assert answer_of(answer) == ((7, 2, 3), "c1", "m", ["stop"])
+    status, body, _ = error_response(401, b'{"error": {"message": "key sk-abc"}}', "a/m", None)
+    assert status == 502 and b"sk-abc" not in body
+    status, body, headers = error_response(429, b"not json", "a/m", "3")
+    assert status == 429 and headers == [(b"retry-after", b"3")]
+    assert msgspec.json.decode(body)["error"]["code"] == "upstream_error"
+
+
+def _stream_guard(strategy: str = "enforce") -> StreamGuard:
+    docs = [
+        {"type": "provider-account", "name": "a", "provider": "openai",
+         "base_url": "http://127.0.0.1:9/v1", "api_key": "sk-x", "models": ["m"]},
+        {"type": "gateway-guardrails-config", "name": "g", "guardrails": [
+            {"name": "secrets", "kind": "secrets", "operation": "validate",
+             "enforcing_strategy": strategy}]},
+    ]  # fmt: skip
+    items = [{"source": "t", "doc": d} for d in docs]
+    guardrails = Engine(msgspec.json.encode(items)).guardrails
+    gid = guardrails.id("secrets")
+    assert gid is not None
+    infos = (guardrails.info(gid),)
+    return StreamGuard(GuardPlan(guardrails, infos, output_validate=[gid]))
+
+
+def _text(sse: bytes) -> str:
+    """The answer text a client assembles from the deltas."""
+    events = [msgspec.json.decode(e[6:]) for e in sse.split(b"\n\n") if e]
+    return "".join(e["choices"][0]["delta"]["content"] for e in events)
+
+
+def _delta(text: str) -> bytes:
+    chunk = {"object": "chat.completion.chunk",
+             "choices": [{"index": 0, "delta": {"content": text}}]}  # fmt: skip
+    return b"data: " + msgspec.json.encode(chunk) + b"\n\n"
+
+
+@pytest.mark.parametrize("split", [1, 3, 7, 19])
+def test_a_secret_split_across_deltas_is_blocked_before_its_last_piece(split: int) -> None:
+    guard = _stream_guard()
+    text = "x" * 2000 + f" here is {AWS_KEY} ok"  # far past the scan window's tail
+    sent = b""
+    for i in range(0, len(text), split):
+        sent += guard.feed(_delta(text[i : i + split]))
+        if guard.error is not None:
+            break
+    assert guard.error is not None and guard.error.guardrail == "secrets"
+    # The client never got the whole key: the delta that completed it was held.
+    assert text.startswith(_text(sent)) and AWS_KEY not in _text(sent)
+
+
+def test_an_audit_stream_guard_lets_the_answer_through() -> None:
+    guard = _stream_guard("audit")
+    out = b"".join(guard.feed(_delta(part)) for part in ("key ", AWS_KEY[:9], AWS_KEY[9:]))
+    assert guard.error is None and _text(out) == f"key {AWS_KEY}"
