@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
 CLIENT_KEY = "client-key-0123456789"
 LIMITED_KEY = "limited-key-0123456789"
@@ -211,3 +213,54 @@ def module_gateways(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gatewa
 @pytest.fixture(scope="module")
 def gateway(mock_upstream: Server, module_gateways: Gateways) -> Server:
     return module_gateways.start(gateway_config(mock_upstream.url))
+
+
+class RedisServer:
+    """A throwaway redis-server that a test can pause, kill and bring back on the same port."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        cmd = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
+        self.proc = spawn([*cmd, "--save", "", "--appendonly", "no"])
+        deadline = time.monotonic() + 10
+        while not self._pong():
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.02)
+
+    def _pong(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def signal(self, sig: signal.Signals) -> None:
+        assert self.proc is not None
+        os.killpg(self.proc.pid, sig)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.signal(signal.SIGKILL)
+        self.proc.wait(5)
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2)
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (.ci/run installs it)")
+    server = RedisServer()
+    server.start()
+    yield server
+    if server.proc is not None:
+        if server.proc.poll() is None:
+            server.signal(signal.SIGCONT)
+        stop(server.proc)

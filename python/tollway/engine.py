@@ -34,6 +34,7 @@ from tollway._core import (
     StreamRedactor,
     ToolAdmission,
     admit_tool,
+    apply_lease,
     apply_remote,
     budget_spend,
     count_prompt_tokens,
@@ -41,9 +42,11 @@ from tollway._core import (
     drain_deltas,
     mcp_config_json,
     monotonic_ms,
+    set_replicas,
     set_share,
     telemetry_defaults,
     tool_allowed,
+    sync_tick,
     warm_tokenizer,
 )
 from tollway.config import ConfigError, load_documents
@@ -72,6 +75,7 @@ __all__ = [
     "ToolAdmission",
     "Upstream",
     "admit_tool",
+    "apply_lease",
     "apply_remote",
     "budget_spend",
     "compile_documents",
@@ -82,9 +86,11 @@ __all__ = [
     "load_runtime",
     "mcp_config_json",
     "monotonic_ms",
+    "set_replicas",
     "set_share",
     "telemetry_defaults",
     "tool_allowed",
+    "sync_tick",
     "warm_tokenizer",
 ]
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from tollway.asgi import Receive, RequestHead, Scope, Send, send_error
 from tollway.cache import Capture, ResponseCache
-from tollway.engine import Admission, Denial, Runtime
+from tollway.engine import Admission, Denial, Runtime, count_prompt_tokens
 from tollway.errors import GatewayError
 from tollway.guardrails.request import plan_for
 from tollway.ingress import Ingress
@@ -45,6 +45,13 @@ log = logging.getLogger("tollway.proxy")
 
 # The client APIs the proxy serves; messages and responses are translated to chat.
 Endpoint = Literal["chat", "embeddings", "messages", "responses"]
+
+
+def _request_size(req: dict[str, Any], body: bytes) -> tuple[int, int | None]:
+    """(prompt tokens, max_tokens) for the cost a budget reserves at admission."""
+    limit = req.get("max_completion_tokens", req.get("max_tokens"))
+    max_tokens = limit if type(limit) is int and limit >= 0 else None
+    return count_prompt_tokens(body, req["model"]), max_tokens
 
 
 def _positive_ms(raw: bytes, header: str) -> int:
@@ -158,7 +165,10 @@ class Proxy:
 
                 await run_agent(self, req, head, scope["headers"], send, timeouts)
                 return
-            adm = rt.engine.admit(head.authorization, req["model"], head.metadata, head.guardrails)
+            size = _request_size(req, body) if rt.engine.has_budgets else (0, None)
+            adm = rt.engine.admit(
+                head.authorization, req["model"], head.metadata, head.guardrails, *size
+            )
             if isinstance(adm, Denial):
                 raise GatewayError.from_denial(adm)
             guard = None

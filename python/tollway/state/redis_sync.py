@@ -4,9 +4,12 @@ Every worker process is a replica with its own engine. Requests are decided loca
 wait on Redis; every `sync_interval_ms` this task drains what the engine consumed, adds it to
 shared counters (`INCRBYFLOAT`, expiring after two windows), reads back the global totals and
 hands them to the engine, in one pipelined round trip that also refreshes a heartbeat so each
-replica knows how many replicas share a limit. When Redis is unreachable or silent (every call
-has connect and read timeouts), unpushed deltas are kept for later and each replica enforces
-`1/replicas` of every limit and budget until Redis answers again.
+replica knows how many replicas share a limit. In the same round trip a script grants leases:
+each replica admits only from its slice of what is left of a limit (a `1/replicas` part, whole
+requests for request limits), taken here ahead of use, and hands back what it left idle, so a
+burst across replicas cannot pass the limit although no request waits on Redis. When Redis is
+unreachable or silent (every call has connect and read timeouts), unpushed deltas are kept for
+later and each replica enforces `1/replicas` of every limit and budget until Redis answers again.
 """
 
 from __future__ import annotations
@@ -27,7 +30,16 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from tollway.engine import Engine, Settings, apply_remote, drain_deltas, set_share
+from tollway.engine import (
+    Engine,
+    Settings,
+    apply_lease,
+    apply_remote,
+    drain_deltas,
+    set_replicas,
+    set_share,
+    sync_tick,
+)
 
 __all__ = ["RedisSync"]
 
@@ -43,6 +55,27 @@ MAX_WATCHED = 10_000
 # A counter this replica has not pushed to for this long is no longer read back: if a request
 # for it comes, its first push returns the global total.
 WATCH_S = 10.0
+# Grants a slice of what is left of a counter: KEYS[1] the counter, ARGV limit, replicas, unit
+# (grants are whole multiples of it unless 0), ttl_ms. Returns {grant, total} as strings (a Lua
+# number would come back truncated to an integer).
+LEASE_SCRIPT = """
+local total = tonumber(redis.call('GET', KEYS[1]) or '0')
+local limit, n, unit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local left = limit - total
+local grant = 0
+if left > 0 then
+  grant = left / math.max(n, 1)
+  if unit > 0 then
+    grant = math.floor(grant / unit) * unit
+    if grant < unit and left >= unit then grant = unit end
+  end
+end
+if grant > 0 then
+  total = tonumber(redis.call('INCRBYFLOAT', KEYS[1], tostring(grant)))
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+end
+return {tostring(grant), tostring(total)}
+"""
 
 
 def _where(url: str) -> str:
@@ -89,6 +122,7 @@ class RedisSync:
             retry=Retry(NoBackoff(), 0),
             health_check_interval=0,
         )
+        self._lease = self.redis.register_script(LEASE_SCRIPT)
         self.connected = False
         self.outages = 0
         self.replicas = 1
@@ -165,9 +199,13 @@ class RedisSync:
     async def sync_once(self) -> bool:
         """One exchange with Redis; returns whether it succeeded."""
         engine = self.current()
-        self._take(drain_deltas(engine))
+        deltas, wants = sync_tick(engine)
+        self._take(deltas)
         now = time.monotonic()
         pushes = list(self._pending.items())[:MAX_PUSH]
+        pushed = {k for k, _ in pushes}
+        # A lease is asked for once the counter holds everything this replica owes it.
+        leases = [w for w in wants if w[0] in pushed or w[0] not in self._pending]
         watched = self._watched
         while watched and now - next(iter(watched.values())) >= WATCH_S:
             del watched[next(iter(watched))]
@@ -185,6 +223,9 @@ class RedisSync:
                 for key, (amount, ttl_ms) in pushes:
                     pipe.incrbyfloat(PREFIX + key, amount)
                     pipe.pexpire(PREFIX + key, ttl_ms)
+                for key, limit, unit, ttl_ms in leases:
+                    args = [limit, self.replicas, unit, ttl_ms]
+                    await self._lease(keys=[PREFIX + key], args=args, client=pipe)
                 if reads:
                     pipe.mget([PREFIX + k for k in reads])
                 results: list[Any] = await pipe.execute(raise_on_error=False)
@@ -192,7 +233,22 @@ class RedisSync:
             self._failed(engine, e)
             return False
         self._succeeded(engine, results, pushes, reads, now)
+        self._granted(engine, results[4 + 2 * len(pushes) :], leases, now)
         return True
+
+    def _granted(
+        self,
+        engine: Engine,
+        results: list[Any],
+        leases: list[tuple[str, float, float, int]],
+        now: float,
+    ) -> None:
+        for (key, *_), answer in zip(leases, results, strict=False):
+            if not isinstance(answer, list) or len(answer) != 2:
+                continue  # refused by Redis: the next tick asks again
+            if apply_lease(engine, key, float(answer[0]), float(answer[1])):
+                self._watched.pop(key, None)
+                self._watched[key] = now
 
     def _take(self, deltas: list[tuple[str, float, int]]) -> None:
         pending = self._pending
@@ -234,12 +290,13 @@ class RedisSync:
                 if len(self._watched) > MAX_WATCHED:
                     del self._watched[next(iter(self._watched))]
         if reads:
-            values = results[4 + 2 * len(pushes)]
+            values = results[-1]
             if isinstance(values, list):
                 for key, value in zip(reads, values, strict=True):
                     if value is not None and not apply_remote(engine, key, float(value)):
                         self._watched.pop(key, None)
         set_share(engine, 1)
+        set_replicas(engine, self.replicas)
         self.syncs += 1
         self._count("llm_gateway_state_sync_total", ("ok",))
         self.connected = True
@@ -254,6 +311,7 @@ class RedisSync:
     def _failed(self, engine: Engine, error: BaseException) -> None:
         # Every tick, not only the first: a reload may have swapped in another engine.
         set_share(engine, self.replicas)
+        set_replicas(engine, 0)
         self.connected = False
         self._count("llm_gateway_state_sync_total", ("failed",))
         if not self._down:

@@ -245,6 +245,12 @@ impl Admission {
         self.inner.budget_over_audit
     }
 
+    /// The cost in USD reserved on budgets until settle (0.0 when none).
+    #[getter]
+    fn reserved_usd(&self) -> f64 {
+        self.inner.reservation.as_ref().map_or(0.0, |r| r.usd())
+    }
+
     /// `x-ratelimit-*` response headers when a rate limit applies.
     #[getter]
     fn limit_headers(&self) -> Vec<(&'static str, String)> {
@@ -426,6 +432,12 @@ impl Engine {
         )
     }
 
+    /// Budgets are configured: `admit` wants the prompt's size to reserve their cost.
+    #[getter]
+    fn has_budgets(&self) -> bool {
+        !self.inner.budgets.is_empty()
+    }
+
     #[getter]
     fn plans(&self) -> Vec<Plan> {
         self.inner
@@ -445,7 +457,10 @@ impl Engine {
     }
 
     /// Decides one request; returns an `Admission` or a `Denial` (never raises for bad input).
-    #[pyo3(signature = (authorization, model, metadata=None, guardrails=None))]
+    /// `prompt_tokens` and `max_tokens` size the cost a budget reserves until settle.
+    #[pyo3(signature = (authorization, model, metadata=None, guardrails=None, prompt_tokens=0, max_tokens=None))]
+    // Python keyword arguments, each optional: one per fact of the request.
+    #[allow(clippy::too_many_arguments)]
     fn admit(
         &self,
         py: Python<'_>,
@@ -453,12 +468,21 @@ impl Engine {
         model: &str,
         metadata: Option<&[u8]>,
         guardrails: Option<&[u8]>,
+        prompt_tokens: u64,
+        max_tokens: Option<u64>,
     ) -> PyResult<Py<PyAny>> {
+        let size = tollway_core::limits::RequestSize {
+            prompt_tokens,
+            max_tokens,
+        };
         Ok(
-            match self
-                .inner
-                .admit(header_str(authorization), model, metadata, guardrails)
-            {
+            match self.inner.admit_sized(
+                header_str(authorization),
+                model,
+                metadata,
+                guardrails,
+                size,
+            ) {
                 Ok(inner) => Py::new(py, Admission { inner })?.into_any(),
                 Err(d) => Py::new(py, Denial::from(d))?.into_any(),
             },

@@ -15,6 +15,48 @@ fn drain_deltas(engine: PyRef<'_, Engine>) -> Vec<(String, f64, u64)> {
         .collect()
 }
 
+/// One sync tick: `(deltas, leases)`, deltas as in `drain_deltas` (idle leases handed back
+/// among them, negative) and leases to ask for as `(counter name, limit, unit, ttl_ms)`.
+#[pyfunction]
+#[allow(clippy::type_complexity)]
+fn sync_tick(engine: PyRef<'_, Engine>) -> (Vec<(String, f64, u64)>, Vec<(String, f64, f64, u64)>) {
+    let e = &engine.inner;
+    let (deltas, leases) = sync::tick(&e.rate_limiter, &e.budgets, e.clock.wall_ms());
+    (
+        deltas
+            .into_iter()
+            .map(|d| (d.key, d.amount, d.ttl_ms))
+            .collect(),
+        leases
+            .into_iter()
+            .map(|l| (l.key, l.limit, l.unit, l.ttl_ms))
+            .collect(),
+    )
+}
+
+/// Applies a lease the store granted and the counter's total after it; false when the
+/// name is no rule of this engine.
+#[pyfunction]
+fn apply_lease(engine: PyRef<'_, Engine>, key: &str, grant: f64, total: f64) -> bool {
+    let e = &engine.inner;
+    sync::apply_lease(
+        &e.rate_limiter,
+        &e.budgets,
+        e.clock.now_ms(),
+        e.clock.wall_ms(),
+        key,
+        grant,
+        total,
+    )
+}
+
+/// The store answers and `replicas` share it: admit from leases; 0 stops leasing.
+#[pyfunction]
+fn set_replicas(engine: PyRef<'_, Engine>, replicas: u32) {
+    let e = &engine.inner;
+    sync::set_replicas(&e.rate_limiter, &e.budgets, replicas);
+}
+
 /// Applies a counter's global total; false when it names no rule of this engine.
 #[pyfunction]
 fn apply_remote(engine: PyRef<'_, Engine>, key: &str, total: f64) -> bool {
@@ -40,5 +82,8 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(drain_deltas, m)?)?;
     m.add_function(wrap_pyfunction!(apply_remote, m)?)?;
     m.add_function(wrap_pyfunction!(set_share, m)?)?;
+    m.add_function(wrap_pyfunction!(sync_tick, m)?)?;
+    m.add_function(wrap_pyfunction!(apply_lease, m)?)?;
+    m.add_function(wrap_pyfunction!(set_replicas, m)?)?;
     Ok(())
 }

@@ -8,6 +8,7 @@ use crate::engine::{Engine, KeyId, TargetId};
 use crate::guardrails::{GuardrailId, Selection};
 use crate::limits::cost;
 use crate::limits::ratelimit::Ticket;
+use crate::limits::reserve::{self, RequestSize, Reservation};
 use crate::limits::RequestFacts;
 use crate::metadata::{self, Metadata};
 use crate::routing::{self, PlanId};
@@ -86,6 +87,8 @@ pub struct Admission {
     pub metadata_violations: Vec<(GuardrailId, Vec<String>)>,
     /// The deciding budget rule is in audit mode and its spend is over the limit.
     pub budget_over_audit: bool,
+    /// The estimate held on the budgets until settle (given back if settle never comes).
+    pub reservation: Option<Reservation>,
 }
 
 /// What `settle` learns from one upstream attempt.
@@ -151,9 +154,28 @@ impl Engine {
         metadata_header: Option<&[u8]>,
         guardrails_header: Option<&[u8]>,
     ) -> Result<Admission, Denial> {
+        self.admit_sized(
+            authorization,
+            model,
+            metadata_header,
+            guardrails_header,
+            RequestSize::default(),
+        )
+    }
+
+    /// [`Engine::admit`] with the request's size, for the cost a budget reserves.
+    #[allow(clippy::result_large_err)]
+    pub fn admit_sized(
+        &self,
+        authorization: Option<&str>,
+        model: &str,
+        metadata_header: Option<&[u8]>,
+        guardrails_header: Option<&[u8]>,
+        size: RequestSize,
+    ) -> Result<Admission, Denial> {
         let key_id = self.authenticate(authorization)?;
         // A refusal after authentication still says whose request it was (telemetry).
-        self.decide(key_id, model, metadata_header, guardrails_header)
+        self.decide(key_id, model, metadata_header, guardrails_header, size)
             .map_err(|d| Denial {
                 key: Some(key_id),
                 ..d
@@ -167,6 +189,7 @@ impl Engine {
         model: &str,
         metadata_header: Option<&[u8]>,
         guardrails_header: Option<&[u8]>,
+        size: RequestSize,
     ) -> Result<Admission, Denial> {
         let key = &self.keys[key_id as usize];
         let request_meta = match metadata_header {
@@ -243,7 +266,18 @@ impl Engine {
         if let Some(r) = matched {
             applied.push(("load_balancing", &self.rules[r as usize].id));
         }
-        let budget = self.budgets.check(self.clock.wall_ms(), &facts);
+        let estimate = if self.budgets.is_empty() {
+            0.0
+        } else {
+            let targets = plans.iter().filter_map(|&p| {
+                let t = self.plans.get(p as usize)?.target;
+                Some((t, self.targets.get(t as usize)?.price.as_ref()))
+            });
+            reserve::estimate(size, targets, &self.output_estimates)
+        };
+        let (budget, reservation) =
+            self.budgets
+                .check_and_reserve(self.clock.wall_ms(), &facts, estimate);
         if let Some(r) = budget.rule {
             applied.push(("budget", self.budgets.rule_id(r)));
         }
@@ -311,6 +345,7 @@ impl Engine {
             guardrails,
             metadata_violations,
             budget_over_audit: budget.audit && budget.over,
+            reservation,
         })
     }
 
@@ -341,8 +376,13 @@ impl Engine {
             self.rate_limiter
                 .debit(now, ticket, usage.input_tokens + usage.output_tokens);
         }
-        let price = attempts
-            .last()
+        let last = attempts.last();
+        if let Some(a) = last.filter(|a| (200..300).contains(&a.status)) {
+            if usage.output_tokens > 0 {
+                self.output_estimates.record(a.target, usage.output_tokens);
+            }
+        }
+        let price = last
             .and_then(|a| self.targets.get(a.target as usize))
             .and_then(|t| t.price.as_ref());
         let tokens = cost::TokenUsage {
@@ -352,7 +392,7 @@ impl Engine {
             output: usage.output_tokens,
         };
         let usd = cost::cost(price, &tokens).usd;
-        if usd > 0.0 && !self.budgets.is_empty() {
+        if (usd > 0.0 || admission.reservation.is_some()) && !self.budgets.is_empty() {
             let key = &self.keys[admission.key as usize];
             let facts = RequestFacts {
                 subject: &key.subject,
@@ -360,7 +400,12 @@ impl Engine {
                 metadata: &admission.metadata,
                 tool: None,
             };
-            self.budgets.charge(self.clock.wall_ms(), &facts, usd);
+            self.budgets.settle(
+                self.clock.wall_ms(),
+                &facts,
+                usd,
+                admission.reservation.as_ref(),
+            );
         }
         usd
     }

@@ -7,6 +7,7 @@ use crate::clock::{Clock, Rng};
 use crate::config::{self, KeySecret, Provider, RawConfig, ServerSettings};
 use crate::guardrails::GuardrailSet;
 use crate::limits::cost::{CostTable, Price};
+use crate::limits::reserve::OutputEstimates;
 use crate::limits::{Budgets, RateLimiter, DEFAULT_MAX_ENTITIES};
 use crate::metadata::Metadata;
 use crate::routing::config::RetryConfig;
@@ -83,6 +84,8 @@ pub struct Engine {
     pub rate_limiter: RateLimiter,
     pub budgets: Budgets,
     pub mcp: crate::mcp::McpConfig,
+    /// Per target, the answer length a budget reserves for when `max_tokens` is unset.
+    pub output_estimates: OutputEstimates,
     /// Every guardrail scanner, compiled once; requests get ids into it from `admit`.
     pub guardrails: Arc<GuardrailSet>,
     pub clock: Arc<Clock>,
@@ -258,6 +261,7 @@ impl Engine {
         }
         errs.set_source("");
         crate::mcp::check(&raw.mcp, errs);
+        let targets_len = targets.len();
         let warnings = warnings::find(
             &raw,
             &warnings::Compiled {
@@ -292,6 +296,7 @@ impl Engine {
             rate_limiter: RateLimiter::new(raw.rate_limits, DEFAULT_MAX_ENTITIES),
             budgets: Budgets::new(raw.budgets, DEFAULT_MAX_ENTITIES),
             mcp: raw.mcp,
+            output_estimates: OutputEstimates::new(targets_len),
             guardrails: Arc::new(guardrails),
             rng: Rng::from_time(),
             warnings,
@@ -371,6 +376,8 @@ impl Engine {
         for (i, t) in self.targets.iter().enumerate() {
             if let Some(j) = previous.targets.iter().position(|p| p.name == t.name) {
                 self.states[i] = Arc::clone(&previous.states[j]);
+                self.output_estimates
+                    .adopt(i as u32, &previous.output_estimates, j as u32);
             }
         }
     }

@@ -4,14 +4,23 @@
 //! spend in the current period reached the limit); the cost of a settled request is charged
 //! to every matching rule. Periods come from wall-clock milliseconds since the Unix epoch,
 //! passed in (the engine's `Clock` is monotonic and cannot name a calendar day).
+//!
+//! Admission reserves an estimate of the request's cost (see `reserve.rs`) on every matching
+//! rule until settle charges the real cost, so concurrent requests see each other: a request
+//! starts only while spend plus reservations is under the limit, and the spend can pass the
+//! limit by at most one request. Across replicas each spends from a lease (`lease.rs`).
 
 use super::config::{BudgetPeriod, BudgetRule, KeyPart};
 use super::entity::{entity_key, entity_label};
+use super::lease::Lease;
 use super::map::BoundedMap;
-use super::{Delta, RequestFacts};
+use super::reserve::{Held, Release, Reservation};
+use super::RequestFacts;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+mod shared;
 mod spend;
 
 const DAY_MS: u64 = 86_400_000;
@@ -76,8 +85,14 @@ struct Spend {
     period: u64,
     /// Spent here in `period`, synced or not.
     own: f64,
-    /// The part of `own` handed to the sync task.
+    /// Added to the shared counter by this replica in `period`: spend no lease covered,
+    /// leases granted, less leases handed back.
     pushed: f64,
+    /// Still to add to the shared counter (negative: a lease handed back).
+    unsynced: f64,
+    /// Estimates of requests admitted here and not settled yet.
+    reserved: f64,
+    lease: Lease,
     /// Other replicas' spend in `period`.
     others: f64,
     /// The outage of the shared store `own_base` belongs to (see `Shared::outage`).
@@ -95,6 +110,9 @@ impl Spend {
             period,
             own: 0.0,
             pushed: 0.0,
+            unsynced: 0.0,
+            reserved: 0.0,
+            lease: Lease::default(),
             others: 0.0,
             outage: 0,
             own_base: 0.0,
@@ -123,7 +141,12 @@ impl Spend {
 
     fn roll(&mut self, period: u64) {
         if period > self.period {
+            // Requests in flight stay reserved into the new period.
+            let reserved = self.reserved;
+            let tracked = self.lease.tracked;
             *self = Self::fresh(period, self.label.take());
+            self.reserved = reserved;
+            self.lease.tracked = tracked;
         }
     }
 
@@ -137,7 +160,10 @@ impl Spend {
 
     /// Equal to a fresh entry: nothing spent this period and nothing left to sync.
     fn idle(&self, period: u64) -> bool {
-        self.own == self.pushed && self.spent(period) == 0.0
+        self.unsynced == 0.0
+            && self.spent(period) == 0.0
+            && self.reserved == 0.0
+            && self.lease.left == 0.0
     }
 }
 
@@ -148,6 +174,18 @@ struct Inner {
     dirty_overflow: bool,
     /// Entities whose spend reached the limit since the last `take_crossings` (bounded).
     crossings: Vec<(Option<Arc<str>>, f64)>,
+    /// Entities whose lease the sync task looks after.
+    leasing: HashSet<u64>,
+}
+
+impl Inner {
+    fn mark_dirty(&mut self, entity: u64) {
+        if self.dirty.len() < DIRTY_CAP {
+            self.dirty.push(entity);
+        } else {
+            self.dirty_overflow = true;
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -158,6 +196,8 @@ struct Shared {
     syncing: AtomicBool,
     /// Replicas sharing the budget while the shared store is unreachable (1: synced).
     share: AtomicU32,
+    /// Replicas spending the budget through leases; 0: not leasing (no shared store).
+    replicas: AtomicU32,
     /// Counts outages (a share going above 1), so each entity notes its spend at the start
     /// of the current one.
     outage: AtomicU64,
@@ -165,9 +205,25 @@ struct Shared {
     audit_would_block: AtomicU64,
 }
 
+impl Release for Shared {
+    /// Gives back a reservation (settled, or the request never ran).
+    fn release(&self, entity: u64, usd: f64) {
+        if let Some(s) = self.lock().spend.get_mut(entity) {
+            s.reserved = (s.reserved - usd).max(0.0);
+        }
+    }
+}
+
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn leasing(&self) -> Option<u32> {
+        let n = self.replicas.load(Ordering::Relaxed);
+        let synced =
+            self.syncing.load(Ordering::Relaxed) && self.share.load(Ordering::Relaxed) <= 1;
+        (synced && n > 0).then_some(n)
     }
 }
 
@@ -235,9 +291,11 @@ impl Budgets {
                         dirty: Vec::new(),
                         dirty_overflow: false,
                         crossings: Vec::new(),
+                        leasing: HashSet::new(),
                     }),
                     syncing: AtomicBool::new(false),
                     share: AtomicU32::new(1),
+                    replicas: AtomicU32::new(0),
                     outage: AtomicU64::new(0),
                     blocked: AtomicU64::new(0),
                     audit_would_block: AtomicU64::new(0),
@@ -279,51 +337,131 @@ impl Budgets {
             .map_or("", |b| b.rule.id.as_str())
     }
 
-    /// Decides whether a request may start, by the first matching rule; inserts nothing.
+    /// Decides whether a request may start, by the first matching rule, reserving nothing.
     pub fn check(&self, wall_ms: u64, facts: &RequestFacts<'_>) -> BudgetDecision {
+        self.check_and_reserve(wall_ms, facts, 0.0).0
+    }
+
+    /// Decides whether a request may start, by the first matching rule: spend and what
+    /// requests in flight reserved must be under the limit (and, across replicas, this
+    /// replica's lease must have room). An admitted request reserves `estimate_usd` on every
+    /// matching rule until [`Budgets::settle`] (or the reservation is dropped).
+    pub fn check_and_reserve(
+        &self,
+        wall_ms: u64,
+        facts: &RequestFacts<'_>,
+        estimate_usd: f64,
+    ) -> (BudgetDecision, Option<Reservation>) {
         let Some((i, b)) = self
             .budgets
             .iter()
             .enumerate()
             .find(|(_, b)| b.rule.when.matches(facts))
         else {
-            return BudgetDecision::UNLIMITED;
+            return (BudgetDecision::UNLIMITED, None);
         };
         let period = b.rule.period.index(wall_ms);
         let entity = entity_key(&b.rule.applies_per, facts);
         let share = b.state.share.load(Ordering::Relaxed);
-        let spent = if share <= 1 {
-            b.state
-                .lock()
-                .spend
-                .get(entity)
-                .map_or(0.0, |s| s.spent(period))
-        } else {
-            let outage = b.state.outage.load(Ordering::Relaxed);
-            b.state
-                .lock()
-                .spend
-                .get_mut(entity)
-                .map_or(0.0, |s| s.conservative(period, outage, share))
-        };
-        let over = spent >= b.rule.limit_usd;
+        let leasing = b.state.leasing();
+        let limit = b.rule.limit_usd;
         let audit = b.rule.audit_mode;
-        if over {
-            let counter = if audit {
-                &b.state.audit_would_block
+        let decision = |spent: f64, over: bool| {
+            if over {
+                let counter = if audit {
+                    &b.state.audit_would_block
+                } else {
+                    &b.state.blocked
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+            BudgetDecision {
+                allowed: !over || audit,
+                rule: Some(u32::try_from(i).unwrap_or(u32::MAX)),
+                audit,
+                over,
+                spent_usd: spent,
+                limit_usd: limit,
+                reset_s: (b.rule.period.end_ms(wall_ms) - wall_ms).div_ceil(1000),
+            }
+        };
+        let (spent, mut over) = {
+            let mut guard = b.state.lock();
+            let inner = &mut *guard;
+            // A check alone inserts nothing; a reservation or a lease needs the entry.
+            let s = if estimate_usd > 0.0 || leasing.is_some() {
+                inner
+                    .spend
+                    .entry(entity, || Spend::fresh(period, None), |s| s.idle(period))
             } else {
-                &b.state.blocked
+                match inner.spend.get_mut(entity) {
+                    Some(s) => s,
+                    None => return (decision(0.0, 0.0 >= limit), None),
+                }
             };
-            counter.fetch_add(1, Ordering::Relaxed);
+            s.roll(period);
+            let spent = if share <= 1 {
+                s.spent(period)
+            } else {
+                s.conservative(period, b.state.outage.load(Ordering::Relaxed), share)
+            };
+            let mut over = spent + s.reserved >= limit;
+            if let (false, Some(n)) = (over, leasing) {
+                let share = s.lease.first_sight(limit / f64::from(n));
+                let first = share > 0.0 && s.unsynced == 0.0;
+                s.unsynced += share;
+                if s.lease.left - s.reserved <= 0.0 {
+                    over = true;
+                    s.lease.starved = true;
+                }
+                if share > 0.0 || over {
+                    track(&mut s.lease, entity, &mut inner.leasing);
+                }
+                if first {
+                    inner.mark_dirty(entity);
+                }
+            }
+            (spent, over)
+        };
+        over |= spent >= limit;
+        let decision = decision(spent, over);
+        let reservation = (decision.allowed && estimate_usd > 0.0 && estimate_usd.is_finite())
+            .then(|| self.reserve(wall_ms, facts, estimate_usd));
+        (decision, reservation)
+    }
+
+    fn reserve(&self, wall_ms: u64, facts: &RequestFacts<'_>, usd: f64) -> Reservation {
+        let mut held = Vec::new();
+        for b in self.budgets.iter().filter(|b| b.rule.when.matches(facts)) {
+            let period = b.rule.period.index(wall_ms);
+            let entity = entity_key(&b.rule.applies_per, facts);
+            let mut guard = b.state.lock();
+            let s = guard
+                .spend
+                .entry(entity, || Spend::fresh(period, None), |s| s.idle(period));
+            s.roll(period);
+            s.reserved += usd;
+            held.push(Held {
+                state: Arc::clone(&b.state) as Arc<dyn Release>,
+                entity,
+                usd,
+            });
         }
-        BudgetDecision {
-            allowed: !over || audit,
-            rule: Some(u32::try_from(i).unwrap_or(u32::MAX)),
-            audit,
-            over,
-            spent_usd: spent,
-            limit_usd: b.rule.limit_usd,
-            reset_s: (b.rule.period.end_ms(wall_ms) - wall_ms).div_ceil(1000),
+        Reservation::new(held)
+    }
+
+    /// Settles a request: charges its real cost to every matching rule, then gives back
+    /// what its admission reserved.
+    pub fn settle(
+        &self,
+        wall_ms: u64,
+        facts: &RequestFacts<'_>,
+        usd: f64,
+        reservation: Option<&Reservation>,
+    ) {
+        self.charge(wall_ms, facts, usd);
+        if let Some(r) = reservation {
+            r.release();
         }
     }
 
@@ -337,6 +475,7 @@ impl Budgets {
             let entity = entity_key(&b.rule.applies_per, facts);
             let syncing = b.state.syncing.load(Ordering::Relaxed);
             let share = b.state.share.load(Ordering::Relaxed);
+            let leasing = b.state.leasing().is_some();
             let mut guard = b.state.lock();
             let inner = &mut *guard;
             let s = inner.spend.entry(
@@ -357,13 +496,6 @@ impl Budgets {
                 // First sight during an outage: what we spent so far was known to all.
                 s.mark_outage(b.state.outage.load(Ordering::Relaxed));
             }
-            if syncing && s.own == s.pushed {
-                if inner.dirty.len() < DIRTY_CAP {
-                    inner.dirty.push(entity);
-                } else {
-                    inner.dirty_overflow = true;
-                }
-            }
             let before = s.spent(period);
             s.own += usd;
             let after = s.spent(period);
@@ -374,108 +506,24 @@ impl Budgets {
                 // Once per crossing: the spend only grows within a period.
                 inner.crossings.push((s.label.clone(), after));
             }
-        }
-    }
-
-    /// Spend not yet handed to the sync task, per (rule, entity, period index); the first
-    /// call switches tracking on.
-    pub fn drain_deltas(&self) -> Vec<Delta> {
-        let mut out = Vec::new();
-        for b in &self.budgets {
-            b.state.syncing.store(true, Ordering::Relaxed);
-            let mut guard = b.state.lock();
-            let inner = &mut *guard;
-            let mut take = |entity: u64, s: &mut Spend| {
-                if s.own > s.pushed {
-                    let amount = s.own - s.pushed;
-                    s.pushed = s.own;
-                    out.push(Delta {
-                        rule_id: Arc::clone(&b.state.id),
-                        entity,
-                        window: s.period,
-                        amount,
-                    });
-                }
-            };
-            if std::mem::take(&mut inner.dirty_overflow) {
-                inner.dirty.clear();
-                for (&entity, s) in inner.spend.iter_mut() {
-                    take(entity, s);
-                }
+            if !syncing {
+                continue;
+            }
+            let shared = if leasing {
+                let debt = s.lease.take(usd);
+                track(&mut s.lease, entity, &mut inner.leasing);
+                debt
             } else {
-                for entity in std::mem::take(&mut inner.dirty) {
-                    if let Some(s) = inner.spend.get_mut(entity) {
-                        take(entity, s);
-                    }
+                usd
+            };
+            if shared > 0.0 {
+                let first = s.unsynced == 0.0;
+                s.unsynced += shared;
+                if first {
+                    inner.mark_dirty(entity);
                 }
             }
         }
-        out
-    }
-
-    /// Applies the global spend (all replicas, this one included) of one (rule, entity,
-    /// period). Returns false for an unknown rule id.
-    pub fn apply_remote(
-        &self,
-        wall_ms: u64,
-        rule_id: &str,
-        entity: u64,
-        period: u64,
-        total: f64,
-    ) -> bool {
-        let Some(b) = self.budgets.iter().find(|b| &*b.state.id == rule_id) else {
-            return false;
-        };
-        let current = b.rule.period.index(wall_ms);
-        if period < current {
-            return true;
-        }
-        let mut guard = b.state.lock();
-        let inner = &mut *guard;
-        let s = inner
-            .spend
-            .entry(entity, || Spend::fresh(period, None), |s| s.idle(current));
-        if period < s.period {
-            return true;
-        }
-        s.roll(period);
-        if super::lost(total, s.pushed) {
-            // The shared counter lost our part (the store restarted empty, or evicted the
-            // key): the next drain hands over our whole spend this period again.
-            if s.own == s.pushed {
-                if inner.dirty.len() < DIRTY_CAP {
-                    inner.dirty.push(entity);
-                } else {
-                    inner.dirty_overflow = true;
-                }
-            }
-            s.pushed = 0.0;
-            return true;
-        }
-        s.others = s.others.max(total - s.pushed);
-        true
-    }
-
-    /// While the shared store is unreachable, each of `replicas` replicas may spend only
-    /// `1/replicas` of what was left of each budget when the outage began (a conservative
-    /// local reservation); 1 restores the synced view. Lives with the rule's state, so a
-    /// reload's adopted rules keep it.
-    pub fn set_share(&self, replicas: u32) {
-        let n = replicas.max(1);
-        for b in &self.budgets {
-            let old = b.state.share.swap(n, Ordering::Relaxed);
-            if n > 1 && old <= 1 {
-                b.state.outage.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    }
-
-    /// The period of a rule (what its shared counters count per).
-    pub fn period(&self, rule_id: &str) -> Option<BudgetPeriod> {
-        self.budgets
-            .iter()
-            .find(|b| &*b.state.id == rule_id)
-            .map(|b| b.rule.period)
     }
 
     pub fn stats(&self) -> Vec<BudgetStats> {
@@ -586,6 +634,13 @@ pub fn usd(x: f64) -> String {
 }
 
 const CROSSINGS_CAP: usize = 1024;
+
+fn track(lease: &mut Lease, entity: u64, leasing: &mut HashSet<u64>) {
+    if !lease.tracked {
+        lease.tracked = true;
+        leasing.insert(entity);
+    }
+}
 
 const DIRTY_CAP: usize = 65_536;
 
@@ -868,5 +923,40 @@ mod tests {
         assert_eq!((d.allowed, d.spent_usd, d.limit_usd), (true, 10.0, 20.0));
         let mut other = one("cost_per_week");
         assert_eq!(other.adopt(&old), 0, "a new period starts a new budget");
+    }
+
+    #[test]
+    fn requests_in_flight_reserve_their_estimate_until_settled_or_dropped() {
+        let b = one("cost_per_day");
+        let now = utc(2025, 5, 5, 12, 0);
+        let a = facts("user:a", &[]);
+        let mut held: Vec<Reservation> = (0..6)
+            .filter_map(|_| {
+                let (d, r) = b.check_and_reserve(now, &a, 3.0);
+                d.allowed.then(|| r.expect("reserved"))
+            })
+            .collect();
+        assert_eq!(
+            held.len(),
+            4,
+            "0, 3, 6 and 9 reserved are under 10; 12 is not"
+        );
+        // One request ends without running: dropping its admission gives the estimate back.
+        drop(held.pop());
+        let (d, r) = b.check_and_reserve(now, &a, 3.0);
+        assert!(d.allowed);
+        held.push(r.unwrap());
+        // Settled at their real cost (2 each): 8 spent, nothing reserved, one more fits.
+        for r in held.drain(..) {
+            b.settle(now, &a, 2.0, Some(&r));
+        }
+        let d = b.check(now, &a);
+        assert_eq!((d.allowed, d.spent_usd), (true, 8.0));
+        let (_, r) = b.check_and_reserve(now, &a, 3.0);
+        b.settle(now, &a, 2.5, r.as_ref());
+        assert!(
+            !b.check(now, &a).allowed,
+            "10.5 spent: one request past the limit at most"
+        );
     }
 }

@@ -9,14 +9,17 @@ pub mod budget;
 pub mod config;
 pub mod cost;
 pub mod entity;
+pub mod lease;
 mod map;
 pub mod ratelimit;
+pub mod reserve;
 pub mod sync;
 
 pub use budget::{BudgetDecision, Budgets};
 pub use config::{parse_budgets, parse_rate_limits, BudgetRule, KeyPart, LimitKind, RateLimitRule};
 pub use cost::{Cost, CostTable, Price};
 pub use ratelimit::{Decision, RateLimiter, Ticket};
+pub use reserve::{RequestSize, Reservation};
 
 /// Default cap on the entities (buckets or budgets) each rule keeps in memory.
 pub const DEFAULT_MAX_ENTITIES: usize = 100_000;

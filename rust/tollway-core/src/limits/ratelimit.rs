@@ -10,10 +10,14 @@
 
 use super::config::{KeyPart, LimitKind, RateLimitRule, RatePeriod};
 use super::entity::entity_key;
+use super::lease::Lease;
 use super::map::BoundedMap;
-use super::{Delta, RequestFacts};
+use super::RequestFacts;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+mod shared;
 
 #[derive(Debug)]
 struct Bucket {
@@ -28,6 +32,8 @@ struct Bucket {
     pushed: f64,
     /// Other replicas' consumption in `window`, already taken from `level`.
     others: f64,
+    /// This replica's slice of the shared limit (see `lease.rs`).
+    lease: Lease,
 }
 
 impl Bucket {
@@ -39,7 +45,13 @@ impl Bucket {
             window: 0,
             pushed: 0.0,
             others: 0.0,
+            lease: Lease::default(),
         }
+    }
+
+    /// Equal to a fresh bucket: full, nothing to sync, no lease held.
+    fn idle(&self, now: u64, cap: f64, rate: f64, syncing: bool) -> bool {
+        self.full_at(now, cap, rate) && !(syncing && self.unsynced != 0.0) && self.lease.left == 0.0
     }
 
     fn refill(&mut self, now: u64, cap: f64, rate: f64) {
@@ -65,10 +77,18 @@ impl Bucket {
 #[derive(Debug)]
 struct Inner {
     buckets: BoundedMap<Bucket>,
+    sync: SyncState,
+}
+
+/// Which entities the sync task must visit.
+#[derive(Debug, Default)]
+struct SyncState {
     /// Entities with unsynced consumption, so a sync visits only those.
     dirty: Vec<u64>,
     /// `dirty` hit its cap: the next drain scans every bucket instead.
-    dirty_overflow: bool,
+    overflow: bool,
+    /// Entities whose lease the sync task looks after.
+    leasing: HashSet<u64>,
 }
 
 /// The live state of one rule, shared with the engine a reload builds when the rule keeps
@@ -83,6 +103,8 @@ struct Shared {
     /// Replicas sharing the limit while the shared store is unreachable (1: the whole limit
     /// is ours to enforce, with other replicas' use arriving through `apply_remote`).
     share: AtomicU32,
+    /// Replicas sharing the limit through leases; 0: not leasing (no shared store).
+    replicas: AtomicU32,
     allowed: AtomicU64,
     denied: AtomicU64,
 }
@@ -114,6 +136,26 @@ impl Limit {
         }
         let n = f64::from(share);
         ((self.cap / n).max(self.cap.min(1.0)), self.rate / n)
+    }
+
+    /// Replicas sharing the limit by leases, when admission must stay within a lease: the
+    /// store is reachable (no outage share) and syncing is on.
+    fn leasing(&self, syncing: bool) -> Option<u32> {
+        let n = self.state.replicas.load(Ordering::Relaxed);
+        (syncing && n > 0 && self.state.share.load(Ordering::Relaxed) <= 1).then_some(n)
+    }
+
+    /// Grants are whole requests; token grants may be any amount.
+    fn unit(&self) -> f64 {
+        match self.rule.kind {
+            LimitKind::Requests => 1.0,
+            LimitKind::Tokens => 0.0,
+        }
+    }
+
+    /// What an idle entity keeps of its lease: a request, or 1% of a token limit.
+    fn keep(&self) -> f64 {
+        self.unit().max(self.cap * 0.01).min(self.cap)
     }
 }
 
@@ -225,11 +267,11 @@ impl RateLimiter {
                     shape: (rule.kind, rule.period, rule.applies_per.clone()),
                     inner: Mutex::new(Inner {
                         buckets: BoundedMap::new(max_entities),
-                        dirty: Vec::new(),
-                        dirty_overflow: false,
+                        sync: SyncState::default(),
                     }),
                     syncing: AtomicBool::new(false),
                     share: AtomicU32::new(1),
+                    replicas: AtomicU32::new(0),
                     allowed: AtomicU64::new(0),
                     denied: AtomicU64::new(0),
                 });
@@ -291,25 +333,40 @@ impl RateLimiter {
         let mut guard = l.state.lock();
         let inner = &mut *guard;
         let (cap, rate) = l.effective();
+        let leasing = l.leasing(syncing);
         let b = inner.buckets.entry(
             entity,
             || Bucket::fresh(cap, now_ms),
-            |b| b.full_at(now_ms, cap, rate) && !(syncing && b.unsynced > 0.0),
+            |b| b.idle(now_ms, cap, rate, syncing),
         );
         b.refill(now_ms, cap, rate);
-        let (allowed, need) = match l.rule.kind {
+        let (mut allowed, need): (bool, f64) = match l.rule.kind {
             LimitKind::Requests => (b.level >= 1.0, 1.0),
             LimitKind::Tokens => (b.level > 0.0, 0.0),
         };
+        let mut by_lease = false;
+        if let (true, Some(n)) = (allowed, leasing) {
+            // At least one request, as during an outage: a limit smaller than the replica
+            // count still lets a request through on first sight rather than none.
+            let share = b
+                .lease
+                .first_sight((cap / f64::from(n)).max(l.unit().min(cap)));
+            if share > 0.0 {
+                if b.unsynced == 0.0 {
+                    mark_dirty(entity, &mut inner.sync.dirty, &mut inner.sync.overflow);
+                }
+                b.unsynced += share;
+                track(&mut b.lease, entity, &mut inner.sync.leasing);
+            }
+            if b.lease.left < need.max(f64::MIN_POSITIVE) {
+                allowed = false;
+                by_lease = true;
+                b.lease.starved = true;
+                track(&mut b.lease, entity, &mut inner.sync.leasing);
+            }
+        }
         if allowed && l.rule.kind == LimitKind::Requests {
-            consume(
-                b,
-                1.0,
-                entity,
-                syncing,
-                &mut inner.dirty,
-                &mut inner.dirty_overflow,
-            );
+            consume(b, 1.0, entity, syncing, leasing.is_some(), &mut inner.sync);
         }
         let level = b.level;
         drop(guard);
@@ -322,6 +379,9 @@ impl RateLimiter {
         let rule = u32::try_from(i).unwrap_or(u32::MAX);
         let retry_after_s = if allowed {
             0
+        } else if by_lease {
+            // Refused by the lease, not the bucket: the next grant is a sync away.
+            1
         } else {
             // Tokens need the level strictly above zero: one more millisecond of refill.
             let ms = ((need - level) / rate).ceil() as u64 + u64::from(need == 0.0);
@@ -349,10 +409,11 @@ impl RateLimiter {
         let mut guard = l.state.lock();
         let inner = &mut *guard;
         let (cap, rate) = l.effective();
+        let leasing = l.leasing(syncing).is_some();
         let b = inner.buckets.entry(
             ticket.entity,
             || Bucket::fresh(cap, now_ms),
-            |b| b.full_at(now_ms, cap, rate) && !(syncing && b.unsynced > 0.0),
+            |b| b.idle(now_ms, cap, rate, syncing),
         );
         b.refill(now_ms, cap, rate);
         consume(
@@ -360,117 +421,9 @@ impl RateLimiter {
             tokens as f64,
             ticket.entity,
             syncing,
-            &mut inner.dirty,
-            &mut inner.dirty_overflow,
+            leasing,
+            &mut inner.sync,
         );
-    }
-
-    /// Hands the sync task everything consumed since the last call, per (rule, entity,
-    /// window of `wall_ms`); the first call switches tracking on.
-    pub fn drain_deltas(&self, wall_ms: u64) -> Vec<Delta> {
-        let mut out = Vec::new();
-        for l in &self.limits {
-            l.state.syncing.store(true, Ordering::Relaxed);
-            let window = wall_ms / l.rule.period.ms();
-            let mut guard = l.state.lock();
-            let inner = &mut *guard;
-            let mut take = |entity: u64, b: &mut Bucket| {
-                if b.unsynced > 0.0 {
-                    b.roll(window);
-                    b.pushed += b.unsynced;
-                    out.push(Delta {
-                        rule_id: Arc::clone(&l.state.id),
-                        entity,
-                        window,
-                        amount: b.unsynced,
-                    });
-                    b.unsynced = 0.0;
-                }
-            };
-            if std::mem::take(&mut inner.dirty_overflow) {
-                inner.dirty.clear();
-                for (&entity, b) in inner.buckets.iter_mut() {
-                    take(entity, b);
-                }
-            } else {
-                for entity in std::mem::take(&mut inner.dirty) {
-                    if let Some(b) = inner.buckets.get_mut(entity) {
-                        take(entity, b);
-                    }
-                }
-            }
-        }
-        out
-    }
-
-    /// Applies a global total (all replicas, this one included) for one (rule, entity,
-    /// window): what other replicas consumed since the last call is taken from the bucket.
-    /// Returns false for an unknown rule id.
-    pub fn apply_remote(
-        &self,
-        now_ms: u64,
-        rule_id: &str,
-        entity: u64,
-        window: u64,
-        total: f64,
-    ) -> bool {
-        let Some(l) = self.limits.iter().find(|l| &*l.state.id == rule_id) else {
-            return false;
-        };
-        let mut guard = l.state.lock();
-        let inner = &mut *guard;
-        let (cap, rate) = l.effective();
-        let b = inner.buckets.entry(
-            entity,
-            || Bucket::fresh(cap, now_ms),
-            |b| b.full_at(now_ms, cap, rate) && b.unsynced == 0.0,
-        );
-        if window < b.window {
-            return true;
-        }
-        b.refill(now_ms, cap, rate);
-        b.roll(window);
-        if super::lost(total, b.pushed) {
-            // The shared counter lost our part (the store restarted empty, or evicted the
-            // key): hand it over again. What others used stays taken from the bucket.
-            if b.unsynced == 0.0 {
-                mark_dirty(entity, &mut inner.dirty, &mut inner.dirty_overflow);
-            }
-            b.unsynced += b.pushed;
-            b.pushed = 0.0;
-            return true;
-        }
-        let others = (total - b.pushed).max(0.0);
-        if others > b.others {
-            b.level -= others - b.others;
-            b.others = others;
-        }
-        true
-    }
-
-    /// While the shared store is unreachable, each of `replicas` replicas enforces
-    /// `limit / replicas` (capacity and refill) from its own buckets; 1 restores the whole
-    /// limit. The share lives with the rule's state, so a reload's adopted rules keep it.
-    pub fn set_share(&self, replicas: u32) {
-        for l in &self.limits {
-            l.state.share.store(replicas.max(1), Ordering::Relaxed);
-        }
-    }
-
-    /// The unit of a rule (what its shared counters count, per which window).
-    pub fn unit(&self, rule_id: &str) -> Option<(LimitKind, RatePeriod)> {
-        self.limits
-            .iter()
-            .find(|l| &*l.state.id == rule_id)
-            .map(|l| (l.rule.kind, l.rule.period))
-    }
-
-    /// The length of a rule's sync window in ms (the period of its unit), for key expiry.
-    pub fn window_ms(&self, rule_id: &str) -> Option<u64> {
-        self.limits
-            .iter()
-            .find(|l| &*l.state.id == rule_id)
-            .map(|l| l.rule.period.ms())
     }
 
     pub fn stats(&self) -> Vec<RuleStats> {
@@ -505,20 +458,39 @@ impl RateLimiter {
     }
 }
 
+/// Takes `amount` from the bucket; with syncing on, what no lease covered is handed to the
+/// sync task (all of it when not leasing).
 fn consume(
     b: &mut Bucket,
     amount: f64,
     entity: u64,
     syncing: bool,
-    dirty: &mut Vec<u64>,
-    overflow: &mut bool,
+    leasing: bool,
+    sync: &mut SyncState,
 ) {
     b.level -= amount;
-    if syncing && amount > 0.0 {
+    if !syncing || amount <= 0.0 {
+        return;
+    }
+    let shared = if leasing {
+        let debt = b.lease.take(amount);
+        track(&mut b.lease, entity, &mut sync.leasing);
+        debt
+    } else {
+        amount
+    };
+    if shared > 0.0 {
         if b.unsynced == 0.0 {
-            mark_dirty(entity, dirty, overflow);
+            mark_dirty(entity, &mut sync.dirty, &mut sync.overflow);
         }
-        b.unsynced += amount;
+        b.unsynced += shared;
+    }
+}
+
+fn track(lease: &mut Lease, entity: u64, leasing: &mut HashSet<u64>) {
+    if !lease.tracked {
+        lease.tracked = true;
+        leasing.insert(entity);
     }
 }
 

@@ -6,6 +6,10 @@
 //! minutes and hours, never add up in one counter. Names are `rl:<unit>:<window>:<entity>:<id>`
 //! for rate limits and `bg:<unit>:<period>:<entity>:<id>` for budgets; the entity is 16 hex
 //! digits and the rule id comes last, so it may contain `:`.
+//!
+//! While the store answers, each replica admits only from its lease on a counter (see
+//! `lease.rs`): the sync task asks the store for slices with [`LeaseRequest`]s, which a
+//! script grants as a part of what is left, and hands back idle leases as negative deltas.
 
 use super::config::{BudgetPeriod, LimitKind, RatePeriod};
 use super::{Budgets, RateLimiter};
@@ -102,6 +106,59 @@ fn budget_period_ms(period: BudgetPeriod) -> u64 {
     }
 }
 
+/// A slice to ask of a shared counter (after this tick's deltas were added to it): the
+/// store grants part of `limit - total` (whole multiples of `unit` when it is not 0).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeaseRequest {
+    pub key: String,
+    pub limit: f64,
+    pub unit: f64,
+    pub ttl_ms: u64,
+}
+
+/// One sync tick: leases to ask for, and (after idle leases were handed back) everything
+/// to add to shared counters.
+pub fn tick(
+    limiter: &RateLimiter,
+    budgets: &Budgets,
+    wall_ms: u64,
+) -> (Vec<SyncDelta>, Vec<LeaseRequest>) {
+    let mut leases = Vec::new();
+    for w in limiter.lease_tick(wall_ms) {
+        if let Some((kind, period)) = limiter.unit(&w.rule_id) {
+            leases.push(LeaseRequest {
+                key: format!(
+                    "rl:{}:{}:{:016x}:{}",
+                    rate_unit(kind, period),
+                    w.window,
+                    w.entity,
+                    w.rule_id
+                ),
+                limit: w.limit,
+                unit: w.unit,
+                ttl_ms: 2 * period.ms(),
+            });
+        }
+    }
+    for w in budgets.lease_tick(wall_ms) {
+        if let Some(period) = budgets.period(&w.rule_id) {
+            leases.push(LeaseRequest {
+                key: format!(
+                    "bg:{}:{}:{:016x}:{}",
+                    budget_unit(period),
+                    w.window,
+                    w.entity,
+                    w.rule_id
+                ),
+                limit: w.limit,
+                unit: w.unit,
+                ttl_ms: 2 * budget_period_ms(period),
+            });
+        }
+    }
+    (drain(limiter, budgets, wall_ms), leases)
+}
+
 /// Everything consumed since the last call, as increments of shared counters; the first
 /// call switches tracking on (and returns nothing).
 pub fn drain(limiter: &RateLimiter, budgets: &Budgets, wall_ms: u64) -> Vec<SyncDelta> {
@@ -150,6 +207,37 @@ pub fn apply(
     key: &str,
     total: f64,
 ) -> bool {
+    apply_grant(limiter, budgets, now_ms, wall_ms, key, None, total)
+}
+
+/// Applies a lease the store granted on a counter (`grant`, maybe 0) and the counter's
+/// total after it. Returns false when the key names no rule of this config.
+pub fn apply_lease(
+    limiter: &RateLimiter,
+    budgets: &Budgets,
+    now_ms: u64,
+    wall_ms: u64,
+    key: &str,
+    grant: f64,
+    total: f64,
+) -> bool {
+    let grant = if grant.is_finite() {
+        grant.max(0.0)
+    } else {
+        0.0
+    };
+    apply_grant(limiter, budgets, now_ms, wall_ms, key, Some(grant), total)
+}
+
+fn apply_grant(
+    limiter: &RateLimiter,
+    budgets: &Budgets,
+    now_ms: u64,
+    wall_ms: u64,
+    key: &str,
+    grant: Option<f64>,
+    total: f64,
+) -> bool {
     let mut parts = key.splitn(5, ':');
     let (Some(kind), Some(unit), Some(window), Some(entity), Some(rule_id)) = (
         parts.next(),
@@ -168,13 +256,19 @@ pub fn apply(
             limiter
                 .unit(rule_id)
                 .is_some_and(|(k, p)| rate_unit(k, p) == unit)
-                && limiter.apply_remote(now_ms, rule_id, entity, window, total)
+                && match grant {
+                    Some(g) => limiter.apply_lease(now_ms, rule_id, entity, window, g, total),
+                    None => limiter.apply_remote(now_ms, rule_id, entity, window, total),
+                }
         }
         "bg" => {
             budgets
                 .period(rule_id)
                 .is_some_and(|p| budget_unit(p) == unit)
-                && budgets.apply_remote(wall_ms, rule_id, entity, window, total)
+                && match grant {
+                    Some(g) => budgets.apply_lease(wall_ms, rule_id, entity, window, g, total),
+                    None => budgets.apply_remote(wall_ms, rule_id, entity, window, total),
+                }
         }
         _ => false,
     }
@@ -186,6 +280,12 @@ pub fn apply(
 pub fn set_share(limiter: &RateLimiter, budgets: &Budgets, replicas: u32) {
     limiter.set_share(replicas);
     budgets.set_share(replicas);
+}
+
+/// The store answers and `replicas` replicas share it: admit from leases (0: stop).
+pub fn set_replicas(limiter: &RateLimiter, budgets: &Budgets, replicas: u32) {
+    limiter.set_replicas(replicas);
+    budgets.set_replicas(replicas);
 }
 
 #[cfg(test)]
@@ -369,5 +469,123 @@ mod tests {
         // Rounding in Redis is not a loss.
         assert!(apply(&l, &b, 0, WALL, &again[1].key, 3.0 - 1e-12));
         assert!(drain(&l, &b, WALL).is_empty());
+    }
+
+    /// The store's side of a tick, as the Lua script does it: deltas added, then slices
+    /// granted of what is left.
+    fn exchange(
+        store: &mut std::collections::HashMap<String, f64>,
+        l: &RateLimiter,
+        b: &Budgets,
+        replicas: f64,
+    ) {
+        let (deltas, leases) = tick(l, b, WALL);
+        for d in deltas {
+            let total = store.entry(d.key.clone()).or_default();
+            *total += d.amount;
+            assert!(apply(l, b, 0, WALL, &d.key, *total));
+        }
+        for w in leases {
+            let total = store.entry(w.key.clone()).or_default();
+            let left = w.limit - *total;
+            let mut grant = (left / replicas).max(0.0);
+            if w.unit > 0.0 {
+                grant = (grant / w.unit).floor() * w.unit;
+                if grant < w.unit && left >= w.unit {
+                    grant = w.unit;
+                }
+            }
+            *total += grant;
+            assert!(apply_lease(l, b, 0, WALL, &w.key, grant, *total));
+        }
+    }
+
+    #[test]
+    fn replicas_admit_from_leases_so_a_burst_cannot_pass_the_limit() {
+        let mut store = std::collections::HashMap::new();
+        let replicas: Vec<(RateLimiter, Budgets)> = (0..4).map(|_| (rpm(20), daily(1.0))).collect();
+        for (l, b) in &replicas {
+            let _ = tick(l, b, WALL);
+            set_replicas(l, b, 4);
+        }
+        // A burst before any grant: each replica has 20 / 4 on first sight.
+        let admitted: usize = replicas.iter().map(|(l, _)| passes(l, 0, 10)).sum();
+        assert_eq!(admitted, 20);
+        for (l, b) in &replicas {
+            exchange(&mut store, l, b, 4.0);
+        }
+        assert_eq!(
+            store.values().sum::<f64>(),
+            20.0,
+            "spent, and nothing left to lease"
+        );
+        let admitted: usize = replicas.iter().map(|(l, _)| passes(l, 0, 10)).sum();
+        assert_eq!(
+            admitted, 0,
+            "the limit holds across replicas (the bucket has not refilled)"
+        );
+
+        // Paced traffic on a fresh entity: one replica takes slices as it goes.
+        let (l, b) = (rpm(20), daily(1.0));
+        let mut store = std::collections::HashMap::new();
+        let _ = tick(&l, &b, WALL);
+        set_replicas(&l, &b, 2);
+        let mut admitted = 0;
+        for _ in 0..30 {
+            admitted += passes(&l, 0, 2);
+            exchange(&mut store, &l, &b, 2.0);
+        }
+        assert_eq!(admitted, 20, "the whole limit, in shrinking slices");
+        assert_eq!(store.values().sum::<f64>(), 20.0);
+    }
+
+    #[test]
+    fn an_idle_lease_is_handed_back_for_other_replicas() {
+        let mut store = std::collections::HashMap::new();
+        let (a, b) = ((rpm(20), daily(1.0)), (rpm(20), daily(1.0)));
+        for (l, bg) in [&a, &b] {
+            let _ = tick(l, bg, WALL);
+            set_replicas(l, bg, 2);
+        }
+        assert_eq!(passes(&a.0, 0, 1), 1);
+        exchange(&mut store, &a.0, &a.1, 2.0);
+        let held: f64 = store.values().sum();
+        assert_eq!(held, 10.0, "its first-sight share: half the limit");
+        for _ in 0..crate::limits::lease::IDLE_TICKS + 1 {
+            exchange(&mut store, &a.0, &a.1, 2.0);
+        }
+        assert_eq!(
+            store.values().sum::<f64>(),
+            2.0,
+            "all but one unit handed back"
+        );
+        // The other replica may now use what is left (bucket permitting).
+        assert_eq!(passes(&b.0, 0, 30), 10, "its first-sight share");
+        exchange(&mut store, &b.0, &b.1, 2.0);
+        exchange(&mut store, &b.0, &b.1, 2.0);
+        assert_eq!(passes(&b.0, 0, 30), 4, "then slices of the 8 left");
+    }
+
+    #[test]
+    fn budget_spend_comes_from_leases_across_replicas() {
+        let mut store = std::collections::HashMap::new();
+        let replicas: Vec<(RateLimiter, Budgets)> =
+            (0..2).map(|_| (rpm(1000), daily(10.0))).collect();
+        for (l, b) in &replicas {
+            let _ = tick(l, b, WALL);
+            set_replicas(l, b, 2);
+        }
+        // Each replica spends 1 per admitted request, admitted while its lease has room.
+        let mut spent = 0.0;
+        for _ in 0..20 {
+            for (l, b) in &replicas {
+                if b.check(WALL, &FACTS).allowed {
+                    b.charge(WALL, &FACTS, 1.0);
+                    spent += 1.0;
+                }
+                exchange(&mut store, l, b, 2.0);
+            }
+        }
+        assert!((10.0..=11.0).contains(&spent), "{spent}");
     }
 }
