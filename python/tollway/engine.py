@@ -44,9 +44,9 @@ from tollway._core import (
     monotonic_ms,
     set_replicas,
     set_share,
+    sync_tick,
     telemetry_defaults,
     tool_allowed,
-    sync_tick,
     warm_tokenizer,
 )
 from tollway.config import ConfigError, load_documents
@@ -88,9 +88,9 @@ __all__ = [
     "monotonic_ms",
     "set_replicas",
     "set_share",
+    "sync_tick",
     "telemetry_defaults",
     "tool_allowed",
-    "sync_tick",
     "warm_tokenizer",
 ]
 

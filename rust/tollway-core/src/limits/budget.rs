@@ -23,6 +23,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 mod shared;
 mod spend;
 
+pub use spend::{usd, BudgetSpend};
+
 const DAY_MS: u64 = 86_400_000;
 
 /// Days since 1970-01-01 to (year, month 1-12, day 1-31), proleptic Gregorian (H. Hinnant).
@@ -560,77 +562,6 @@ impl Budgets {
             d.reset_s
         )
     }
-
-    /// Spend and limit of the entities each rule knows this period, largest spend first, at
-    /// most `cap` per rule (for the `llm_gateway_budget_*_usd` gauges; not the request path).
-    pub fn spend_view(&self, wall_ms: u64, cap: usize) -> Vec<BudgetSpend> {
-        let mut out = Vec::new();
-        for b in &self.budgets {
-            let period = b.rule.period.index(wall_ms);
-            let inner = b.state.lock();
-            let mut rows: Vec<(Arc<str>, f64)> = inner
-                .spend
-                .iter()
-                .filter_map(|(_, s)| Some((s.label.clone()?, s.spent(period))))
-                .filter(|(_, spent)| *spent > 0.0)
-                .collect();
-            drop(inner);
-            let largest_first = |a: &(Arc<str>, f64), b: &(Arc<str>, f64)| b.1.total_cmp(&a.1);
-            if rows.len() > cap && cap > 0 {
-                rows.select_nth_unstable_by(cap - 1, largest_first);
-            }
-            rows.truncate(cap);
-            rows.sort_by(largest_first);
-            out.extend(rows.into_iter().map(|(entity, spent)| BudgetSpend {
-                rule: Arc::clone(&b.state.id),
-                entity,
-                spent_usd: spent,
-                limit_usd: b.rule.limit_usd,
-                audit: b.rule.audit_mode,
-            }));
-        }
-        out
-    }
-
-    /// The entities that reached their limit since the last call, once each per crossing.
-    pub fn take_crossings(&self) -> Vec<BudgetSpend> {
-        let mut out = Vec::new();
-        for b in &self.budgets {
-            let taken = std::mem::take(&mut b.state.lock().crossings);
-            out.extend(taken.into_iter().map(|(entity, spent)| BudgetSpend {
-                rule: Arc::clone(&b.state.id),
-                entity: entity.unwrap_or_else(|| Arc::from("")),
-                spent_usd: spent,
-                limit_usd: b.rule.limit_usd,
-                audit: b.rule.audit_mode,
-            }));
-        }
-        out
-    }
-}
-
-/// One entity's spend under one rule this period.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BudgetSpend {
-    pub rule: Arc<str>,
-    /// `user=alice,metadata.project=x`; empty parts list: the empty string.
-    pub entity: Arc<str>,
-    pub spent_usd: f64,
-    pub limit_usd: f64,
-    pub audit: bool,
-}
-
-/// Dollars with enough digits to tell small amounts apart: `1.20`, `0.015`, `0.000012`.
-pub fn usd(x: f64) -> String {
-    if !x.is_finite() || x == 0.0 || x.abs() >= 1.0 {
-        return format!("{x:.2}");
-    }
-    // Two significant digits, at least two decimals, trailing zeros past those dropped.
-    let decimals = ((-x.abs().log10()).ceil() as usize + 1).clamp(2, 12);
-    let s = format!("{x:.decimals$}");
-    let (int, frac) = s.split_once('.').unwrap_or((&s, ""));
-    let keep = frac.trim_end_matches('0').len().max(2);
-    format!("{int}.{}", &frac[..keep.min(frac.len())])
 }
 
 const CROSSINGS_CAP: usize = 1024;
