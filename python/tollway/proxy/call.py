@@ -61,6 +61,7 @@ class Call:
         "applied",
         "capture_content",
         "client",
+        "delivered",
         "endpoint",
         "gated",
         "guard",
@@ -132,6 +133,7 @@ class Call:
         # (input, cached input, output, cache write) tokens.
         self.usage = (0, 0, 0, 0)
         self.meter: SseMeter | None = None
+        self.delivered = asyncio.Event()  # the stream relay sets it: the client has it all
         # The request's own key: scrubbed from answers like the provider secrets.
         self.secret = bearer_token(head.authorization)
         self.response_limit = rt.settings.max_response_bytes

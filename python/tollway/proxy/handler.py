@@ -204,7 +204,7 @@ class Proxy:
             )
             call.ingress = ingress
             if call.stream:
-                await _race_disconnect(call.run(), receive, req["model"])
+                await _race_disconnect(call.run(), receive, req["model"], call.delivered)
             else:
                 await call.run()
             if capture is not None:
@@ -249,13 +249,19 @@ class Proxy:
             await send_error(send, e, head.request_id)
 
 
-async def _race_disconnect(work: Coroutine[Any, Any, None], receive: Receive, label: str) -> None:
+async def _race_disconnect(
+    work: Coroutine[Any, Any, None], receive: Receive, label: str, delivered: asyncio.Event
+) -> None:
     """Runs a streamed request raced against the client leaving, from before the first
-    upstream byte: Granian's send() does not fail after the client left; receive() says so."""
+    upstream byte: Granian's send() does not fail after the client left; receive() says so.
+    A client that leaves once the whole answer is out (it stops reading at `[DONE]`) cancels
+    nothing: the request finishes its bookkeeping as answered."""
     task = asyncio.ensure_future(work)
     watch = asyncio.ensure_future(receive())
     try:
         await asyncio.wait((task, watch), return_when=asyncio.FIRST_COMPLETED)
+        if not task.done() and delivered.is_set():
+            await task
     finally:
         if not task.done():
             task.cancel()

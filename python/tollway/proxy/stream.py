@@ -37,6 +37,7 @@ class StreamHost(Protocol):
     guard: GuardPlan | None
     meter: SseMeter | None
     log: RequestLog
+    delivered: asyncio.Event
     # Another client API (`/v1/messages`, `/v1/responses`): it picks the stream format.
     ingress: Ingress | None
     started: float
@@ -165,6 +166,7 @@ async def relay(
         # first byte there is no fallback (the client may have shown part of an answer).
         event = b"event: error\ndata: " + scrub(broken.body()) + b"\n\n"
         await send({"type": "http.response.body", "body": event, "more_body": True})
+    call.delivered.set()  # the client has it all: its leaving now cancels nothing
     if guard is not None:
         guard.report(guard_start)
     call.end(plan, status, meter.output_tokens, kind)
