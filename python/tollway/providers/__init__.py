@@ -8,9 +8,11 @@ translated by the Rust `SseMeter` in the `stream_format` the provider names.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
+
+import msgspec
 
 __all__ = [
     "OPENAI_COMPATIBLE",
@@ -20,6 +22,8 @@ __all__ = [
     "ProviderTarget",
     "RequestAuth",
     "TranslationError",
+    "content_parts",
+    "tool_arguments",
 ]
 
 StreamFormat = Literal["openai", "anthropic", "gemini", "bedrock"]
@@ -140,3 +144,43 @@ class Provider(Protocol):
         """The OpenAI body for the provider's non-streamed answer to `request`: a
         `chat.completion` (or embeddings list) for 2xx, an OpenAI error body otherwise."""
         ...
+
+
+def content_parts(
+    content: Any, image: Callable[[str], dict[str, Any]], provider: str
+) -> list[dict[str, Any]]:
+    """An OpenAI message's `content` (a string, or text and image_url parts) as a provider's
+    `{"text": ...}` parts, with `image` making the provider's part for an image URL."""
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"text": content}] if content else []
+    parts: list[dict[str, Any]] = []
+    for part in content:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text":
+            if part.get("text"):
+                parts.append({"text": part["text"]})
+        elif kind == "image_url":
+            img = part.get("image_url")
+            url = img.get("url") if isinstance(img, dict) else img
+            if not isinstance(url, str):
+                raise TranslationError("image_url parts need a url")
+            parts.append(image(url))
+        else:
+            raise TranslationError(
+                f"content parts of type {kind!r} are not supported by {provider}"
+            )
+    return parts
+
+
+def tool_arguments(call: Any) -> dict[str, Any]:
+    """An OpenAI tool call's `function.arguments` (a JSON string) as an object."""
+    function = call.get("function") or {}
+    try:
+        args = msgspec.json.decode(function.get("arguments") or "{}")
+    except msgspec.DecodeError:
+        raise TranslationError("tool_calls[].function.arguments must be a JSON object") from None
+    if not isinstance(args, dict):
+        raise TranslationError("tool_calls[].function.arguments must be a JSON object")
+    return args

@@ -14,7 +14,13 @@ from urllib.parse import quote
 import msgspec
 from yarl import URL
 
-from tollway.providers import CloudTarget, Endpoints, TranslationError
+from tollway.providers import (
+    CloudTarget,
+    Endpoints,
+    TranslationError,
+    content_parts,
+    tool_arguments,
+)
 from tollway.providers.aws import AwsCredentials, SigV4Auth, default_region
 
 __all__ = ["BedrockProvider", "from_converse", "from_error", "to_converse"]
@@ -66,36 +72,18 @@ def _image(url: str) -> dict[str, Any]:
 
 
 def _blocks(content: Any) -> list[dict[str, Any]]:
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [{"text": content}] if content else []
-    blocks: list[dict[str, Any]] = []
-    for part in content:
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind == "text":
-            if part.get("text"):
-                blocks.append({"text": part["text"]})
-        elif kind == "image_url":
-            image = part.get("image_url")
-            url = image.get("url") if isinstance(image, dict) else image
-            if not isinstance(url, str):
-                raise TranslationError("image_url parts need a url")
-            blocks.append(_image(url))
-        else:
-            raise TranslationError(f"content parts of type {kind!r} are not supported by Bedrock")
-    return blocks
+    return content_parts(content, _image, "Bedrock")
 
 
 def _tool_use(call: Any) -> dict[str, Any]:
-    function = call.get("function") or {}
-    try:
-        args = _decode(function.get("arguments") or "{}")
-    except msgspec.DecodeError:
-        raise TranslationError("tool_calls[].function.arguments must be a JSON object") from None
-    if not isinstance(args, dict):
-        raise TranslationError("tool_calls[].function.arguments must be a JSON object")
-    return {"toolUse": {"toolUseId": call.get("id"), "name": function.get("name"), "input": args}}
+    args = tool_arguments(call)
+    return {
+        "toolUse": {
+            "toolUseId": call.get("id"),
+            "name": (call.get("function") or {}).get("name"),
+            "input": args,
+        }
+    }
 
 
 def _messages(openai_messages: list[Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from tollway.providers import TranslationError
+from tollway.providers import TranslationError, content_parts, tool_arguments
 
 __all__ = [
     "finish_reason",
@@ -85,36 +85,7 @@ def _image(url: str) -> dict[str, Any]:
 
 
 def _parts(content: Any) -> list[dict[str, Any]]:
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [{"text": content}] if content else []
-    parts: list[dict[str, Any]] = []
-    for part in content:
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind == "text":
-            if part.get("text"):
-                parts.append({"text": part["text"]})
-        elif kind == "image_url":
-            image = part.get("image_url")
-            url = image.get("url") if isinstance(image, dict) else image
-            if not isinstance(url, str):
-                raise TranslationError("image_url parts need a url")
-            parts.append(_image(url))
-        else:
-            raise TranslationError(f"content parts of type {kind!r} are not supported by Gemini")
-    return parts
-
-
-def _arguments(call: Any) -> dict[str, Any]:
-    function = call.get("function") or {}
-    try:
-        args = _decode(function.get("arguments") or "{}")
-    except msgspec.DecodeError:
-        raise TranslationError("tool_calls[].function.arguments must be a JSON object") from None
-    if not isinstance(args, dict):
-        raise TranslationError("tool_calls[].function.arguments must be a JSON object")
-    return args
+    return content_parts(content, _image, "Gemini")
 
 
 def _contents(messages: list[Any]) -> tuple[list[str], list[dict[str, Any]]]:
@@ -136,7 +107,7 @@ def _contents(messages: list[Any]) -> tuple[list[str], list[dict[str, Any]]]:
             for call in m.get("tool_calls") or ():
                 name = (call.get("function") or {}).get("name") or ""
                 names[call.get("id") or ""] = name
-                parts.append({"functionCall": {"name": name, "args": _arguments(call)}})
+                parts.append({"functionCall": {"name": name, "args": tool_arguments(call)}})
             role = "model"
         elif role == "tool":
             text = _text_of(m.get("content"))
