@@ -4,10 +4,12 @@
 //! needs a nightly toolchain CI does not have). Each target also replays its corpus,
 //! `tests/corpus/<target>/*`: inputs worth keeping for ever (edges, past findings); add a file
 //! there when a run finds something. A longer run, e.g. before a release:
-//! `TOLLWAY_FUZZ_CASES=200000 cargo test -p tollway-core --release --test fuzz`.
+//! `TOLLWAY_FUZZ_CASES=200000 cargo test -p tollway-core --release --test fuzz`. The stream
+//! parsers' targets are in `fuzz_streams.rs`, the guardrail scanners' in `fuzz_guardrails.rs`.
 #![allow(clippy::unwrap_used)]
 
-use std::path::PathBuf;
+mod common;
+
 use std::sync::LazyLock;
 
 use proptest::prelude::*;
@@ -17,34 +19,9 @@ use tollway_core::config::METADATA_VALUE_MAX_CHARS;
 use tollway_core::metadata::{self, MAX_KEYS};
 use tollway_core::Engine;
 
+use common::{cases, corpus};
+
 const KEY: &str = "Bearer fuzz-key-0123456789";
-
-/// Cases per target: `TOLLWAY_FUZZ_CASES` (a long run), else `default` (the CI run).
-fn cases(default: u32) -> u32 {
-    std::env::var("TOLLWAY_FUZZ_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/corpus")
-        .join(target);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "{} has no corpus files", dir.display());
-    files
-        .into_iter()
-        .map(|p| {
-            let bytes = std::fs::read(&p).unwrap();
-            (p, bytes)
-        })
-        .collect()
-}
 
 /// Any JSON value, nested a few levels, with the awkward leaves (unicode, huge numbers).
 fn arb_json() -> impl Strategy<Value = Value> {

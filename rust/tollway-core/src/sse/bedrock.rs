@@ -6,6 +6,11 @@
 //! `contentBlockStart` with `toolUse` a tool-call chunk, `messageStop` the finish chunk, and
 //! `metadata` (the last event) the usage chunk and `[DONE]`. Exception frames
 //! (`throttlingException`, ...) end the stream with an error.
+//!
+//! Each frame's prelude (its length and the CRC of that length) is checked as soon as its 12
+//! bytes arrive: the decoder checks it only once the whole frame is in, so a corrupted length
+//! would otherwise leave the stream waiting for bytes that never come (found by fuzzing: a
+//! final `metadata` frame with a changed length byte passed as a finished answer).
 
 use std::borrow::Cow;
 
@@ -32,6 +37,8 @@ pub(crate) struct BedrockTranslator {
     writer: ChunkWriter,
     decoder: MessageFrameDecoder,
     buf: BytesMut,
+    /// The prelude at the start of `buf` was checked (the decoder then takes it from `buf`).
+    prelude_checked: bool,
     /// The OpenAI tool-call index of each content block that is a tool use.
     tools: Vec<(u32, u32)>,
 }
@@ -102,6 +109,27 @@ struct UsageIn {
     cache_write_input_tokens: Option<u64>,
 }
 
+/// A frame's prelude: total length, headers length, CRC-32 of those 8 bytes.
+const PRELUDE_BYTES: usize = 12;
+
+/// A frame's length is sane and its prelude CRC matches.
+fn check_prelude(prelude: &[u8]) -> Result<(), StreamError> {
+    let word = |at: usize| {
+        let mut w = [0; 4];
+        w.copy_from_slice(&prelude[at..at + 4]);
+        u32::from_be_bytes(w)
+    };
+    if crc32fast::hash(&prelude[..8]) != word(8) {
+        return Err(StreamError::InvalidJson);
+    }
+    match word(0) as usize {
+        // Prelude and message CRC are 16 bytes: no frame is shorter.
+        n if n < PRELUDE_BYTES + 4 => Err(StreamError::InvalidJson),
+        n if n > MAX_EVENT_BYTES => Err(StreamError::EventTooLarge),
+        _ => Ok(()),
+    }
+}
+
 fn header<'m>(m: &'m Message, name: &str) -> Option<&'m str> {
     m.headers()
         .iter()
@@ -118,6 +146,7 @@ impl BedrockTranslator {
             writer: ChunkWriter::new(model, created, include_usage),
             decoder: MessageFrameDecoder::new(),
             buf: BytesMut::new(),
+            prelude_checked: false,
             tools: Vec::new(),
         }
     }
@@ -130,13 +159,25 @@ impl BedrockTranslator {
         now_ms: f64,
         out: &mut Vec<u8>,
     ) {
-        if rec.error.is_some() {
+        // After the end, bytes are ignored as SSE streams ignore events after `[DONE]`
+        // (found by fuzzing: trailing garbage turned a delivered answer into a broken one).
+        if rec.error.is_some() || rec.done {
             return;
         }
         self.buf.extend_from_slice(chunk);
-        while rec.error.is_none() {
+        while rec.error.is_none() && !rec.done {
+            if !self.prelude_checked && self.buf.len() >= PRELUDE_BYTES {
+                if let Err(e) = check_prelude(&self.buf[..PRELUDE_BYTES]) {
+                    rec.fail(e);
+                    break;
+                }
+                self.prelude_checked = true;
+            }
             match self.decoder.decode_frame(&mut self.buf) {
-                Ok(DecodedFrame::Complete(m)) => self.on_message(&m, rec, now_ms, out),
+                Ok(DecodedFrame::Complete(m)) => {
+                    self.prelude_checked = false;
+                    self.on_message(&m, rec, now_ms, out);
+                }
                 Ok(DecodedFrame::Incomplete) => break,
                 Err(_) => {
                     rec.fail(StreamError::InvalidJson);
