@@ -60,7 +60,8 @@ models:
   - mock-status-429
   - mock-throttled-mid
   - mock-reset-mid
-  - mock-truncated"""
+  - mock-truncated
+  - mock-corrupt-frame"""
     return f"""
 type: provider-account
 name: gem
@@ -268,7 +269,14 @@ def test_bedrock_throttling_is_retried_then_a_429(
 
 
 @pytest.mark.parametrize(
-    "model", ["bed/mock-throttled-mid", "bed/mock-reset-mid", "gem/mock-reset-mid"]
+    "model",
+    [
+        "bed/mock-throttled-mid",
+        "bed/mock-reset-mid",
+        "gem/mock-reset-mid",
+        # A last frame whose length was corrupted (found by fuzzing: it passed as finished).
+        "bed/mock-corrupt-frame",
+    ],
 )
 def test_a_broken_stream_ends_in_an_error_not_a_short_answer(
     client: openai.OpenAI, gw: Server, model: str

@@ -5,8 +5,9 @@ wire shapes, behind a SigV4 check.
 The check recomputes the signature with the published algorithm, written here independently of
 the gateway's signer (AWS's Rust crate), for the mock's own credentials `MOCK_ACCESS_KEY_ID` /
 `MOCK_SECRET_ACCESS_KEY`: a wrong key, date, header or body hash is a 403, as on AWS.
-`mock-status-429` answers like Bedrock's throttling, and `mock-throttled-mid` sends a
-`throttlingException` frame in the middle of a stream.
+`mock-status-429` answers like Bedrock's throttling, `mock-throttled-mid` sends a
+`throttlingException` frame in the middle of a stream, and `mock-corrupt-frame` flips a bit of
+the last frame's length (its prelude CRC no longer matches).
 """
 
 from __future__ import annotations
@@ -272,5 +273,7 @@ async def _stream(
         events.append(_event("contentBlockStop", {"contentBlockIndex": 0}))
         events.append(_event("messageStop", {"stopReason": stop}))
         events.append(_event("metadata", {"usage": usage, "metrics": {"latencyMs": 1}}))
+    if model == "mock-corrupt-frame":
+        events[-1] = bytes([events[-1][0], events[-1][1], events[-1][2] ^ 1]) + events[-1][3:]
     broken = _event("contentBlockDelta", {"contentBlockIndex": 0})[:20]
     await stream_events(state, call, fault, events, broken, _EVENTSTREAM)
