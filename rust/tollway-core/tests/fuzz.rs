@@ -3,9 +3,9 @@
 //! input, and what they accept keeps its invariants. proptest stands in for cargo-fuzz (which
 //! needs a nightly toolchain CI does not have). Each target also replays its corpus,
 //! `tests/corpus/<target>/*`: inputs worth keeping for ever (edges, past findings); add a file
-//! there when a run finds something. A longer run, e.g. before a release:
-//! `TOLLWAY_FUZZ_CASES=200000 cargo test -p tollway-core --release --test fuzz`. The stream
-//! parsers' targets are in `fuzz_streams.rs`, the guardrail scanners' in `fuzz_guardrails.rs`.
+//! there when a run finds something. The stream parsers' targets are in `fuzz_streams.rs`, the
+//! guardrail scanners' in `fuzz_guardrails.rs`; the long run of all three (`TOLLWAY_FUZZ_CASES`)
+//! is in docs/security.md, "Fuzzing".
 #![allow(clippy::unwrap_used)]
 
 mod common;
