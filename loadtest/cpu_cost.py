@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import secrets
+import signal
+import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -40,7 +42,22 @@ def cpu_s(service: Service) -> float:
     return total
 
 
-def cost_us(h: Harness, service: Service, requests: int, concurrency: int) -> float:
+def busiest(service: Service) -> int:
+    """The pid of the process of the tree that has used the most CPU (the worker)."""
+    best, pid = -1.0, 0
+    for proc in service.tree():
+        try:
+            t = proc.cpu_times()
+        except psutil.Error:
+            continue
+        if t.user + t.system > best:
+            best, pid = t.user + t.system, proc.pid
+    return pid
+
+
+def cost_us(
+    h: Harness, service: Service, requests: int, concurrency: int, profile: Path | None = None
+) -> float:
     h.oha.run(
         service.url + "/v1/chat/completions",
         h.body,
@@ -49,6 +66,12 @@ def cost_us(h: Harness, service: Service, requests: int, concurrency: int) -> fl
         requests=min(2000, requests),
     )  # warm up: pools, tokenizer tables, JIT-free caches
     before = cpu_s(service)
+    spy = None
+    if profile is not None:
+        # Collapsed stacks of the worker (Python and native frames) while the measured load runs.
+        cmd = ["py-spy", "record", "--nonblocking", "-r", "200", "-f", "raw",
+               "-o", str(profile), "-p", str(busiest(service))]  # fmt: skip
+        spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     result = h.oha.run(
         service.url + "/v1/chat/completions",
         h.body,
@@ -56,6 +79,9 @@ def cost_us(h: Harness, service: Service, requests: int, concurrency: int) -> fl
         concurrency=concurrency,
         requests=requests,
     )
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(30)
     if result.failed:
         raise SystemExit(f"{service.name}: {result.failed} failed requests {result.statuses}")
     return (cpu_s(service) - before) / requests * 1e6
@@ -69,6 +95,14 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--stream", action="store_true")
     p.add_argument("--no-otel", action="store_true")
+    p.add_argument(
+        "--profile", type=Path, metavar="FILE",
+        help="py-spy the gateway's worker during its measured run (collapsed stacks to FILE)",
+    )  # fmt: skip
+    p.add_argument(
+        "--without", action="append", default=[], metavar="FEATURE",
+        help="leave a feature out (as loadtest/run --no-FEATURE): otel, limits, routing, ...",
+    )  # fmt: skip
     a = p.parse_args()
     args = SimpleNamespace(
         stream=a.stream, mock_workers=2, load_cpus="1", sut_cpus="0", workers=1, rounds=a.rounds
@@ -79,7 +113,7 @@ def main() -> int:
     log_dir.mkdir(parents=True, exist_ok=True)
     with Services(log_dir) as services:
         key = secrets.token_urlsafe(16)
-        config = resolve(a.config, ["otel"] if a.no_otel else [], log_dir)
+        config = resolve(a.config, (["otel"] if a.no_otel else []) + a.without, log_dir)
         h = Harness(args, services, oha, key, model=config.model or MODEL)  # type: ignore[arg-type]
         h.start_mock()
         if config.needs_otlp_sink:
@@ -90,7 +124,7 @@ def main() -> int:
             floor.append(cost_us(h, svc, a.requests, a.concurrency))
             services.stop(svc)
             svc = h.start_gateway(config)
-            gateway.append(cost_us(h, svc, a.requests, a.concurrency))
+            gateway.append(cost_us(h, svc, a.requests, a.concurrency, a.profile))
             services.stop(svc)
     f, g = sorted(floor)[len(floor) // 2], sorted(gateway)[len(gateway) // 2]
     print(f"floor   {f:8.1f} us CPU per request  (rounds: {', '.join(f'{x:.1f}' for x in floor)})")
