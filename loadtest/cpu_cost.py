@@ -31,15 +31,21 @@ from harness.runner import MODEL, Harness
 HERE = Path(__file__).resolve().parent
 
 
-def cpu_s(service: Service) -> float:
-    total = 0.0
+def cpu_by_process(service: Service) -> dict[str, float]:
+    """CPU seconds of each process of the tree, by pid and command."""
+    out: dict[str, float] = {}
     for proc in service.tree():
         try:
             t = proc.cpu_times()
+            name = f"{proc.pid} {' '.join(proc.cmdline()[1:4])}"[:60]
         except psutil.Error:
             continue
-        total += t.user + t.system
-    return total
+        out[name] = t.user + t.system
+    return out
+
+
+def cpu_s(service: Service) -> float:
+    return sum(cpu_by_process(service).values())
 
 
 def busiest(service: Service) -> int:
@@ -56,7 +62,12 @@ def busiest(service: Service) -> int:
 
 
 def cost_us(
-    h: Harness, service: Service, requests: int, concurrency: int, profile: Path | None = None
+    h: Harness,
+    service: Service,
+    requests: int,
+    concurrency: int,
+    profile: Path | None = None,
+    verbose: bool = False,
 ) -> float:
     h.oha.run(
         service.url + "/v1/chat/completions",
@@ -65,12 +76,15 @@ def cost_us(
         concurrency=concurrency,
         requests=min(2000, requests),
     )  # warm up: pools, tokenizer tables, JIT-free caches
-    before = cpu_s(service)
+    before = cpu_by_process(service)
     spy = None
     if profile is not None:
         # Collapsed stacks of the worker (Python and native frames) while the measured load runs.
-        cmd = ["py-spy", "record", "--nonblocking", "-r", "200", "-f", "raw",
-               "-o", str(profile), "-p", str(busiest(service))]  # fmt: skip
+        pid = str(busiest(service))
+        cmd = ["py-spy", "record", "--gil", "--nonblocking", "-r", "200", "-f", "raw",
+               "-o", str(profile), "-p", pid]  # fmt: skip
+        if profile.suffix == ".data":  # perf: on-CPU samples of every native frame
+            cmd = ["perf", "record", "-F", "999", "-g", "-o", str(profile), "-p", pid]
         spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     result = h.oha.run(
         service.url + "/v1/chat/completions",
@@ -84,7 +98,12 @@ def cost_us(
         spy.wait(30)
     if result.failed:
         raise SystemExit(f"{service.name}: {result.failed} failed requests {result.statuses}")
-    return (cpu_s(service) - before) / requests * 1e6
+    after = cpu_by_process(service)
+    if service.name != "floor" or verbose:
+        for name, cpu in after.items():
+            share = (cpu - before.get(name, 0.0)) / requests * 1e6
+            print(f"    {service.name}: {share:8.1f} us  {name}")
+    return (sum(after.values()) - sum(before.values())) / requests * 1e6
 
 
 def main() -> int:
@@ -97,7 +116,8 @@ def main() -> int:
     p.add_argument("--no-otel", action="store_true")
     p.add_argument(
         "--profile", type=Path, metavar="FILE",
-        help="py-spy the gateway's worker during its measured run (collapsed stacks to FILE)",
+        help="py-spy the gateway's worker during its measured run (collapsed stacks to FILE; "
+        "with FILE.data, `perf record` instead)",
     )  # fmt: skip
     p.add_argument(
         "--without", action="append", default=[], metavar="FEATURE",
