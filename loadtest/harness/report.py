@@ -171,7 +171,7 @@ def results_table(summary: dict[str, Any], args: Any) -> str:
         + [cell(t, lambda s: pair(s["rate"]["p50_ms"], s["rate"]["p99_ms"])) for t in present],
         ["added p50 / p99 ms vs direct"]
         + [cell(t, lambda s: pair(s["added_p50_ms"], s["added_p99_ms"])) for t in present],
-        ["RSS MB: largest process / tree"]
+        ["RSS MB: largest worker / tree"]
         + [
             cell(t, lambda s: f"{s['rss_worker_max_mb']:.0f} / {s['rss_tree_max_mb']:.0f}")
             for t in present
