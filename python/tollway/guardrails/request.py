@@ -213,42 +213,66 @@ async def _webhook(
     return (transformed if isinstance(transformed, dict) else None), errored
 
 
-def guard_output(plan: GuardPlan, payload: bytes) -> bytes | GatewayError:
-    """A non-streamed answer after output guardrails: redacted, blocked, or as it was."""
-    try:
-        answer = _decode(payload)
-    except msgspec.DecodeError:
-        return payload
-    choices = answer.get("choices") if isinstance(answer, dict) else None
-    if not isinstance(choices, list):
-        return payload
-    changed = False
-    for choice in choices:
-        message = choice.get("message") if isinstance(choice, dict) else None
-        text = message.get("content") if isinstance(message, dict) else None
-        if not isinstance(text, str) or message is None:
+def guard_output(
+    plan: GuardPlan, payload: bytes, contents: list[str | None] | None = None
+) -> bytes | GatewayError:
+    """A non-streamed answer after output guardrails: redacted, blocked, or as it was.
+    `contents`: each choice's message text as the answer's one decode read it (None: not
+    text); without it the payload is decoded here. The payload is decoded (again) only when
+    a redaction changes it."""
+    if contents is None:
+        try:
+            answer = _decode(payload)
+        except msgspec.DecodeError:
+            return payload
+        choices = answer.get("choices") if isinstance(answer, dict) else None
+        if not isinstance(choices, list):
+            return payload
+        contents = [_content(c) for c in choices]
+    redacted: dict[int, str] = {}
+    for i, text in enumerate(contents):
+        if text is None:
             continue
-        for gid in plan.output_validate:
-            info = plan.infos[gid]
-            t0 = now_ns()
-            check = plan.set.check(gid, text) if info.kind != "webhook" else None
-            if check is None or not check.flagged:
-                plan.ran(gid, "output", "pass", t0)
-                continue
-            cats = [f.category for f in check.findings]
-            verdict = decide(info.enforcing_strategy, Outcome.FLAG)
-            plan.ran(gid, "output", verdict.value, t0, cats)
-            if verdict.blocks:
-                return blocked(info, cats)
-        for gid in plan.output_mutate:
-            t0 = now_ns()
-            redacted, findings = plan.set.redact([gid], text)
-            cats = [f.category for f in findings]
-            plan.ran(gid, "output", "mutate" if redacted != text else "pass", t0, cats)
-            if redacted != text:
-                message["content"] = text = redacted
-                changed = True
-    return _encode(answer) if changed else payload
+        checked = _check_output(plan, text)
+        if isinstance(checked, GatewayError):
+            return checked
+        if checked != text:
+            redacted[i] = checked
+    if not redacted:
+        return payload
+    answer = _decode(payload)
+    for i, text in redacted.items():
+        answer["choices"][i]["message"]["content"] = text
+    return _encode(answer)
+
+
+def _content(choice: Any) -> str | None:
+    message = choice.get("message") if isinstance(choice, dict) else None
+    text = message.get("content") if isinstance(message, dict) else None
+    return text if isinstance(text, str) else None
+
+
+def _check_output(plan: GuardPlan, text: str) -> str | GatewayError:
+    """One answer text through the output guardrails: the text (redacted) or the refusal."""
+    for gid in plan.output_validate:
+        info = plan.infos[gid]
+        t0 = now_ns()
+        check = plan.set.check(gid, text) if info.kind != "webhook" else None
+        if check is None or not check.flagged:
+            plan.ran(gid, "output", "pass", t0)
+            continue
+        cats = [f.category for f in check.findings]
+        verdict = decide(info.enforcing_strategy, Outcome.FLAG)
+        plan.ran(gid, "output", verdict.value, t0, cats)
+        if verdict.blocks:
+            return blocked(info, cats)
+    for gid in plan.output_mutate:
+        t0 = now_ns()
+        redacted, findings = plan.set.redact([gid], text)
+        cats = [f.category for f in findings]
+        plan.ran(gid, "output", "mutate" if redacted != text else "pass", t0, cats)
+        text = redacted
+    return text
 
 
 async def webhook_output(

@@ -364,7 +364,9 @@ class Call:
         translated = payload
         await self.gate()
         if self.guard is not None and self.guard.output:
-            guarded = guard_output(self.guard, payload)
+            # The answer's one decode read the texts (a translation's: the chat-shaped body).
+            texts = answer.contents if payload is translated else None
+            guarded = guard_output(self.guard, payload, texts)
             if isinstance(guarded, GatewayError):
                 self.end(plan, resp.status, 0)
                 raise guarded
