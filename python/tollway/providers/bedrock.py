@@ -1,7 +1,8 @@
 """AWS Bedrock's Converse API (`provider: bedrock`) behind the OpenAI chat API, for any Bedrock
 chat model: requests, whole answers and errors translated here; ConverseStream's binary event
-stream is decoded and translated in Rust (`SseMeter("bedrock", ...)`). Requests are SigV4-signed
-per call (`tollway.providers.aws`).
+stream is decoded and translated in Rust (`SseMeter("bedrock", ...)`); embeddings go through
+InvokeModel (`tollway.providers.bedrock_embed`). Requests are SigV4-signed per call
+(`tollway.providers.aws`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from tollway.providers import (
     tool_arguments,
 )
 from tollway.providers.aws import AwsCredentials, SigV4Auth, default_region
+from tollway.providers.bedrock_embed import from_invoke, to_invoke
+from tollway.providers.gemini import is_embeddings
 
 __all__ = ["BedrockProvider", "from_converse", "from_error", "to_converse"]
 
@@ -277,15 +280,23 @@ class BedrockProvider:
         auth = SigV4Auth(target, region, "bedrock", creds)
         headers = {"content-type": "application/json", **dict(target.headers)}
         return Endpoints(
-            f"{model}/converse", None, headers, stream_url=f"{model}/converse-stream", auth=auth
+            f"{model}/converse",
+            f"{model}/invoke",
+            headers,
+            stream_url=f"{model}/converse-stream",
+            auth=auth,
         )
 
     def request_body(self, openai_body: dict[str, Any], model_id: str) -> bytes:
+        if is_embeddings(openai_body):
+            return to_invoke(openai_body, model_id)  # embeddings (InvokeModel)
         return _encode(to_converse(openai_body))
 
     def response_body(
         self, status: int, body: bytes, model: str, request: dict[str, Any] | None = None
     ) -> bytes:
         if 200 <= status < 300:
+            if request is not None and is_embeddings(request):
+                return from_invoke(body, model, request)
             return from_converse(body, model)
         return from_error(status, body)
