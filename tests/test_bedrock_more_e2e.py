@@ -136,6 +136,76 @@ def test_bedrock_embedding_errors(client: openai.OpenAI) -> None:
     assert throttled.value.response.json()["error"]["code"] == "ThrottlingException"
 
 
-def parse_json(text: str | None) -> Any:
-    assert text is not None
-    return json.loads(text)
+CITY = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}},
+    "required": ["city"],
+    "additionalProperties": False,
+}
+FORMATS: list[Any] = [
+    {"type": "json_object"},
+    {"type": "json_schema", "json_schema": {"name": "place", "schema": CITY, "strict": True}},
+]
+
+
+def sent_to_converse(mock: Server) -> dict[str, Any]:
+    seen: list[dict[str, Any]] = httpx.get(f"{mock.url}/_mock/requests").json()
+    body: dict[str, Any] = [r for r in seen if r["path"].startswith(f"/model/{CHAT}/")][-1]["body"]
+    return body
+
+
+@pytest.mark.parametrize("response_format", FORMATS, ids=["json_object", "json_schema"])
+def test_bedrock_json_mode_answers_json_content(
+    client: openai.OpenAI, mock_upstream: Server, response_format: Any
+) -> None:
+    whole = client.chat.completions.create(
+        model="bed/claude", messages=MESSAGES, response_format=response_format
+    )
+    choice = whole.choices[0]
+    assert choice.finish_reason == "stop" and not choice.message.tool_calls
+    assert json.loads(choice.message.content or "") == {"city": "Paris"}
+    # A tool the model must call, whose input schema is the asked-for one.
+    config = sent_to_converse(mock_upstream)["toolConfig"]
+    (tool,) = config["tools"]
+    assert config["toolChoice"] == {"tool": {"name": tool["toolSpec"]["name"]}}
+    schema = tool["toolSpec"]["inputSchema"]["json"]
+    assert schema == (CITY if response_format["type"] == "json_schema" else {"type": "object"})
+
+    chunks = list(
+        client.chat.completions.create(
+            model="bed/claude",
+            messages=MESSAGES,
+            response_format=response_format,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert json.loads(text) == {"city": "Paris"}
+    assert not any(c.choices[0].delta.tool_calls for c in chunks if c.choices)
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    usage = chunks[-1].usage
+    assert usage is not None and usage.completion_tokens > 0
+
+
+def test_bedrock_json_mode_beside_real_tools(client: openai.OpenAI, mock_upstream: Server) -> None:
+    weather = {"type": "function", "function": {"name": "get_weather", "parameters": CITY}}
+    answer = client.chat.completions.create(
+        model="bed/claude",
+        messages=MESSAGES,
+        tools=[weather],
+        response_format={"type": "json_object"},
+    )
+    # The model may call the client's tool or answer in JSON: it must do one of them.
+    config = sent_to_converse(mock_upstream)["toolConfig"]
+    names = [t["toolSpec"]["name"] for t in config["tools"]]
+    assert names == ["get_weather", "tollway_json_answer"] and config["toolChoice"] == {"any": {}}
+    calls = answer.choices[0].message.tool_calls
+    assert calls is not None and calls[0].function.name == "get_weather"
+    with pytest.raises(openai.BadRequestError) as bad:
+        client.chat.completions.create(
+            model="bed/claude",
+            messages=MESSAGES,
+            response_format={"type": "json_schema", "json_schema": {"name": "x"}},  # type: ignore[typeddict-item]
+        )
+    assert "json_schema" in bad.value.response.json()["error"]["message"]

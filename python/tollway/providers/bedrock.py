@@ -26,7 +26,7 @@ from tollway.providers.aws import AwsCredentials, SigV4Auth, default_region
 from tollway.providers.bedrock_embed import from_invoke, to_invoke
 from tollway.providers.gemini import is_embeddings
 
-__all__ = ["BedrockProvider", "from_converse", "from_error", "to_converse"]
+__all__ = ["JSON_TOOL", "BedrockProvider", "from_converse", "from_error", "to_converse"]
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.decode
@@ -50,6 +50,9 @@ _ERRORS: Final = {
     503: ("server_error", "ServiceUnavailableException"),
 }
 _IMAGE_FORMATS: Final = {"image/png": "png", "image/jpeg": "jpeg", "image/gif": "gif"}
+# JSON mode (`response_format`) is a tool the model must call, whose input is the answer: the
+# Rust stream translator knows the name too (`sse::bedrock::JSON_TOOL`).
+JSON_TOOL: Final = "tollway_json_answer"
 
 
 def finish_reason(stop_reason: str | None) -> str:
@@ -119,6 +122,24 @@ def _messages(openai_messages: list[Any]) -> tuple[list[dict[str, Any]], list[di
     return system, out
 
 
+def _json_tool(response_format: Any) -> dict[str, Any] | None:
+    """The JSON-mode tool for a `response_format`, or None for text answers."""
+    kind = response_format.get("type") if isinstance(response_format, dict) else None
+    if kind == "json_object":
+        schema: Any = {"type": "object"}
+        about = "Give your whole answer as this tool's input: a JSON object."
+    elif kind == "json_schema":
+        spec = response_format.get("json_schema")
+        if not isinstance(spec, dict) or not isinstance(spec.get("schema"), dict):
+            raise TranslationError("response_format.json_schema.schema must be a JSON schema")
+        schema = spec["schema"]
+        about = f"Give your whole answer as this tool's input: a {spec.get('name') or 'JSON'}"
+        about += f" object. {spec['description']}" if spec.get("description") else " object."
+    else:
+        return None
+    return {"toolSpec": {"name": JSON_TOOL, "description": about, "inputSchema": {"json": schema}}}
+
+
 def _tool_config(tools: list[Any], choice: Any) -> dict[str, Any] | None:
     specs = []
     for tool in tools:
@@ -162,8 +183,15 @@ def to_converse(body: dict[str, Any]) -> dict[str, Any]:
     if inference:
         req["inferenceConfig"] = inference
     tools = body.get("tools")
+    json_tool = _json_tool(body.get("response_format"))
     if tools and body.get("tool_choice") != "none":
-        req["toolConfig"] = _tool_config(tools, body.get("tool_choice"))
+        config = req["toolConfig"] = _tool_config(tools, body.get("tool_choice"))
+        if json_tool is not None and config is not None:
+            # The client's tools or the answer: some tool, unless the client named one.
+            config["tools"].append(json_tool)
+            config.setdefault("toolChoice", {"any": {}})
+    elif json_tool is not None:
+        req["toolConfig"] = {"tools": [json_tool], "toolChoice": {"tool": {"name": JSON_TOOL}}}
     elif used := _tools_in(messages):
         # Converse refuses toolUse/toolResult blocks without a toolConfig: declare the tools
         # the history used (the client sent no schemas, so any object).
@@ -206,6 +234,10 @@ def from_converse(body: bytes, model: str) -> bytes:
     resp = _decode(body)
     content = ((resp.get("output") or {}).get("message") or {}).get("content") or []
     text = "".join(b["text"] for b in content if isinstance(b.get("text"), str))
+    answers = [b for b in content if (b.get("toolUse") or {}).get("name") == JSON_TOOL]
+    if answers:  # JSON mode: the tool's input is the answer
+        text = _encode(answers[0]["toolUse"].get("input") or {}).decode()
+        content = [b for b in content if b not in answers]
     calls = [
         {
             "id": b["toolUse"].get("toolUseId"),
@@ -236,7 +268,9 @@ def from_converse(body: bytes, model: str) -> bytes:
                     "index": 0,
                     "message": message,
                     "logprobs": None,
-                    "finish_reason": finish_reason(resp.get("stopReason")),
+                    "finish_reason": "stop"
+                    if answers and not calls
+                    else finish_reason(resp.get("stopReason")),
                 }
             ],
             "usage": openai_usage(resp.get("usage") or {}),

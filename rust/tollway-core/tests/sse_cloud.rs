@@ -230,6 +230,46 @@ fn bedrock_bad_crc_exception_and_cut_streams_fail() {
     );
 }
 
+#[test]
+fn bedrock_json_mode_tool_input_is_the_answer() {
+    let b = [
+        frame("messageStart", r#"{"role":"assistant"}"#),
+        frame(
+            "contentBlockStart",
+            &format!(
+                r#"{{"contentBlockIndex":0,"start":{{"toolUse":{{"toolUseId":"t1","name":"{}"}}}}}}"#,
+                tollway_core::sse::bedrock::JSON_TOOL
+            ),
+        ),
+        frame(
+            "contentBlockDelta",
+            r#"{"contentBlockIndex":0,"delta":{"toolUse":{"input":"{\"city\": "}}}"#,
+        ),
+        frame(
+            "contentBlockDelta",
+            r#"{"contentBlockIndex":0,"delta":{"toolUse":{"input":"\"Paris\"}"}}}"#,
+        ),
+        frame("contentBlockStop", r#"{"contentBlockIndex":0}"#),
+        frame("messageStop", r#"{"stopReason":"tool_use"}"#),
+        frame(
+            "metadata",
+            r#"{"usage":{"inputTokens":20,"outputTokens":7,"totalTokens":27}}"#,
+        ),
+    ]
+    .concat();
+    let (out, m) = run(StreamFormat::Bedrock, &[&b]);
+    let c = chunks(&out);
+    let text: String = c
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(text, "{\"city\": \"Paris\"}");
+    assert!(c
+        .iter()
+        .all(|c| c["choices"][0]["delta"]["tool_calls"].is_null()));
+    assert_eq!(m.finish_reason(), Some("stop"));
+}
+
 /// (event name, data) of each Anthropic event.
 fn anthropic_events(out: &[u8]) -> Vec<(String, Value)> {
     String::from_utf8(out.to_vec())
