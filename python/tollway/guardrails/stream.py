@@ -1,9 +1,10 @@
 """Output guardrails over a streamed answer: deltas redacted as they pass, holding back only
 what a pattern could still need; a validate verdict ends the stream with an error event.
 
-Chat streams carry text in `choices[].delta.content`; Responses API streams in
+Chat streams carry text in `choices[].delta.content`; Anthropic Messages streams (clients of
+`/v1/messages`) in `content_block_delta` text deltas; Responses API streams in
 `response.output_text.delta` events, and again whole in the `...done` and final events, which
-are redacted whole (the deltas' held-back text goes out as one more delta before them).
+are redacted whole. Held-back text goes out as one more delta before its block or choice ends.
 """
 
 from __future__ import annotations
@@ -95,6 +96,8 @@ class StreamGuard:
             return self._flush_all() + event
         if event.startswith(b"event: response."):
             return self._responses_event(event)
+        if event.startswith(b"event: content_block_"):
+            return self._anthropic_event(event)
         if not event.startswith(b"data: {"):
             return event
         try:
@@ -117,6 +120,34 @@ class StreamGuard:
             if self._plan.output_mutate:
                 delta["content"] = self._redact(index, text)
         return prefix + b"data: " + _encode(chunk)
+
+    def _anthropic_event(self, event: bytes) -> bytes:
+        """An Anthropic Messages event: a text block's deltas validated and redacted as chat
+        deltas are; what the redactor holds goes out before the block stops."""
+        name, _, data = event.partition(b"\ndata: ")
+        try:
+            body = _decode(data)
+        except msgspec.DecodeError:
+            return event
+        kind = body.get("type") if isinstance(body, dict) else None
+        key = ("block", body.get("index", 0) if isinstance(body, dict) else 0)
+        if kind == "content_block_stop" and self._plan.output_mutate:
+            rest = self._rest(key)
+            if rest:
+                held = {"type": "text_delta", "text": rest}
+                more = {"type": "content_block_delta", "index": key[1], "delta": held}
+                return b"event: content_block_delta\ndata: " + _encode(more) + b"\n\n" + event
+            return event
+        delta = body.get("delta") if kind == "content_block_delta" else None
+        text = delta.get("text") if isinstance(delta, dict) else None
+        if not isinstance(text, str) or delta is None or delta.get("type") != "text_delta":
+            return event
+        if self._plan.output_validate and self._validate(key, text):
+            return b""
+        if not self._plan.output_mutate:
+            return event
+        delta["text"] = self._redact(key, text)
+        return name + b"\ndata: " + _encode(body)
 
     def _responses_event(self, event: bytes) -> bytes:
         """A Responses API event: text deltas validated and redacted as chat deltas are; the

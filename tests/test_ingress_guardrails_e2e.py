@@ -1,12 +1,14 @@
-"""Content guardrails on the OpenAI Responses API (`POST /v1/responses`) through `tollway serve`
-with the real `openai` client's `responses` API: input guardrails read and redact `input` (a
-string, or items with `input_text` parts) and `instructions`; output guardrails check and
-redact the answer's `output_text`, whole and streamed."""
+"""Content guardrails on the client APIs besides chat, through `tollway serve`: the OpenAI
+Responses API with the real `openai` client's `responses` API (input guardrails read and
+redact `input`, a string or items with `input_text` parts, and `instructions`; output
+guardrails check and redact the answer's `output_text`, whole and streamed), and the
+Anthropic Messages API's streams with the real `anthropic` client."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import anthropic
 import httpx
 import openai
 import pytest
@@ -24,6 +26,20 @@ name: oa
 provider: openai-compatible
 base_url: {mock}/v1
 models: [gpt-4o-mini, mock-slow-2000]
+---
+type: provider-account
+name: anth
+provider: anthropic
+base_url: {mock}/v1
+api_key: sk-ant-test-key
+models: [claude-3-5-sonnet-latest]
+---
+type: provider-account
+name: gem
+provider: gemini
+base_url: {mock}/v1beta
+api_key: gemini-test-key
+models: [gemini-2.5-flash]
 ---
 type: gateway-keys
 keys: [{{name: client, key: {CLIENT_KEY}, subject: "user:alice"}}]
@@ -133,3 +149,32 @@ def test_an_output_validator_blocks_a_responses_answer(client: openai.OpenAI) ->
         for event in stream:
             assert event.type != "response.completed", "the blocked answer was completed"
     assert "no-mock" in str(broken.value)
+
+
+@pytest.mark.parametrize(
+    "model", ["oa/gpt-4o-mini", "anth/claude-3-5-sonnet-latest", "gem/gemini-2.5-flash"]
+)
+def test_messages_streams_are_guarded_like_whole_answers(gw: Server, model: str) -> None:
+    """Translated (OpenAI, Gemini) and passed-through (Anthropic) streams alike."""
+    with anthropic.Anthropic(base_url=gw.url, api_key=CLIENT_KEY, max_retries=0) as client:
+        check_messages_stream(client, model)
+
+
+def check_messages_stream(client: anthropic.Anthropic, model: str) -> None:
+    ask: Any = [{"role": "user", "content": "hello"}]
+    whole = client.messages.create(model=model, max_tokens=100, messages=ask)
+    with client.messages.stream(model=model, max_tokens=100, messages=ask) as stream:
+        final = stream.get_final_message()
+    assert whole.content[0].type == "text" and final.content[0].type == "text"
+    assert "Tollway" not in whole.content[0].text
+    assert "[REDACTED:BRAND]" in whole.content[0].text
+    assert final.content[0].text == whole.content[0].text
+    with (
+        pytest.raises(anthropic.APIStatusError) as blocked,
+        client.messages.stream(
+            model=model, max_tokens=100, messages=ask, extra_headers=BLOCK_OUTPUT
+        ) as stream,
+    ):
+        for event in stream:
+            assert event.type != "message_stop", "the blocked answer was completed"
+    assert "no-mock" in str(blocked.value)
