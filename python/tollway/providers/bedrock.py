@@ -214,10 +214,11 @@ def _tools_in(messages: list[dict[str, Any]]) -> list[str]:
 
 def openai_usage(usage: dict[str, Any]) -> dict[str, Any]:
     """OpenAI usage from Converse's: prompt tokens include cache reads and writes, which
-    Bedrock counts apart."""
+    Bedrock counts apart; writes are also named (`cache_creation_input_tokens`, as for
+    Anthropic targets) so they are priced at the cache-write rate."""
     cached = usage.get("cacheReadInputTokens")
-    prompt = int(usage.get("inputTokens") or 0) + int(cached or 0)
-    prompt += int(usage.get("cacheWriteInputTokens") or 0)
+    written = int(usage.get("cacheWriteInputTokens") or 0)
+    prompt = int(usage.get("inputTokens") or 0) + int(cached or 0) + written
     completion = int(usage.get("outputTokens") or 0)
     out: dict[str, Any] = {
         "prompt_tokens": prompt,
@@ -226,6 +227,8 @@ def openai_usage(usage: dict[str, Any]) -> dict[str, Any]:
     }
     if cached is not None:
         out["prompt_tokens_details"] = {"cached_tokens": cached}
+    if written:
+        out["cache_creation_input_tokens"] = written
     return out
 
 

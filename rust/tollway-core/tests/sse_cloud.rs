@@ -57,7 +57,7 @@ fn bedrock() -> Vec<u8> {
         frame("messageStop", r#"{"stopReason":"tool_use"}"#),
         frame(
             "metadata",
-            r#"{"usage":{"inputTokens":20,"outputTokens":7,"totalTokens":27,"cacheReadInputTokens":4},"metrics":{"latencyMs":5}}"#,
+            r#"{"usage":{"inputTokens":20,"outputTokens":7,"totalTokens":27,"cacheReadInputTokens":4,"cacheWriteInputTokens":3},"metrics":{"latencyMs":5}}"#,
         ),
     ]
     .concat()
@@ -183,10 +183,14 @@ fn bedrock_frames_translate_whatever_the_split() {
         (
             m.prompt_tokens(),
             m.output_tokens(),
-            m.usage().cached_tokens
+            m.usage().cached_tokens,
+            m.usage().cache_creation_tokens
         ),
-        (Some(24), 7, Some(4))
+        (Some(27), 7, Some(4), Some(3))
     );
+    let usage = &c[c.len() - 1]["usage"];
+    assert_eq!(usage["prompt_tokens"], 27);
+    assert_eq!(usage["cache_creation_input_tokens"], 3);
     for i in 0..=b.len() {
         assert_eq!(
             run(StreamFormat::Bedrock, &[&b[..i], &b[i..]]).0,
@@ -356,9 +360,10 @@ fn gemini_and_bedrock_streams_for_anthropic_clients() {
     assert_eq!(delta["delta"]["stop_reason"], "tool_use");
     assert_eq!(delta["usage"]["input_tokens"], 20);
     assert_eq!(delta["usage"]["cache_read_input_tokens"], 4);
+    assert_eq!(delta["usage"]["cache_creation_input_tokens"], 3);
     assert_eq!(delta["usage"]["output_tokens"], 7);
     assert_eq!(events[events.len() - 1].0, "message_stop");
-    assert_eq!((m.prompt_tokens(), m.output_tokens()), (Some(24), 7));
+    assert_eq!((m.prompt_tokens(), m.output_tokens()), (Some(27), 7));
     let bytes: Vec<&[u8]> = b.chunks(1).collect();
     assert_eq!(run(StreamFormat::BedrockToAnthropic, &bytes).0, out);
     // A cut stream never gets its message_stop.

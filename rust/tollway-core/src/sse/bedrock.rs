@@ -249,6 +249,8 @@ impl BedrockTranslator {
                         .map(|n| n + cached.unwrap_or(0) + u.cache_write_input_tokens.unwrap_or(0));
                     rec.usage.completion_tokens = u.output_tokens;
                     rec.usage.cached_tokens = cached;
+                    // Priced at the cache-write rate, as for Anthropic targets.
+                    rec.usage.cache_creation_tokens = u.cache_write_input_tokens;
                 }
                 if rec.finish_reason.is_some() {
                     w.done(rec, out);
