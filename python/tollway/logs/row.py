@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 
 from tollway.telemetry.record import Record
 
-__all__ = ["COLUMNS", "JSON_COLUMNS", "Row", "row_of"]
+__all__ = ["COLUMNS", "JSON_COLUMNS", "Row", "encode_rows", "row_of"]
 
 # (name, DuckDB type, ClickHouse type). `ts` is the request start in µs since the epoch.
 COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -46,7 +47,15 @@ NAMES = tuple(c[0] for c in COLUMNS)
 JSON_COLUMNS = frozenset({"rule_ids", "metadata", "attempts", "guardrails"})
 
 Row = tuple[Any, ...]
-_encode = msgspec.json.Encoder().encode
+_encoder = msgspec.json.Encoder()
+_encode = _encoder.encode
+# A row as a JSON object (what DuckDB's read_json and ClickHouse's JSONEachRow read).
+_Named: Any = msgspec.defstruct("_Named", [(n, Any) for n in NAMES])
+
+
+def encode_rows(rows: Sequence[Row]) -> bytes:
+    """Rows as newline-delimited JSON objects, ~1.5 µs a row."""
+    return _encoder.encode_lines([_Named(*r) for r in rows])
 
 
 def _ms(ns: int) -> float:
