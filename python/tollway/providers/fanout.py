@@ -66,17 +66,28 @@ async def post_parts(
         async with gate:
             return await client.post(url, await sign(url, headers, body), body, timeout_s)
 
-    results = await asyncio.gather(*(one(b) for b in bodies), return_exceptions=True)
-    answers = [r for r in results if not isinstance(r, BaseException)]
-    error = next((r for r in results if isinstance(r, BaseException)), None)
+    tasks = [asyncio.ensure_future(one(b)) for b in bodies]
+    try:
+        await asyncio.wait(tasks)
+    except asyncio.CancelledError:
+        # The client left: nothing will read the parts that did answer.
+        for t in tasks:
+            t.cancel()
+        answered = [t for t in tasks if t.done() and not t.cancelled()]
+        _close([t.result() for t in answered if t.exception() is None])
+        raise
+    answers = [t.result() for t in tasks if t.exception() is None]
+    error = next((t.exception() for t in tasks if t.exception() is not None), None)
     if error is not None:
-        for r in answers:
-            r.close()
+        _close(answers)
         raise error
     failed = next((r for r in answers if r.status >= 300), None)
     if failed is None:
         return _Joined(answers)
-    for r in answers:
-        if r is not failed:
-            r.close()
+    _close([r for r in answers if r is not failed])
     return failed
+
+
+def _close(parts: Sequence[UpstreamResponse]) -> None:
+    for part in parts:
+        part.close()
