@@ -81,7 +81,7 @@ def cost_us(
     if profile is not None:
         # Collapsed stacks of the worker (Python and native frames) while the measured load runs.
         pid = str(busiest(service))
-        cmd = ["py-spy", "record", "--gil", "--nonblocking", "-r", "200", "-f", "raw",
+        cmd = ["py-spy", "record", "--gil", "--nonblocking", "-r", "500", "-f", "raw",
                "-o", str(profile), "-p", pid]  # fmt: skip
         if profile.suffix == ".data":  # perf: on-CPU samples of every native frame
             cmd = ["perf", "record", "-F", "999", "-g", "-o", str(profile), "-p", pid]
@@ -141,7 +141,10 @@ def main() -> int:
         floor, gateway = [], []
         for _ in range(a.rounds):
             svc = h.start_floor()
-            floor.append(cost_us(h, svc, a.requests, a.concurrency))
+            floor_profile = None
+            if a.profile is not None:
+                floor_profile = a.profile.with_name("floor-" + a.profile.name)
+            floor.append(cost_us(h, svc, a.requests, a.concurrency, floor_profile))
             services.stop(svc)
             svc = h.start_gateway(config)
             gateway.append(cost_us(h, svc, a.requests, a.concurrency, a.profile))

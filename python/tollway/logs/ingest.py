@@ -41,7 +41,8 @@ def spool_dir(path: str) -> Path:
 
 class Ingester:
     def __init__(self, path: str, retention_days: int, body_retention_days: int) -> None:
-        self.store = EmbeddedStore(path, wait_s=30.0)
+        # Appends and retention need little memory; DuckDB would otherwise cache up to 80% of RAM.
+        self.store = EmbeddedStore(path, wait_s=30.0, memory_limit="128MB")
         self.dir = spool_dir(path)
         self.retention = (retention_days, body_retention_days)
         self.loaded = 0

@@ -53,9 +53,12 @@ class StoreBusy(Exception):
 class EmbeddedStore:
     """Sessions on the log file; safe to use from several threads and processes."""
 
-    def __init__(self, path: str, wait_s: float = 10.0) -> None:
+    def __init__(self, path: str, wait_s: float = 10.0, memory_limit: str | None = None) -> None:
         self.path = str(Path(path).expanduser())
         self.wait_s = wait_s
+        self._config = dict(_CONFIG)
+        if memory_limit is not None:
+            self._config["memory_limit"] = memory_limit
         # DuckDB refuses a second handle on one file in one process: one session at a time.
         self._lock = threading.Lock()
         self._ready = False
@@ -78,7 +81,7 @@ class EmbeddedStore:
             try:
                 if read_only and not os.path.exists(self.path):
                     read_only = False  # nothing written yet: create it with the table
-                con = duckdb.connect(self.path, read_only=read_only, config=_CONFIG)
+                con = duckdb.connect(self.path, read_only=read_only, config=self._config)
                 if not read_only:
                     # A checkpoint at every close costs 50-1000 ms on a large file; the WAL
                     # is folded in once it passes the threshold instead.
