@@ -35,7 +35,8 @@ class StreamGuard:
     def __init__(self, plan: GuardPlan) -> None:
         self._plan = plan
         self._buffer = b""
-        # Per choice (chat) or (output, content) index (Responses).
+        # Per choice (chat: its index), text block (Anthropic: ("block", index)) or output
+        # part (Responses: (output index, content index)); [DONE] flushes the chat ones.
         self._redactors: dict[Any, StreamRedactor] = {}
         self._done: list[StreamRedactor] = []
         self._seen: dict[Any, str] = {}  # per choice: the last _TAIL characters validated
