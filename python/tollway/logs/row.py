@@ -83,6 +83,17 @@ def row_of(rec: Record) -> Row | None:
             }
         )
         final = a
+    for t in rec.tools:  # an MCP request: its tool calls are its attempts
+        upstream_ns += t.end_ns - t.start_ns
+        attempts.append(
+            {
+                "attempt": len(attempts) + 1,
+                "target": f"{t.server}/{t.tool}" if t.tool else t.server,
+                "method": t.method,
+                "error_type": t.error_type,
+                "latency_ms": _ms(t.end_ns - t.start_ns),
+            }
+        )
     guard_ns = 0
     guardrails = "[]"
     if rec.guardrails:
@@ -100,12 +111,14 @@ def row_of(rec: Record) -> Row | None:
         rec.subject,
         rec.model,
         rec.model if rec.routing_rule else "",
-        final.target if final is not None else "",
+        final.target if final is not None else attempts[-1]["target"] if attempts else "",
         rec.status,
         # An upstream refusal passed on as-is names its status (e.g. "400") through the attempt.
-        rec.error_type or (final.error_type if final is not None and rec.status >= 400 else ""),
+        rec.error_type
+        or (final.error_type if final is not None and rec.status >= 400 else "")
+        or next((t.error_type for t in rec.tools if t.error_type), ""),
         part.stream,
-        len(rec.attempts),
+        len(attempts),
         any(a.fallback_reason for a in rec.attempts),
         part.input_tokens,
         part.output_tokens,
