@@ -27,12 +27,21 @@ _log = logging.getLogger("tollway.logs")
 READY = ".ndjson"  # a complete batch file (written as .tmp, then renamed)
 # Files per statement: bounds one transaction (~10k rows a file at most).
 PASS_FILES = 256
-# A pass costs ~25 ms whatever it loads (opening the file is ~13 ms), so under load passes
-# are spaced out: after a pass that loaded more than BUSY_BYTES the next waits BUSY_WAIT_S.
-# Rows then appear in the log up to that much later; light traffic still shows within the
-# flush interval.
+# A pass costs ~25 ms of CPU whatever it loads (opening the file is 12-25 ms: DuckDB builds
+# its instance), so passes are spaced out: after a pass that loaded anything the next waits
+# at least LIGHT_WAIT_S (the fixed cost then stays under 1% of a CPU), and BUSY_WAIT_S after
+# one that loaded more than BUSY_BYTES (each pass then carries ~15k rows at saturation).
+# After an idle spell the first rows show within the flush interval.
+LIGHT_WAIT_S = 2.5
 BUSY_BYTES = 512 * 1024
 BUSY_WAIT_S = 5.0
+
+
+def pause_s(loaded: int, interval_s: float) -> float:
+    """How long the ingester waits after a pass that loaded `loaded` bytes."""
+    if loaded > BUSY_BYTES:
+        return BUSY_WAIT_S
+    return max(interval_s, LIGHT_WAIT_S) if loaded else interval_s
 
 
 def spool_dir(path: str) -> Path:
@@ -127,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         if stop.is_set() or (a.parent and os.getppid() != a.parent):
             ing.load_all()
             return 0
-        stop.wait(BUSY_WAIT_S if loaded > BUSY_BYTES else a.interval_ms / 1000)
+        stop.wait(pause_s(loaded, a.interval_ms / 1000))
 
 
 if __name__ == "__main__":
