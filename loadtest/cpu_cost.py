@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import secrets
+import signal
+import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -29,18 +31,44 @@ from harness.runner import MODEL, Harness
 HERE = Path(__file__).resolve().parent
 
 
+def cpu_by_process(service: Service) -> dict[str, float]:
+    """CPU seconds of each process of the tree, by pid and command."""
+    out: dict[str, float] = {}
+    for proc in service.tree():
+        try:
+            t = proc.cpu_times()
+            name = f"{proc.pid} {' '.join(proc.cmdline()[1:4])}"[:60]
+        except psutil.Error:
+            continue
+        out[name] = t.user + t.system
+    return out
+
+
 def cpu_s(service: Service) -> float:
-    total = 0.0
+    return sum(cpu_by_process(service).values())
+
+
+def busiest(service: Service) -> int:
+    """The pid of the process of the tree that has used the most CPU (the worker)."""
+    best, pid = -1.0, 0
     for proc in service.tree():
         try:
             t = proc.cpu_times()
         except psutil.Error:
             continue
-        total += t.user + t.system
-    return total
+        if t.user + t.system > best:
+            best, pid = t.user + t.system, proc.pid
+    return pid
 
 
-def cost_us(h: Harness, service: Service, requests: int, concurrency: int) -> float:
+def cost_us(
+    h: Harness,
+    service: Service,
+    requests: int,
+    concurrency: int,
+    profile: Path | None = None,
+    verbose: bool = False,
+) -> float:
     h.oha.run(
         service.url + "/v1/chat/completions",
         h.body,
@@ -48,7 +76,16 @@ def cost_us(h: Harness, service: Service, requests: int, concurrency: int) -> fl
         concurrency=concurrency,
         requests=min(2000, requests),
     )  # warm up: pools, tokenizer tables, JIT-free caches
-    before = cpu_s(service)
+    before = cpu_by_process(service)
+    spy = None
+    if profile is not None:
+        # Collapsed stacks of the worker (Python and native frames) while the measured load runs.
+        pid = str(busiest(service))
+        cmd = ["py-spy", "record", "--gil", "--nonblocking", "-r", "500", "-f", "raw",
+               "-o", str(profile), "-p", pid]  # fmt: skip
+        if profile.suffix == ".data":  # perf: on-CPU samples of every native frame
+            cmd = ["perf", "record", "-F", "999", "-g", "-o", str(profile), "-p", pid]
+        spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     result = h.oha.run(
         service.url + "/v1/chat/completions",
         h.body,
@@ -56,9 +93,17 @@ def cost_us(h: Harness, service: Service, requests: int, concurrency: int) -> fl
         concurrency=concurrency,
         requests=requests,
     )
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(30)
     if result.failed:
         raise SystemExit(f"{service.name}: {result.failed} failed requests {result.statuses}")
-    return (cpu_s(service) - before) / requests * 1e6
+    after = cpu_by_process(service)
+    if service.name != "floor" or verbose:
+        for name, cpu in after.items():
+            share = (cpu - before.get(name, 0.0)) / requests * 1e6
+            print(f"    {service.name}: {share:8.1f} us  {name}")
+    return (sum(after.values()) - sum(before.values())) / requests * 1e6
 
 
 def main() -> int:
@@ -69,6 +114,15 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--stream", action="store_true")
     p.add_argument("--no-otel", action="store_true")
+    p.add_argument(
+        "--profile", type=Path, metavar="FILE",
+        help="py-spy the gateway's worker during its measured run (collapsed stacks to FILE; "
+        "with FILE.data, `perf record` instead)",
+    )  # fmt: skip
+    p.add_argument(
+        "--without", action="append", default=[], metavar="FEATURE",
+        help="leave a feature out (as loadtest/run --no-FEATURE): otel, limits, routing, ...",
+    )  # fmt: skip
     a = p.parse_args()
     args = SimpleNamespace(
         stream=a.stream, mock_workers=2, load_cpus="1", sut_cpus="0", workers=1, rounds=a.rounds
@@ -79,7 +133,7 @@ def main() -> int:
     log_dir.mkdir(parents=True, exist_ok=True)
     with Services(log_dir) as services:
         key = secrets.token_urlsafe(16)
-        config = resolve(a.config, ["otel"] if a.no_otel else [], log_dir)
+        config = resolve(a.config, (["otel"] if a.no_otel else []) + a.without, log_dir)
         h = Harness(args, services, oha, key, model=config.model or MODEL)  # type: ignore[arg-type]
         h.start_mock()
         if config.needs_otlp_sink:
@@ -87,10 +141,13 @@ def main() -> int:
         floor, gateway = [], []
         for _ in range(a.rounds):
             svc = h.start_floor()
-            floor.append(cost_us(h, svc, a.requests, a.concurrency))
+            floor_profile = None
+            if a.profile is not None:
+                floor_profile = a.profile.with_name("floor-" + a.profile.name)
+            floor.append(cost_us(h, svc, a.requests, a.concurrency, floor_profile))
             services.stop(svc)
             svc = h.start_gateway(config)
-            gateway.append(cost_us(h, svc, a.requests, a.concurrency))
+            gateway.append(cost_us(h, svc, a.requests, a.concurrency, a.profile))
             services.stop(svc)
     f, g = sorted(floor)[len(floor) // 2], sorted(gateway)[len(gateway) // 2]
     print(f"floor   {f:8.1f} us CPU per request  (rounds: {', '.join(f'{x:.1f}' for x in floor)})")

@@ -195,6 +195,7 @@ def test_bedrock_converse_request_and_answer() -> None:
     assert out["usage"]["prompt_tokens"] == 8 and out["usage"]["prompt_tokens_details"] == {
         "cached_tokens": 4
     }
+    assert out["usage"]["cache_creation_input_tokens"] == 1  # priced at the cache-write rate
     throttled = msgspec.json.decode(b.from_error(429, b'{"message": "Too many requests"}'))["error"]
     assert throttled["type"] == "rate_limit_error" and throttled["code"] == "ThrottlingException"
 

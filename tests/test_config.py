@@ -26,7 +26,7 @@ def check(path: Path, env: dict[str, str] | None = None) -> subprocess.Completed
 def test_the_example_and_demo_configs_are_valid() -> None:
     r = check(ROOT / "examples" / "gateway.yaml")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "OK (12 targets, 3 keys)" in r.stdout
+    assert "OK (13 targets, 3 keys)" in r.stdout
     assert "warning:" not in r.stdout, "the example shows config that is meant"
     demo = ROOT / "python" / "tollway" / "demo.yaml"
     env = {

@@ -121,5 +121,6 @@ def test_providers_name_their_urls() -> None:
     )
     bed = provider_for("bedrock").endpoints(Target())  # type: ignore[arg-type]
     assert bed.chat_url == "https://bedrock-runtime.eu-west-1.amazonaws.com/model/m:1/converse"
-    assert bed.embeddings_url is None and bed.auth is not None
+    assert bed.embeddings_url == "https://bedrock-runtime.eu-west-1.amazonaws.com/model/m:1/invoke"
+    assert bed.auth is not None
     assert provider_for("groq").stream_format == "openai"

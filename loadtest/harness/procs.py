@@ -56,6 +56,13 @@ class RssSample:
     total_mb: float  # the whole process tree; shared pages are counted once per process
     max_process_mb: float  # the largest single process, i.e. the per-worker figure
     processes: int
+    # Background helpers that are not workers (the request log's ingester): their largest,
+    # kept out of the per-worker figure and reported beside it.
+    helper_mb: float = 0.0
+
+
+# Command-line markers of the tree's helper processes.
+HELPERS = ("tollway.logs.ingest",)
 
 
 @dataclass(eq=False)  # identity: a Service is one running process tree
@@ -83,12 +90,17 @@ class Service:
 
     def rss(self) -> RssSample:
         sizes: list[int] = []
+        helpers: list[int] = [0]
         for proc in self.tree():
             try:
-                sizes.append(proc.memory_info().rss)
+                rss = proc.memory_info().rss
+                helper = any(h in " ".join(proc.cmdline()) for h in HELPERS)
             except psutil.Error:
                 continue
-        return RssSample(sum(sizes) / MB, max(sizes, default=0) / MB, len(sizes))
+            (helpers if helper else sizes).append(rss)
+        total = sum(sizes) + sum(helpers)
+        return RssSample(total / MB, max(sizes, default=0) / MB, len(sizes) + len(helpers) - 1,
+                         max(helpers) / MB)  # fmt: skip
 
     def cpu_percent(self) -> float:
         """CPU% of the tree since the previous call (100 = one CPU busy)."""

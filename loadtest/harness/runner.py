@@ -217,9 +217,10 @@ class Harness:
             rate_run["rss_before"] = before.__dict__
             rate_run["rss_after"] = after.__dict__
             print(
-                f"    RSS {service.name}: largest process {before.max_process_mb:.0f} ->"
+                f"    RSS {service.name}: largest worker {before.max_process_mb:.0f} ->"
                 f" {after.max_process_mb:.0f} MB, tree {before.total_mb:.0f} ->"
                 f" {after.total_mb:.0f} MB ({after.processes} processes)"
+                + (f"; log ingester {after.helper_mb:.0f} MB" if after.helper_mb else "")
             )
         if rate_run["result"]["rps"] < 0.95 * args.rate:
             print(

@@ -280,7 +280,8 @@ class MetricsEncoder:
 @final
 class SseMeter:
     """Meters one streamed response (tollway-core `sse::meter`); `format` is "openai",
-    "anthropic", "anthropic-raw", "openai-to-anthropic", "responses", "gemini" or "bedrock".
+    "anthropic", "anthropic-raw", "openai-to-anthropic", "responses", "gemini", "bedrock",
+    "gemini-to-anthropic" or "bedrock-to-anthropic".
     Times are ms on `monotonic_ms()`'s clock unless every time is passed."""
 
     def __new__(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 from time import perf_counter
@@ -28,6 +29,10 @@ from tollway.reload import watch_config
 from tollway.serve import DRAIN_FILE_ENV, METRICS_DIR_ENV
 from tollway.telemetry import CONTENT_TYPE, Telemetry, TelemetrySettings
 from tollway.upstream import AiohttpUpstream, UpstreamClient
+
+# Young collections every 10k container allocations instead of 700 (the heap stays flat: what
+# a request allocates is freed by reference count; the soak test watches RSS).
+_GC_THRESHOLDS = (10_000, 20, 20)
 
 if TYPE_CHECKING:
     from tollway.state import RedisSync
@@ -190,6 +195,7 @@ class Gateway:
                         self.runtime.settings, lambda: self.runtime.engine, count
                     )
                     state_sync.start()
+                _settle_heap()
                 await send({"type": "lifespan.startup.complete"})
             elif msg["type"] == "lifespan.shutdown":
                 self.draining = True
@@ -242,3 +248,13 @@ def create_app(config_path: str | None = None) -> Gateway:
     telemetry = Telemetry(settings, metrics_dir=os.environ.get(METRICS_DIR_ENV))
     request_log = setup_request_log(sections, telemetry, path)
     return Gateway(runtime, config_path=path, telemetry=telemetry, request_log=request_log)
+
+
+def _settle_heap() -> None:
+    """Moves what startup built (modules, the compiled config: ~10^5 objects) out of the
+    cyclic collector's reach and lets young collections run less often. A request allocates
+    a few hundred containers that die by reference count; the collector otherwise walked the
+    whole heap every ~70k allocations (~4% of a worker's CPU at saturation, perf)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*_GC_THRESHOLDS)

@@ -6,6 +6,10 @@ response waits for its verdict before the first byte goes out. Output guardrails
 whole answer (non-stream) or redact deltas as they stream, holding back only what a
 pattern could still need. A block is a 400 naming the guardrail and the categories found,
 never the text.
+
+Texts are read where each client API keeps them: chat `messages`; the Responses API's
+`instructions` and `input` (a string, or items with `input_text` parts or tool outputs) and
+its answer's `output[].content[]` `output_text` parts; embeddings `input` strings.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from tollway.telemetry import GuardrailRun, now_ns
 
 log = logging.getLogger("tollway.guardrails")
 
-__all__ = ["GuardPlan", "blocked", "plan_for"]
+__all__ = ["GuardPlan", "answer_texts", "blocked", "plan_for"]
 
 _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
@@ -99,10 +103,19 @@ def blocked(info: GuardrailInfo, categories: list[str]) -> GatewayError:
     return GatewayError.guardrail_blocked(info.name, categories)
 
 
-def _texts(messages: Any) -> list[tuple[dict[str, Any], str | int]]:
-    """(container, key) of every text in chat messages, so mutate can write back."""
-    out: list[tuple[dict[str, Any], str | int]] = []
-    for m in messages if isinstance(messages, list) else ():
+# Where a text is: its container (an object or a list) and its key there, so mutate can
+# write it back.
+Place = tuple[Any, str | int]
+
+
+def _texts(messages: Any) -> list[Place]:
+    """Every text in chat messages or Responses input items (tool outputs included), and the
+    strings of a list input (embeddings)."""
+    out: list[Place] = []
+    for i, m in enumerate(messages if isinstance(messages, list) else ()):
+        if isinstance(m, str):
+            out.append((messages, i))
+            continue
         if not isinstance(m, dict):
             continue
         content = m.get("content")
@@ -112,11 +125,46 @@ def _texts(messages: Any) -> list[tuple[dict[str, Any], str | int]]:
             for part in content:
                 if isinstance(part, dict) and isinstance(part.get("text"), str):
                     out.append((part, "text"))
+        elif m.get("type") == "function_call_output" and isinstance(m.get("output"), str):
+            out.append((m, "output"))
+    return out
+
+
+def _request_texts(req: dict[str, Any]) -> list[Place]:
+    out = _texts(req.get("messages"))
+    if isinstance(req.get("instructions"), str):
+        out.append((req, "instructions"))
+    inputs = req.get("input")
+    if isinstance(inputs, str):
+        out.append((req, "input"))
+    else:
+        out.extend(_texts(inputs))
+    return out
+
+
+def answer_texts(answer: Any) -> list[Place]:
+    """Every text of an answer: chat `choices[].message.content`, Responses `output_text`
+    parts of `output[]` message items."""
+    out: list[Place] = []
+    if not isinstance(answer, dict):
+        return out
+    choices = answer.get("choices")
+    for choice in choices if isinstance(choices, list) else ():
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if isinstance(message, dict) and isinstance(message.get("content"), str):
+            out.append((message, "content"))
+    items = answer.get("output")
+    for item in items if isinstance(items, list) else ():
+        parts = item.get("content") if isinstance(item, dict) else None
+        for part in parts if isinstance(parts, list) else ():
+            text = part.get("text") if isinstance(part, dict) else None
+            if isinstance(text, str) and part.get("type") == "output_text":
+                out.append((part, "text"))
     return out
 
 
 def _joined(req: dict[str, Any]) -> str:
-    return "\n".join(str(c[k]) for c, k in _texts(req.get("messages")))  # type: ignore[index]
+    return "\n".join(str(c[k]) for c, k in _request_texts(req))
 
 
 async def mutate_input(
@@ -137,11 +185,11 @@ async def mutate_input(
             plan.ran(gid, "input", "error" if errored else "mutate" if result else "pass", t0)
             continue
         found: list[str] = []
-        for container, key in _texts(req.get("messages")):
-            text = container[key]  # type: ignore[index]
+        for container, key in _request_texts(req):
+            text = container[key]
             redacted, findings = plan.set.redact([gid], text)
             if redacted != text:
-                container[key] = redacted  # type: ignore[index]
+                container[key] = redacted
                 found.extend(f.category for f in findings)
         plan.ran(gid, "input", "mutate" if found else "pass", t0, found)
 
@@ -213,42 +261,67 @@ async def _webhook(
     return (transformed if isinstance(transformed, dict) else None), errored
 
 
-def guard_output(plan: GuardPlan, payload: bytes) -> bytes | GatewayError:
-    """A non-streamed answer after output guardrails: redacted, blocked, or as it was."""
+def guard_output(
+    plan: GuardPlan, payload: bytes, contents: list[str | None] | None = None
+) -> bytes | GatewayError:
+    """A non-streamed answer after output guardrails: redacted, blocked, or as it was.
+    `contents`: each choice's message text as the chat answer's one decode read it (None:
+    not text); the payload is then decoded again only when a redaction changes a text.
+    Without it (a client API's own answer: Responses, Messages) the payload's texts are
+    found here (`answer_texts`)."""
+    if contents is not None:
+        redacted: dict[int, str] = {}
+        for i, text in enumerate(contents):
+            if text is None:
+                continue
+            checked = _check_output(plan, text)
+            if isinstance(checked, GatewayError):
+                return checked
+            if checked != text:
+                redacted[i] = checked
+        if not redacted:
+            return payload
+        answer = _decode(payload)
+        for i, text in redacted.items():
+            answer["choices"][i]["message"]["content"] = text
+        return _encode(answer)
     try:
         answer = _decode(payload)
     except msgspec.DecodeError:
         return payload
-    choices = answer.get("choices") if isinstance(answer, dict) else None
-    if not isinstance(choices, list):
-        return payload
     changed = False
-    for choice in choices:
-        message = choice.get("message") if isinstance(choice, dict) else None
-        text = message.get("content") if isinstance(message, dict) else None
-        if not isinstance(text, str) or message is None:
-            continue
-        for gid in plan.output_validate:
-            info = plan.infos[gid]
-            t0 = now_ns()
-            check = plan.set.check(gid, text) if info.kind != "webhook" else None
-            if check is None or not check.flagged:
-                plan.ran(gid, "output", "pass", t0)
-                continue
-            cats = [f.category for f in check.findings]
-            verdict = decide(info.enforcing_strategy, Outcome.FLAG)
-            plan.ran(gid, "output", verdict.value, t0, cats)
-            if verdict.blocks:
-                return blocked(info, cats)
-        for gid in plan.output_mutate:
-            t0 = now_ns()
-            redacted, findings = plan.set.redact([gid], text)
-            cats = [f.category for f in findings]
-            plan.ran(gid, "output", "mutate" if redacted != text else "pass", t0, cats)
-            if redacted != text:
-                message["content"] = text = redacted
-                changed = True
+    for container, key in answer_texts(answer):
+        text = container[key]
+        checked = _check_output(plan, text)
+        if isinstance(checked, GatewayError):
+            return checked
+        if checked != text:
+            container[key] = checked
+            changed = True
     return _encode(answer) if changed else payload
+
+
+def _check_output(plan: GuardPlan, text: str) -> str | GatewayError:
+    """One answer text through the output guardrails: the text (redacted) or the refusal."""
+    for gid in plan.output_validate:
+        info = plan.infos[gid]
+        t0 = now_ns()
+        check = plan.set.check(gid, text) if info.kind != "webhook" else None
+        if check is None or not check.flagged:
+            plan.ran(gid, "output", "pass", t0)
+            continue
+        cats = [f.category for f in check.findings]
+        verdict = decide(info.enforcing_strategy, Outcome.FLAG)
+        plan.ran(gid, "output", verdict.value, t0, cats)
+        if verdict.blocks:
+            return blocked(info, cats)
+    for gid in plan.output_mutate:
+        t0 = now_ns()
+        redacted, findings = plan.set.redact([gid], text)
+        cats = [f.category for f in findings]
+        plan.ran(gid, "output", "mutate" if redacted != text else "pass", t0, cats)
+        text = redacted
+    return text
 
 
 async def webhook_output(

@@ -5,7 +5,9 @@ Anthropic targets get the client's own body (model replaced) and answer as they 
 stream is metered by the Rust meter in `anthropic-raw` mode and forwarded. Other targets get
 the OpenAI chat translation, and their answers come back translated: non-streamed by
 `messages.to_message`, streamed by the meter's `openai-to-anthropic` format (in Rust, on the
-meter's own parse of each chunk). Errors, wherever they arise, leave as Anthropic error bodies
+meter's own parse of each chunk); Gemini and Bedrock streams are first translated to OpenAI
+chunks, as for chat clients, then by the same translation (`gemini-to-anthropic`,
+`bedrock-to-anthropic`). Errors, wherever they arise, leave as Anthropic error bodies
 or stream `error` events (`AnthropicSend`). A gateway key is accepted as `x-api-key` too.
 """
 
@@ -80,12 +82,13 @@ class AnthropicIngress:
         if self.lossy:
             kinds = ", ".join(sorted(set(self.lossy)))
             raise TranslationError(f"'{up.name}' cannot take content of type {kinds}")
-        if self.native.get("stream") and up.provider.stream_format != "openai":
-            raise TranslationError(f"'{up.name}' cannot stream to a Messages API client")
         return None
 
     def stream_format(self, up: Upstream) -> str:
-        return "anthropic-raw" if self.passthrough(up) else "openai-to-anthropic"
+        if self.passthrough(up):
+            return "anthropic-raw"
+        # OpenAI chunks (an OpenAI-shaped target's, or Gemini's and Bedrock's translated).
+        return f"{up.provider.stream_format}-to-anthropic"
 
     def answer_of(self, payload: bytes) -> Answer | None:
         return None  # the chat-shaped answer: the chat path reads it

@@ -18,7 +18,7 @@ from tollway.logs.alerts import Alerts
 from tollway.logs.api import Analytics
 from tollway.logs.events import EventStore
 from tollway.logs.settings import LogSettings
-from tollway.logs.writer import LogWriter, Store
+from tollway.logs.writer import LogWriter, Sink, Store
 from tollway.telemetry import Telemetry
 
 __all__ = [
@@ -67,16 +67,18 @@ def resolve_path(path: str, config_path: str | None) -> str:
     return str(base / p)
 
 
-def make_store(settings: LogSettings, config_path: str | None) -> tuple[Store, str, bool]:
-    """(store, table, speaks ClickHouse SQL) for the configured backend."""
+def make_store(settings: LogSettings, config_path: str | None) -> tuple[Store, Sink, str, bool]:
+    """(store to query, sink for the writer, table, speaks ClickHouse SQL) for the backend."""
     if settings.backend == "clickhouse" and settings.clickhouse_url:
         from tollway.logs.clickhouse import ClickHouseStore
 
         ch = ClickHouseStore(settings.clickhouse_url, settings.clickhouse_table)
-        return ch, settings.clickhouse_table, True
+        return ch, ch, settings.clickhouse_table, True
+    from tollway.logs.spool import Spool
     from tollway.logs.store import TABLE, EmbeddedStore
 
-    return EmbeddedStore(resolve_path(settings.path, config_path)), TABLE, False
+    path = resolve_path(settings.path, config_path)
+    return EmbeddedStore(path), Spool(path, settings), TABLE, False
 
 
 def setup(
@@ -91,8 +93,8 @@ def setup(
     writer = None
     analytics = Analytics(None, "", False)
     if settings.enabled:
-        store, table, clickhouse = make_store(settings, config_path)
-        writer = LogWriter(settings, [store], telemetry.metrics)
+        store, sink, table, clickhouse = make_store(settings, config_path)
+        writer = LogWriter(settings, [sink], telemetry.metrics)
         telemetry.sinks.append(writer.submit)
         telemetry.log_body_cap = settings.body_cap
         analytics = Analytics(store, table, clickhouse)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 
 from tollway.telemetry.record import Record
 
-__all__ = ["COLUMNS", "JSON_COLUMNS", "Row", "row_of"]
+__all__ = ["COLUMNS", "JSON_COLUMNS", "Row", "encode_rows", "row_of"]
 
 # (name, DuckDB type, ClickHouse type). `ts` is the request start in µs since the epoch.
 COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -46,7 +47,15 @@ NAMES = tuple(c[0] for c in COLUMNS)
 JSON_COLUMNS = frozenset({"rule_ids", "metadata", "attempts", "guardrails"})
 
 Row = tuple[Any, ...]
-_encode = msgspec.json.Encoder().encode
+_encoder = msgspec.json.Encoder()
+_encode = _encoder.encode
+# A row as a JSON object (what DuckDB's read_json and ClickHouse's JSONEachRow read).
+_Named: Any = msgspec.defstruct("_Named", [(n, Any) for n in NAMES])
+
+
+def encode_rows(rows: Sequence[Row]) -> bytes:
+    """Rows as newline-delimited JSON objects, ~1.5 µs a row."""
+    return _encoder.encode_lines([_Named(*r) for r in rows])
 
 
 def _ms(ns: int) -> float:
@@ -74,6 +83,17 @@ def row_of(rec: Record) -> Row | None:
             }
         )
         final = a
+    for t in rec.tools:  # an MCP request: its tool calls are its attempts
+        upstream_ns += t.end_ns - t.start_ns
+        attempts.append(
+            {
+                "attempt": len(attempts) + 1,
+                "target": f"{t.server}/{t.tool}" if t.tool else t.server,
+                "method": t.method,
+                "error_type": t.error_type,
+                "latency_ms": _ms(t.end_ns - t.start_ns),
+            }
+        )
     guard_ns = 0
     guardrails = "[]"
     if rec.guardrails:
@@ -91,12 +111,14 @@ def row_of(rec: Record) -> Row | None:
         rec.subject,
         rec.model,
         rec.model if rec.routing_rule else "",
-        final.target if final is not None else "",
+        final.target if final is not None else attempts[-1]["target"] if attempts else "",
         rec.status,
         # An upstream refusal passed on as-is names its status (e.g. "400") through the attempt.
-        rec.error_type or (final.error_type if final is not None and rec.status >= 400 else ""),
+        rec.error_type
+        or (final.error_type if final is not None and rec.status >= 400 else "")
+        or next((t.error_type for t in rec.tools if t.error_type), ""),
         part.stream,
-        len(rec.attempts),
+        len(attempts),
         any(a.fallback_reason for a in rec.attempts),
         part.input_tokens,
         part.output_tokens,

@@ -1,8 +1,10 @@
-"""The request log's writer: records in from telemetry intake, rows out to a store.
+"""The request log's writer: records in from telemetry intake, rows out to a sink.
 
 `submit` runs on the event loop (telemetry intake, never the request path) and only appends
 to a bounded deque; a full queue drops and counts. One thread per worker turns records into
-rows and writes them in batches (a transaction each), and enforces retention now and then.
+rows, encodes each batch once (newline-delimited JSON) and hands it to its sinks: the
+embedded log's spool (`tollway.logs.spool`, loaded by one ingester process) or ClickHouse
+(an insert a batch, with retention enforced from here now and then).
 """
 
 from __future__ import annotations
@@ -14,12 +16,12 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from tollway.logs.row import Row, row_of
+from tollway.logs.row import Row, encode_rows, row_of
 from tollway.logs.settings import LogSettings
 from tollway.telemetry.metrics import MetricsStore
 from tollway.telemetry.record import Record
 
-__all__ = ["LogWriter", "Store"]
+__all__ = ["LogWriter", "Sink", "Store"]
 
 _log = logging.getLogger("tollway.logs")
 METRIC = "llm_gateway_request_log_rows_total"
@@ -39,14 +41,27 @@ class Store(Protocol):
     ) -> tuple[list[str], list[tuple[Any, ...]]]: ...
 
 
+class Sink(Protocol):
+    """Where the writer thread puts each encoded batch."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def ensure_running(self) -> None:
+        """Starts (or takes over) the sink's background part; called each writer pass."""
+
+    def retain(self, days: int, body_days: int, now_s: float | None = None) -> tuple[int, int]: ...
+
+    def close(self, timeout_s: float) -> None: ...
+
+
 class LogWriter:
     """One per worker: `start`/`stop` from the lifespan, `submit` from telemetry intake."""
 
     def __init__(
-        self, settings: LogSettings, stores: Sequence[Store], metrics: MetricsStore | None = None
+        self, settings: LogSettings, sinks: Sequence[Sink], metrics: MetricsStore | None = None
     ) -> None:
         self.settings = settings
-        self.stores = tuple(stores)
+        self.sinks = tuple(sinks)
         self._queue: deque[Record] = deque()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -89,6 +104,12 @@ class LogWriter:
         if self._queue:
             self._count("dropped_queue_full", len(self._queue))
             self._queue.clear()
+        for sink in self.sinks:
+            try:
+                sink.close(timeout_s)
+            except Exception as e:
+                _log.warning("request log: %s did not close (%s)", type(sink).__name__,
+                             type(e).__name__)  # fmt: skip
 
     # -- writer thread ------------------------------------------------------------------------
 
@@ -101,6 +122,12 @@ class LogWriter:
             self._wake.wait(s.flush_interval_ms / 1000 * (4 if busy else 1))
             self._wake.clear()
             stopping = self._stop.is_set()
+            for sink in () if stopping else self.sinks:
+                try:
+                    sink.ensure_running()
+                except Exception as e:
+                    _log.warning("request log: %s did not start (%s)", type(sink).__name__,
+                                 type(e).__name__)  # fmt: skip
             while self._queue:
                 self._write_batch()
             if time.monotonic() >= next_retention:
@@ -118,13 +145,16 @@ class LogWriter:
             rows.extend(r for r in map(row_of, records[i : i + SLICE]) if r is not None)
             time.sleep(0)  # hand the GIL to the event loop between slices
         self._count("excluded", len(records) - len(rows))
-        for store in self.stores:
+        if not rows:
+            return
+        data = encode_rows(rows)
+        for sink in self.sinks:
             try:
-                store.insert(rows)
+                sink.write(data)
             except Exception as e:  # a store's fault must not end the writer
                 self._count("dropped_store_error", len(rows))
                 if not self._failing:
-                    _log.warning("request log: %s could not write (%s)", type(store).__name__,
+                    _log.warning("request log: %s could not write (%s)", type(sink).__name__,
                                  type(e).__name__)  # fmt: skip
                     self._failing = True
                 continue
@@ -133,9 +163,9 @@ class LogWriter:
 
     def _retain(self) -> None:
         s = self.settings
-        for store in self.stores:
+        for sink in self.sinks:
             try:
-                rows, bodies = store.retain(s.retention_days, s.body_retention_days)
+                rows, bodies = sink.retain(s.retention_days, s.body_retention_days)
             except Exception as e:
                 _log.warning("request log retention failed (%s)", type(e).__name__)
                 continue

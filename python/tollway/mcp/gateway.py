@@ -26,6 +26,7 @@ from tollway.mcp.registry import Registry, Target
 from tollway.mcp.tools import INVALID_PARAMS, Caller, ToolError, Tools
 from tollway.mcp.upstream import PROTOCOL_VERSION, Upstreams
 from tollway.telemetry import Record, Telemetry, now_ns
+from tollway.telemetry.record import LogPart, ToolRun
 
 __all__ = ["McpGateway"]
 
@@ -143,6 +144,7 @@ class McpGateway:
         finally:
             if self.telemetry is not None and caller.runs:
                 rid = os.urandom(12).hex()
+                tel = self.telemetry
                 self.telemetry.record(
                     Record(
                         request_id=rid,
@@ -153,6 +155,8 @@ class McpGateway:
                         subject=k.subject,
                         guardrails=caller.guardrail_runs,
                         tools=caller.runs,
+                        # In the request log too (row.py writes the tool runs as attempts).
+                        log=tool_log_part(caller.runs, tel.log_body_cap) if tel.sinks else None,
                     )
                 )
 
@@ -269,3 +273,12 @@ async def _reply(
     headers = [_JSON, *(extra or ())] if body else list(extra or ())
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def tool_log_part(runs: list[ToolRun], cap: int) -> LogPart:
+    """The request-log part of an MCP request: the first tool call's arguments and result as
+    its bodies when bodies are kept (they are only captured when content is)."""
+    first = runs[0]
+    request_body = first.arguments[:cap] if cap > 0 and first.arguments else None
+    response_body = first.result[:cap] if cap > 0 and first.result else None
+    return LogPart(request_body=request_body, response_body=response_body)

@@ -100,7 +100,7 @@ class MockApp:
             return True
         bedrock = bedrock_api.route(path)
         if bedrock is not None:
-            await bedrock_api.converse(self.state, call, body, *bedrock)
+            await bedrock_api.answer(self.state, call, body, *bedrock)
             return True
         return False
 

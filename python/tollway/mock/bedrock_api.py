@@ -1,6 +1,7 @@
-"""The AWS Bedrock side of the mock: Converse (`POST /model/<id>/converse`) and ConverseStream
-(`/converse-stream`, binary `application/vnd.amazon.eventstream` frames with CRCs), in their
-wire shapes, behind a SigV4 check.
+"""The AWS Bedrock side of the mock: Converse (`POST /model/<id>/converse`), ConverseStream
+(`/converse-stream`, binary `application/vnd.amazon.eventstream` frames with CRCs) and
+InvokeModel (`/invoke`) for Titan Text Embeddings and Cohere Embed, in their wire shapes,
+behind a SigV4 check.
 
 The check recomputes the signature with the published algorithm, written here independently of
 the gateway's signer (AWS's Rust crate), for the mock's own credentials `MOCK_ACCESS_KEY_ID` /
@@ -35,7 +36,7 @@ from tollway.mock.state import Fault, MockState, begin
 __all__ = [
     "MOCK_ACCESS_KEY_ID",
     "MOCK_SECRET_ACCESS_KEY",
-    "converse",
+    "answer",
     "event_frame",
     "route",
     "sigv4_signature",
@@ -60,15 +61,25 @@ _TOOL_USE_ID = "tooluse_mock_1"
 _PAD = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0"
 
 
-def route(path: str) -> tuple[str, bool] | None:
-    """(model id, stream) for a Converse path, else None."""
+def route(path: str) -> tuple[str, str] | None:
+    """(model id, method: converse, converse-stream or invoke) for a Bedrock path, else None."""
     if not path.startswith("/model/"):
         return None
-    rest = path.removeprefix("/model/")
-    for suffix, stream in (("/converse-stream", True), ("/converse", False)):
-        if rest.endswith(suffix):
-            return unquote(rest.removesuffix(suffix)), stream
-    return None
+    model, _, method = path.removeprefix("/model/").rpartition("/")
+    if method not in ("converse", "converse-stream", "invoke") or not model:
+        return None
+    return unquote(model), method
+
+
+async def answer(state: MockState, call: Call, body: bytes, model: str, method: str) -> None:
+    problem = _check_signature(call, body)
+    if problem is not None:
+        await _error(call, 403, problem)
+        return
+    if method == "invoke":
+        await _invoke(state, call, body, model)
+    else:
+        await _converse(state, call, body, model, method == "converse-stream")
 
 
 def _hmac(key: bytes, text: str) -> bytes:
@@ -201,11 +212,7 @@ def _reads_tool_result(req: dict[str, Any]) -> bool:
     return any(isinstance(b, dict) and "toolResult" in b for b in blocks)
 
 
-async def converse(state: MockState, call: Call, body: bytes, model: str, stream: bool) -> None:
-    problem = _check_signature(call, body)
-    if problem is not None:
-        await _error(call, 403, problem)
-        return
+async def _converse(state: MockState, call: Call, body: bytes, model: str, stream: bool) -> None:
     try:
         req = msgspec.json.decode(body)
     except msgspec.DecodeError:
@@ -277,3 +284,62 @@ async def _stream(
         events[-1] = bytes([events[-1][0], events[-1][1], events[-1][2] ^ 1]) + events[-1][3:]
     broken = _event("contentBlockDelta", {"contentBlockIndex": 0})[:20]
     await stream_events(state, call, fault, events, broken, _EVENTSTREAM)
+
+
+_COHERE_INPUT_TYPES: Final = frozenset(
+    ("search_document", "search_query", "classification", "clustering")
+)
+
+
+async def _invoke(state: MockState, call: Call, body: bytes, model: str) -> None:
+    """InvokeModel for the embedding models: Titan (`{"inputText", "dimensions"}`, one text)
+    and Cohere Embed (`{"texts", "input_type", "embedding_types"}`, up to 96); other models
+    answer as Bedrock does for a body the model does not take. A fault name before the first
+    dot of the id applies (`mock-status-429.amazon.titan-embed-text-v2:0`)."""
+    try:
+        req = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        req = None
+    if not isinstance(req, dict):
+        await _error(call, 400, "Malformed input request, please reformat your input and retry.")
+        return
+    titan = "titan-embed" in model
+    if titan:
+        texts = [req.get("inputText")]
+        dim = req.get("dimensions", 1024)
+        problem = None if dim in (256, 512, 1024) else "dimensions must be 256, 512 or 1024"
+    elif "cohere.embed" in model:
+        texts = req.get("texts") or []
+        dim = req.get("output_dimension") or state.settings.embedding_dimensions
+        problem = None
+        if req.get("input_type") not in _COHERE_INPUT_TYPES:
+            problem = "#: required key [input_type] not found"
+        elif not 0 < len(texts) <= 96:
+            problem = "#/texts: expected maxLength: 96"
+    else:
+        texts, dim, problem = [], 0, None
+    if not texts or not all(isinstance(t, str) and t for t in texts):
+        problem = problem or "Malformed input request: the model takes no such body"
+    if problem is not None:
+        await _error(call, 400, problem)
+        return
+    fault = await begin(state, call, model.partition(".")[0], _status)
+    if fault is None:
+        return
+    vectors = [state.embedder.vector(str(t), dim, False) for t in texts]
+    tokens = sum(count_words(t) for t in texts)
+    if titan:
+        out: dict[str, Any] = {
+            "embedding": vectors[0],
+            "embeddingsByType": {"float": vectors[0]},
+            "inputTextTokenCount": tokens,
+        }
+    elif req.get("embedding_types"):
+        kind = "embeddings_by_type"
+        out = {"id": "mock-embed-1", "embeddings": {"float": vectors}, "response_type": kind}
+    else:
+        out = {"id": "mock-embed-1", "embeddings": vectors, "response_type": "embeddings_floats"}
+    if not titan:
+        out["texts"] = texts
+    count = (b"x-amzn-bedrock-input-token-count", str(tokens).encode())
+    await call.respond(200, _encode(out), (_JSON, count))

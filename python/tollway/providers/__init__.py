@@ -8,11 +8,17 @@ translated by the Rust `SseMeter` in the `stream_format` the provider names.
 
 from __future__ import annotations
 
+import base64
+import sys
+from array import array
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import msgspec
+
+if TYPE_CHECKING:
+    from tollway.upstream import UpstreamClient, UpstreamResponse
 
 __all__ = [
     "OPENAI_COMPATIBLE",
@@ -23,6 +29,7 @@ __all__ = [
     "RequestAuth",
     "TranslationError",
     "content_parts",
+    "float32_base64",
     "tool_arguments",
 ]
 
@@ -112,6 +119,18 @@ class RequestAuth(Protocol):
         """`headers` plus the auth headers for sending `body` to `url`."""
         ...
 
+    async def post(
+        self,
+        client: UpstreamClient,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        timeout_s: float,
+    ) -> UpstreamResponse:
+        """Sends `body` to `url` with these credentials: one call, or one per part of a
+        batch the API takes a part at a time (`tollway.providers.fanout`)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class Endpoints:
@@ -172,6 +191,14 @@ def content_parts(
                 f"content parts of type {kind!r} are not supported by {provider}"
             )
     return parts
+
+
+def float32_base64(values: list[float]) -> str:
+    """An embedding as OpenAI's `encoding_format: base64` sends it: little-endian float32."""
+    floats = array("f", values)
+    if sys.byteorder != "little":
+        floats.byteswap()
+    return base64.b64encode(floats.tobytes()).decode()
 
 
 def tool_arguments(call: Any) -> dict[str, Any]:

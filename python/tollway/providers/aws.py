@@ -20,10 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from tollway.providers.fanout import post_parts
 from tollway.upstream import UpstreamError
 
 if TYPE_CHECKING:
     from tollway.providers import CloudTarget
+    from tollway.upstream import UpstreamClient, UpstreamResponse
 
 __all__ = ["AwsCredentials", "SigV4Auth", "default_region"]
 
@@ -164,3 +166,17 @@ class SigV4Auth:
             creds.session_token,
         )
         return {**headers, **dict(signed)}
+
+    async def post(
+        self,
+        client: UpstreamClient,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        timeout_s: float,
+    ) -> UpstreamResponse:
+        if url.endswith("/invoke"):
+            # InvokeModel batches: one signed call per line (`bedrock_embed.to_invoke`).
+            parts = body.split(b"\n")
+            return await post_parts(client, url, headers, parts, timeout_s, self.headers)
+        return await client.post(url, await self.headers(url, headers, body), body, timeout_s)

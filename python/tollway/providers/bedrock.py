@@ -1,7 +1,8 @@
 """AWS Bedrock's Converse API (`provider: bedrock`) behind the OpenAI chat API, for any Bedrock
 chat model: requests, whole answers and errors translated here; ConverseStream's binary event
-stream is decoded and translated in Rust (`SseMeter("bedrock", ...)`). Requests are SigV4-signed
-per call (`tollway.providers.aws`).
+stream is decoded and translated in Rust (`SseMeter("bedrock", ...)`); embeddings go through
+InvokeModel (`tollway.providers.bedrock_embed`). Requests are SigV4-signed per call
+(`tollway.providers.aws`).
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ from tollway.providers import (
     tool_arguments,
 )
 from tollway.providers.aws import AwsCredentials, SigV4Auth, default_region
+from tollway.providers.bedrock_embed import from_invoke, to_invoke
+from tollway.providers.gemini import is_embeddings
 
-__all__ = ["BedrockProvider", "from_converse", "from_error", "to_converse"]
+__all__ = ["JSON_TOOL", "BedrockProvider", "from_converse", "from_error", "to_converse"]
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.decode
@@ -47,6 +50,9 @@ _ERRORS: Final = {
     503: ("server_error", "ServiceUnavailableException"),
 }
 _IMAGE_FORMATS: Final = {"image/png": "png", "image/jpeg": "jpeg", "image/gif": "gif"}
+# JSON mode (`response_format`) is a tool the model must call, whose input is the answer: the
+# Rust stream translator knows the name too (`sse::bedrock::JSON_TOOL`).
+JSON_TOOL: Final = "tollway_json_answer"
 
 
 def finish_reason(stop_reason: str | None) -> str:
@@ -116,6 +122,24 @@ def _messages(openai_messages: list[Any]) -> tuple[list[dict[str, Any]], list[di
     return system, out
 
 
+def _json_tool(response_format: Any) -> dict[str, Any] | None:
+    """The JSON-mode tool for a `response_format`, or None for text answers."""
+    kind = response_format.get("type") if isinstance(response_format, dict) else None
+    if kind == "json_object":
+        schema: Any = {"type": "object"}
+        about = "Give your whole answer as this tool's input: a JSON object."
+    elif kind == "json_schema":
+        spec = response_format.get("json_schema")
+        if not isinstance(spec, dict) or not isinstance(spec.get("schema"), dict):
+            raise TranslationError("response_format.json_schema.schema must be a JSON schema")
+        schema = spec["schema"]
+        about = f"Give your whole answer as this tool's input: a {spec.get('name') or 'JSON'}"
+        about += f" object. {spec['description']}" if spec.get("description") else " object."
+    else:
+        return None
+    return {"toolSpec": {"name": JSON_TOOL, "description": about, "inputSchema": {"json": schema}}}
+
+
 def _tool_config(tools: list[Any], choice: Any) -> dict[str, Any] | None:
     specs = []
     for tool in tools:
@@ -159,8 +183,15 @@ def to_converse(body: dict[str, Any]) -> dict[str, Any]:
     if inference:
         req["inferenceConfig"] = inference
     tools = body.get("tools")
+    json_tool = _json_tool(body.get("response_format"))
     if tools and body.get("tool_choice") != "none":
-        req["toolConfig"] = _tool_config(tools, body.get("tool_choice"))
+        config = req["toolConfig"] = _tool_config(tools, body.get("tool_choice"))
+        if json_tool is not None and config is not None:
+            # The client's tools or the answer: some tool, unless the client named one.
+            config["tools"].append(json_tool)
+            config.setdefault("toolChoice", {"any": {}})
+    elif json_tool is not None:
+        req["toolConfig"] = {"tools": [json_tool], "toolChoice": {"tool": {"name": JSON_TOOL}}}
     elif used := _tools_in(messages):
         # Converse refuses toolUse/toolResult blocks without a toolConfig: declare the tools
         # the history used (the client sent no schemas, so any object).
@@ -183,10 +214,11 @@ def _tools_in(messages: list[dict[str, Any]]) -> list[str]:
 
 def openai_usage(usage: dict[str, Any]) -> dict[str, Any]:
     """OpenAI usage from Converse's: prompt tokens include cache reads and writes, which
-    Bedrock counts apart."""
+    Bedrock counts apart; writes are also named (`cache_creation_input_tokens`, as for
+    Anthropic targets) so they are priced at the cache-write rate."""
     cached = usage.get("cacheReadInputTokens")
-    prompt = int(usage.get("inputTokens") or 0) + int(cached or 0)
-    prompt += int(usage.get("cacheWriteInputTokens") or 0)
+    written = int(usage.get("cacheWriteInputTokens") or 0)
+    prompt = int(usage.get("inputTokens") or 0) + int(cached or 0) + written
     completion = int(usage.get("outputTokens") or 0)
     out: dict[str, Any] = {
         "prompt_tokens": prompt,
@@ -195,6 +227,8 @@ def openai_usage(usage: dict[str, Any]) -> dict[str, Any]:
     }
     if cached is not None:
         out["prompt_tokens_details"] = {"cached_tokens": cached}
+    if written:
+        out["cache_creation_input_tokens"] = written
     return out
 
 
@@ -203,6 +237,10 @@ def from_converse(body: bytes, model: str) -> bytes:
     resp = _decode(body)
     content = ((resp.get("output") or {}).get("message") or {}).get("content") or []
     text = "".join(b["text"] for b in content if isinstance(b.get("text"), str))
+    answers = [b for b in content if (b.get("toolUse") or {}).get("name") == JSON_TOOL]
+    if answers:  # JSON mode: the tool's input is the answer
+        text = _encode(answers[0]["toolUse"].get("input") or {}).decode()
+        content = [b for b in content if b not in answers]
     calls = [
         {
             "id": b["toolUse"].get("toolUseId"),
@@ -233,7 +271,9 @@ def from_converse(body: bytes, model: str) -> bytes:
                     "index": 0,
                     "message": message,
                     "logprobs": None,
-                    "finish_reason": finish_reason(resp.get("stopReason")),
+                    "finish_reason": "stop"
+                    if answers and not calls
+                    else finish_reason(resp.get("stopReason")),
                 }
             ],
             "usage": openai_usage(resp.get("usage") or {}),
@@ -277,15 +317,23 @@ class BedrockProvider:
         auth = SigV4Auth(target, region, "bedrock", creds)
         headers = {"content-type": "application/json", **dict(target.headers)}
         return Endpoints(
-            f"{model}/converse", None, headers, stream_url=f"{model}/converse-stream", auth=auth
+            f"{model}/converse",
+            f"{model}/invoke",
+            headers,
+            stream_url=f"{model}/converse-stream",
+            auth=auth,
         )
 
     def request_body(self, openai_body: dict[str, Any], model_id: str) -> bytes:
+        if is_embeddings(openai_body):
+            return to_invoke(openai_body, model_id)  # embeddings (InvokeModel)
         return _encode(to_converse(openai_body))
 
     def response_body(
         self, status: int, body: bytes, model: str, request: dict[str, Any] | None = None
     ) -> bytes:
         if 200 <= status < 300:
+            if request is not None and is_embeddings(request):
+                return from_invoke(body, model, request)
             return from_converse(body, model)
         return from_error(status, body)

@@ -5,16 +5,18 @@ JSON. Streams are translated in Rust (`SseMeter("gemini", ...)`).
 
 from __future__ import annotations
 
-import base64
-import sys
 import time
-from array import array
 from typing import Any, Final
 from urllib.parse import urlsplit
 
 import msgspec
 
-from tollway.providers import TranslationError, content_parts, tool_arguments
+from tollway.providers import (
+    TranslationError,
+    content_parts,
+    float32_base64,
+    tool_arguments,
+)
 
 __all__ = [
     "finish_reason",
@@ -281,13 +283,6 @@ def to_embeddings_request(body: dict[str, Any], model_id: str) -> dict[str, Any]
     return {"requests": [{**item, "content": {"parts": [{"text": t}]}} for t in inputs]}
 
 
-def _base64(values: list[float]) -> str:
-    floats = array("f", values)
-    if sys.byteorder != "little":
-        floats.byteswap()
-    return base64.b64encode(floats.tobytes()).decode()
-
-
 def from_embeddings(body: bytes, model: str, request: dict[str, Any] | None) -> bytes:
     """An OpenAI embeddings list for a `batchEmbedContents` (or Vertex `predict`) answer, as
     floats or base64 as the request asked. Gemini reports no usage: tokens are estimated."""
@@ -303,7 +298,7 @@ def from_embeddings(body: bytes, model: str, request: dict[str, Any] | None) -> 
         tokens = sum(max(1, len(str(t)) // 4) for t in texts)
     as_b64 = (request or {}).get("encoding_format") == "base64"
     data = [
-        {"object": "embedding", "index": i, "embedding": _base64(v) if as_b64 else v}
+        {"object": "embedding", "index": i, "embedding": float32_base64(v) if as_b64 else v}
         for i, v in enumerate(values)
     ]
     return _encode(

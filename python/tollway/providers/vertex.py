@@ -23,7 +23,7 @@ import msgspec
 from tollway.providers import CloudTarget, Endpoints
 from tollway.providers import google as g
 from tollway.providers.gemini import is_embeddings
-from tollway.upstream import UpstreamError
+from tollway.upstream import UpstreamClient, UpstreamError, UpstreamResponse
 
 __all__ = ["DEFAULT_REGION", "GoogleToken", "VertexProvider", "vertex_base_url"]
 
@@ -105,6 +105,16 @@ class GoogleToken:
             self._renewing = asyncio.ensure_future(self._refresh())
             self._renewing.add_done_callback(self._renewed)
         return {**headers, "authorization": f"Bearer {self._token}"}
+
+    async def post(
+        self,
+        client: UpstreamClient,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        timeout_s: float,
+    ) -> UpstreamResponse:
+        return await client.post(url, await self.headers(url, headers, body), body, timeout_s)
 
 
 def _service_account(target: CloudTarget) -> Mapping[str, Any] | None:

@@ -265,10 +265,9 @@ class Call:
                 raise verdict
 
     async def _post(self, up: Upstream, url: str, payload: bytes) -> UpstreamResponse:
-        headers = up.headers
         if up.auth is not None:  # a signature or a short-lived token, per attempt
-            headers = await up.auth.headers(url, headers, payload)
-        return await self.client.post(url, headers, payload, self.timeout_s)
+            return await up.auth.post(self.client, url, up.headers, payload, self.timeout_s)
+        return await self.client.post(url, up.headers, payload, self.timeout_s)
 
     async def _attempts(self) -> None:
         rt = self.rt
@@ -364,7 +363,7 @@ class Call:
         translated = payload
         await self.gate()
         if self.guard is not None and self.guard.output:
-            guarded = guard_output(self.guard, payload)
+            guarded = guard_output(self.guard, payload, answer.contents)  # texts read once
             if isinstance(guarded, GatewayError):
                 self.end(plan, resp.status, 0)
                 raise guarded

@@ -101,6 +101,8 @@ class Answer(msgspec.Struct):
     model: str
     finish_reasons: list[str]
     text: str
+    # Each choice's message text (None where it is not text), for output guardrails.
+    contents: list[str | None] | None = None
 
 
 def answer_of(body: bytes, chat: bool) -> Answer | None:
@@ -113,15 +115,17 @@ def answer_of(body: bytes, chat: bool) -> Answer | None:
     if a.choices is None if chat else not bytes(a.data).startswith(b"["):
         return None
     reasons, texts = [], []
+    contents: list[str | None] = []
     for c in a.choices or ():
         if c.finish_reason:
             reasons.append(c.finish_reason)
         m = c.message
-        if m is not None:
-            if type(m.content) is str:
-                texts.append(m.content)
-            if m.tool_calls:
-                texts.append(bytes(m.tool_calls).decode("utf-8", "replace"))
+        content = m.content if m is not None and type(m.content) is str else None
+        contents.append(content)
+        if content is not None:
+            texts.append(content)
+        if m is not None and m.tool_calls:
+            texts.append(bytes(m.tool_calls).decode("utf-8", "replace"))
     usage = None
     u = a.usage
     if (
@@ -133,7 +137,7 @@ def answer_of(body: bytes, chat: bool) -> Answer | None:
         cached = (details.cached_tokens or 0) if details else 0
         written = u.cache_creation_input_tokens or 0
         usage = (u.prompt_tokens, cached, u.completion_tokens or 0, written)
-    return Answer(usage, a.id or "", a.model or "", reasons, "".join(texts))
+    return Answer(usage, a.id or "", a.model or "", reasons, "".join(texts), contents)
 
 
 def retry_after_s(value: str | None) -> float | None:

@@ -57,7 +57,7 @@ fn bedrock() -> Vec<u8> {
         frame("messageStop", r#"{"stopReason":"tool_use"}"#),
         frame(
             "metadata",
-            r#"{"usage":{"inputTokens":20,"outputTokens":7,"totalTokens":27,"cacheReadInputTokens":4},"metrics":{"latencyMs":5}}"#,
+            r#"{"usage":{"inputTokens":20,"outputTokens":7,"totalTokens":27,"cacheReadInputTokens":4,"cacheWriteInputTokens":3},"metrics":{"latencyMs":5}}"#,
         ),
     ]
     .concat()
@@ -183,10 +183,14 @@ fn bedrock_frames_translate_whatever_the_split() {
         (
             m.prompt_tokens(),
             m.output_tokens(),
-            m.usage().cached_tokens
+            m.usage().cached_tokens,
+            m.usage().cache_creation_tokens
         ),
-        (Some(24), 7, Some(4))
+        (Some(27), 7, Some(4), Some(3))
     );
+    let usage = &c[c.len() - 1]["usage"];
+    assert_eq!(usage["prompt_tokens"], 27);
+    assert_eq!(usage["cache_creation_input_tokens"], 3);
     for i in 0..=b.len() {
         assert_eq!(
             run(StreamFormat::Bedrock, &[&b[..i], &b[i..]]).0,
@@ -230,10 +234,153 @@ fn bedrock_bad_crc_exception_and_cut_streams_fail() {
     );
 }
 
+#[test]
+fn bedrock_json_mode_tool_input_is_the_answer() {
+    let b = [
+        frame("messageStart", r#"{"role":"assistant"}"#),
+        frame(
+            "contentBlockStart",
+            &format!(
+                r#"{{"contentBlockIndex":0,"start":{{"toolUse":{{"toolUseId":"t1","name":"{}"}}}}}}"#,
+                tollway_core::sse::bedrock::JSON_TOOL
+            ),
+        ),
+        frame(
+            "contentBlockDelta",
+            r#"{"contentBlockIndex":0,"delta":{"toolUse":{"input":"{\"city\": "}}}"#,
+        ),
+        frame(
+            "contentBlockDelta",
+            r#"{"contentBlockIndex":0,"delta":{"toolUse":{"input":"\"Paris\"}"}}}"#,
+        ),
+        frame("contentBlockStop", r#"{"contentBlockIndex":0}"#),
+        frame("messageStop", r#"{"stopReason":"tool_use"}"#),
+        frame(
+            "metadata",
+            r#"{"usage":{"inputTokens":20,"outputTokens":7,"totalTokens":27}}"#,
+        ),
+    ]
+    .concat();
+    let (out, m) = run(StreamFormat::Bedrock, &[&b]);
+    let c = chunks(&out);
+    let text: String = c
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(text, "{\"city\": \"Paris\"}");
+    assert!(c
+        .iter()
+        .all(|c| c["choices"][0]["delta"]["tool_calls"].is_null()));
+    assert_eq!(m.finish_reason(), Some("stop"));
+}
+
+/// (event name, data) of each Anthropic event.
+fn anthropic_events(out: &[u8]) -> Vec<(String, Value)> {
+    String::from_utf8(out.to_vec())
+        .unwrap()
+        .split("\n\n")
+        .filter(|b| !b.is_empty())
+        .map(|block| {
+            let (name, data) = block.split_once('\n').unwrap();
+            let name = name.strip_prefix("event: ").unwrap().to_owned();
+            (
+                name,
+                serde_json::from_str(data.strip_prefix("data: ").unwrap()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn gemini_and_bedrock_streams_for_anthropic_clients() {
+    let (out, m) = run(StreamFormat::GeminiToAnthropic, &[GEMINI.as_bytes()]);
+    let events = anthropic_events(&out);
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "message_start",
+            "content_block_start",
+            "content_block_delta",
+            "content_block_delta",
+            "content_block_stop",
+            "message_delta",
+            "message_stop"
+        ]
+    );
+    assert_eq!(events[0].1["message"]["id"], "msg_resp-1");
+    assert_eq!(events[0].1["message"]["model"], "m");
+    let text: String = events
+        .iter()
+        .filter_map(|(_, d)| d["delta"]["text"].as_str())
+        .collect();
+    assert_eq!(text, "Hello there.");
+    let delta = &events[5].1;
+    assert_eq!(delta["delta"]["stop_reason"], "end_turn");
+    // 9 prompt tokens, 5 of them read from the cache; 3 answer + 4 thinking tokens.
+    assert_eq!(delta["usage"]["input_tokens"], 4);
+    assert_eq!(delta["usage"]["cache_read_input_tokens"], 5);
+    assert_eq!(delta["usage"]["output_tokens"], 7);
+    assert_eq!(
+        (m.prompt_tokens(), m.output_tokens(), m.done()),
+        (Some(9), 7, true)
+    );
+    // Metered once: the token events are Gemini's two text parts, not doubled.
+    assert!(m.itl_mean_ms().is_some() && m.text() == "Hellothinking... there.");
+    let b = GEMINI.as_bytes();
+    for i in 0..=b.len() {
+        let split = run(StreamFormat::GeminiToAnthropic, &[&b[..i], &b[i..]]).0;
+        assert_eq!(split, out, "split at {i}");
+    }
+
+    let b = bedrock();
+    let (out, m) = run(StreamFormat::BedrockToAnthropic, &[&b]);
+    let events = anthropic_events(&out);
+    let blocks: Vec<&Value> = events
+        .iter()
+        .filter(|(n, _)| n == "content_block_start")
+        .map(|(_, d)| &d["content_block"])
+        .collect();
+    assert_eq!(blocks[0]["type"], "text");
+    assert_eq!(
+        (&blocks[1]["type"], &blocks[1]["id"], &blocks[1]["name"]),
+        (
+            &Value::from("tool_use"),
+            &Value::from("tooluse_1"),
+            &Value::from("get_weather")
+        )
+    );
+    let json: String = events
+        .iter()
+        .filter_map(|(_, d)| d["delta"]["partial_json"].as_str())
+        .collect();
+    assert_eq!(json, "{\"city\": \"Paris\"}");
+    let (name, delta) = &events[events.len() - 2];
+    assert_eq!(name, "message_delta");
+    assert_eq!(delta["delta"]["stop_reason"], "tool_use");
+    assert_eq!(delta["usage"]["input_tokens"], 20);
+    assert_eq!(delta["usage"]["cache_read_input_tokens"], 4);
+    assert_eq!(delta["usage"]["cache_creation_input_tokens"], 3);
+    assert_eq!(delta["usage"]["output_tokens"], 7);
+    assert_eq!(events[events.len() - 1].0, "message_stop");
+    assert_eq!((m.prompt_tokens(), m.output_tokens()), (Some(27), 7));
+    let bytes: Vec<&[u8]> = b.chunks(1).collect();
+    assert_eq!(run(StreamFormat::BedrockToAnthropic, &bytes).0, out);
+    // A cut stream never gets its message_stop.
+    let (out, m) = run(StreamFormat::BedrockToAnthropic, &[&b[..b.len() / 2]]);
+    assert_eq!(m.error(), Some(&StreamError::Truncated));
+    assert!(!String::from_utf8(out).unwrap().contains("message_stop"));
+}
+
 proptest! {
     #[test]
     fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..2048), cut in 0usize..2048) {
-        for format in [StreamFormat::Gemini, StreamFormat::Bedrock] {
+        for format in [
+            StreamFormat::Gemini,
+            StreamFormat::Bedrock,
+            StreamFormat::GeminiToAnthropic,
+            StreamFormat::BedrockToAnthropic,
+        ] {
             let cut = cut.min(data.len());
             let (_, m) = run(format, &[&data[..cut], &data[cut..]]);
             prop_assert!(m.done() || m.error().is_some() || m.finish_reason().is_some());

@@ -15,6 +15,11 @@ use engine::{Admission, Denial, Engine, Key, Outcome, Plan, Settings, Target};
 use errors::ConfigError;
 use pyo3::prelude::*;
 
+// The core allocates many small, short-lived values per call (OTLP attributes, parsed
+// events); mimalloc's thread-local free lists serve them about twice as fast as glibc.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 // Safe without the GIL: frozen classes hold immutable or atomic state, and mutable ones
 // (meters, redactors) are borrow-checked by PyO3 per call.
 #[pymodule(gil_used = false)]

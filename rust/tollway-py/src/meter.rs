@@ -57,7 +57,8 @@ impl SseMeter {
         let format = StreamFormat::parse(format).ok_or_else(|| {
             crate::errors::invalid(format!(
                 "format must be 'openai', 'anthropic', 'anthropic-raw', \
-                 'openai-to-anthropic', 'responses', 'gemini' or 'bedrock', not {format:?}"
+                 'openai-to-anthropic', 'responses', 'gemini', 'bedrock', \
+                 'gemini-to-anthropic' or 'bedrock-to-anthropic', not {format:?}"
             ))
         })?;
         let created = Clock::System.wall_ms() / 1000;

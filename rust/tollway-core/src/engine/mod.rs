@@ -18,6 +18,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 pub mod admission;
+mod sync;
 mod warnings;
 
 pub use admission::{Admission, AttemptOutcome, Denial, Usage};

@@ -5,7 +5,8 @@
 //! `messageStart` gives the role chunk, `contentBlockDelta` text and tool-input chunks,
 //! `contentBlockStart` with `toolUse` a tool-call chunk, `messageStop` the finish chunk, and
 //! `metadata` (the last event) the usage chunk and `[DONE]`. Exception frames
-//! (`throttlingException`, ...) end the stream with an error.
+//! (`throttlingException`, ...) end the stream with an error. The gateway's JSON-mode tool
+//! ([`JSON_TOOL`]) is not a tool call: its input is the answer, streamed as content.
 //!
 //! Each frame's prelude (its length and the CRC of that length) is checked as soon as its 12
 //! bytes arrive: the decoder checks it only once the whole frame is in, so a corrupted length
@@ -21,6 +22,10 @@ use serde::Deserialize;
 
 use crate::sse::chunks::ChunkWriter;
 use crate::sse::{Recorder, StreamError, MAX_EVENT_BYTES};
+
+/// The tool the gateway forces for OpenAI's `response_format` (JSON mode): its input is the
+/// answer. The same name as `tollway.providers.bedrock.JSON_TOOL`.
+pub const JSON_TOOL: &str = "tollway_json_answer";
 
 /// OpenAI's finish reason for a Bedrock `stopReason`.
 pub fn finish_reason(stop_reason: &str) -> &'static str {
@@ -41,6 +46,8 @@ pub(crate) struct BedrockTranslator {
     prelude_checked: bool,
     /// The OpenAI tool-call index of each content block that is a tool use.
     tools: Vec<(u32, u32)>,
+    /// The content block that is the JSON-mode tool's input: the answer's text.
+    json_block: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -148,6 +155,7 @@ impl BedrockTranslator {
             buf: BytesMut::new(),
             prelude_checked: false,
             tools: Vec::new(),
+            json_block: None,
         }
     }
 
@@ -237,6 +245,10 @@ impl BedrockTranslator {
             "messageStart" => w.role(out),
             "contentBlockStart" => {
                 if let Some(tool) = ev.start.and_then(|s| s.tool_use) {
+                    if tool.name.as_deref() == Some(JSON_TOOL) {
+                        self.json_block = ev.content_block_index.or(Some(0));
+                        return;
+                    }
                     let id = tool.tool_use_id.as_deref().unwrap_or("");
                     let name = tool.name.as_deref().unwrap_or("");
                     let index = w.tool_call(rec, now_ms, out, id, name, "");
@@ -250,7 +262,11 @@ impl BedrockTranslator {
                     w.content(rec, now_ms, out, text);
                 } else if let Some(input) = d.tool_use.and_then(|t| t.input) {
                     let block = ev.content_block_index.unwrap_or(0);
-                    if let Some(&(_, index)) = self.tools.iter().find(|(b, _)| *b == block) {
+                    if self.json_block == Some(block) {
+                        if !input.is_empty() {
+                            w.content(rec, now_ms, out, &input);
+                        }
+                    } else if let Some(&(_, index)) = self.tools.iter().find(|(b, _)| *b == block) {
                         w.tool_arguments(rec, now_ms, out, index, &input);
                     }
                 } else if let Some(text) = d.reasoning_content.and_then(|r| r.text) {
@@ -259,7 +275,12 @@ impl BedrockTranslator {
             }
             "messageStop" => {
                 let reason = ev.stop_reason.as_deref().unwrap_or("end_turn");
-                w.finish(rec, out, finish_reason(reason));
+                let reason = match finish_reason(reason) {
+                    // Only the JSON-mode tool was called: a finished answer.
+                    "tool_calls" if w.tool_calls == 0 && self.json_block.is_some() => "stop",
+                    mapped => mapped,
+                };
+                w.finish(rec, out, reason);
             }
             "metadata" => {
                 if let Some(u) = ev.usage {
@@ -269,6 +290,8 @@ impl BedrockTranslator {
                         .map(|n| n + cached.unwrap_or(0) + u.cache_write_input_tokens.unwrap_or(0));
                     rec.usage.completion_tokens = u.output_tokens;
                     rec.usage.cached_tokens = cached;
+                    // Priced at the cache-write rate, as for Anthropic targets.
+                    rec.usage.cache_creation_tokens = u.cache_write_input_tokens;
                 }
                 if rec.finish_reason.is_some() {
                     w.done(rec, out);

@@ -152,6 +152,9 @@ impl ChunkWriter {
                     r#","prompt_tokens_details":{{"cached_tokens":{cached}}}"#
                 );
             }
+            if let Some(written) = rec.usage.cache_creation_tokens {
+                let _ = write!(out, r#","cache_creation_input_tokens":{written}"#);
+            }
             if let Some(reasoning) = self.reasoning_tokens {
                 let _ = write!(
                     out,

@@ -5,6 +5,8 @@
 //! to OpenAI chunks. For clients of the Anthropic Messages API it also translates OpenAI
 //! streams to Anthropic events ([`super::to_anthropic`]) and meters Anthropic streams it
 //! forwards as they are; Responses API streams ([`super::responses`]) are metered and forwarded.
+//! Gemini and Bedrock streams for such clients go through both translations in turn: to OpenAI
+//! chunks (where they are metered), then to Anthropic events ([`Relay`]).
 
 use super::{Event, Flow, Recorder, SseParser, StreamError, Usage, MAX_EVENT_BYTES};
 use crate::sse::anthropic::AnthropicTranslator;
@@ -33,6 +35,10 @@ pub enum StreamFormat {
     Gemini,
     /// Bedrock ConverseStream's binary event stream (not SSE).
     Bedrock,
+    /// Gemini events translated to OpenAI chunks, then to Anthropic Messages events.
+    GeminiToAnthropic,
+    /// Bedrock frames translated to OpenAI chunks, then to Anthropic Messages events.
+    BedrockToAnthropic,
 }
 
 impl StreamFormat {
@@ -45,6 +51,8 @@ impl StreamFormat {
             "responses" => Self::Responses,
             "gemini" => Self::Gemini,
             "bedrock" => Self::Bedrock,
+            "gemini-to-anthropic" => Self::GeminiToAnthropic,
+            "bedrock-to-anthropic" => Self::BedrockToAnthropic,
             _ => return None,
         })
     }
@@ -58,6 +66,8 @@ impl StreamFormat {
             Self::Responses => "responses",
             Self::Gemini => "gemini",
             Self::Bedrock => "bedrock",
+            Self::GeminiToAnthropic => "gemini-to-anthropic",
+            Self::BedrockToAnthropic => "bedrock-to-anthropic",
         }
     }
 }
@@ -90,6 +100,8 @@ pub struct SseMeter {
     to_anthropic: Option<Box<ToAnthropic>>,
     gemini: Option<Box<GeminiTranslator>>,
     bedrock: Option<Box<BedrockTranslator>>,
+    /// A Gemini or Bedrock stream for an Anthropic client: their chunks, translated again.
+    relay: Option<Box<Relay>>,
     out: Vec<u8>,
     /// Translated bytes nobody reads (an Anthropic stream metered but forwarded as it is).
     scratch: Vec<u8>,
@@ -109,19 +121,34 @@ impl SseMeter {
             ))
         });
         let to_anthropic = (opts.format == StreamFormat::OpenAiToAnthropic)
-            .then(|| Box::new(ToAnthropic::new(&opts.model)));
-        let gemini = (opts.format == StreamFormat::Gemini).then(|| {
+            .then(|| Box::new(ToAnthropic::new(&opts.model, true)));
+        let relay = matches!(
+            opts.format,
+            StreamFormat::GeminiToAnthropic | StreamFormat::BedrockToAnthropic
+        )
+        .then(|| Box::new(Relay::new(&opts.model)));
+        // The Anthropic translation reads usage from the meter, not from a usage chunk.
+        let include_usage = opts.include_usage && relay.is_none();
+        let gemini = matches!(
+            opts.format,
+            StreamFormat::Gemini | StreamFormat::GeminiToAnthropic
+        )
+        .then(|| {
             Box::new(GeminiTranslator::new(
                 &opts.model,
                 opts.created,
-                opts.include_usage,
+                include_usage,
             ))
         });
-        let bedrock = (opts.format == StreamFormat::Bedrock).then(|| {
+        let bedrock = matches!(
+            opts.format,
+            StreamFormat::Bedrock | StreamFormat::BedrockToAnthropic
+        )
+        .then(|| {
             Box::new(BedrockTranslator::new(
                 &opts.model,
                 opts.created,
-                opts.include_usage,
+                include_usage,
             ))
         });
         Self {
@@ -147,6 +174,7 @@ impl SseMeter {
             to_anthropic,
             gemini,
             bedrock,
+            relay,
             out: Vec::new(),
             scratch: Vec::new(),
         }
@@ -165,12 +193,6 @@ impl SseMeter {
     /// invents an end marker: a cut stream gets no `[DONE]`.
     pub fn finish(&mut self, now_ms: f64) -> &[u8] {
         self.drive(None, now_ms);
-        // Gemini and Bedrock may end without an end marker: complete a finished answer.
-        if let Some(g) = &mut self.gemini {
-            g.end(&mut self.rec, &mut self.out);
-        } else if let Some(b) = &mut self.bedrock {
-            b.end(&mut self.rec, &mut self.out);
-        }
         if !self.rec.done && self.rec.finish_reason.is_none() {
             self.rec.fail(StreamError::Truncated);
         }
@@ -180,6 +202,10 @@ impl SseMeter {
     /// Runs the parser over `chunk` (or its end, for `None`) into `self.out`: the parser
     /// forwards raw OpenAI events there, the translator writes Anthropic ones.
     fn drive(&mut self, chunk: Option<&[u8]>, now_ms: f64) {
+        if self.gemini.is_some() || self.bedrock.is_some() {
+            self.drive_cloud(chunk, now_ms);
+            return;
+        }
         let Self {
             parser,
             format,
@@ -187,26 +213,17 @@ impl SseMeter {
             rec,
             anthropic,
             to_anthropic,
-            gemini,
-            bedrock,
             out,
             scratch,
             ..
         } = self;
         out.clear();
-        if let Some(b) = bedrock {
-            // Binary frames, not SSE: the translator does its own framing.
-            if let Some(c) = chunk {
-                b.feed(c, rec, now_ms, out);
-            }
-            return;
-        }
         let mut run = |sink: &mut Vec<u8>, on_event: &mut dyn FnMut(&Event<'_>) -> Flow| match chunk
         {
             Some(c) => parser.feed(c, sink, on_event),
             None => parser.finish(sink, on_event),
         };
-        let result = match (format, anthropic, to_anthropic, gemini) {
+        let result = match (format, anthropic, to_anthropic) {
             (StreamFormat::AnthropicRaw, Some(t), ..) => run(out, &mut |e| {
                 scratch.clear();
                 match t.on_event(e, rec, now_ms, scratch) {
@@ -218,13 +235,53 @@ impl SseMeter {
                 }
             }),
             (_, Some(t), ..) => run(&mut Vec::new(), &mut |e| t.on_event(e, rec, now_ms, out)),
-            (_, _, Some(t), _) => run(&mut Vec::new(), &mut |e| t.on_event(e, rec, now_ms, out)),
-            (_, _, _, Some(t)) => run(&mut Vec::new(), &mut |e| t.on_event(e, rec, now_ms, out)),
+            (_, _, Some(t)) => run(&mut Vec::new(), &mut |e| t.on_event(e, rec, now_ms, out)),
             (StreamFormat::Responses, ..) => run(out, &mut |e| responses_event(e, rec, now_ms)),
             _ => run(out, &mut |e| openai_event(e, rec, now_ms, *strip_usage)),
         };
         if result.is_err() {
             rec.fail(StreamError::EventTooLarge);
+        }
+    }
+
+    /// Gemini and Bedrock: their translator writes OpenAI chunks to the client, or to the
+    /// [`Relay`] that turns them into Anthropic events. At the end of the body (`None`) a
+    /// finished answer that lacked its end marker is completed.
+    fn drive_cloud(&mut self, chunk: Option<&[u8]>, now_ms: f64) {
+        let Self {
+            parser,
+            rec,
+            gemini,
+            bedrock,
+            relay,
+            out,
+            ..
+        } = self;
+        out.clear();
+        let sink = match relay.as_deref_mut() {
+            Some(r) => &mut r.chunks,
+            None => &mut *out,
+        };
+        if let Some(b) = bedrock {
+            // Binary frames, not SSE: the translator does its own framing.
+            match chunk {
+                Some(c) => b.feed(c, rec, now_ms, sink),
+                None => b.end(rec, sink),
+            }
+        } else if let Some(g) = gemini {
+            let mut on_event = |e: &Event<'_>| g.on_event(e, rec, now_ms, sink);
+            let result = match chunk {
+                Some(c) => parser.feed(c, &mut Vec::new(), &mut on_event),
+                None => parser.finish(&mut Vec::new(), &mut on_event),
+            };
+            if result.is_err() {
+                rec.fail(StreamError::EventTooLarge);
+            } else if chunk.is_none() {
+                g.end(rec, sink);
+            }
+        }
+        if let Some(r) = relay {
+            r.pass(rec, now_ms, out);
         }
     }
 
@@ -298,6 +355,40 @@ impl SseMeter {
     /// Bytes held back waiting for the end of an event.
     pub fn pending(&self) -> usize {
         self.parser.pending()
+    }
+}
+
+/// The second translation of a Gemini or Bedrock stream for an Anthropic client: the OpenAI
+/// chunks its translator wrote (already metered) become Anthropic events.
+#[derive(Debug)]
+struct Relay {
+    parser: SseParser,
+    to_anthropic: ToAnthropic,
+    /// OpenAI chunks written since the last pass.
+    chunks: Vec<u8>,
+}
+
+impl Relay {
+    fn new(model: &str) -> Self {
+        Self {
+            parser: SseParser::new(MAX_EVENT_BYTES),
+            to_anthropic: ToAnthropic::new(model, false),
+            chunks: Vec::new(),
+        }
+    }
+
+    /// Translates the chunks written so far (they are whole events) into `out`.
+    fn pass(&mut self, rec: &mut Recorder, now_ms: f64, out: &mut Vec<u8>) {
+        if self.chunks.is_empty() {
+            return;
+        }
+        let t = &mut self.to_anthropic;
+        let mut on_event = |e: &Event<'_>| t.on_event(e, rec, now_ms, out);
+        // Our own events: never over the limit, so the result is always Ok.
+        let _ = self
+            .parser
+            .feed(&self.chunks, &mut Vec::new(), &mut on_event);
+        self.chunks.clear();
     }
 }
 

@@ -6,6 +6,10 @@
 //! arguments arrive as `input_json_delta`s; the finish reason closes the open block, and the end
 //! marker (after the usage chunk the gateway always asks for) gives `message_delta` with the stop
 //! reason and usage, then `message_stop`. The chunks are parsed once, by the meter's reader.
+//!
+//! The same translation serves Gemini and Bedrock targets: their translators write OpenAI
+//! chunks (metering as they go), and those chunks are fed here with `record` off, so a stream
+//! is metered once and there is one Anthropic translator.
 
 use std::io::Write;
 
@@ -40,16 +44,23 @@ pub(crate) struct ToAnthropic {
     blocks: u32,
     open: Open,
     stop_reason: Option<&'static str>,
+    /// Chunks are metered here (an OpenAI upstream), not by a provider translator before.
+    record: bool,
+    /// The end marker was translated: later events are dropped.
+    ended: bool,
 }
 
 impl ToAnthropic {
-    pub(crate) fn new(model: &str) -> Self {
+    /// `record`: meter the chunks (off when they come from a provider translator that did).
+    pub(crate) fn new(model: &str, record: bool) -> Self {
         Self {
             model: model.to_owned(),
             started: false,
             blocks: 0,
             open: Open::None,
             stop_reason: None,
+            record,
+            ended: false,
         }
     }
 
@@ -60,19 +71,22 @@ impl ToAnthropic {
         now_ms: f64,
         out: &mut Vec<u8>,
     ) -> Flow {
-        if e.data.is_none() || rec.done {
+        if e.data.is_none() || self.ended {
             return Flow::Drop;
         }
         let chunk = match read_openai(e, rec) {
             OpenAiEvent::Failed => return Flow::Stop,
             OpenAiEvent::Done => {
                 rec.done = true;
+                self.ended = true;
                 self.finish(rec, out);
                 return Flow::Drop;
             }
             OpenAiEvent::Chunk(chunk) => chunk,
         };
-        record_chunk(&chunk, rec, now_ms);
+        if self.record {
+            record_chunk(&chunk, rec, now_ms);
+        }
         if !self.started {
             self.started = true;
             let id = chunk.id.as_deref().unwrap_or("unknown");

@@ -15,6 +15,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{
     span::SpanKind, status::StatusCode, ResourceSpans, ScopeSpans, Span, Status,
 };
+use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
 use prost::Message;
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -494,12 +495,22 @@ impl SpanEncoder {
 
     /// One export request for a batch; returns the body and the number of spans in it.
     pub fn encode(&self, records: &[Record], encoding: Encoding) -> (Vec<u8>, usize) {
+        if encoding == Encoding::Protobuf {
+            return self.encode_protobuf(records);
+        }
         let mut spans = Vec::with_capacity(records.len() * 2);
         for rec in records {
             self.spans(rec, &mut spans);
         }
         let n = spans.len();
-        let req = ExportTraceServiceRequest {
+        // The opentelemetry-proto serde impls follow the OTLP/JSON mapping (hex ids,
+        // camelCase, 64-bit integers as strings); serialising these types cannot fail.
+        let body = serde_json::to_vec(&self.request(spans)).unwrap_or_default();
+        (body, n)
+    }
+
+    fn request(&self, spans: Vec<Span>) -> ExportTraceServiceRequest {
+        ExportTraceServiceRequest {
             resource_spans: vec![ResourceSpans {
                 resource: Some(self.resource.clone()),
                 scope_spans: vec![ScopeSpans {
@@ -509,15 +520,55 @@ impl SpanEncoder {
                 }],
                 ..Default::default()
             }],
-        };
-        let body = match encoding {
-            Encoding::Protobuf => req.encode_to_vec(),
-            // The opentelemetry-proto serde impls follow the OTLP/JSON mapping (hex ids,
-            // camelCase, 64-bit integers as strings); serialising these types cannot fail.
-            Encoding::Json => serde_json::to_vec(&req).unwrap_or_default(),
-        };
-        (body, n)
+        }
     }
+
+    /// The same bytes as `request(spans).encode_to_vec()`, but each span is encoded once,
+    /// right after it is built: prost's nested encode recomputes every span's length at
+    /// each of the three enclosing levels. The enclosing frames are written here (their
+    /// lengths only depend on the spans' bytes, which come last).
+    fn encode_protobuf(&self, records: &[Record]) -> (Vec<u8>, usize) {
+        let mut spans = Vec::new();
+        let mut span_bytes = Vec::with_capacity(records.len() * 1024);
+        let mut n = 0;
+        for rec in records {
+            self.spans(rec, &mut spans);
+            n += spans.len();
+            spans
+                .drain(..)
+                .for_each(|span| push_span(&span, &mut span_bytes));
+        }
+        (self.frame(&span_bytes), n)
+    }
+
+    /// The request around spans encoded by `push_span`.
+    fn frame(&self, span_bytes: &[u8]) -> Vec<u8> {
+        const LEN: WireType = WireType::LengthDelimited;
+        let field = |len: usize| 1 + encoded_len_varint(len as u64) + len;
+        let (scope_len, resource_len) = (self.scope.encoded_len(), self.resource.encoded_len());
+        let scope_spans_len = field(scope_len) + span_bytes.len();
+        let resource_spans_len = field(resource_len) + field(scope_spans_len);
+        let mut out = Vec::with_capacity(field(resource_spans_len));
+        encode_key(1, LEN, &mut out); // ExportTraceServiceRequest.resource_spans
+        encode_varint(resource_spans_len as u64, &mut out);
+        encode_key(1, LEN, &mut out); // ResourceSpans.resource
+        encode_varint(resource_len as u64, &mut out);
+        self.resource.encode_raw(&mut out);
+        encode_key(2, LEN, &mut out); // ResourceSpans.scope_spans
+        encode_varint(scope_spans_len as u64, &mut out);
+        encode_key(1, LEN, &mut out); // ScopeSpans.scope
+        encode_varint(scope_len as u64, &mut out);
+        self.scope.encode_raw(&mut out);
+        out.extend_from_slice(span_bytes);
+        out
+    }
+}
+
+/// One span as a `ScopeSpans.spans` field.
+fn push_span(span: &Span, out: &mut Vec<u8>) {
+    encode_key(2, WireType::LengthDelimited, out);
+    encode_varint(span.encoded_len() as u64, out);
+    span.encode_raw(out);
 }
 
 #[cfg(test)]
@@ -533,6 +584,26 @@ mod tests {
          "[{\"role\":\"user\",\"content\":\"secret prompt\"}]", "the answer"]],
        "", null, null, "lb-1"]
     ]"#;
+
+    #[test]
+    fn hand_framed_protobuf_equals_prosts_encoding() {
+        let records = decode_batch(BATCH.as_bytes()).unwrap_or_default();
+        let enc = SpanEncoder::new("svc", &[("team".into(), "a".into())], false);
+        let mut spans = Vec::new();
+        for rec in records.iter().chain(&records) {
+            enc.spans(rec, &mut spans);
+        }
+        assert!(spans.len() >= 4);
+        let mut span_bytes = Vec::new();
+        spans.iter().for_each(|s| push_span(s, &mut span_bytes));
+        assert_eq!(enc.frame(&span_bytes), enc.request(spans).encode_to_vec());
+        let (body, n) = enc.encode(&records, Encoding::Protobuf);
+        let decoded = ExportTraceServiceRequest::decode(body.as_slice()).map(|r| r.resource_spans);
+        assert_eq!(
+            decoded.map(|r| r[0].scope_spans[0].spans.len()).ok(),
+            Some(n)
+        );
+    }
 
     fn attr<'a>(span: &'a Span, key: &str) -> Option<&'a any_value::Value> {
         span.attributes
