@@ -1,5 +1,6 @@
 //! Fuzz regression targets for the stream parsers, run by `cargo test` (see `fuzz.rs` for the
-//! approach and the long-run command): the SSE parser and meter under every stream format,
+//! approach and the long-run command): the SSE parser and meter under every stream format (the Gemini and Bedrock
+//! translations to Anthropic events included),
 //! the Anthropic translator, and the Bedrock binary event-stream decoder.
 //!
 //! What must hold: no input panics; what the client gets and what is metered (text, tokens,
@@ -24,13 +25,14 @@ use common::{cases, corpus, split_at, spread_cuts};
 
 const DONE: &[u8] = b"data: [DONE]\n\n";
 
-const SSE_FORMATS: [StreamFormat; 6] = [
+const SSE_FORMATS: [StreamFormat; 7] = [
     StreamFormat::OpenAi,
     StreamFormat::Anthropic,
     StreamFormat::AnthropicRaw,
     StreamFormat::OpenAiToAnthropic,
     StreamFormat::Responses,
     StreamFormat::Gemini,
+    StreamFormat::GeminiToAnthropic,
 ];
 
 fn meter(format: StreamFormat, strip_usage: bool) -> SseMeter {
@@ -96,17 +98,30 @@ fn check_split(format: StreamFormat, strip_usage: bool, bytes: &[u8], cuts: &[us
     assert_eq!(split, whole, "{format:?} split at {cuts:?}");
     // An end the client can tell from a cut: never both a `[DONE]` and an error.
     if whole.error.is_some() {
-        assert!(!sends_done(&whole.out.0), "{format:?}: {whole:?}");
+        assert!(!sends_done(format, &whole.out.0), "{format:?}: {whole:?}");
     }
     whole
 }
 
-/// An SSE client reading `out` sees a `[DONE]` event.
-fn sends_done(out: &[u8]) -> bool {
+/// An SSE client reading `out` sees the end of an answer: `[DONE]` for an OpenAI client, an
+/// event whose data is a `message_stop` for an Anthropic one.
+fn sends_done(format: StreamFormat, out: &[u8]) -> bool {
+    let anthropic_client = matches!(
+        format,
+        StreamFormat::AnthropicRaw
+            | StreamFormat::OpenAiToAnthropic
+            | StreamFormat::GeminiToAnthropic
+            | StreamFormat::BedrockToAnthropic
+    );
     let mut parser = SseParser::new(usize::MAX);
     let mut done = false;
     let mut on_event = |e: &Event<'_>| {
-        done |= e.data == Some(b"[DONE]".as_slice());
+        done |= match e.data {
+            Some(d) if anthropic_client => serde_json::from_slice::<Value>(d)
+                .is_ok_and(|v| v.get("type") == Some(&json!("message_stop"))),
+            Some(d) => d == b"[DONE]",
+            None => false,
+        };
         Flow::Drop
     };
     parser.feed(out, &mut Vec::new(), &mut on_event).unwrap();
@@ -391,9 +406,17 @@ fn check_sse(bytes: &[u8], cuts: &[usize], strip_usage: bool) {
     }
 }
 
+/// The Bedrock stream for an OpenAI client (returned) and for an Anthropic one: both the
+/// same wherever the split, both failing or neither.
 fn check_bedrock(bytes: &[u8], cuts: &[usize]) -> Seen {
     let seen = check_split(StreamFormat::Bedrock, false, bytes, cuts);
     openai_chunks(&seen.out.0);
+    let anthropic = check_split(StreamFormat::BedrockToAnthropic, false, bytes, cuts);
+    assert_eq!(
+        anthropic.error.is_some(),
+        seen.error.is_some(),
+        "{anthropic:?}"
+    );
     seen
 }
 
