@@ -118,6 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--retention-interval-s", type=float, default=3600.0)
     p.add_argument("--parent", type=int, default=0)
     a = p.parse_args(argv)
+    # Background work on the workers' CPUs: a pass (~25 ms of CPU) must not delay a request.
+    # At nice 10 the scheduler lets a waking worker preempt it (measured: added p99 at 350 RPS
+    # 7.6 ms with the ingester at the workers' priority, 3.8 ms with the log off).
+    with contextlib.suppress(OSError):
+        os.nice(10)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     stop = threading.Event()
 

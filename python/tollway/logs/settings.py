@@ -25,8 +25,8 @@ class LogSettings(msgspec.Struct, frozen=True, kw_only=True):
     max_body_bytes: int = 65_536
     queue_size: int = 100_000
     batch_size: int = 10_000
-    # How long a row may wait for its batch when traffic is light. Under load the writer
-    # waits up to 4x longer (a batch costs ~16 ms of fixed work: fewer, larger batches).
+    # How long a row waits in a worker before its batch is spooled (and the ingester's
+    # pause between passes when nothing came; see tollway.logs.ingest).
     flush_interval_ms: int = 500
     # How often retention runs (and once at start).
     retention_interval_s: float = 3_600.0

@@ -73,7 +73,6 @@ class LogWriter:
                 metrics.add(METRIC, (result,), 0.0)
         self.counts = dict.fromkeys(RESULTS, 0)
         self._failing = False
-        self._last_batch = 0
 
     def _count(self, result: str, n: int) -> None:
         self.counts[result] += n
@@ -117,9 +116,9 @@ class LogWriter:
         s = self.settings
         next_retention = 0.0
         while True:
-            # Light traffic: fresh rows. Heavy: larger batches, the session's cost spread thin.
-            busy = len(self._queue) >= s.batch_size // 8 or self._last_batch >= s.batch_size // 8
-            self._wake.wait(s.flush_interval_ms / 1000 * (4 if busy else 1))
+            # Each pass spools what came in since the last: a file is cheap (the ingester
+            # batches the DuckDB work), and fewer records wait in memory.
+            self._wake.wait(s.flush_interval_ms / 1000)
             self._wake.clear()
             stopping = self._stop.is_set()
             for sink in () if stopping else self.sinks:
@@ -139,7 +138,6 @@ class LogWriter:
     def _write_batch(self) -> None:
         q = self._queue
         records = [q.popleft() for _ in range(min(self.settings.batch_size, len(q)))]
-        self._last_batch = len(records)
         rows: list[Row] = []
         for i in range(0, len(records), SLICE):
             rows.extend(r for r in map(row_of, records[i : i + SLICE]) if r is not None)
