@@ -39,8 +39,9 @@ ERROR_TYPES: Final = {
 }
 
 
-def validate_messages(body: bytes, needs_max_tokens: bool = True) -> dict[str, Any]:
-    """The decoded Messages request, or a 400 naming the field that is wrong."""
+def decode_with_model(body: bytes) -> dict[str, Any]:
+    """A client API's request body: a JSON object with a non-empty `model`, or a 400 naming
+    what is wrong (the Messages and Responses ingresses share it)."""
     try:
         req = _decode(body)
     except msgspec.DecodeError as e:
@@ -51,6 +52,12 @@ def validate_messages(body: bytes, needs_max_tokens: bool = True) -> dict[str, A
     if type(model) is not str or not model:
         what = "is required" if model is None else "must be a non-empty string"
         raise GatewayError.bad_request(f"'model' {what}", "model")
+    return req
+
+
+def validate_messages(body: bytes, needs_max_tokens: bool = True) -> dict[str, Any]:
+    """The decoded Messages request, or a 400 naming the field that is wrong."""
+    req = decode_with_model(body)
     messages = req.get("messages")
     if type(messages) is not list or not messages:
         what = "is required" if messages is None else "must be a non-empty list"

@@ -22,6 +22,7 @@ import msgspec
 from tollway.asgi import JSON, RequestHead, Send, send_json
 from tollway.engine import Denial, Runtime, Upstream
 from tollway.errors import GatewayError, error_body
+from tollway.ingress.messages import decode_with_model
 
 if TYPE_CHECKING:
     from tollway.engine import PlanInfo
@@ -39,7 +40,6 @@ __all__ = [
 
 DIRECTORY_SIZE: Final = 10_000
 _ID = re.compile(r"[A-Za-z0-9_-]{1,200}")
-_decode = msgspec.json.Decoder().decode
 
 
 def responses_url(up: Upstream) -> str | None:
@@ -54,16 +54,7 @@ def responses_url(up: Upstream) -> str | None:
 
 
 def validate_responses(body: bytes) -> dict[str, Any]:
-    try:
-        req = _decode(body)
-    except msgspec.DecodeError as e:
-        raise GatewayError.bad_request(f"The request body is not valid JSON: {e}") from None
-    if type(req) is not dict:
-        raise GatewayError.bad_request("The request body must be a JSON object")
-    model = req.get("model")
-    if type(model) is not str or not model:
-        what = "is required" if model is None else "must be a non-empty string"
-        raise GatewayError.bad_request(f"'model' {what}", "model")
+    req = decode_with_model(body)
     if req.get("input") is None and req.get("previous_response_id") is None:
         raise GatewayError.bad_request("'input' is required", "input")
     stream = req.get("stream")
