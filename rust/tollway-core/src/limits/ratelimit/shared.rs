@@ -59,30 +59,7 @@ impl RateLimiter {
         window: u64,
         total: f64,
     ) -> bool {
-        let Some(l) = self.limits.iter().find(|l| &*l.state.id == rule_id) else {
-            return false;
-        };
-        let mut guard = l.state.lock();
-        let inner = &mut *guard;
-        let (cap, rate) = l.effective();
-        let b = inner.buckets.entry(
-            entity,
-            || Bucket::fresh(cap, now_ms),
-            |b| b.idle(now_ms, cap, rate, true),
-        );
-        if window < b.window {
-            return true;
-        }
-        b.refill(now_ms, cap, rate);
-        b.roll(window);
-        apply_total(
-            b,
-            entity,
-            total,
-            &mut inner.sync.dirty,
-            &mut inner.sync.overflow,
-        );
-        true
+        self.apply_sync(now_ms, rule_id, entity, window, None, total)
     }
 
     /// The entities whose lease needs the store this tick: slices to ask for, and idle
@@ -138,6 +115,20 @@ impl RateLimiter {
         grant: f64,
         total: f64,
     ) -> bool {
+        self.apply_sync(now_ms, rule_id, entity, window, Some(grant), total)
+    }
+
+    /// What the store answered for one (rule, entity, window): the counter's total, and the
+    /// slice it granted when one was asked for.
+    fn apply_sync(
+        &self,
+        now_ms: u64,
+        rule_id: &str,
+        entity: u64,
+        window: u64,
+        grant: Option<f64>,
+        total: f64,
+    ) -> bool {
         let Some(l) = self.limits.iter().find(|l| &*l.state.id == rule_id) else {
             return false;
         };
@@ -149,15 +140,17 @@ impl RateLimiter {
             || Bucket::fresh(cap, now_ms),
             |b| b.idle(now_ms, cap, rate, true),
         );
-        b.lease.grant(grant);
-        track(&mut b.lease, entity, &mut inner.sync.leasing);
+        if let Some(grant) = grant {
+            b.lease.grant(grant);
+            track(&mut b.lease, entity, &mut inner.sync.leasing);
+        }
         if window < b.window {
-            // Granted in a window that has passed: usable, counted there.
+            // A window that has passed: a grant is usable, counted there.
             return true;
         }
         b.refill(now_ms, cap, rate);
         b.roll(window);
-        b.pushed += grant.max(0.0);
+        b.pushed += grant.unwrap_or(0.0).max(0.0);
         apply_total(
             b,
             entity,
