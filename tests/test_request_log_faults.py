@@ -67,7 +67,8 @@ def test_a_stalled_ingester_loses_nothing_and_catches_up(
             send(rid)  # answered while the store cannot be written
         time.sleep(1.0)  # the workers spool them
         spool = Path(f"{log}.spool")
-        assert any(p.suffix == ".ndjson" for p in spool.iterdir()), "nothing waits in the spool"
+        waiting = [p for p in spool.iterdir() if p.suffix in (".rec", ".ndjson")]
+        assert waiting, "nothing waits in the spool"
     finally:
         os.kill(proc.pid, signal.SIGCONT)
     deadline = time.monotonic() + 20

@@ -52,6 +52,7 @@ from tollway._core import (
 from tollway.config import ConfigError, load_documents
 from tollway.providers import Provider, RequestAuth
 from tollway.providers.registry import provider_for
+from tollway.upstream import WIRE_HEADERS
 
 __all__ = [
     "Admission",
@@ -167,7 +168,7 @@ class Runtime:
                     model_id=t.model_id,
                     chat_url=ep.chat_url,
                     embeddings_url=ep.embeddings_url,
-                    headers=ep.headers,
+                    headers={**WIRE_HEADERS, **ep.headers},
                     resolved_header=t.name.encode(),
                     stream_url=ep.stream_url,
                     auth=ep.auth,

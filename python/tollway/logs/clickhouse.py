@@ -26,6 +26,8 @@ class ClickHouseError(Exception):
 
 
 class ClickHouseStore:
+    rows = True  # as a writer's sink: takes rows (`encode_rows`), in JSONEachRow
+
     def __init__(self, url: str, table: str = "tollway_requests", timeout_s: float = 10.0) -> None:
         parts = urlsplit(url)
         self._headers: dict[str, str] = {}

@@ -1,12 +1,13 @@
-"""The embedded log's spool: workers drop row files, one ingester loads them into DuckDB.
+"""The embedded log's spool: workers drop record files, one ingester loads them into DuckDB.
 
-A worker's writer thread writes each batch as one newline-delimited JSON file (written under a
-temporary name, then renamed, so a reader never sees half a file) into `<log path>.spool/`.
-That is all a worker does: ~5 µs a row, no DuckDB in its memory. One process per log file,
-the ingester (`python -m tollway.logs.ingest`), loads the files in one statement a pass and
-deletes them; it also enforces retention. Whichever worker holds `<log path>.spool/ingest.lock`
-(an `flock`, released by the kernel when its holder dies) runs it as a child; when that
-worker goes, the ingester finishes its pass and exits, and another worker takes the lock over.
+A worker's writer thread writes each batch of telemetry records as one newline-delimited JSON file
+(written under a temporary name, then renamed, so a reader never sees half a file) into `<log
+path>.spool/`. That is all a worker does: ~1 µs a record (msgspec's C encoder), no row building and
+no DuckDB in its memory. One process per log file, the ingester (`python -m tollway.logs.ingest`),
+turns the records into rows, loads them in one statement a pass and deletes the files; it also
+enforces retention. Whichever worker holds `<log path>.spool/ingest.lock` (an `flock`, released by
+the kernel when its holder dies) runs it as a child; when that worker goes, the ingester finishes
+its pass and exits, and another worker takes the lock over.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import subprocess
 import sys
 from typing import IO
 
-from tollway.logs.ingest import READY, Ingester, spool_dir
+from tollway.logs.ingest import READY, RECORDS, Ingester, spool_dir
 from tollway.logs.settings import LogSettings
 
 __all__ = ["Spool"]
@@ -29,10 +30,13 @@ _log = logging.getLogger("tollway.logs")
 LOCK = "ingest.lock"
 # Past this many unloaded files (~a day of batches at full speed) a worker drops and counts.
 MAX_FILES = 20_000
+PENDING = (RECORDS, READY)
 
 
 class Spool:
     """A worker's side of the spool: `write` from the writer thread, `close` at shutdown."""
+
+    rows = False  # as a writer's sink: takes the records themselves
 
     def __init__(self, path: str, settings: LogSettings) -> None:
         self.path = path
@@ -45,12 +49,12 @@ class Spool:
     def backlog(self) -> int:
         """Files written and not yet loaded."""
         try:
-            return sum(1 for e in os.scandir(self.dir) if e.name.endswith(READY))
+            return sum(1 for e in os.scandir(self.dir) if e.name.endswith(PENDING))
         except OSError:
             return 0
 
     def write(self, data: bytes) -> None:
-        """One batch, visible to the ingester only once complete. Raises OSError."""
+        """One batch of records, visible to the ingester only once complete. Raises OSError."""
         if self._seq % 64 == 0 and self.backlog() >= MAX_FILES:
             raise OSError("the request-log spool is full (is the ingester stuck?)")
         self._seq += 1
@@ -59,7 +63,7 @@ class Spool:
         tmp = name.with_suffix(".tmp")
         with open(tmp, "wb") as f:
             f.write(data)
-        os.rename(tmp, name.with_suffix(READY))
+        os.rename(tmp, name.with_suffix(RECORDS))
 
     def ensure_running(self) -> None:
         """Starts the ingester if no worker runs one (cheap when this worker already does)."""

@@ -179,8 +179,7 @@ class Call:
         adm = self.adm
         if self.applied:
             headers.append((b"x-tfy-applied-configurations", self.applied))
-        if adm.limit_headers:
-            headers.extend((k.encode(), v.encode()) for k, v in adm.limit_headers)
+        headers.extend(adm.limit_headers)
         headers.extend(extra)
         return headers
 

@@ -81,7 +81,7 @@ def _reply_headers(head: RequestHead, adm: Admission) -> list[tuple[bytes, bytes
     headers = [(b"x-request-id", head.request_id)]
     if adm.applied:
         headers.append((b"x-tfy-applied-configurations", adm.applied.encode()))
-    headers.extend((k.encode(), v.encode()) for k, v in adm.limit_headers)
+    headers.extend(adm.limit_headers)
     return headers
 
 

@@ -3,7 +3,7 @@
 
 use crate::errors::{config_error, invalid};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::{PyBytes, PyDict, PyList};
 use std::sync::Arc;
 use tollway_core::clock::Clock;
 use tollway_core::engine;
@@ -251,10 +251,22 @@ impl Admission {
         self.inner.reservation.as_ref().map_or(0.0, |r| r.usd())
     }
 
-    /// `x-ratelimit-*` response headers when a rate limit applies.
+    /// `x-ratelimit-*` response headers when a rate limit applies, as ASGI wants them (bytes).
     #[getter]
-    fn limit_headers(&self) -> Vec<(&'static str, String)> {
-        self.inner.limit_headers.clone()
+    fn limit_headers<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> Vec<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> {
+        self.inner
+            .limit_headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    PyBytes::new(py, k.as_bytes()),
+                    PyBytes::new(py, v.as_bytes()),
+                )
+            })
+            .collect()
     }
 
     #[getter]

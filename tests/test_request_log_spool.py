@@ -1,0 +1,76 @@
+"""The embedded log's spool, without a gateway: a worker's writer spools records, the ingester
+turns them into rows and loads them once, also after a pass that was cut short."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from tollway.logs.ingest import READY, RECORDS, Ingester
+from tollway.logs.settings import LogSettings
+from tollway.logs.spool import Spool
+from tollway.logs.store import TABLE
+from tollway.logs.writer import LogWriter
+from tollway.telemetry.record import Attempt, LogPart, Record
+
+
+def record(rid: str, *, logged: bool = True) -> Record:
+    now = time.time_ns()
+    attempt = Attempt(target="mock/small", provider="openai", request_model="small",
+                      start_ns=now - 2_000_000, end_ns=now - 1_000_000, status=200)  # fmt: skip
+    part = LogPart(enabled=logged, input_tokens=7, output_tokens=3, cost_usd=0.25)
+    return Record(request_id=rid, start_ns=now - 3_000_000, end_ns=now, model="small",
+                  key_name="k", subject="user:a", attempts=[attempt], log=part)  # fmt: skip
+
+
+def logged(path: Path) -> list[tuple[str, int, int, float, str]]:
+    ing = Ingester(str(path), 30, 7)
+    _, rows = ing.store.query(
+        f"SELECT request_id, input_tokens, output_tokens, cost, target FROM {TABLE} "  # noqa: S608
+        "ORDER BY request_id"
+    )
+    return [tuple(r) for r in rows]  # type: ignore[misc]
+
+
+def test_spooled_records_become_rows_once(tmp_path: Path) -> None:
+    path = tmp_path / "requests.duckdb"
+    settings = LogSettings(path=str(path))
+    spool = Spool(str(path), settings)
+    writer = LogWriter(settings, [spool])
+    writer.submit([record("r1"), record("r2"), record("r3", logged=False)])
+    writer._write_batch()  # the writer thread's step, here in the test's thread
+    assert writer.counts["written"] == 2 and writer.counts["excluded"] == 1
+    files = list(spool.dir.iterdir())
+    assert [f.suffix for f in files] == [RECORDS], files
+
+    assert Ingester(str(path), 30, 7).load_all() > 0
+    assert logged(path) == [("r1", 7, 3, 0.25, "mock/small"), ("r2", 7, 3, 0.25, "mock/small")]
+    assert not any(f.suffix in (RECORDS, READY) for f in spool.dir.iterdir())
+
+
+def test_a_pass_cut_after_converting_repeats_no_row(tmp_path: Path) -> None:
+    path = tmp_path / "requests.duckdb"
+    spool = Spool(str(path), LogSettings(path=str(path)))
+    writer = LogWriter(LogSettings(path=str(path)), [spool])
+    writer.submit([record("a1")])
+    writer._write_batch()
+    (rec,) = spool.dir.glob(f"*{RECORDS}")
+    saved = rec.read_bytes()
+    ing = Ingester(str(path), 30, 7)
+    ing.convert(str(rec))
+    # The ingester died after writing the row file and before deleting the record file.
+    rec.write_bytes(saved)
+    Ingester(str(path), 30, 7).load_all()
+    assert [r[0] for r in logged(path)] == ["a1"]
+
+
+def test_an_unreadable_record_file_is_set_aside(tmp_path: Path) -> None:
+    path = tmp_path / "requests.duckdb"
+    spool = Spool(str(path), LogSettings(path=str(path)))
+    spool.write(b'["torn", 1\n')
+    writer = LogWriter(LogSettings(path=str(path)), [spool])
+    writer.submit([record("ok")])
+    writer._write_batch()
+    Ingester(str(path), 30, 7).load_all()
+    assert [r[0] for r in logged(path)] == ["ok"]
+    assert [f.name.endswith(".bad") for f in spool.dir.glob("*.bad")] == [True]
