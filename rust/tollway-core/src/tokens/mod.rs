@@ -1,10 +1,19 @@
 //! Local token counts for when a provider reports none: OpenAI's BPE encodings (cl100k, o200k)
-//! from `tiktoken-rs`, which ships the tables, each loaded once on first use. For other model
+//! with the tables `tiktoken-rs` ships, each loaded once on first use into a compact
+//! counting-only form (`bpe`). For other model
 //! families the same encodings are an estimate, and every count from here is marked estimated
 //! by its callers.
 
+mod bpe;
+
+use std::sync::OnceLock;
+
 use serde_json::Value;
-use tiktoken_rs::CoreBPE;
+
+use bpe::Bpe;
+
+/// cl100k's split pattern (tiktoken-rs has it only inside its constructor).
+const CL100K_PATTERN: &str = r"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s";
 
 /// The BPE encodings Tollway counts with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,12 +33,19 @@ impl Encoding {
         }
     }
 
-    /// The tables, parsed on first use (tens of milliseconds) and shared for the process.
-    fn bpe(self) -> &'static CoreBPE {
-        match self {
-            Self::Cl100k => tiktoken_rs::cl100k_base_singleton(),
-            Self::O200k => tiktoken_rs::o200k_base_singleton(),
-        }
+    /// The table, built on first use (tens of milliseconds) and shared for the process.
+    fn bpe(self) -> &'static Bpe {
+        static CL100K: OnceLock<Bpe> = OnceLock::new();
+        static O200K: OnceLock<Bpe> = OnceLock::new();
+        let (cell, table, pattern) = match self {
+            Self::Cl100k => (&CL100K, bpe::CL100K, CL100K_PATTERN),
+            Self::O200k => (&O200K, bpe::O200K, tiktoken_rs::O200K_BASE_PAT_STR),
+        };
+        cell.get_or_init(|| {
+            // The pattern is the crate's own (and tested): a failure is a build defect.
+            #[allow(clippy::expect_used)]
+            Bpe::new(table, pattern).expect("the split pattern compiles")
+        })
     }
 
     /// Tokens in `text`; special-token text counts as ordinary text, as a provider would see it
@@ -38,7 +54,7 @@ impl Encoding {
         if text.is_empty() {
             return 0;
         }
-        self.bpe().encode_ordinary(text).len() as u64
+        self.bpe().count(text)
     }
 }
 
