@@ -58,6 +58,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             const=feature.name,
             help=f"switch off {feature.help}",
         )
+    p.add_argument(
+        "--compare",
+        metavar="FEATURE",
+        choices=[f.name for f in FEATURES],
+        help="each round also measures the gateway without FEATURE (right after it, same"
+        " machine state) and reports the feature's cost in throughput and latency",
+    )
     args = p.parse_args(argv)
     args.off = args.off or []
     if args.smoke:
@@ -161,6 +168,15 @@ def main(argv: list[str] | None = None) -> int:
                     f"--no-{name}: not yet implemented (no {name} part in {args.config.name});"
                     " nothing to switch off"
                 )
+        without = None
+        if config is not None and args.compare:
+            if args.compare not in config.enabled:
+                raise HarnessError(f"--compare {args.compare}: it is not on in {config.path}")
+            without = resolve(args.config, [*args.off, args.compare], log_dir)
+            if without.model != config.model:
+                raise HarnessError(f"--compare {args.compare}: it changes the requested model")
+            report.LABELS["without"] = f"tollway --no-{args.compare}"
+            doc["compare_config"] = without.as_dict()
         with Services(log_dir) as services:
             model = config.model if config is not None else MODEL
             harness = Harness(args, services, oha, secrets.token_urlsafe(24), model)
@@ -172,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
                 if args.memory:
                     doc["memory"] = harness.memory(config, args.memory)
                 else:
-                    harness.comparison(config)
+                    harness.comparison(config, without)
             finally:
                 doc["runs"] = harness.runs
                 doc["elapsed_s"] = round(time.monotonic() - started, 1)
@@ -215,6 +231,18 @@ def finish(args: argparse.Namespace, doc: dict[str, Any], stamp: str, results_di
             on = set(doc.get("gateway_config", {}).get("enabled", ()))
             guarded = {"budgets", "guardrails"} <= on
             found = report.checks(summary, args.stream, args.rate, guarded)
+            if args.compare:
+                print("\n" + report.feature_cost(summary, args.compare))
+                if args.compare == "logs":  # issue 18: at most 5% of the throughput
+                    found.append(
+                        report.Check(
+                            "request log cost",
+                            summary.get("feature_cost_pct", float("nan")),
+                            5.0,
+                            False,
+                            "%",
+                        )
+                    )
     if found:
         doc["checks"] = [c.as_dict() for c in found]
         print("\n" + report.checks_table(found))

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-TARGETS = ("direct", "floor", "gateway")
+TARGETS = ("direct", "floor", "gateway", "without")
+# "without" (the gateway with one feature off, `--compare`) is labelled by the CLI.
 LABELS = {"direct": "direct mock", "floor": "bare proxy (floor)", "gateway": "tollway"}
 
 
@@ -34,7 +35,7 @@ def summarize(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
             out[target]["rss_worker_max_mb"] = round(max(s["max_process_mb"] for s in rss), 1)
             out[target]["rss_tree_max_mb"] = round(max(s["total_mb"] for s in rss), 1)
     direct_rate = out.get("direct", {}).get("rate")
-    for target in ("floor", "gateway"):
+    for target in ("floor", "gateway", "without"):
         rate = out.get(target, {}).get("rate")
         if direct_rate and rate:
             out[target]["added_p50_ms"] = round(rate["p50_ms"] - direct_rate["p50_ms"], 3)
@@ -43,7 +44,25 @@ def summarize(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     gateway_sat = out.get("gateway", {}).get("saturation")
     if floor_sat and gateway_sat and floor_sat["rps"] > 0:
         out["gateway_floor_ratio"] = round(gateway_sat["rps"] / floor_sat["rps"], 3)
+    without_sat = out.get("without", {}).get("saturation")
+    if gateway_sat and without_sat and without_sat["rps"] > 0:
+        out["feature_cost_pct"] = round((1 - gateway_sat["rps"] / without_sat["rps"]) * 100, 1)
     return out
+
+
+def feature_cost(summary: dict[str, Any], feature: str) -> str:
+    """One line: what `feature` costs, from the gateway runs with and without it."""
+    gateway, without = summary.get("gateway", {}), summary.get("without", {})
+    try:
+        p99 = gateway["added_p99_ms"] - without["added_p99_ms"]
+        return (
+            f"cost of {feature}: {summary['feature_cost_pct']:.1f}% of the throughput at"
+            f" saturation ({_num(gateway['saturation']['rps'])} with,"
+            f" {_num(without['saturation']['rps'])} without; medians of"
+            f" {gateway['saturation']['rounds']} rounds), {p99:+.2f} ms added p99 at the fixed rate"
+        )
+    except KeyError:
+        return f"cost of {feature}: not measured"
 
 
 @dataclass(frozen=True)

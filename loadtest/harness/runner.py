@@ -228,7 +228,9 @@ class Harness:
                 f" ({rate_run['result']['rps']:.0f})"
             )
 
-    def comparison(self, config: GatewayConfig | None) -> None:
+    def comparison(
+        self, config: GatewayConfig | None, without: GatewayConfig | None = None
+    ) -> None:
         assert self.mock is not None
         for round_no in range(1, self.args.rounds + 1):
             if round_no == 1 and self.args.warmup > 0:
@@ -247,6 +249,10 @@ class Harness:
             if config is not None:
                 gateway = self.start_gateway(config)
                 self.measure(gateway, "gateway", round_no)
+                self.services.stop(gateway)
+            if without is not None:
+                gateway = self.start_gateway(without)
+                self.measure(gateway, "without", round_no)
                 self.services.stop(gateway)
 
     def memory(self, config: GatewayConfig | None, total: int) -> dict[str, Any]:

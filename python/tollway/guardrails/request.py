@@ -1,8 +1,10 @@
 """Guardrails on the request path: which run, where, and what a verdict does.
 
 Input mutate runs before the model call, in the order listed (built-in redaction, webhook
-`transformed`); input validate runs beside the call (a task) and cancels it on a block; the
-response waits for its verdict before the first byte goes out. Output guardrails see the
+`transformed`); built-in input validators run before the call too (a scan is microseconds, a
+task to run it beside the call cost more than the scan), and webhook validators beside the
+call (a task), cancelling it on a block; the response waits for their verdict before the
+first byte goes out. Output guardrails see the
 whole answer (non-stream) or redact deltas as they stream, holding back only what a
 pattern could still need. A block is a 400 naming the guardrail and the categories found,
 never the text.
@@ -31,7 +33,15 @@ from tollway.telemetry import GuardrailRun, now_ns
 
 log = logging.getLogger("tollway.guardrails")
 
-__all__ = ["GuardPlan", "answer_texts", "blocked", "plan_for"]
+__all__ = [
+    "GuardPlan",
+    "answer_texts",
+    "blocked",
+    "mutate_input",
+    "plan_for",
+    "validate_builtin",
+    "validate_hooks",
+]
 
 _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
@@ -194,14 +204,12 @@ async def mutate_input(
         plan.ran(gid, "input", "mutate" if found else "pass", t0, found)
 
 
-async def validate_input(
-    plan: GuardPlan,
-    req: dict[str, Any],
-    adm: Admission,
-    session: aiohttp.ClientSession | None,
-) -> GatewayError | None:
-    """The first blocking verdict among the input validators, or None."""
-    text = _joined(req)
+def validate_builtin(
+    plan: GuardPlan, req: dict[str, Any], adm: Admission
+) -> tuple[GatewayError | None, list[int]]:
+    """The built-in input validators, now (a scan each, microseconds): the first blocking
+    verdict or None, and the webhook validators still to call."""
+    text = None
     webhooks = []
     for gid in plan.input_validate:
         info = plan.infos[gid]
@@ -213,6 +221,8 @@ async def validate_input(
             flagged = any(v[0] == gid for v in adm.metadata_violations)
             cats = ["METADATA"]
         else:
+            if text is None:
+                text = _joined(req)
             check = plan.set.check(gid, text)
             flagged = check is not None and check.flagged
             cats = [f.category for f in check.findings] if check else []
@@ -220,7 +230,17 @@ async def validate_input(
         verdict = decide(info.enforcing_strategy, Outcome.FLAG if flagged else Outcome.PASS)
         plan.ran(gid, "input", verdict.value, t0, cats if flagged else [])
         if verdict.blocks:
-            return blocked(info, cats)
+            return blocked(info, cats), []
+    return None, webhooks
+
+
+async def validate_hooks(
+    plan: GuardPlan,
+    req: dict[str, Any],
+    webhooks: list[int],
+    session: aiohttp.ClientSession | None,
+) -> GatewayError | None:
+    """The webhook input validators, together: the first blocking verdict, or None."""
     t0 = now_ns()
     results = await asyncio.gather(
         *(_webhook(plan.infos[g], req, "input", session) for g in webhooks)

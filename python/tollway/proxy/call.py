@@ -22,7 +22,8 @@ from tollway.guardrails.request import (
     GuardPlan,
     guard_output,
     mutate_input,
-    validate_input,
+    validate_builtin,
+    validate_hooks,
     webhook_output,
 )
 from tollway.providers import TranslationError
@@ -231,13 +232,19 @@ class Call:
             self.end(attempts[-1].plan, CANCELLED, attempts[-1].output_tokens)
 
     async def _guard_input(self, guard: GuardPlan) -> None:
-        """Input mutate now, in order; input validate as a task beside the model call."""
+        """Input mutate now, in order; built-in validators now; webhook validators as a task
+        beside the model call."""
         if guard.input_mutate:
             await mutate_input(guard, self.req, self.session)
         if not guard.input_validate:
             return
+        verdict, hooks = validate_builtin(guard, self.req, self.adm)
+        if verdict is not None:
+            raise verdict
+        if not hooks:
+            return
         current = asyncio.current_task()
-        task = asyncio.ensure_future(validate_input(guard, self.req, self.adm, self.session))
+        task = asyncio.ensure_future(validate_hooks(guard, self.req, hooks, self.session))
 
         def on_done(t: asyncio.Task[GatewayError | None]) -> None:
             # Cancel the model call at once on a block, unless the response is already
