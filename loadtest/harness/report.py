@@ -44,9 +44,17 @@ def summarize(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     gateway_sat = out.get("gateway", {}).get("saturation")
     if floor_sat and gateway_sat and floor_sat["rps"] > 0:
         out["gateway_floor_ratio"] = round(gateway_sat["rps"] / floor_sat["rps"], 3)
-    without_sat = out.get("without", {}).get("saturation")
-    if gateway_sat and without_sat and without_sat["rps"] > 0:
-        out["feature_cost_pct"] = round((1 - gateway_sat["rps"] / without_sat["rps"]) * 100, 1)
+    # A feature's cost: the median over rounds of each round's pair (with and without it, run
+    # back to back), which a slow spell of the machine moves far less than the medians of each.
+    pairs = {}
+    for r in runs:
+        if r["mode"] == "saturation" and r["target"] in ("gateway", "without"):
+            pairs.setdefault(r["round"], {})[r["target"]] = r["result"]["rps"]
+    costs = [(1 - p["gateway"] / p["without"]) * 100 for p in pairs.values()
+             if p.get("gateway") and p.get("without")]  # fmt: skip
+    if costs:
+        out["feature_cost_pct"] = round(median(costs), 1)
+        out["feature_cost_rounds_pct"] = [round(c, 1) for c in costs]
     return out
 
 
@@ -55,11 +63,13 @@ def feature_cost(summary: dict[str, Any], feature: str) -> str:
     gateway, without = summary.get("gateway", {}), summary.get("without", {})
     try:
         p99 = gateway["added_p99_ms"] - without["added_p99_ms"]
+        rounds = ", ".join(f"{c:+.1f}%" for c in summary["feature_cost_rounds_pct"])
         return (
             f"cost of {feature}: {summary['feature_cost_pct']:.1f}% of the throughput at"
-            f" saturation ({_num(gateway['saturation']['rps'])} with,"
-            f" {_num(without['saturation']['rps'])} without; medians of"
-            f" {gateway['saturation']['rounds']} rounds), {p99:+.2f} ms added p99 at the fixed rate"
+            f" saturation (median of the rounds' pairs: {rounds}; medians"
+            f" {_num(gateway['saturation']['rps'])} with,"
+            f" {_num(without['saturation']['rps'])} without), {p99:+.2f} ms added p99 at the"
+            " fixed rate"
         )
     except KeyError:
         return f"cost of {feature}: not measured"

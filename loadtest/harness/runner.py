@@ -246,14 +246,14 @@ class Harness:
             floor = self.start_floor()
             self.measure(floor, "floor", round_no)
             self.services.stop(floor)
-            if config is not None:
-                gateway = self.start_gateway(config)
-                self.measure(gateway, "gateway", round_no)
-                self.services.stop(gateway)
-            if without is not None:
-                gateway = self.start_gateway(without)
-                self.measure(gateway, "without", round_no)
-                self.services.stop(gateway)
+            runs = [(config, "gateway"), (without, "without")]
+            if round_no % 2 == 0:
+                runs.reverse()  # with and without take turns going first: drift cancels out
+            for cfg, target in runs:
+                if cfg is not None:
+                    gateway = self.start_gateway(cfg)
+                    self.measure(gateway, target, round_no)
+                    self.services.stop(gateway)
 
     def memory(self, config: GatewayConfig | None, total: int) -> dict[str, Any]:
         service = self.start_gateway(config) if config is not None else self.start_floor()
