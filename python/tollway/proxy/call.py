@@ -10,6 +10,8 @@ client that leaves mid-stream is still charged for what it was sent (status 499)
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from functools import partial
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +40,7 @@ from tollway.proxy.responses import (
     retry_after_s,
 )
 from tollway.proxy.scrub import bearer_token, scrub_failure
-from tollway.proxy.stream import start_stream
+from tollway.proxy.stream import meter_into_log, start_stream
 from tollway.proxy.timing import server_timing
 from tollway.proxy.usage import USAGE_ESTIMATED, estimate_usage, stream_usage
 from tollway.telemetry.observe import AttemptLog, RequestLog
@@ -49,9 +51,6 @@ if TYPE_CHECKING:
     from tollway.upstream import UpstreamClient
 
 __all__ = ["CANCELLED", "Call"]
-
-# A streamed answer in a trace (exclude_request_data: false) keeps at most this much text.
-_MAX_TRACED_TEXT = 32 * 1024
 
 
 class Call:
@@ -75,6 +74,7 @@ class Call:
         "req",
         "response_limit",
         "rt",
+        "scrub",
         "secret",
         "send",
         "session",
@@ -137,6 +137,9 @@ class Call:
         self.delivered = asyncio.Event()  # the stream relay sets it: the client has it all
         # The request's own key: scrubbed from answers like the provider secrets.
         self.secret = bearer_token(head.authorization)
+        # `data` without any provider secret or this request's key (called per stream chunk:
+        # the core's method bound once, no Python frame around it).
+        self.scrub: Callable[[bytes], bytes] = partial(rt.scrubber.scrub, extra=self.secret)
         self.response_limit = rt.settings.max_response_bytes
 
     def _begin(self, plan: PlanInfo, t0: float) -> None:
@@ -217,14 +220,8 @@ class Call:
             self.log.usage = self.usage
             u = self.usage
             self.log.cost_usd = self.rt.engine.settle(self.adm, done, (u[0], u[1], u[2]), u[3])
-            meter = self.meter
-            if meter is not None:
-                log = self.log
-                log.ttft_ms, log.itl_mean_ms = meter.ttft_ms, meter.itl_mean_ms
-                log.itl_max_ms, log.response_id = meter.itl_max_ms, meter.response_id or ""
-                log.finish_reasons = [meter.finish_reason] if meter.finish_reason else []
-                if self.capture_content:
-                    log.output_text = meter.text(_MAX_TRACED_TEXT)  # what the client was sent
+            if self.meter is not None:
+                meter_into_log(self.meter, self.log, self.capture_content)
 
     def _cancel_marker(self) -> None:
         attempts = self.log.attempts
@@ -341,10 +338,6 @@ class Call:
         self.end(plan, resp.status, 0)
         failed = await read_failure(resp, plan.upstream, self.response_limit, self.req)
         return scrub_failure(self.rt.scrubber, failed, self.secret)
-
-    def scrub(self, data: bytes) -> bytes:
-        """`data` without any provider secret or this request's key."""
-        return self.rt.scrubber.scrub(data, self.secret)
 
     async def _fail(self, failed: Failed, plan: PlanInfo) -> None:
         await self.gate()

@@ -6,7 +6,7 @@ output guardrails; a provider failure after the first byte becomes an in-band er
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Protocol
 
 from tollway.asgi import Send
@@ -20,7 +20,7 @@ from tollway.telemetry import now_ns
 from tollway.telemetry.observe import RequestLog
 from tollway.upstream import UpstreamError, UpstreamResponse
 
-__all__ = ["StreamHost", "relay", "start_stream"]
+__all__ = ["StreamHost", "meter_into_log", "relay", "start_stream"]
 
 if TYPE_CHECKING:
     from tollway.ingress import Ingress
@@ -46,7 +46,8 @@ class StreamHost(Protocol):
 
     def end(self, plan: PlanInfo, outcome: int, tokens: int, kind: str = "") -> None: ...
 
-    def scrub(self, data: bytes) -> bytes: ...
+    # `data` without any provider secret or the request's own key.
+    scrub: Callable[[bytes], bytes]
 
     async def gate(self) -> None: ...
 
@@ -56,6 +57,17 @@ class StreamHost(Protocol):
 
 
 _SSE_HEADERS = ((b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"))
+# A streamed answer in a trace (exclude_request_data: false) keeps at most this much text.
+_MAX_TRACED_TEXT = 32 * 1024
+
+
+def meter_into_log(meter: SseMeter, log: RequestLog, capture_content: bool) -> None:
+    """What the meter read of a stream, for the request's record."""
+    log.ttft_ms, log.itl_mean_ms = meter.ttft_ms, meter.itl_mean_ms
+    log.itl_max_ms, log.response_id = meter.itl_max_ms, meter.response_id or ""
+    log.finish_reasons = [meter.finish_reason] if meter.finish_reason else []
+    if capture_content:
+        log.output_text = meter.text(_MAX_TRACED_TEXT)  # what the client was sent
 
 
 async def start_stream(
