@@ -104,7 +104,11 @@ class Harness:
     def start_gateway(self, config: GatewayConfig) -> Service:
         assert self.mock is not None
         port = free_port()
-        env = {"TOLLWAY_MOCK_URL": self.mock.url + "/v1", "TOLLWAY_LOADTEST_KEY": self.key}
+        env = {
+            "TOLLWAY_MOCK_URL": self.mock.url + "/v1",
+            "TOLLWAY_LOADTEST_KEY": self.key,
+            "TOLLWAY_LOADTEST_LOG": str(self.services.log_dir / f"requests-{port}.duckdb"),
+        }
         if self.sink is not None:
             env["TOLLWAY_OTLP_URL"] = self.sink.url
         argv = [
