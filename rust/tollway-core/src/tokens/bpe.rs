@@ -5,9 +5,9 @@
 //! in every worker, and freeing it does not give the pages back. Counting needs only the
 //! bytes -> rank map: `build.rs` writes each table into the library as static data, and at run
 //! time a map of slices into it (~9 MB) is all that is built. The split pattern is the
-//! encoding's own (made look-ahead free, see `lookahead_free`); merges follow the same rule (the adjacent pair of lowest rank first, the
-//! leftmost on a tie), so counts are the same as `CoreBPE::encode_ordinary(..).len()` (tested
-//! below against it).
+//! encoding's own (made look-ahead free, see `lookahead_free`); merges follow the same rule
+//! (the adjacent pair of lowest rank first, the leftmost on a tie), so counts are the same as
+//! `CoreBPE::encode_ordinary(..).len()` (tested below against it).
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
