@@ -2,6 +2,9 @@
 //! them, usage stripping, Anthropic translation, error and truncation, and arbitrary bytes.
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
+mod common;
+
+use common::split_at;
 use proptest::prelude::*;
 use serde_json::Value;
 use tollway_core::sse::{MeterOptions, SseMeter, StreamError, StreamFormat};
@@ -485,20 +488,6 @@ fn long_anthropic(n: usize) -> String {
         s += &format!("event: content_block_delta\r\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":\" w{i}\"}}}}\r\n\r\n");
     }
     s + &ANTHROPIC_TEXT[ANTHROPIC_TEXT.find("event: content_block_stop").unwrap()..]
-}
-
-/// `bytes` cut at the given points (sorted, deduplicated, clamped).
-fn split_at<'a>(bytes: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
-    let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
-    cuts.sort_unstable();
-    let mut parts = Vec::new();
-    let mut prev = 0;
-    for c in cuts {
-        parts.push(&bytes[prev..c]);
-        prev = c;
-    }
-    parts.push(&bytes[prev..]);
-    parts
 }
 
 proptest! {
