@@ -9,7 +9,7 @@ import msgspec
 
 from tollway.telemetry.record import Record
 
-__all__ = ["COLUMNS", "JSON_COLUMNS", "Row", "encode_rows", "row_of"]
+__all__ = ["COLUMNS", "JSON_COLUMNS", "Row", "encode_rows", "logged", "row_of"]
 
 # (name, DuckDB type, ClickHouse type). `ts` is the request start in µs since the epoch.
 COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -62,11 +62,17 @@ def _ms(ns: int) -> float:
     return round(ns / 1e6, 3)
 
 
+def logged(rec: Record) -> bool:
+    """Whether a request goes into the log (not kept out by its metadata or header)."""
+    return rec.log is not None and rec.log.enabled
+
+
 def row_of(rec: Record) -> Row | None:
     """The row for one request, or None when it is kept out of the log."""
-    part = rec.log
-    if part is None or not part.enabled:
+    if not logged(rec):
         return None
+    part = rec.log
+    assert part is not None
     attempts = []
     upstream_ns = 0
     final = None

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import msgspec
 
-from tollway.logs.row import Row, encode_rows, row_of
+from tollway.logs.row import Row, encode_rows, logged, row_of
 from tollway.logs.settings import LogSettings
 from tollway.telemetry.metrics import MetricsStore
 from tollway.telemetry.record import Record
@@ -146,7 +146,7 @@ class LogWriter:
     def _write_batch(self) -> None:
         q = self._queue
         records = [q.popleft() for _ in range(min(self.settings.batch_size, len(q)))]
-        kept = [r for r in records if r.log is not None and r.log.enabled]
+        kept = list(filter(logged, records))
         self._count("excluded", len(records) - len(kept))
         if not kept:
             return
