@@ -13,7 +13,7 @@ import os
 import msgspec
 import pytest
 
-from tollway._core import SpanEncoder
+from tollway.engine import RecordBatch, SpanEncoder
 from tollway.telemetry import Attempt, Record, Telemetry, TelemetrySettings
 from tollway.telemetry.accesslog import AccessLog
 from tollway.telemetry.metrics import MetricsStore
@@ -74,32 +74,32 @@ def test_request_path_build_record(benchmark: pytest.FixtureDef[None]) -> None:
 
 
 def test_background_encode_batch_rust(benchmark: pytest.FixtureDef[None]) -> None:
-    enc = SpanEncoder("tollway", [("env", "prod")], True, "proto")
+    """Encoding a batch once (msgspec), decoding it once (core), queueing it and building and
+    encoding its spans."""
+    enc = SpanEncoder("tollway", [("env", "prod")], True, "proto", BATCH)
     encode = msgspec.json.Encoder().encode
 
     def run() -> None:
-        enc.encode(encode(RECORDS))
+        enc.push(RecordBatch(encode(RECORDS)))
+        enc.encode_next(BATCH)
 
     benchmark(run)
 
 
-def test_background_metrics_batch(benchmark: pytest.FixtureDef[None]) -> None:
-    store = MetricsStore(["team"], 100)
-
-    def run() -> None:
-        for rec in RECORDS:
-            store.observe(rec)
-
-    benchmark(run)
-
-
-def test_background_access_log_batch(benchmark: pytest.FixtureDef[None]) -> None:
+def test_background_metrics_and_access_log_batch(benchmark: pytest.FixtureDef[None]) -> None:
+    """The metrics and the access-log lines of a batch (one fold in the core), logged."""
     logger = logging.getLogger("bench.access")
     logger.propagate = False
     logger.addHandler(logging.StreamHandler(open(os.devnull, "w")))  # noqa: SIM115
     logger.setLevel(logging.INFO)
     log = AccessLog(logging.INFO, logger)
-    benchmark(log.write, RECORDS)
+    store = MetricsStore(["team"], 100)
+    encode = msgspec.json.Encoder().encode
+
+    def run() -> None:
+        log.emit(store.fold(RecordBatch(encode(RECORDS)), log.enabled))
+
+    benchmark(run)
 
 
 def test_background_encode_batch_python_protobuf(benchmark: pytest.FixtureDef[None]) -> None:

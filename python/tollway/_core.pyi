@@ -256,17 +256,42 @@ class TelemetryDefaults:
 def telemetry_defaults() -> TelemetryDefaults: ...
 
 @final
+class RecordBatch:
+    """A msgspec-encoded `list[Record]`, decoded once (tollway.telemetry)."""
+
+    def __new__(cls, batch_json: bytes) -> RecordBatch: ...
+    def __len__(self) -> int: ...
+
+@final
+class RecordFold:
+    """What a batch adds to the metrics and the access log (tollway.telemetry.metrics)."""
+
+    def __new__(cls, metadata_keys: list[str], value_cap: int) -> RecordFold: ...
+    def fold(
+        self, batch: RecordBatch, access_log: bool
+    ) -> tuple[
+        list[tuple[str, tuple[str, ...], float]],
+        list[tuple[str, tuple[str, ...], list[float]]],
+        str,
+        list[tuple[str, bool]],
+    ]: ...
+
+@final
 class SpanEncoder:
-    """OTLP batch encoder (tollway.telemetry); `encoding` is "proto" or "json"."""
+    """OTLP export queue and encoder (tollway.telemetry); `encoding` is "proto" or "json"."""
 
     def __new__(
         cls,
         service_name: str,
         resource_attributes: list[tuple[str, str]],
         exclude_request_data: bool,
-        encoding: str = "proto",
+        encoding: str,
+        queue_size: int,
     ) -> SpanEncoder: ...
-    def encode(self, batch_json: bytes) -> tuple[bytes, int]: ...
+    def push(self, batch: RecordBatch) -> int: ...
+    def encode_next(self, max_records: int) -> tuple[bytes, int, int] | None: ...
+    def clear(self) -> int: ...
+    def __len__(self) -> int: ...
 
 @final
 class MetricsEncoder:

@@ -2,10 +2,12 @@
 metrics, access-log lines and batched OTLP/HTTP exports.
 
 The request path pays one bounded `list.append`. Everything else runs in two asyncio tasks
-started from the ASGI lifespan: *intake* folds records into metrics and the access log and moves
-them to the export backlog; *sender* encodes a batch in Rust (`tollway._core.SpanEncoder`) and
-POSTs it, retrying transient failures with backoff. The two are separate so a slow or dead
-collector only fills the export backlog (spans dropped and counted) while metrics stay exact.
+started from the ASGI lifespan: *intake* encodes each slice of records once (msgspec), and the
+core decodes it once (`RecordBatch`), folds it into the metrics and the access log
+(`RecordFold`) and queues it for export (`SpanEncoder`); *sender* has the core build and encode
+the next batch of spans and POSTs it, retrying transient failures with backoff. The two are
+separate so a slow or dead collector only fills the export queue (spans dropped and counted)
+while metrics stay exact.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -22,7 +23,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import msgspec
 
-from tollway.engine import SpanEncoder
+from tollway.engine import RecordBatch, SpanEncoder
 from tollway.telemetry.accesslog import AccessLog
 from tollway.telemetry.metrics import MetricsStore
 from tollway.telemetry.otlp_metrics import MetricsPusher
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = ["Telemetry"]
 
 _log = logging.getLogger("tollway.telemetry")
+_encode = msgspec.json.Encoder().encode
 
 # OTLP/HTTP: these statuses are transient and must be retried with backoff; others are final.
 _RETRYABLE = frozenset({408, 429, 502, 503, 504})
@@ -90,6 +92,7 @@ class Telemetry:
                 list(settings.resource_attributes),
                 settings.exclude_request_data,
                 settings.encoding,
+                settings.queue_size,
             )
             if tracing
             else None
@@ -104,12 +107,13 @@ class Telemetry:
         self._buf: list[Record] = []
         self._cap = max(settings.queue_size, _INTAKE_MIN)
         self._wake_at = min(settings.batch_size, settings.queue_size)
-        self._backlog: deque[Record] = deque()
         self._wake = asyncio.Event()
         self._send_wake = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._inflight: list[Record] = []
+        # The body being sent, its span count and what its loss counts as dropped (re-sent
+        # once at shutdown if unsent).
+        self._inflight: tuple[bytes, int, int] | None = None
         self._retry = (retry_initial_s, retry_max_s, max_retries)
         self._failing = False
         self.spans_dropped_at_queue = 0
@@ -157,20 +161,21 @@ class Telemetry:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
-        self._backlog.extendleft(reversed(self._inflight))
-        self._inflight = []
         await self._intake()
-        if self._encoder is not None and self._backlog:
+        encoder = self._encoder
+        if encoder is not None and (self._inflight is not None or len(encoder)):
             try:
                 async with asyncio.timeout(timeout_s):
-                    while self._backlog:
+                    if self._inflight is not None:
+                        await self._send(*self._inflight, retry=False)
+                    while len(encoder):
                         await self._send_batch(retry=False)
             except TimeoutError:
                 pass
-            self._inflight.extend(self._backlog)
-            self._backlog.clear()
-            self._drop(self._inflight, "shutdown")
-            self._inflight = []
+            if self._inflight is not None:
+                self._drop(self._inflight[2], "shutdown")
+                self._inflight = None
+            self._drop(encoder.clear(), "shutdown")
         if self._pusher is not None and self._session is not None:
             await self._pusher.final_push(self._session, timeout_s)
         self.metrics.flush()
@@ -227,23 +232,20 @@ class Telemetry:
             return
         # In slices, yielding between them: this runs on the request path's CPU, and a second's
         # worth of records folded in one go would stall every request arriving meanwhile.
+        access_log = self.access_log.enabled
+        encoder = self._encoder
         for i in range(0, len(records), _INTAKE_SLICE):
             part = records[i : i + _INTAKE_SLICE]
-            for rec in part:
-                metrics.observe(rec)
-            self.access_log.write(part)
+            batch = RecordBatch(_encode(part))
+            self.access_log.emit(metrics.fold(batch, access_log))
             for sink in self.sinks:
                 sink(part)
+            if encoder is not None:
+                self._drop(encoder.push(batch), "backlog_full")
             if i + _INTAKE_SLICE < len(records):
                 await asyncio.sleep(0)
-        if self._encoder is not None:
-            room = self.settings.queue_size - len(self._backlog)
-            if room < len(records):
-                self._drop(records[max(room, 0) :], "backlog_full")
-                records = records[: max(room, 0)]
-            self._backlog.extend(records)
-            if len(self._backlog) >= self.settings.batch_size:
-                self._send_wake.set()
+        if encoder is not None and len(encoder) >= self.settings.batch_size:
+            self._send_wake.set()
         metrics.flush()
 
     async def _intake_loop(self) -> None:
@@ -264,26 +266,26 @@ class Telemetry:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._send_wake.wait(), delay)
             self._send_wake.clear()
-            while self._backlog:
+            while self._encoder is not None and len(self._encoder):
                 await self._send_batch(retry=True)
 
-    def _drop(self, records: list[Record], reason: str) -> None:
-        n = sum(1 + len(r.attempts) for r in records)
-        if n:
-            self.spans_dropped += n
-            self.metrics.add("llm_gateway_span_dropped_total", (reason,), n)
+    def _drop(self, spans: int, reason: str) -> None:
+        if spans:
+            self.spans_dropped += spans
+            self.metrics.add("llm_gateway_span_dropped_total", (reason,), spans)
 
     async def _send_batch(self, *, retry: bool) -> None:
-        assert self._encoder is not None and self._session is not None
-        size = min(self.settings.batch_size, len(self._backlog))
-        self._inflight = [self._backlog.popleft() for _ in range(size)]
+        assert self._encoder is not None
         try:
-            body, spans = self._encoder.encode(msgspec.json.encode(self._inflight))
+            encoded = self._encoder.encode_next(self.settings.batch_size)
         except ValueError:
             _log.exception("telemetry batch could not be encoded")
-            self._drop(self._inflight, "export_failed")
-            self._inflight = []
             return
+        if encoded is not None:
+            self._inflight = encoded
+            await self._send(*encoded, retry=retry)
+
+    async def _send(self, body: bytes, spans: int, lost: int, *, retry: bool) -> None:
         initial, cap, tries = self._retry
         backoff = initial
         for attempt in range(tries if retry else 1):
@@ -294,7 +296,7 @@ class Telemetry:
                 if self._failing:
                     _log.info("OTLP export to %s recovered", self._endpoint_for_logs)
                     self._failing = False
-                self._inflight = []
+                self._inflight = None
                 return
             if not self._failing:
                 _log.warning(
@@ -309,8 +311,8 @@ class Telemetry:
             if retry and attempt + 1 < tries:
                 await asyncio.sleep(min(cap, max(backoff, retry_after or 0.0)))
                 backoff = min(cap, backoff * 2)
-        self._drop(self._inflight, "export_failed")
-        self._inflight = []
+        self._drop(lost, "export_failed")
+        self._inflight = None
 
     async def _post(self, body: bytes) -> tuple[int | None, float | None]:
         """(status or None on a connection error or timeout, Retry-After seconds if given)."""

@@ -32,6 +32,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from tollway.engine import RecordBatch, RecordFold
 from tollway.telemetry.record import Record
 
 _log = logging.getLogger("tollway.telemetry")
@@ -39,6 +40,7 @@ _log = logging.getLogger("tollway.telemetry")
 __all__ = ["CONTENT_TYPE", "FAMILIES", "HISTOGRAMS", "MetricsStore"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_encode = msgspec.json.Encoder().encode
 
 _LATENCY_MS = (5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
                60000.0, 120000.0)  # fmt: skip
@@ -148,8 +150,9 @@ class MetricsStore:
     ) -> None:
         self._meta_keys = tuple(metadata_keys)
         self._meta_labels = tuple(f"llm_gateway_metadata_{k}" for k in self._meta_keys)
-        self._cap = value_cap
-        self._seen: list[set[str]] = [set() for _ in self._meta_keys]
+        # What a record adds, and the metadata values each label has taken (bounded: past
+        # `value_cap` distinct values, new ones are "other"), live in the core.
+        self._fold = RecordFold(list(self._meta_keys), value_cap)
         self._counters: Counts = {n: {} for n, f in FAMILIES.items() if f[0] != "gauge"}
         self._counters.update({n: {} for n in _MCP_COUNTERS})
         self._gauges: Counts = {n: {} for n in _GAUGES}
@@ -159,19 +162,6 @@ class MetricsStore:
         self._dirty = False
         # Guardrails whose last run was an error: an outage is logged when it starts and ends.
         self.failing_guardrails: set[str] = set()
-
-    def _meta(self, metadata: dict[str, str]) -> tuple[str, ...]:
-        out = []
-        for key, seen in zip(self._meta_keys, self._seen, strict=True):
-            value = metadata.get(key, "")
-            # Bounded cardinality: after `cap` distinct values, new ones are folded into "other".
-            if value and value not in seen:
-                if len(seen) >= self._cap:
-                    value = "other"
-                else:
-                    seen.add(value)
-            out.append(value)
-        return tuple(out)
 
     def add(self, name: str, labels: tuple[str, ...], value: float = 1.0) -> None:
         series = self._counters[name]
@@ -199,49 +189,24 @@ class MetricsStore:
         row[bisect_left(buckets, value)] += 1
         row[-1] += value
 
-    def observe(self, rec: Record) -> None:
-        """Folds one request into the totals (background task; ~µs, no I/O)."""
-        add = self.add
-        if rec.tools and not rec.attempts:
-            # An MCP request (or an agent's tool steps): its calls are counted by the MCP
-            # families as they happen; only its guardrail runs are folded in here.
-            for g in rec.guardrails:
-                add("llm_gateway_guardrails_requests_total", (g.name, g.phase, g.result))
-            self._dirty = True
-            return
-        meta = self._meta(rec.metadata) if self._meta_keys else ()
-        last = rec.attempts[-1].target if rec.attempts else ""
-        base = (rec.model, last, rec.subject)
-        add("llm_gateway_requests_total", (*base, str(rec.status), *meta))
-        self._hist("llm_gateway_request_processing_ms", base + meta,
-                   (rec.end_ns - rec.start_ns) / 1e6)  # fmt: skip
-        for at in rec.attempts:
-            labels = (rec.model, at.target, rec.subject, *meta)
-            if at.input_tokens:
-                add("llm_gateway_input_tokens", labels, at.input_tokens)
-            if at.output_tokens:
-                add("llm_gateway_output_tokens", labels, at.output_tokens)
-            if at.cost_usd:
-                add("llm_gateway_request_cost", labels, at.cost_usd)
-            if at.error_type:
-                failure = (*labels[:3], str(at.status), at.error_type, *meta)
-                add("llm_gateway_request_model_inference_failure", failure)
-            if at.ttft_ms is not None:
-                self._hist("llm_gateway_first_token_latency_ms", labels, at.ttft_ms)
-            if at.itl_mean_ms is not None:
-                self._hist("llm_gateway_inter_token_latency_ms", labels, at.itl_mean_ms)
-            if at.fallback_reason:
-                add("llm_gateway_fallback_requests_total", (rec.routing_rule, at.target))
-        if rec.routing_rule and last:
-            add("llm_gateway_load_balanced_requests_total", (rec.routing_rule, last))
-        if rec.rate_limit:
-            add("llm_gateway_rate_limit_requests_total", rec.rate_limit)
-        if rec.budget:
-            add("llm_gateway_budget_requests_total", rec.budget)
-        for g in rec.guardrails:
-            add("llm_gateway_guardrails_requests_total", (g.name, g.phase, g.result))
-            self._guardrail_health(g.name, g.result == "error")
+    def fold(self, batch: RecordBatch, access_log: bool = False) -> str:
+        """Folds a batch of requests into the totals (background task; no I/O); returns its
+        access-log lines when `access_log` (else "")."""
+        counters, observations, lines, health = self._fold.fold(batch, access_log)
+        for name, labels, value in counters:
+            series = self._counters[name]
+            series[labels] = series.get(labels, 0.0) + value
+        for name, labels, values in observations:
+            for value in values:
+                self._hist(name, labels, value)
+        for guardrail, failed in health:
+            self._guardrail_health(guardrail, failed)
         self._dirty = True
+        return lines
+
+    def observe(self, rec: Record) -> None:
+        """Folds one request (the exporter folds whole batches with `fold`)."""
+        self.fold(RecordBatch(_encode([rec])))
 
     def _guardrail_health(self, name: str, failed: bool) -> None:
         """Logs a guardrail outage once when it starts and once when it ends."""

@@ -1,9 +1,12 @@
-//! Python face of the OTLP batch encoder: a JSON batch of records in, an export body out.
+//! Python face of the telemetry batch: a JSON batch of records decoded once, folded into the
+//! metrics and the access log, queued, and encoded as OTLP export bodies.
 
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyTuple};
+use tollway_core::telemetry::fold::RecordFold as CoreFold;
 use tollway_core::telemetry::metrics_otlp::{self, MetricsEncoder as CoreMetricsEncoder};
-use tollway_core::telemetry::otlp::{decode_batch, Encoding, SpanEncoder as CoreEncoder};
+use tollway_core::telemetry::otlp::{decode_batch, Encoding, Record, SpanEncoder as CoreEncoder};
+use tollway_core::telemetry::queue::{span_count, SpanQueue};
 
 fn encoding_of(name: &str) -> PyResult<Encoding> {
     match name {
@@ -13,40 +16,131 @@ fn encoding_of(name: &str) -> PyResult<Encoding> {
     }
 }
 
-/// Built once per exporter from the resolved settings; `encode` is called once per batch.
-#[pyclass(frozen, module = "tollway._core")]
+/// One intake slice of records (a msgspec-encoded `list[Record]`), decoded once: folded into
+/// the metrics, then moved into the export queue.
+#[pyclass(module = "tollway._core")]
+struct RecordBatch {
+    records: Vec<Record>,
+}
+
+#[pymethods]
+impl RecordBatch {
+    #[new]
+    fn new(batch_json: &[u8]) -> PyResult<Self> {
+        let records = decode_batch(batch_json)
+            .map_err(|e| crate::errors::invalid(format!("bad telemetry batch: {e}")))?;
+        Ok(Self { records })
+    }
+
+    fn __len__(&self) -> usize {
+        self.records.len()
+    }
+}
+
+/// What a batch adds to the metrics (tollway.telemetry.metrics) and the access log.
+#[pyclass(module = "tollway._core")]
+struct RecordFold {
+    inner: CoreFold,
+}
+
+type Series<'py, T> = Vec<(&'static str, Bound<'py, PyTuple>, T)>;
+
+#[pymethods]
+impl RecordFold {
+    #[new]
+    fn new(metadata_keys: Vec<String>, value_cap: usize) -> Self {
+        Self {
+            inner: CoreFold::new(metadata_keys, value_cap),
+        }
+    }
+
+    /// `(counters, observations, access_log, guardrail_health)`: counters as
+    /// `(family, labels, amount)` summed over the batch, histogram observations as
+    /// `(family, labels, values)`, the access-log lines (`""` unless `access_log`), and the
+    /// guardrail runs that changed a guardrail's state as `(name, failed)`.
+    #[allow(clippy::type_complexity)]
+    fn fold<'py>(
+        &mut self,
+        py: Python<'py>,
+        batch: &RecordBatch,
+        access_log: bool,
+    ) -> PyResult<(
+        Series<'py, f64>,
+        Series<'py, Vec<f64>>,
+        String,
+        Vec<(String, bool)>,
+    )> {
+        let f = self.inner.fold(&batch.records, access_log);
+        let counters = f
+            .counters
+            .into_iter()
+            .map(|(n, l, x)| Ok((n, PyTuple::new(py, l)?, x)))
+            .collect::<PyResult<_>>()?;
+        let observations = f
+            .observations
+            .into_iter()
+            .map(|(n, l, x)| Ok((n, PyTuple::new(py, l)?, x)))
+            .collect::<PyResult<_>>()?;
+        Ok((counters, observations, f.access_log, f.guardrail_health))
+    }
+}
+
+/// The span export queue and encoder, built once per exporter from the resolved settings.
+#[pyclass(module = "tollway._core")]
 struct SpanEncoder {
     inner: CoreEncoder,
     encoding: Encoding,
+    queue: SpanQueue,
 }
 
 #[pymethods]
 impl SpanEncoder {
     #[new]
-    #[pyo3(signature = (service_name, resource_attributes, exclude_request_data, encoding = "proto"))]
     fn new(
         service_name: &str,
         resource_attributes: Vec<(String, String)>,
         exclude_request_data: bool,
         encoding: &str,
+        queue_size: usize,
     ) -> PyResult<Self> {
         let encoding = encoding_of(encoding)?;
         Ok(Self {
             inner: CoreEncoder::new(service_name, &resource_attributes, exclude_request_data),
             encoding,
+            queue: SpanQueue::new(queue_size),
         })
     }
 
-    /// `(body, span_count)` for a msgspec-encoded `list[Record]`.
-    fn encode<'py>(
-        &self,
+    /// Moves the batch's records into the queue (the batch is empty after); returns the
+    /// spans dropped because the queue was full.
+    fn push(&mut self, mut batch: PyRefMut<'_, RecordBatch>) -> usize {
+        self.queue.push(std::mem::take(&mut batch.records))
+    }
+
+    /// `(body, spans, dropped_if_lost)` of the next `max_records` queued records, or None
+    /// when empty: `spans` is what the body holds, `dropped_if_lost` what a failed export of
+    /// it counts as dropped (as `push` counts them).
+    fn encode_next<'py>(
+        &mut self,
         py: Python<'py>,
-        batch_json: &[u8],
-    ) -> PyResult<(Bound<'py, PyBytes>, usize)> {
-        let records = decode_batch(batch_json)
-            .map_err(|e| crate::errors::invalid(format!("bad telemetry batch: {e}")))?;
+        max_records: usize,
+    ) -> Option<(Bound<'py, PyBytes>, usize, usize)> {
+        let records = self.queue.take(max_records);
+        if records.is_empty() {
+            return None;
+        }
+        let lost = records.iter().map(span_count).sum();
         let (body, n) = self.inner.encode(&records, self.encoding);
-        Ok((PyBytes::new(py, &body), n))
+        Some((PyBytes::new(py, &body), n, lost))
+    }
+
+    /// Empties the queue; returns the spans dropped.
+    fn clear(&mut self) -> usize {
+        self.queue.clear()
+    }
+
+    fn __len__(&self) -> usize {
+        self.queue.len()
     }
 }
 
@@ -114,6 +208,8 @@ fn telemetry_defaults() -> TelemetryDefaults {
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<TelemetryDefaults>()?;
     m.add_function(wrap_pyfunction!(telemetry_defaults, m)?)?;
+    m.add_class::<RecordBatch>()?;
+    m.add_class::<RecordFold>()?;
     m.add_class::<SpanEncoder>()?;
     m.add_class::<MetricsEncoder>()
 }

@@ -1,7 +1,10 @@
-//! Telemetry: the typed `otel`/`metrics` settings ([`config`]), OTLP span encoding
+//! Telemetry: the typed `otel`/`metrics` settings ([`config`]), what a batch of records adds to
+//! the metrics and the access log ([`fold`]), the export queue ([`queue`]), OTLP span encoding
 //! ([`otlp`]) and OTLP metrics encoding ([`metrics_otlp`]), all off the request path.
 
 pub mod config;
+pub mod fold;
 pub mod mcp_spans;
 pub mod metrics_otlp;
 pub mod otlp;
+pub mod queue;

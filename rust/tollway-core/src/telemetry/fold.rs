@@ -1,0 +1,401 @@
+//! What a batch of finished requests adds to the Prometheus totals and the access log, in one
+//! pass over the records the OTLP encoder decodes anyway ([`super::otlp::decode_batch`]).
+//!
+//! The families, their label names and the histogram buckets stay with the metrics store
+//! (`tollway.telemetry.metrics`): this returns, per family, label values in the store's order
+//! and the amounts to add (counters summed over the batch, histogram observations as they
+//! came). The labels a record contributes are decided here and only here.
+
+use super::otlp::Record;
+use rustc_hash::{FxHashMap, FxHashSet};
+use serde_json::Value;
+use std::fmt::Write as _;
+
+/// Label values of one series, in the family's label order.
+pub type Labels = Vec<String>;
+
+/// What one batch adds.
+#[derive(Debug, Default, PartialEq)]
+pub struct Folded {
+    /// `(family, labels, amount)`, one entry per series touched (summed over the batch).
+    pub counters: Vec<(&'static str, Labels, f64)>,
+    /// `(family, labels, observations)` in the order the records came.
+    pub observations: Vec<(&'static str, Labels, Vec<f64>)>,
+    /// One JSON access-log line per request, joined by `\n` (empty unless asked for).
+    pub access_log: String,
+    /// Guardrail runs in order as `(name, failed)`, keeping only a run whose state differs
+    /// from the name's previous run in this batch: the store logs outages as they start/end.
+    pub guardrail_health: Vec<(String, bool)>,
+}
+
+/// The metadata labels: which keys, and how many distinct values each may take before new
+/// ones are folded into `"other"` (bounded cardinality across the worker's lifetime).
+pub struct RecordFold {
+    meta_keys: Vec<String>,
+    cap: usize,
+    seen: Vec<FxHashSet<String>>,
+}
+
+#[derive(Default)]
+struct Acc {
+    counters: FxHashMap<(&'static str, Labels), usize>,
+    out: Folded,
+    obs: FxHashMap<(&'static str, Labels), usize>,
+    health: FxHashMap<String, bool>,
+}
+
+impl Acc {
+    fn add(&mut self, family: &'static str, labels: Labels, amount: f64) {
+        let counters = &mut self.out.counters;
+        let key = (family, labels);
+        match self.counters.get(&key) {
+            Some(&i) => counters[i].2 += amount,
+            None => {
+                self.counters.insert(key.clone(), counters.len());
+                counters.push((key.0, key.1, amount));
+            }
+        }
+    }
+
+    fn observe(&mut self, family: &'static str, labels: Labels, value: f64) {
+        let observations = &mut self.out.observations;
+        let key = (family, labels);
+        match self.obs.get(&key) {
+            Some(&i) => observations[i].2.push(value),
+            None => {
+                self.obs.insert(key.clone(), observations.len());
+                observations.push((key.0, key.1, vec![value]));
+            }
+        }
+    }
+
+    fn guardrail(&mut self, name: &str, failed: bool) {
+        if self.health.get(name) != Some(&failed) {
+            self.health.insert(name.to_owned(), failed);
+            self.out.guardrail_health.push((name.to_owned(), failed));
+        }
+    }
+}
+
+fn strs(items: &[&str]) -> Labels {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+fn with_meta(mut labels: Labels, meta: &[String]) -> Labels {
+    labels.extend_from_slice(meta);
+    labels
+}
+
+impl RecordFold {
+    pub fn new(meta_keys: Vec<String>, cap: usize) -> Self {
+        let seen = meta_keys.iter().map(|_| FxHashSet::default()).collect();
+        Self {
+            meta_keys,
+            cap,
+            seen,
+        }
+    }
+
+    /// The metadata label values of a request (`""` for a key it does not carry).
+    fn meta(&mut self, rec: &Record) -> Labels {
+        let mut out = Vec::with_capacity(self.meta_keys.len());
+        for (key, seen) in self.meta_keys.iter().zip(&mut self.seen) {
+            let mut value = match rec.metadata.get(key) {
+                Some(Value::String(s)) => s.as_str(),
+                _ => "",
+            };
+            if !value.is_empty() && !seen.contains(value) {
+                if seen.len() >= self.cap {
+                    value = "other";
+                } else {
+                    seen.insert(value.to_owned());
+                }
+            }
+            out.push(value.to_owned());
+        }
+        out
+    }
+
+    /// Folds a batch; `access_log`: also write its access-log lines.
+    pub fn fold(&mut self, records: &[Record], access_log: bool) -> Folded {
+        let mut acc = Acc::default();
+        for rec in records {
+            self.fold_one(rec, &mut acc);
+            if access_log {
+                if !acc.out.access_log.is_empty() {
+                    acc.out.access_log.push('\n');
+                }
+                access_line(rec, &mut acc.out.access_log);
+            }
+        }
+        acc.out
+    }
+
+    fn fold_one(&mut self, rec: &Record, acc: &mut Acc) {
+        let guardrails = |acc: &mut Acc| {
+            for g in &rec.guardrails {
+                let labels = strs(&[&g.name, &g.phase, &g.result]);
+                acc.add("llm_gateway_guardrails_requests_total", labels, 1.0);
+            }
+        };
+        if !rec.tools.is_empty() && rec.attempts.is_empty() {
+            // An MCP request (or an agent's tool steps): its calls are counted by the MCP
+            // families as they happen; only its guardrail runs are folded in here.
+            guardrails(acc);
+            return;
+        }
+        let meta = self.meta(rec);
+        let last = rec.attempts.last().map_or("", |a| a.target.as_str());
+        let base = strs(&[&rec.model, last, &rec.subject]);
+        let status = rec.status.to_string();
+        let requests = with_meta([base.clone(), vec![status]].concat(), &meta);
+        acc.add("llm_gateway_requests_total", requests, 1.0);
+        let ms = rec.end_ns.saturating_sub(rec.start_ns) as f64 / 1e6;
+        let latency = with_meta(base, &meta);
+        acc.observe("llm_gateway_request_processing_ms", latency, ms);
+        for at in &rec.attempts {
+            let labels = with_meta(strs(&[&rec.model, &at.target, &rec.subject]), &meta);
+            let amounts = [
+                (
+                    "llm_gateway_input_tokens",
+                    at.input_tokens.map(|t| t as f64),
+                ),
+                (
+                    "llm_gateway_output_tokens",
+                    at.output_tokens.map(|t| t as f64),
+                ),
+                ("llm_gateway_request_cost", at.cost_usd),
+            ];
+            for (family, amount) in amounts {
+                if let Some(x) = amount.filter(|x| *x != 0.0) {
+                    acc.add(family, labels.clone(), x);
+                }
+            }
+            if !at.error_type.is_empty() {
+                let mut failure = labels[..3].to_vec();
+                failure.push(at.status.to_string());
+                failure.push(at.error_type.clone());
+                let family = "llm_gateway_request_model_inference_failure";
+                acc.add(family, with_meta(failure, &meta), 1.0);
+            }
+            if let Some(ttft) = at.ttft_ms {
+                acc.observe("llm_gateway_first_token_latency_ms", labels.clone(), ttft);
+            }
+            if let Some(itl) = at.itl_mean_ms {
+                acc.observe("llm_gateway_inter_token_latency_ms", labels, itl);
+            }
+            if !at.fallback_reason.is_empty() {
+                let labels = strs(&[&rec.routing_rule, &at.target]);
+                acc.add("llm_gateway_fallback_requests_total", labels, 1.0);
+            }
+        }
+        if !rec.routing_rule.is_empty() && !last.is_empty() {
+            let labels = strs(&[&rec.routing_rule, last]);
+            acc.add("llm_gateway_load_balanced_requests_total", labels, 1.0);
+        }
+        if let Some((rule, result)) = &rec.rate_limit {
+            let labels = strs(&[rule, result]);
+            acc.add("llm_gateway_rate_limit_requests_total", labels, 1.0);
+        }
+        if let Some((rule, result)) = &rec.budget {
+            acc.add(
+                "llm_gateway_budget_requests_total",
+                strs(&[rule, result]),
+                1.0,
+            );
+        }
+        guardrails(acc);
+        for g in &rec.guardrails {
+            acc.guardrail(&g.name, g.result == "error");
+        }
+    }
+}
+
+/// One access-log line: only these fields, so no header, key, prompt or answer (no secret).
+/// Zero counts, an empty error and an unknown TTFT are left out.
+fn access_line(rec: &Record, out: &mut String) {
+    let last = rec.attempts.last();
+    let text = |out: &mut String, key: &str, v: &str| {
+        let _ = write!(out, ",\"{key}\":");
+        push_json_str(out, v);
+    };
+    out.push_str("{\"request_id\":");
+    push_json_str(out, &rec.request_id);
+    text(out, "key_name", &rec.key_name);
+    text(out, "subject", &rec.subject);
+    text(out, "model", &rec.model);
+    text(out, "target", last.map_or("", |a| a.target.as_str()));
+    let ms = rec.end_ns.saturating_sub(rec.start_ns) as f64 / 1e6;
+    let _ = write!(out, ",\"status\":{}", rec.status);
+    push_float(out, "latency_ms", (ms * 1000.0).round() / 1000.0);
+    let input: i64 = rec.attempts.iter().filter_map(|a| a.input_tokens).sum();
+    let output: i64 = rec.attempts.iter().filter_map(|a| a.output_tokens).sum();
+    let cost: f64 = rec.attempts.iter().filter_map(|a| a.cost_usd).sum();
+    if input != 0 {
+        let _ = write!(out, ",\"input_tokens\":{input}");
+    }
+    if output != 0 {
+        let _ = write!(out, ",\"output_tokens\":{output}");
+    }
+    if cost != 0.0 {
+        push_float(out, "cost_usd", cost);
+    }
+    if !rec.attempts.is_empty() {
+        let _ = write!(out, ",\"attempts\":{}", rec.attempts.len());
+    }
+    if let Some(ttft) = last.and_then(|a| a.ttft_ms) {
+        push_float(out, "ttft_ms", ttft);
+    }
+    let error = match (&rec.error_type, last) {
+        (e, _) if !e.is_empty() => e.as_str(),
+        (_, Some(a)) => a.error_type.as_str(),
+        _ => "",
+    };
+    if !error.is_empty() {
+        text(out, "error_type", error);
+    }
+    out.push('}');
+}
+
+fn push_float(out: &mut String, key: &str, v: f64) {
+    let _ = write!(out, ",\"{key}\":");
+    match serde_json::Number::from_f64(v) {
+        Some(n) => {
+            let _ = write!(out, "{n}");
+        }
+        None => out.push_str("null"),
+    }
+}
+
+fn push_json_str(out: &mut String, s: &str) {
+    // Serialising a str cannot fail.
+    out.push_str(&serde_json::to_string(s).unwrap_or_default());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telemetry::otlp::decode_batch;
+
+    // Two requests on the same series, the second after a fallback, with guardrail runs.
+    const BATCH: &str = r#"[
+      ["r1", 1000000, 6000000, "POST", "/v1/chat/completions", 200, "k", "user:a", "chat",
+       ["lb"], {"project": "p1"}, "",
+       [["acct/a", "openai", "a", 1, 2, 200, "", "a", "id1", 10, 5, ["stop"], null, null,
+         null, 0.5, 1, "", null, null, null, false, null, null]],
+       "", ["rl", "allowed"], null, "lb",
+       [["pii", "input", "pass", 1, 2, []], ["out", "output", "error", 1, 2, []]]],
+      ["r2", 0, 2500000, "POST", "/v1/chat/completions", 200, "k", "user:a", "chat",
+       ["lb"], {"project": "p2"}, "",
+       [["acct/a", "openai", "a", 1, 2, 503, "503", "", "", null, null, [], null, null,
+         null, null, 1, "", null, null, null, false, null, null],
+        ["acct/b", "openai", "b", 3, 4, 200, "", "b", "id2", 7, 3, ["stop"], 12.5, 2.0,
+         3.0, 0.25, 2, "503", null, null, null, true, null, null]],
+       "", null, null, "lb",
+       [["out", "output", "pass", 1, 2, []]]]
+    ]"#;
+
+    fn folded(cap: usize, access: bool) -> Folded {
+        let records = decode_batch(BATCH.as_bytes()).unwrap();
+        RecordFold::new(vec!["project".into()], cap).fold(&records, access)
+    }
+
+    fn counter(f: &Folded, family: &str, labels: &[&str]) -> Option<f64> {
+        f.counters
+            .iter()
+            .find(|(n, l, _)| {
+                *n == family && l.iter().map(String::as_str).eq(labels.iter().copied())
+            })
+            .map(|c| c.2)
+    }
+
+    #[test]
+    fn a_batch_sums_each_series_once() {
+        let f = folded(10, false);
+        let req = "llm_gateway_requests_total";
+        assert_eq!(
+            counter(&f, req, &["chat", "acct/a", "user:a", "200", "p1"]),
+            Some(1.0)
+        );
+        assert_eq!(
+            counter(&f, req, &["chat", "acct/b", "user:a", "200", "p2"]),
+            Some(1.0)
+        );
+        let input = "llm_gateway_input_tokens";
+        assert_eq!(
+            counter(&f, input, &["chat", "acct/a", "user:a", "p1"]),
+            Some(10.0)
+        );
+        assert_eq!(
+            counter(&f, input, &["chat", "acct/b", "user:a", "p2"]),
+            Some(7.0)
+        );
+        let fail = "llm_gateway_request_model_inference_failure";
+        assert_eq!(
+            counter(&f, fail, &["chat", "acct/a", "user:a", "503", "503", "p2"]),
+            Some(1.0)
+        );
+        let fb = "llm_gateway_fallback_requests_total";
+        assert_eq!(counter(&f, fb, &["lb", "acct/b"]), Some(1.0));
+        let lb = "llm_gateway_load_balanced_requests_total";
+        assert_eq!(counter(&f, lb, &["lb", "acct/a"]), Some(1.0));
+        assert_eq!(counter(&f, lb, &["lb", "acct/b"]), Some(1.0));
+        let g = "llm_gateway_guardrails_requests_total";
+        assert_eq!(counter(&f, g, &["out", "output", "error"]), Some(1.0));
+        assert_eq!(counter(&f, g, &["out", "output", "pass"]), Some(1.0));
+        assert_eq!(
+            counter(
+                &f,
+                "llm_gateway_rate_limit_requests_total",
+                &["rl", "allowed"]
+            ),
+            Some(1.0)
+        );
+        let lat = &f.observations[0];
+        assert_eq!(lat.0, "llm_gateway_request_processing_ms");
+        assert_eq!(lat.2, vec![5.0]);
+        let ttft = f
+            .observations
+            .iter()
+            .find(|o| o.0 == "llm_gateway_first_token_latency_ms");
+        assert_eq!(ttft.map(|o| o.2.clone()), Some(vec![12.5]));
+        // "out" failed, then answered: both changes, in order; "pii" passed throughout.
+        let health: Vec<_> = f
+            .guardrail_health
+            .iter()
+            .map(|(n, b)| (n.as_str(), *b))
+            .collect();
+        assert_eq!(health, [("pii", false), ("out", true), ("out", false)]);
+        assert!(f.access_log.is_empty());
+    }
+
+    #[test]
+    fn metadata_values_past_the_cap_are_other() {
+        let f = folded(1, false);
+        let req = "llm_gateway_requests_total";
+        assert_eq!(
+            counter(&f, req, &["chat", "acct/b", "user:a", "200", "other"]),
+            Some(1.0)
+        );
+    }
+
+    #[test]
+    fn access_lines_leave_out_what_is_unknown() {
+        let f = folded(10, true);
+        let lines: Vec<Value> = f
+            .access_log
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(
+            lines[0],
+            serde_json::json!({"request_id": "r1", "key_name": "k", "subject": "user:a",
+                "model": "chat", "target": "acct/a", "status": 200, "latency_ms": 5.0,
+                "input_tokens": 10, "output_tokens": 5, "cost_usd": 0.5, "attempts": 1})
+        );
+        assert_eq!(lines[1]["attempts"], 2);
+        assert_eq!(lines[1]["ttft_ms"], 12.5);
+        assert_eq!(lines[1]["latency_ms"], 2.5);
+        assert!(lines[1].get("error_type").is_none());
+    }
+}
