@@ -179,8 +179,10 @@ def _joined(req: dict[str, Any]) -> str:
 
 async def mutate_input(
     plan: GuardPlan, req: dict[str, Any], session: aiohttp.ClientSession | None
-) -> None:
-    """Redacts the request in place, guardrail by guardrail, in the order listed."""
+) -> bool:
+    """Redacts the request in place, guardrail by guardrail, in the order listed; true when
+    anything in it changed."""
+    changed = False
     for gid in plan.input_mutate:
         info = plan.infos[gid]
         t0 = now_ns()
@@ -192,6 +194,7 @@ async def mutate_input(
             if isinstance(result, dict):
                 req.clear()
                 req.update(result)
+                changed = True
             plan.ran(gid, "input", "error" if errored else "mutate" if result else "pass", t0)
             continue
         found: list[str] = []
@@ -201,7 +204,9 @@ async def mutate_input(
             if redacted != text:
                 container[key] = redacted
                 found.extend(f.category for f in findings)
+                changed = True
         plan.ran(gid, "input", "mutate" if found else "pass", t0, found)
+    return changed
 
 
 def validate_builtin(

@@ -42,8 +42,8 @@ from tollway.proxy.responses import (
 from tollway.proxy.scrub import bearer_token, scrub_failure
 from tollway.proxy.stream import meter_into_log, start_stream
 from tollway.proxy.timing import server_timing
-from tollway.proxy.usage import USAGE_ESTIMATED, estimate_usage, stream_usage
-from tollway.telemetry.observe import AttemptLog, RequestLog
+from tollway.proxy.usage import USAGE_ESTIMATED, estimate_usage, prompt_as_sent, stream_usage
+from tollway.telemetry.observe import RequestLog
 from tollway.upstream import UpstreamError, UpstreamResponse
 
 if TYPE_CHECKING:
@@ -70,6 +70,7 @@ class Call:
         "ingress",
         "log",
         "meter",
+        "prompt",
         "raw",
         "req",
         "response_limit",
@@ -92,7 +93,7 @@ class Call:
         rt: Runtime,
         endpoint: str,
         req: dict[str, Any],
-        raw: bytes,
+        raw: bytes | None,
         adm: Admission,
         head: RequestHead,
         send: Send,
@@ -103,6 +104,7 @@ class Call:
         session: aiohttp.ClientSession | None = None,
         capture_content: bool = False,
         applied: str = "",
+        prompt: int | None = None,
     ) -> None:
         self.log = log
         self.guard = guard
@@ -118,6 +120,9 @@ class Call:
         self.endpoint = endpoint
         self.req = req
         self.raw = raw
+        # Input tokens as sent, once known: the admission-time count (budgets), until an input
+        # guardrail rewrites the prompt (then `raw` is None too: it is not what is sent).
+        self.prompt = prompt
         self.adm = adm
         self.head = head
         self.send = send
@@ -141,14 +146,6 @@ class Call:
         # the core's method bound once, no Python frame around it).
         self.scrub: Callable[[bytes], bytes] = partial(rt.scrubber.scrub, extra=self.secret)
         self.response_limit = rt.settings.max_response_bytes
-
-    def _begin(self, plan: PlanInfo, t0: float) -> None:
-        attempts = self.log.attempts
-        reason = ""
-        if attempts and attempts[-1].plan is not plan:
-            prev = attempts[-1]
-            reason = str(prev.status) if prev.status else prev.error_type
-        attempts.append(AttemptLog(plan, t0 - self.started, fallback_reason=reason))
 
     def end(self, plan: PlanInfo, outcome: int, tokens: int, kind: str = "") -> None:
         """Records how the current attempt ended, once, for both settle and telemetry; `kind`
@@ -176,16 +173,11 @@ class Call:
     def headers(
         self, plan: PlanInfo, extra: list[tuple[bytes, bytes]]
     ) -> list[tuple[bytes, bytes]]:
-        headers = [
-            (b"x-request-id", self.head.request_id),
-            (b"x-tfy-resolved-model", plan.upstream.resolved_header),
-        ]
-        adm = self.adm
-        if self.applied:
-            headers.append((b"x-tfy-applied-configurations", self.applied))
-        headers.extend(adm.limit_headers)
-        headers.extend(extra)
-        return headers
+        """The request id, the target, the rules that applied, the rate-limit state, `extra`."""
+        applied = [(b"x-tfy-applied-configurations", self.applied)] if self.applied else []
+        target = (b"x-tfy-resolved-model", plan.upstream.resolved_header)
+        return [(b"x-request-id", self.head.request_id), target, *applied,
+                *self.adm.limit_headers, *extra]  # fmt: skip
 
     async def run(self) -> None:
         try:
@@ -210,7 +202,7 @@ class Call:
             if self.guard_task is not None and not self.guard_task.done():
                 self.guard_task.cancel()
             if self.meter is not None:
-                self.usage = stream_usage(self.meter, self.endpoint, self.req, self.raw, self.log)
+                self.usage = stream_usage(self.meter, self.prompt_tokens, self.log)
             # Settle what ended (an attempt still in flight was marked cancelled above).
             done = [
                 (a.plan.target, a.outcome, (a.end_s - a.start_s) * 1000, a.output_tokens)
@@ -223,6 +215,12 @@ class Call:
             if self.meter is not None:
                 meter_into_log(self.meter, self.log, self.capture_content)
 
+    def prompt_tokens(self) -> int:
+        """The request's input tokens as sent, counted at most once (`prompt_as_sent`)."""
+        if self.prompt is None:
+            self.prompt = prompt_as_sent(self.endpoint, self.req, self.raw, self.log)
+        return self.prompt
+
     def _cancel_marker(self) -> None:
         attempts = self.log.attempts
         if attempts and attempts[-1].outcome == -1:
@@ -231,8 +229,8 @@ class Call:
     async def _guard_input(self, guard: GuardPlan) -> None:
         """Input mutate now, in order; built-in validators now; webhook validators as a task
         beside the model call."""
-        if guard.input_mutate:
-            await mutate_input(guard, self.req, self.session)
+        if guard.input_mutate and await mutate_input(guard, self.req, self.session):
+            self.prompt, self.raw = None, None  # the prompt sent is not the one received
         if not guard.input_validate:
             return
         verdict, hooks = validate_builtin(guard, self.req, self.adm)
@@ -291,7 +289,7 @@ class Call:
             budget_s = plan.retry_delay_s * plan.retries
             for attempt in range(plan.retries + 1):
                 t0 = perf_counter()
-                self._begin(plan, t0)
+                self.log.begin(plan, t0 - self.started)
                 try:
                     resp = await self._post(up, url, payload)
                 except UpstreamError as e:
@@ -382,7 +380,7 @@ class Call:
             log.output_text = answer.text
         extra = [JSON]
         if answer.usage is None:  # never charged 0: the local tokenizer's count, marked
-            self.usage = estimate_usage(self.endpoint, self.req, self.raw, answer.text)
+            self.usage = estimate_usage(self.endpoint, self.prompt_tokens, answer.text, up.model_id)
             extra.append(USAGE_ESTIMATED)
             log.usage_estimated = True
         else:

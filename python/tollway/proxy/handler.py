@@ -200,6 +200,8 @@ class Proxy:
                 self.telemetry is not None
                 and (self.telemetry.capture_content or self.telemetry.log_body_cap > 0),
                 adm.applied,
+                # The admission-time count, reused at settle (chat prompts only).
+                size[0] if size[0] and endpoint in ("chat", "messages") else None,
             )
             call.ingress = ingress
             if call.stream:

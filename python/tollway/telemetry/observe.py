@@ -68,6 +68,15 @@ class RequestLog:
     request_body: bytes = b""
     logging_config: bytes | None = None
 
+    def begin(self, plan: PlanInfo, start_s: float) -> None:
+        """A new attempt; on another target than the last one, why that one failed is the
+        new attempt's fallback reason."""
+        reason = ""
+        if self.attempts and self.attempts[-1].plan is not plan:
+            prev = self.attempts[-1]
+            reason = str(prev.status) if prev.status else prev.error_type
+        self.attempts.append(AttemptLog(plan, start_s, fallback_reason=reason))
+
 
 def _param(req: dict[str, Any], name: str) -> Any:
     value = req.get(name)
