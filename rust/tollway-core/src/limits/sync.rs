@@ -178,7 +178,7 @@ pub fn drain(limiter: &RateLimiter, budgets: &Budgets, wall_ms: u64) -> Vec<Sync
             });
         }
     }
-    for d in budgets.drain_deltas() {
+    for d in budgets.drain_deltas(wall_ms) {
         if let Some(period) = budgets.period(&d.rule_id) {
             out.push(SyncDelta {
                 key: format!(
