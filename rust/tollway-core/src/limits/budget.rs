@@ -14,12 +14,11 @@ use super::config::{BudgetPeriod, BudgetRule, KeyPart};
 use super::entity::entity_label;
 use super::reserve::{Held, Release, Reservation};
 use super::ruleset::{Entry, LimitRule, RuleSet, State, Synced};
-use super::RequestFacts;
+use super::{Delta, RequestFacts};
 use crate::when::When;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-mod shared;
 mod spend;
 
 pub use spend::{usd, BudgetSpend};
@@ -185,6 +184,7 @@ impl LimitRule for BudgetRule {
     type Counters = Counts;
     type Extra = Crossings;
     const LEASE_OUTLIVES_WINDOW: bool = false;
+    const COUNTER_PREFIX: &'static str = "bg";
 
     fn id(&self) -> &str {
         &self.id
@@ -203,8 +203,27 @@ impl LimitRule for BudgetRule {
         (self.period, &self.applies_per) == (other.period, &other.applies_per)
     }
 
+    fn unit_name(&self) -> String {
+        let unit = match self.period {
+            BudgetPeriod::Day => "cost_per_day",
+            BudgetPeriod::Week => "cost_per_week",
+            BudgetPeriod::Month => "cost_per_month",
+        };
+        unit.to_owned()
+    }
+
     fn window(&self, wall_ms: u64) -> u64 {
         self.period.index(wall_ms)
+    }
+
+    /// Two of the longest period (a month: 31 days).
+    fn counter_ttl_ms(&self) -> u64 {
+        let days = match self.period {
+            BudgetPeriod::Day => 1,
+            BudgetPeriod::Week => 7,
+            BudgetPeriod::Month => 31,
+        };
+        2 * days * DAY_MS
     }
 
     fn lease_terms(&self) -> (f64, f64, f64) {
@@ -282,7 +301,7 @@ pub struct BudgetStats {
 
 #[derive(Debug)]
 pub struct Budgets {
-    rules: RuleSet<BudgetRule>,
+    pub(super) rules: RuleSet<BudgetRule>,
 }
 
 impl Budgets {
@@ -474,6 +493,34 @@ impl Budgets {
             audit_would_block: c.state.counters.audit_would_block.load(Ordering::Relaxed),
             evicted_live,
         })
+    }
+
+    /// Spend not yet handed to the sync task, per (rule, entity, period index); the first
+    /// call switches tracking on.
+    pub fn drain_deltas(&self, wall_ms: u64) -> Vec<Delta> {
+        self.rules.drain_deltas(wall_ms)
+    }
+
+    /// Applies the global spend (all replicas, this one included) of one (rule, entity,
+    /// period). Returns false for an unknown rule id.
+    pub fn apply_remote(
+        &self,
+        wall_ms: u64,
+        rule_id: &str,
+        entity: u64,
+        period: u64,
+        total: f64,
+    ) -> bool {
+        self.rules
+            .apply_remote(wall_ms, rule_id, entity, period, total)
+    }
+
+    /// While the shared store is unreachable, each of `replicas` replicas may spend only
+    /// `1/replicas` of what was left of each budget when the outage began (a conservative
+    /// local reservation); 1 restores the synced view. Lives with the rule's state, so a
+    /// reload's adopted rules keep it.
+    pub fn set_share(&self, replicas: u32) {
+        self.rules.set_share(replicas);
     }
 
     /// A client-facing message for a block, naming the rule.

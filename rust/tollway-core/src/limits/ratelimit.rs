@@ -8,8 +8,7 @@
 //! which most clients leave unset; the overshoot is bounded by the requests in flight and is
 //! paid back by the negative balance.)
 
-use super::config::{KeyPart, LimitKind, RateLimitRule, RatePeriod};
-use super::lease::LeaseWant;
+use super::config::{KeyPart, LimitKind, RateLimitRule};
 use super::ruleset::{Entry, LimitRule, RuleSet, SyncState, Synced};
 use super::{Delta, RequestFacts};
 use crate::when::When;
@@ -127,6 +126,7 @@ impl LimitRule for Limit {
     type Counters = Counts;
     type Extra = ();
     const LEASE_OUTLIVES_WINDOW: bool = true;
+    const COUNTER_PREFIX: &'static str = "rl";
 
     fn id(&self) -> &str {
         &self.rule.id
@@ -147,8 +147,20 @@ impl LimitRule for Limit {
             == (other.rule.kind, other.rule.period, &other.rule.applies_per)
     }
 
+    fn unit_name(&self) -> String {
+        format!(
+            "{}_per_{}",
+            self.rule.kind.header_suffix(),
+            self.rule.period.name()
+        )
+    }
+
     fn window(&self, wall_ms: u64) -> u64 {
         wall_ms / self.rule.period.ms()
+    }
+
+    fn counter_ttl_ms(&self) -> u64 {
+        2 * self.rule.period.ms()
     }
 
     /// What an idle entity keeps of its lease: a request, or 1% of a token limit.
@@ -278,7 +290,7 @@ pub struct RuleStats {
 
 #[derive(Debug)]
 pub struct RateLimiter {
-    rules: RuleSet<Limit>,
+    pub(super) rules: RuleSet<Limit>,
 }
 
 impl RateLimiter {
@@ -455,42 +467,11 @@ impl RateLimiter {
             .apply_remote(now_ms, rule_id, entity, window, total)
     }
 
-    /// The entities whose lease needs the store this tick: slices to ask for, and idle
-    /// leases handed back (as negative consumption for the next drain).
-    pub fn lease_tick(&self, wall_ms: u64) -> Vec<LeaseWant> {
-        self.rules.lease_tick(wall_ms)
-    }
-
-    /// A slice granted by the store, with the counter's total after it.
-    pub fn apply_lease(
-        &self,
-        now_ms: u64,
-        rule_id: &str,
-        entity: u64,
-        window: u64,
-        grant: f64,
-        total: f64,
-    ) -> bool {
-        self.rules
-            .apply_lease(now_ms, rule_id, entity, window, grant, total)
-    }
-
-    /// Leasing on (`replicas` >= 1, the store answers) or off (0).
-    pub fn set_replicas(&self, replicas: u32) {
-        self.rules.set_replicas(replicas);
-    }
-
     /// While the shared store is unreachable, each of `replicas` replicas enforces
     /// `limit / replicas` (capacity and refill) from its own buckets; 1 restores the whole
     /// limit. The share lives with the rule's state, so a reload's adopted rules keep it.
     pub fn set_share(&self, replicas: u32) {
         self.rules.set_share(replicas);
-    }
-
-    /// The unit of a rule (what its shared counters count, per which window).
-    pub fn unit(&self, rule_id: &str) -> Option<(LimitKind, RatePeriod)> {
-        let c = self.rules.find(rule_id)?;
-        Some((c.rule.rule.kind, c.rule.rule.period))
     }
 
     /// The length of a rule's sync window in ms (the period of its unit), for key expiry.

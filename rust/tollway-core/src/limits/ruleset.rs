@@ -37,6 +37,8 @@ pub(crate) trait LimitRule: Debug {
     /// granted in one window and used in the next were counted in the first); otherwise it
     /// goes with its window (budgets: a new period is a new budget).
     const LEASE_OUTLIVES_WINDOW: bool;
+    /// The kind's tag in the names of shared counters (`rl`, `bg`; see `sync.rs`).
+    const COUNTER_PREFIX: &'static str;
 
     fn id(&self) -> &str;
     fn when(&self) -> &When;
@@ -44,8 +46,13 @@ pub(crate) trait LimitRule: Debug {
     fn applies_per(&self) -> &[KeyPart];
     /// Same unit and entity parts (the id compared apart): a reload adopts the state.
     fn same_shape(&self, other: &Self) -> bool;
+    /// The unit as the config writes it (`requests_per_minute`, `cost_per_day`), for the
+    /// names of shared counters.
+    fn unit_name(&self) -> String;
     /// The wall-clock window index the rule's shared counters count per.
     fn window(&self, wall_ms: u64) -> u64;
+    /// How long a shared counter is worth keeping after a write: two (of the longest) windows.
+    fn counter_ttl_ms(&self) -> u64;
     /// `(limit, grant unit, what an idle entity keeps of its lease)` for lease requests.
     fn lease_terms(&self) -> (f64, f64, f64);
     /// A new entity's state, first met through a counter of `window`.
