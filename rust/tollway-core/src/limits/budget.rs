@@ -234,7 +234,7 @@ impl LimitRule for BudgetRule {
         Spend::fresh(period, None)
     }
 
-    fn idle(&self, s: &Spend, wall_ms: u64, _share: u32, _syncing: bool) -> bool {
+    fn idle(&self, s: &Spend, wall_ms: u64, _share: u32) -> bool {
         s.idle(self.period.index(wall_ms))
     }
 

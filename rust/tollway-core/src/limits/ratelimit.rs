@@ -173,9 +173,9 @@ impl LimitRule for Limit {
         Bucket::fresh(self.effective(share).0, now)
     }
 
-    fn idle(&self, b: &Bucket, now: u64, share: u32, syncing: bool) -> bool {
+    fn idle(&self, b: &Bucket, now: u64, share: u32) -> bool {
         let (cap, rate) = self.effective(share);
-        b.idle(now, cap, rate, syncing)
+        b.idle(now, cap, rate, true)
     }
 
     fn passed(&self, _now: u64, _window: u64) -> bool {

@@ -57,8 +57,9 @@ pub(crate) trait LimitRule: Debug {
     fn lease_terms(&self) -> (f64, f64, f64);
     /// A new entity's state, first met through a counter of `window`.
     fn fresh(&self, now: u64, window: u64, share: u32) -> Self::Entry;
-    /// Equal to a fresh entry, so the map may drop it (`syncing`: consumption is tracked).
-    fn idle(&self, e: &Self::Entry, now: u64, share: u32, syncing: bool) -> bool;
+    /// Equal to a fresh entry, so the map may drop it (judged with syncing on: the sync
+    /// task is the caller).
+    fn idle(&self, e: &Self::Entry, now: u64, share: u32) -> bool;
     /// A counter of `window` belongs to a window that is over: nothing of it applies.
     fn passed(&self, now: u64, window: u64) -> bool;
     /// Brings an entry up to `now` and into `window` before a counter's total applies.
@@ -316,7 +317,7 @@ impl<R: LimitRule> RuleSet<R> {
         self.rules.iter().filter(|c| c.rule.when().matches(facts))
     }
 
-    /// One row per rule from `row(rule, counters, entities, evicted_live)`, for metrics.
+    /// One row per rule from `row(rule, entities, evicted_live)`, for metrics.
     pub fn stats<T>(&self, row: impl Fn(&Compiled<R>, usize, u64) -> T) -> Vec<T> {
         self.rules
             .iter()

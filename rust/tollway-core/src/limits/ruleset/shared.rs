@@ -135,7 +135,7 @@ impl<R: LimitRule> RuleSet<R> {
         let e = inner.entries.entry(
             entity,
             || c.rule.fresh(now, window, share),
-            |e| c.rule.idle(e, now, share, true),
+            |e| c.rule.idle(e, now, share),
         );
         let grant_lease = |e: &mut R::Entry, sync: &mut SyncState| {
             if let Some(grant) = grant {
