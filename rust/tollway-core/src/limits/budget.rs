@@ -11,16 +11,14 @@
 //! limit by at most one request. Across replicas each spends from a lease (`lease.rs`).
 
 use super::config::{BudgetPeriod, BudgetRule, KeyPart};
-use super::entity::{entity_key, entity_label};
-use super::lease::Lease;
-use super::map::BoundedMap;
+use super::entity::entity_label;
 use super::reserve::{Held, Release, Reservation};
-use super::RequestFacts;
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use super::ruleset::{Entry, LimitRule, RuleSet, State, Synced};
+use super::{Delta, RequestFacts};
+use crate::when::When;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
-mod shared;
 mod spend;
 
 pub use spend::{usd, BudgetSpend};
@@ -82,22 +80,17 @@ impl BudgetPeriod {
     }
 }
 
+/// One entity's spend under one rule; `sync.window` is the period it belongs to.
 #[derive(Debug)]
-struct Spend {
-    period: u64,
-    /// Spent here in `period`, synced or not.
+pub(crate) struct Spend {
+    /// Spent here in the period, synced or not.
     own: f64,
-    /// Added to the shared counter by this replica in `period`: spend no lease covered,
-    /// leases granted, less leases handed back.
-    pushed: f64,
-    /// Still to add to the shared counter (negative: a lease handed back).
-    unsynced: f64,
     /// Estimates of requests admitted here and not settled yet.
     reserved: f64,
-    lease: Lease,
-    /// Other replicas' spend in `period`.
-    others: f64,
-    /// The outage of the shared store `own_base` belongs to (see `Shared::outage`).
+    /// Pushed: spend no lease covered, leases granted, less leases handed back; others:
+    /// other replicas' spend in the period.
+    sync: Synced,
+    /// The outage of the shared store `own_base` belongs to (see `State::outage`).
     outage: u64,
     /// `own` when this replica first saw the entity during that outage.
     own_base: f64,
@@ -106,16 +99,21 @@ struct Spend {
     label: Option<Arc<str>>,
 }
 
+impl Entry for Spend {
+    fn synced(&mut self) -> &mut Synced {
+        &mut self.sync
+    }
+}
+
 impl Spend {
     fn fresh(period: u64, label: Option<Arc<str>>) -> Self {
         Self {
-            period,
             own: 0.0,
-            pushed: 0.0,
-            unsynced: 0.0,
             reserved: 0.0,
-            lease: Lease::default(),
-            others: 0.0,
+            sync: Synced {
+                window: period,
+                ..Synced::default()
+            },
             outage: 0,
             own_base: 0.0,
             label,
@@ -134,27 +132,27 @@ impl Spend {
     /// plus our spend since then as if every other replica spent as much. Each replica thus
     /// gets `1/replicas` of what was left, and together they cannot go over.
     fn conservative(&mut self, period: u64, outage: u64, replicas: u32) -> f64 {
-        if self.period != period {
+        if self.sync.window != period {
             return 0.0;
         }
         self.mark_outage(outage);
-        self.own + self.others + (self.own - self.own_base) * f64::from(replicas - 1)
+        self.own + self.sync.others + (self.own - self.own_base) * f64::from(replicas - 1)
     }
 
     fn roll(&mut self, period: u64) {
-        if period > self.period {
+        if period > self.sync.window {
             // Requests in flight stay reserved into the new period.
             let reserved = self.reserved;
-            let tracked = self.lease.tracked;
+            let tracked = self.sync.lease.tracked;
             *self = Self::fresh(period, self.label.take());
             self.reserved = reserved;
-            self.lease.tracked = tracked;
+            self.sync.lease.tracked = tracked;
         }
     }
 
     fn spent(&self, period: u64) -> f64 {
-        if self.period == period {
-            self.own + self.others
+        if self.sync.window == period {
+            self.own + self.sync.others
         } else {
             0.0
         }
@@ -162,77 +160,105 @@ impl Spend {
 
     /// Equal to a fresh entry: nothing spent this period and nothing left to sync.
     fn idle(&self, period: u64) -> bool {
-        self.unsynced == 0.0
+        self.sync.unsynced == 0.0
             && self.spent(period) == 0.0
             && self.reserved == 0.0
-            && self.lease.left == 0.0
+            && self.sync.lease.left == 0.0
     }
 }
 
-#[derive(Debug)]
-struct Inner {
-    spend: BoundedMap<Spend>,
-    dirty: Vec<u64>,
-    dirty_overflow: bool,
-    /// Entities whose spend reached the limit since the last `take_crossings` (bounded).
-    crossings: Vec<(Option<Arc<str>>, f64)>,
-    /// Entities whose lease the sync task looks after.
-    leasing: HashSet<u64>,
-}
-
-impl Inner {
-    fn mark_dirty(&mut self, entity: u64) {
-        if self.dirty.len() < DIRTY_CAP {
-            self.dirty.push(entity);
-        } else {
-            self.dirty_overflow = true;
-        }
-    }
-}
-
-#[derive(Debug)]
-struct Shared {
-    id: Arc<str>,
-    shape: (BudgetPeriod, Vec<KeyPart>),
-    inner: Mutex<Inner>,
-    syncing: AtomicBool,
-    /// Replicas sharing the budget while the shared store is unreachable (1: synced).
-    share: AtomicU32,
-    /// Replicas spending the budget through leases; 0: not leasing (no shared store).
-    replicas: AtomicU32,
-    /// Counts outages (a share going above 1), so each entity notes its spend at the start
-    /// of the current one.
-    outage: AtomicU64,
+/// Counters of one rule, for metrics.
+#[derive(Debug, Default)]
+pub(crate) struct Counts {
     blocked: AtomicU64,
     audit_would_block: AtomicU64,
 }
 
-impl Release for Shared {
+/// Entities whose spend reached the limit since the last `take_crossings` (bounded).
+type Crossings = Vec<(Option<Arc<str>>, f64)>;
+
+const CROSSINGS_CAP: usize = 1024;
+
+impl LimitRule for BudgetRule {
+    type Entry = Spend;
+    type Counters = Counts;
+    type Extra = Crossings;
+    const LEASE_OUTLIVES_WINDOW: bool = false;
+    const COUNTER_PREFIX: &'static str = "bg";
+
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn when(&self) -> &When {
+        &self.when
+    }
+
+    fn applies_per(&self) -> &[KeyPart] {
+        &self.applies_per
+    }
+
+    /// The same period and `budget_applies_per`.
+    fn same_shape(&self, other: &Self) -> bool {
+        (self.period, &self.applies_per) == (other.period, &other.applies_per)
+    }
+
+    fn unit_name(&self) -> String {
+        let unit = match self.period {
+            BudgetPeriod::Day => "cost_per_day",
+            BudgetPeriod::Week => "cost_per_week",
+            BudgetPeriod::Month => "cost_per_month",
+        };
+        unit.to_owned()
+    }
+
+    fn window(&self, wall_ms: u64) -> u64 {
+        self.period.index(wall_ms)
+    }
+
+    /// Two of the longest period (a month: 31 days).
+    fn counter_ttl_ms(&self) -> u64 {
+        let days = match self.period {
+            BudgetPeriod::Day => 1,
+            BudgetPeriod::Week => 7,
+            BudgetPeriod::Month => 31,
+        };
+        2 * days * DAY_MS
+    }
+
+    fn lease_terms(&self) -> (f64, f64, f64) {
+        (self.limit_usd, 0.0, self.limit_usd * 0.01)
+    }
+
+    fn fresh(&self, _wall_ms: u64, period: u64, _share: u32) -> Spend {
+        Spend::fresh(period, None)
+    }
+
+    fn idle(&self, s: &Spend, wall_ms: u64, _share: u32) -> bool {
+        s.idle(self.period.index(wall_ms))
+    }
+
+    /// Totals of a period that is over change nothing.
+    fn passed(&self, wall_ms: u64, period: u64) -> bool {
+        period < self.period.index(wall_ms)
+    }
+
+    fn advance(&self, s: &mut Spend, _wall_ms: u64, period: u64, _share: u32) {
+        s.roll(period);
+    }
+
+    fn drain_window(&self, s: &mut Spend, _current: u64) -> u64 {
+        s.sync.window
+    }
+}
+
+impl Release for State<BudgetRule> {
     /// Gives back a reservation (settled, or the request never ran).
     fn release(&self, entity: u64, usd: f64) {
-        if let Some(s) = self.lock().spend.get_mut(entity) {
+        if let Some(s) = self.lock().entries.get_mut(entity) {
             s.reserved = (s.reserved - usd).max(0.0);
         }
     }
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn leasing(&self) -> Option<u32> {
-        let n = self.replicas.load(Ordering::Relaxed);
-        let synced =
-            self.syncing.load(Ordering::Relaxed) && self.share.load(Ordering::Relaxed) <= 1;
-        (synced && n > 0).then_some(n)
-    }
-}
-
-#[derive(Debug)]
-struct Budget {
-    rule: BudgetRule,
-    state: Arc<Shared>,
 }
 
 /// Whether a request may start, and the numbers for its 429 body.
@@ -275,68 +301,29 @@ pub struct BudgetStats {
 
 #[derive(Debug)]
 pub struct Budgets {
-    budgets: Vec<Budget>,
-    max_entities: usize,
+    pub(super) rules: RuleSet<BudgetRule>,
 }
 
 impl Budgets {
     /// Each rule keeps at most `max_entities` entities' spend in memory.
     pub fn new(rules: Vec<BudgetRule>, max_entities: usize) -> Self {
-        let budgets = rules
-            .into_iter()
-            .map(|rule| {
-                let state = Arc::new(Shared {
-                    id: Arc::from(rule.id.as_str()),
-                    shape: (rule.period, rule.applies_per.clone()),
-                    inner: Mutex::new(Inner {
-                        spend: BoundedMap::new(max_entities),
-                        dirty: Vec::new(),
-                        dirty_overflow: false,
-                        crossings: Vec::new(),
-                        leasing: HashSet::new(),
-                    }),
-                    syncing: AtomicBool::new(false),
-                    share: AtomicU32::new(1),
-                    replicas: AtomicU32::new(0),
-                    outage: AtomicU64::new(0),
-                    blocked: AtomicU64::new(0),
-                    audit_would_block: AtomicU64::new(0),
-                });
-                Budget { rule, state }
-            })
-            .collect();
         Self {
-            budgets,
-            max_entities,
+            rules: RuleSet::new(rules, max_entities),
         }
     }
 
     /// Takes over the spend of every rule of `old` with the same id, unit and
     /// `budget_applies_per`. Returns how many.
     pub fn adopt(&mut self, old: &Budgets) -> usize {
-        let mut adopted = 0;
-        for b in &mut self.budgets {
-            if let Some(o) = old
-                .budgets
-                .iter()
-                .find(|o| o.state.id == b.state.id && o.state.shape == b.state.shape)
-            {
-                b.state = Arc::clone(&o.state);
-                b.state.lock().spend.set_cap(self.max_entities);
-                adopted += 1;
-            }
-        }
-        adopted
+        self.rules.adopt(&old.rules)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.budgets.is_empty()
+        self.rules.is_empty()
     }
 
     pub fn rule_id(&self, rule: u32) -> &str {
-        self.budgets
-            .get(rule as usize)
-            .map_or("", |b| b.rule.id.as_str())
+        self.rules.rule_id(rule)
     }
 
     /// Decides whether a request may start, by the first matching rule, reserving nothing.
@@ -354,49 +341,45 @@ impl Budgets {
         facts: &RequestFacts<'_>,
         estimate_usd: f64,
     ) -> (BudgetDecision, Option<Reservation>) {
-        let Some((i, b)) = self
-            .budgets
-            .iter()
-            .enumerate()
-            .find(|(_, b)| b.rule.when.matches(facts))
-        else {
+        let Some((rule, c)) = self.rules.first_match(facts) else {
             return (BudgetDecision::UNLIMITED, None);
         };
-        let period = b.rule.period.index(wall_ms);
-        let entity = entity_key(&b.rule.applies_per, facts);
-        let share = b.state.share.load(Ordering::Relaxed);
-        let leasing = b.state.leasing();
-        let limit = b.rule.limit_usd;
-        let audit = b.rule.audit_mode;
+        let (b, state) = (&c.rule, &*c.state);
+        let period = b.period.index(wall_ms);
+        let entity = c.entity(facts);
+        let share = state.share();
+        let leasing = state.leasing(state.syncing());
+        let limit = b.limit_usd;
+        let audit = b.audit_mode;
         let decision = |spent: f64, over: bool| {
             if over {
                 let counter = if audit {
-                    &b.state.audit_would_block
+                    &state.counters.audit_would_block
                 } else {
-                    &b.state.blocked
+                    &state.counters.blocked
                 };
                 counter.fetch_add(1, Ordering::Relaxed);
             }
             BudgetDecision {
                 allowed: !over || audit,
-                rule: Some(u32::try_from(i).unwrap_or(u32::MAX)),
+                rule: Some(rule),
                 audit,
                 over,
                 spent_usd: spent,
                 limit_usd: limit,
-                reset_s: (b.rule.period.end_ms(wall_ms) - wall_ms).div_ceil(1000),
+                reset_s: (b.period.end_ms(wall_ms) - wall_ms).div_ceil(1000),
             }
         };
         let (spent, mut over) = {
-            let mut guard = b.state.lock();
+            let mut guard = state.lock();
             let inner = &mut *guard;
             // A check alone inserts nothing; a reservation or a lease needs the entry.
             let s = if estimate_usd > 0.0 || leasing.is_some() {
                 inner
-                    .spend
+                    .entries
                     .entry(entity, || Spend::fresh(period, None), |s| s.idle(period))
             } else {
-                match inner.spend.get_mut(entity) {
+                match inner.entries.get_mut(entity) {
                     Some(s) => s,
                     None => return (decision(0.0, 0.0 >= limit), None),
                 }
@@ -405,22 +388,16 @@ impl Budgets {
             let spent = if share <= 1 {
                 s.spent(period)
             } else {
-                s.conservative(period, b.state.outage.load(Ordering::Relaxed), share)
+                s.conservative(period, state.outage.load(Ordering::Relaxed), share)
             };
             let mut over = spent + s.reserved >= limit;
             if let (false, Some(n)) = (over, leasing) {
-                let share = s.lease.first_sight(limit / f64::from(n));
-                let first = share > 0.0 && s.unsynced == 0.0;
-                s.unsynced += share;
-                if s.lease.left - s.reserved <= 0.0 {
+                inner
+                    .sync
+                    .first_sight(&mut s.sync, entity, limit / f64::from(n));
+                if s.sync.lease.left - s.reserved <= 0.0 {
                     over = true;
-                    s.lease.starved = true;
-                }
-                if share > 0.0 || over {
-                    track(&mut s.lease, entity, &mut inner.leasing);
-                }
-                if first {
-                    inner.mark_dirty(entity);
+                    inner.sync.starve(&mut s.sync, entity);
                 }
             }
             (spent, over)
@@ -434,17 +411,17 @@ impl Budgets {
 
     fn reserve(&self, wall_ms: u64, facts: &RequestFacts<'_>, usd: f64) -> Reservation {
         let mut held = Vec::new();
-        for b in self.budgets.iter().filter(|b| b.rule.when.matches(facts)) {
-            let period = b.rule.period.index(wall_ms);
-            let entity = entity_key(&b.rule.applies_per, facts);
-            let mut guard = b.state.lock();
+        for c in self.rules.matching(facts) {
+            let period = c.rule.period.index(wall_ms);
+            let entity = c.entity(facts);
+            let mut guard = c.state.lock();
             let s = guard
-                .spend
+                .entries
                 .entry(entity, || Spend::fresh(period, None), |s| s.idle(period));
             s.roll(period);
             s.reserved += usd;
             held.push(Held {
-                state: Arc::clone(&b.state) as Arc<dyn Release>,
+                state: Arc::clone(&c.state) as Arc<dyn Release>,
                 entity,
                 usd,
             });
@@ -472,108 +449,99 @@ impl Budgets {
         if usd <= 0.0 || !usd.is_finite() {
             return;
         }
-        for b in self.budgets.iter().filter(|b| b.rule.when.matches(facts)) {
-            let period = b.rule.period.index(wall_ms);
-            let entity = entity_key(&b.rule.applies_per, facts);
-            let syncing = b.state.syncing.load(Ordering::Relaxed);
-            let share = b.state.share.load(Ordering::Relaxed);
-            let leasing = b.state.leasing().is_some();
-            let mut guard = b.state.lock();
+        for c in self.rules.matching(facts) {
+            let (b, state) = (&c.rule, &*c.state);
+            let period = b.period.index(wall_ms);
+            let entity = c.entity(facts);
+            let syncing = state.syncing();
+            let share = state.share();
+            let leasing = state.leasing(syncing).is_some();
+            let mut guard = state.lock();
             let inner = &mut *guard;
-            let s = inner.spend.entry(
+            let label = || Arc::from(entity_label(&b.applies_per, facts));
+            let s = inner.entries.entry(
                 entity,
-                || {
-                    Spend::fresh(
-                        period,
-                        Some(entity_label(&b.rule.applies_per, facts).into()),
-                    )
-                },
+                || Spend::fresh(period, Some(label())),
                 |s| s.idle(period),
             );
             s.roll(period);
             if s.label.is_none() {
-                s.label = Some(entity_label(&b.rule.applies_per, facts).into());
+                s.label = Some(label());
             }
             if share > 1 {
                 // First sight during an outage: what we spent so far was known to all.
-                s.mark_outage(b.state.outage.load(Ordering::Relaxed));
+                s.mark_outage(state.outage.load(Ordering::Relaxed));
             }
             let before = s.spent(period);
             s.own += usd;
             let after = s.spent(period);
-            if before < b.rule.limit_usd
-                && after >= b.rule.limit_usd
-                && inner.crossings.len() < CROSSINGS_CAP
-            {
+            if before < b.limit_usd && after >= b.limit_usd && inner.extra.len() < CROSSINGS_CAP {
                 // Once per crossing: the spend only grows within a period.
-                inner.crossings.push((s.label.clone(), after));
+                inner.extra.push((s.label.clone(), after));
             }
-            if !syncing {
-                continue;
-            }
-            let shared = if leasing {
-                let debt = s.lease.take(usd);
-                track(&mut s.lease, entity, &mut inner.leasing);
-                debt
-            } else {
-                usd
-            };
-            if shared > 0.0 {
-                let first = s.unsynced == 0.0;
-                s.unsynced += shared;
-                if first {
-                    inner.mark_dirty(entity);
-                }
+            if syncing {
+                inner.sync.used(&mut s.sync, entity, usd, leasing);
             }
         }
     }
 
     pub fn stats(&self) -> Vec<BudgetStats> {
-        self.budgets
-            .iter()
-            .map(|b| {
-                let inner = b.state.lock();
-                BudgetStats {
-                    id: Arc::clone(&b.state.id),
-                    entities: inner.spend.len(),
-                    blocked: b.state.blocked.load(Ordering::Relaxed),
-                    audit_would_block: b.state.audit_would_block.load(Ordering::Relaxed),
-                    evicted_live: inner.spend.evicted_live,
-                }
-            })
-            .collect()
+        self.rules.stats(|c, entities, evicted_live| BudgetStats {
+            id: Arc::clone(&c.state.id),
+            entities,
+            blocked: c.state.counters.blocked.load(Ordering::Relaxed),
+            audit_would_block: c.state.counters.audit_would_block.load(Ordering::Relaxed),
+            evicted_live,
+        })
+    }
+
+    /// Spend not yet handed to the sync task, per (rule, entity, period index); the first
+    /// call switches tracking on.
+    pub fn drain_deltas(&self, wall_ms: u64) -> Vec<Delta> {
+        self.rules.drain_deltas(wall_ms)
+    }
+
+    /// Applies the global spend (all replicas, this one included) of one (rule, entity,
+    /// period). Returns false for an unknown rule id.
+    pub fn apply_remote(
+        &self,
+        wall_ms: u64,
+        rule_id: &str,
+        entity: u64,
+        period: u64,
+        total: f64,
+    ) -> bool {
+        self.rules
+            .apply_remote(wall_ms, rule_id, entity, period, total)
+    }
+
+    /// While the shared store is unreachable, each of `replicas` replicas may spend only
+    /// `1/replicas` of what was left of each budget when the outage began (a conservative
+    /// local reservation); 1 restores the synced view. Lives with the rule's state, so a
+    /// reload's adopted rules keep it.
+    pub fn set_share(&self, replicas: u32) {
+        self.rules.set_share(replicas);
     }
 
     /// A client-facing message for a block, naming the rule.
     pub fn message(&self, d: &BudgetDecision) -> String {
-        let Some(b) = d.rule.and_then(|r| self.budgets.get(r as usize)) else {
+        let Some(b) = d.rule.and_then(|r| self.rules.get(r)).map(|c| &c.rule) else {
             return String::new();
         };
-        let per = match b.rule.period {
+        let per = match b.period {
             BudgetPeriod::Day => "day",
             BudgetPeriod::Week => "week",
             BudgetPeriod::Month => "month",
         };
         format!(
             "Budget exceeded: rule '{}' has spent ${} of ${} per {per}. It resets in {} s.",
-            b.rule.id,
+            b.id,
             usd(d.spent_usd),
-            usd(b.rule.limit_usd),
+            usd(b.limit_usd),
             d.reset_s
         )
     }
 }
-
-const CROSSINGS_CAP: usize = 1024;
-
-fn track(lease: &mut Lease, entity: u64, leasing: &mut HashSet<u64>) {
-    if !lease.tracked {
-        lease.tracked = true;
-        leasing.insert(entity);
-    }
-}
-
-const DIRTY_CAP: usize = 65_536;
 
 #[cfg(test)]
 mod tests {
@@ -823,15 +791,15 @@ mod tests {
         let b = one("cost_per_day");
         let now = utc(2025, 5, 5, 12, 0);
         let a = facts("user:a", &[]);
-        assert!(b.drain_deltas().is_empty());
+        assert!(b.drain_deltas(now).is_empty());
         b.charge(now, &a, 4.0);
-        let d = b.drain_deltas();
+        let d = b.drain_deltas(now);
         assert_eq!(d.len(), 1);
         assert_eq!(
             (&*d[0].rule_id, d[0].window, d[0].amount),
             ("b", BudgetPeriod::Day.index(now), 4.0)
         );
-        assert!(b.drain_deltas().is_empty());
+        assert!(b.drain_deltas(now).is_empty());
         // Globally 11 spent (4 here): blocked here too.
         assert!(b.apply_remote(now, "b", d[0].entity, d[0].window, 11.0));
         let c = b.check(now, &a);

@@ -3,7 +3,9 @@
 //!
 //! State lives per rule behind an `Arc`, so a reloaded engine adopts the live counters of
 //! unchanged rules, and every counter records what it consumed since the last sync, so a
-//! background task can exchange totals with Redis without touching the request path.
+//! background task can exchange totals with Redis without touching the request path. Both
+//! kinds are built on one `RuleSet` (`ruleset.rs`): matching, entity maps, adopting state on a
+//! reload and the exchange with the shared store exist once.
 
 pub mod budget;
 pub mod config;
@@ -13,6 +15,7 @@ pub mod lease;
 mod map;
 pub mod ratelimit;
 pub mod reserve;
+mod ruleset;
 pub mod sync;
 
 pub use budget::{BudgetDecision, Budgets};

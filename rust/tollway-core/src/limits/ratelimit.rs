@@ -8,32 +8,27 @@
 //! which most clients leave unset; the overshoot is bounded by the requests in flight and is
 //! paid back by the negative balance.)
 
-use super::config::{KeyPart, LimitKind, RateLimitRule, RatePeriod};
-use super::entity::entity_key;
-use super::lease::Lease;
-use super::map::BoundedMap;
-use super::RequestFacts;
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use super::config::{KeyPart, LimitKind, RateLimitRule};
+use super::ruleset::{Entry, LimitRule, RuleSet, SyncState, Synced};
+use super::{Delta, RequestFacts};
+use crate::when::When;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
-mod shared;
-
+/// One entity's bucket.
 #[derive(Debug)]
-struct Bucket {
+pub(crate) struct Bucket {
     level: f64,
     /// Monotonic ms of the last refill.
     last_ms: u64,
-    /// Consumed here since the last `drain_deltas`.
-    unsynced: f64,
-    /// The wall-clock window `pushed` and `others` belong to.
-    window: u64,
-    /// Our consumption handed to the sync task in `window`.
-    pushed: f64,
-    /// Other replicas' consumption in `window`, already taken from `level`.
-    others: f64,
-    /// This replica's slice of the shared limit (see `lease.rs`).
-    lease: Lease,
+    /// Consumption handed to the sync task; `others` are already taken from `level`.
+    sync: Synced,
+}
+
+impl Entry for Bucket {
+    fn synced(&mut self) -> &mut Synced {
+        &mut self.sync
+    }
 }
 
 impl Bucket {
@@ -41,17 +36,15 @@ impl Bucket {
         Self {
             level: cap,
             last_ms: now,
-            unsynced: 0.0,
-            window: 0,
-            pushed: 0.0,
-            others: 0.0,
-            lease: Lease::default(),
+            sync: Synced::default(),
         }
     }
 
     /// Equal to a fresh bucket: full, nothing to sync, no lease held.
     fn idle(&self, now: u64, cap: f64, rate: f64, syncing: bool) -> bool {
-        self.full_at(now, cap, rate) && !(syncing && self.unsynced != 0.0) && self.lease.left == 0.0
+        self.full_at(now, cap, rate)
+            && !(syncing && self.sync.unsynced != 0.0)
+            && self.sync.lease.left == 0.0
     }
 
     fn refill(&mut self, now: u64, cap: f64, rate: f64) {
@@ -66,83 +59,50 @@ impl Bucket {
     }
 
     fn roll(&mut self, window: u64) {
-        if window > self.window {
-            self.window = window;
-            self.pushed = 0.0;
-            self.others = 0.0;
+        let s = &mut self.sync;
+        if window > s.window {
+            s.window = window;
+            s.pushed = 0.0;
+            s.others = 0.0;
+        }
+    }
+
+    /// Takes `amount` from the bucket; with syncing on, what no lease covered is handed to
+    /// the sync task (all of it when not leasing).
+    fn consume(
+        &mut self,
+        amount: f64,
+        entity: u64,
+        syncing: bool,
+        leasing: bool,
+        sync: &mut SyncState,
+    ) {
+        self.level -= amount;
+        if syncing && amount > 0.0 {
+            sync.used(&mut self.sync, entity, amount, leasing);
         }
     }
 }
 
+/// A rate-limit rule with its capacity and refill rate.
 #[derive(Debug)]
-struct Inner {
-    buckets: BoundedMap<Bucket>,
-    sync: SyncState,
-}
-
-/// Which entities the sync task must visit.
-#[derive(Debug, Default)]
-struct SyncState {
-    /// Entities with unsynced consumption, so a sync visits only those.
-    dirty: Vec<u64>,
-    /// `dirty` hit its cap: the next drain scans every bucket instead.
-    overflow: bool,
-    /// Entities whose lease the sync task looks after.
-    leasing: HashSet<u64>,
-}
-
-/// The live state of one rule, shared with the engine a reload builds when the rule keeps
-/// its id, unit and `rate_limit_applies_per`.
-#[derive(Debug)]
-struct Shared {
-    id: Arc<str>,
-    shape: (LimitKind, RatePeriod, Vec<KeyPart>),
-    inner: Mutex<Inner>,
-    /// Set by the first `drain_deltas`: consumption is then tracked for the sync task.
-    syncing: AtomicBool,
-    /// Replicas sharing the limit while the shared store is unreachable (1: the whole limit
-    /// is ours to enforce, with other replicas' use arriving through `apply_remote`).
-    share: AtomicU32,
-    /// Replicas sharing the limit through leases; 0: not leasing (no shared store).
-    replicas: AtomicU32,
-    allowed: AtomicU64,
-    denied: AtomicU64,
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        // A panic while holding the lock leaves numbers, never broken invariants.
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-#[derive(Debug)]
-struct Limit {
+pub(crate) struct Limit {
     rule: RateLimitRule,
     cap: f64,
     /// Units per millisecond.
     rate: f64,
-    state: Arc<Shared>,
 }
 
 impl Limit {
     /// Capacity and refill rate in force: during an outage of the shared store, this
     /// replica's share of the limit, but at least one unit (a limit of 2 over 4 replicas
     /// still lets a request through now and then rather than none at all).
-    fn effective(&self) -> (f64, f64) {
-        let share = self.state.share.load(Ordering::Relaxed);
+    fn effective(&self, share: u32) -> (f64, f64) {
         if share <= 1 {
             return (self.cap, self.rate);
         }
         let n = f64::from(share);
         ((self.cap / n).max(self.cap.min(1.0)), self.rate / n)
-    }
-
-    /// Replicas sharing the limit by leases, when admission must stay within a lease: the
-    /// store is reachable (no outage share) and syncing is on.
-    fn leasing(&self, syncing: bool) -> Option<u32> {
-        let n = self.state.replicas.load(Ordering::Relaxed);
-        (syncing && n > 0 && self.state.share.load(Ordering::Relaxed) <= 1).then_some(n)
     }
 
     /// Grants are whole requests; token grants may be any amount.
@@ -152,10 +112,90 @@ impl Limit {
             LimitKind::Tokens => 0.0,
         }
     }
+}
+
+/// Counters of one rule, for metrics.
+#[derive(Debug, Default)]
+pub(crate) struct Counts {
+    allowed: AtomicU64,
+    denied: AtomicU64,
+}
+
+impl LimitRule for Limit {
+    type Entry = Bucket;
+    type Counters = Counts;
+    type Extra = ();
+    const LEASE_OUTLIVES_WINDOW: bool = true;
+    const COUNTER_PREFIX: &'static str = "rl";
+
+    fn id(&self) -> &str {
+        &self.rule.id
+    }
+
+    fn when(&self) -> &When {
+        &self.rule.when
+    }
+
+    fn applies_per(&self) -> &[KeyPart] {
+        &self.rule.applies_per
+    }
+
+    /// The same unit and `rate_limit_applies_per` (a changed `limit_to` keeps the buckets;
+    /// levels are clamped to the new capacity).
+    fn same_shape(&self, other: &Self) -> bool {
+        (self.rule.kind, self.rule.period, &self.rule.applies_per)
+            == (other.rule.kind, other.rule.period, &other.rule.applies_per)
+    }
+
+    fn unit_name(&self) -> String {
+        format!(
+            "{}_per_{}",
+            self.rule.kind.header_suffix(),
+            self.rule.period.name()
+        )
+    }
+
+    fn window(&self, wall_ms: u64) -> u64 {
+        wall_ms / self.rule.period.ms()
+    }
+
+    fn counter_ttl_ms(&self) -> u64 {
+        2 * self.rule.period.ms()
+    }
 
     /// What an idle entity keeps of its lease: a request, or 1% of a token limit.
-    fn keep(&self) -> f64 {
-        self.unit().max(self.cap * 0.01).min(self.cap)
+    fn lease_terms(&self) -> (f64, f64, f64) {
+        let keep = self.unit().max(self.cap * 0.01).min(self.cap);
+        (self.cap, self.unit(), keep)
+    }
+
+    fn fresh(&self, now: u64, _window: u64, share: u32) -> Bucket {
+        Bucket::fresh(self.effective(share).0, now)
+    }
+
+    fn idle(&self, b: &Bucket, now: u64, share: u32) -> bool {
+        let (cap, rate) = self.effective(share);
+        b.idle(now, cap, rate, true)
+    }
+
+    fn passed(&self, _now: u64, _window: u64) -> bool {
+        false
+    }
+
+    fn advance(&self, b: &mut Bucket, now: u64, window: u64, share: u32) {
+        let (cap, rate) = self.effective(share);
+        b.refill(now, cap, rate);
+        b.roll(window);
+    }
+
+    fn drain_window(&self, b: &mut Bucket, window: u64) -> u64 {
+        b.roll(window);
+        window
+    }
+
+    /// What other replicas used is taken from the bucket.
+    fn others_used(&self, b: &mut Bucket, more: f64) {
+        b.level -= more;
     }
 }
 
@@ -250,8 +290,7 @@ pub struct RuleStats {
 
 #[derive(Debug)]
 pub struct RateLimiter {
-    limits: Vec<Limit>,
-    max_entities: usize,
+    pub(super) rules: RuleSet<Limit>,
 }
 
 impl RateLimiter {
@@ -262,30 +301,11 @@ impl RateLimiter {
             .map(|rule| {
                 let cap = rule.limit as f64;
                 let rate = cap / rule.period.ms() as f64;
-                let state = Arc::new(Shared {
-                    id: Arc::from(rule.id.as_str()),
-                    shape: (rule.kind, rule.period, rule.applies_per.clone()),
-                    inner: Mutex::new(Inner {
-                        buckets: BoundedMap::new(max_entities),
-                        sync: SyncState::default(),
-                    }),
-                    syncing: AtomicBool::new(false),
-                    share: AtomicU32::new(1),
-                    replicas: AtomicU32::new(0),
-                    allowed: AtomicU64::new(0),
-                    denied: AtomicU64::new(0),
-                });
-                Limit {
-                    rule,
-                    cap,
-                    rate,
-                    state,
-                }
+                Limit { rule, cap, rate }
             })
             .collect();
         Self {
-            limits,
-            max_entities,
+            rules: RuleSet::new(limits, max_entities),
         }
     }
 
@@ -293,48 +313,30 @@ impl RateLimiter {
     /// `rate_limit_applies_per` (a changed `limit_to` keeps them; levels are clamped to the
     /// new capacity). Call before the new limiter serves requests. Returns how many.
     pub fn adopt(&mut self, old: &RateLimiter) -> usize {
-        let mut adopted = 0;
-        for l in &mut self.limits {
-            if let Some(o) = old
-                .limits
-                .iter()
-                .find(|o| o.state.id == l.state.id && o.state.shape == l.state.shape)
-            {
-                l.state = Arc::clone(&o.state);
-                l.state.lock().buckets.set_cap(self.max_entities);
-                adopted += 1;
-            }
-        }
-        adopted
+        self.rules.adopt(&old.rules)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.limits.is_empty()
+        self.rules.is_empty()
     }
 
     pub fn rule_id(&self, rule: u32) -> &str {
-        self.limits
-            .get(rule as usize)
-            .map_or("", |l| l.rule.id.as_str())
+        self.rules.rule_id(rule)
     }
 
     /// Decides one request against the first matching rule; requests units are taken now.
     pub fn check(&self, now_ms: u64, facts: &RequestFacts<'_>) -> Decision {
-        let Some((i, l)) = self
-            .limits
-            .iter()
-            .enumerate()
-            .find(|(_, l)| l.rule.when.matches(facts))
-        else {
+        let Some((rule, c)) = self.rules.first_match(facts) else {
             return Decision::UNLIMITED;
         };
-        let entity = entity_key(&l.rule.applies_per, facts);
-        let syncing = l.state.syncing.load(Ordering::Relaxed);
-        let mut guard = l.state.lock();
+        let (l, state) = (&c.rule, &*c.state);
+        let entity = c.entity(facts);
+        let syncing = state.syncing();
+        let mut guard = state.lock();
         let inner = &mut *guard;
-        let (cap, rate) = l.effective();
-        let leasing = l.leasing(syncing);
-        let b = inner.buckets.entry(
+        let (cap, rate) = l.effective(state.share());
+        let leasing = state.leasing(syncing);
+        let b = inner.entries.entry(
             entity,
             || Bucket::fresh(cap, now_ms),
             |b| b.idle(now_ms, cap, rate, syncing),
@@ -348,35 +350,25 @@ impl RateLimiter {
         if let (true, Some(n)) = (allowed, leasing) {
             // At least one request, as during an outage: a limit smaller than the replica
             // count still lets a request through on first sight rather than none.
-            let share = b
-                .lease
-                .first_sight((cap / f64::from(n)).max(l.unit().min(cap)));
-            if share > 0.0 {
-                if b.unsynced == 0.0 {
-                    mark_dirty(entity, &mut inner.sync.dirty, &mut inner.sync.overflow);
-                }
-                b.unsynced += share;
-                track(&mut b.lease, entity, &mut inner.sync.leasing);
-            }
-            if b.lease.left < need.max(f64::MIN_POSITIVE) {
+            let share = (cap / f64::from(n)).max(l.unit().min(cap));
+            inner.sync.first_sight(&mut b.sync, entity, share);
+            if b.sync.lease.left < need.max(f64::MIN_POSITIVE) {
                 allowed = false;
                 by_lease = true;
-                b.lease.starved = true;
-                track(&mut b.lease, entity, &mut inner.sync.leasing);
+                inner.sync.starve(&mut b.sync, entity);
             }
         }
         if allowed && l.rule.kind == LimitKind::Requests {
-            consume(b, 1.0, entity, syncing, leasing.is_some(), &mut inner.sync);
+            b.consume(1.0, entity, syncing, leasing.is_some(), &mut inner.sync);
         }
         let level = b.level;
         drop(guard);
         let counter = if allowed {
-            &l.state.allowed
+            &state.counters.allowed
         } else {
-            &l.state.denied
+            &state.counters.denied
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        let rule = u32::try_from(i).unwrap_or(u32::MAX);
         let retry_after_s = if allowed {
             0
         } else if by_lease {
@@ -402,22 +394,21 @@ impl RateLimiter {
 
     /// Charges the real token usage of an admitted request; the bucket may go negative.
     pub fn debit(&self, now_ms: u64, ticket: Ticket, tokens: u64) {
-        let Some(l) = self.limits.get(ticket.rule as usize) else {
+        let Some(c) = self.rules.get(ticket.rule) else {
             return;
         };
-        let syncing = l.state.syncing.load(Ordering::Relaxed);
-        let mut guard = l.state.lock();
+        let syncing = c.state.syncing();
+        let mut guard = c.state.lock();
         let inner = &mut *guard;
-        let (cap, rate) = l.effective();
-        let leasing = l.leasing(syncing).is_some();
-        let b = inner.buckets.entry(
+        let (cap, rate) = c.rule.effective(c.state.share());
+        let leasing = c.state.leasing(syncing).is_some();
+        let b = inner.entries.entry(
             ticket.entity,
             || Bucket::fresh(cap, now_ms),
             |b| b.idle(now_ms, cap, rate, syncing),
         );
         b.refill(now_ms, cap, rate);
-        consume(
-            b,
+        b.consume(
             tokens as f64,
             ticket.entity,
             syncing,
@@ -427,80 +418,64 @@ impl RateLimiter {
     }
 
     pub fn stats(&self) -> Vec<RuleStats> {
-        self.limits
-            .iter()
-            .map(|l| {
-                let inner = l.state.lock();
-                RuleStats {
-                    id: Arc::clone(&l.state.id),
-                    entities: inner.buckets.len(),
-                    allowed: l.state.allowed.load(Ordering::Relaxed),
-                    denied: l.state.denied.load(Ordering::Relaxed),
-                    evicted_live: inner.buckets.evicted_live,
-                }
-            })
-            .collect()
+        self.rules.stats(|c, entities, evicted_live| RuleStats {
+            id: Arc::clone(&c.state.id),
+            entities,
+            allowed: c.state.counters.allowed.load(Ordering::Relaxed),
+            denied: c.state.counters.denied.load(Ordering::Relaxed),
+            evicted_live,
+        })
     }
 
     /// A client-facing message for a denial, naming the rule.
     pub fn message(&self, d: &Decision) -> String {
-        let Some(l) = d.rule.and_then(|r| self.limits.get(r as usize)) else {
+        let Some(c) = d.rule.and_then(|r| self.rules.get(r)) else {
             return String::new();
         };
+        let rule = &c.rule.rule;
         format!(
             "Rate limit exceeded: rule '{}' allows {} {} per {}. Retry after {} s.",
-            l.rule.id,
-            l.rule.limit,
-            l.rule.kind.header_suffix(),
-            l.rule.period.name(),
+            rule.id,
+            rule.limit,
+            rule.kind.header_suffix(),
+            rule.period.name(),
             d.retry_after_s
         )
     }
 }
 
-/// Takes `amount` from the bucket; with syncing on, what no lease covered is handed to the
-/// sync task (all of it when not leasing).
-fn consume(
-    b: &mut Bucket,
-    amount: f64,
-    entity: u64,
-    syncing: bool,
-    leasing: bool,
-    sync: &mut SyncState,
-) {
-    b.level -= amount;
-    if !syncing || amount <= 0.0 {
-        return;
+/// The rate limiter's side of the exchange with the shared store (see `ruleset/shared.rs`).
+impl RateLimiter {
+    /// Hands the sync task everything consumed since the last call, per (rule, entity,
+    /// window of `wall_ms`); the first call switches tracking on.
+    pub fn drain_deltas(&self, wall_ms: u64) -> Vec<Delta> {
+        self.rules.drain_deltas(wall_ms)
     }
-    let shared = if leasing {
-        let debt = b.lease.take(amount);
-        track(&mut b.lease, entity, &mut sync.leasing);
-        debt
-    } else {
-        amount
-    };
-    if shared > 0.0 {
-        if b.unsynced == 0.0 {
-            mark_dirty(entity, &mut sync.dirty, &mut sync.overflow);
-        }
-        b.unsynced += shared;
+
+    /// Applies a global total (all replicas, this one included) for one (rule, entity,
+    /// window): what other replicas consumed since the last call is taken from the bucket.
+    /// Returns false for an unknown rule id.
+    pub fn apply_remote(
+        &self,
+        now_ms: u64,
+        rule_id: &str,
+        entity: u64,
+        window: u64,
+        total: f64,
+    ) -> bool {
+        self.rules
+            .apply_remote(now_ms, rule_id, entity, window, total)
+    }
+
+    /// While the shared store is unreachable, each of `replicas` replicas enforces
+    /// `limit / replicas` (capacity and refill) from its own buckets; 1 restores the whole
+    /// limit. The share lives with the rule's state, so a reload's adopted rules keep it.
+    pub fn set_share(&self, replicas: u32) {
+        self.rules.set_share(replicas);
+    }
+
+    /// The length of a rule's sync window in ms (the period of its unit), for key expiry.
+    pub fn window_ms(&self, rule_id: &str) -> Option<u64> {
+        self.rules.find(rule_id).map(|c| c.rule.rule.period.ms())
     }
 }
-
-fn track(lease: &mut Lease, entity: u64, leasing: &mut HashSet<u64>) {
-    if !lease.tracked {
-        lease.tracked = true;
-        leasing.insert(entity);
-    }
-}
-
-fn mark_dirty(entity: u64, dirty: &mut Vec<u64>, overflow: &mut bool) {
-    if dirty.len() < DIRTY_CAP {
-        dirty.push(entity);
-    } else {
-        *overflow = true;
-    }
-}
-
-/// Beyond this many dirty entities between two syncs, the next sync scans all buckets.
-const DIRTY_CAP: usize = 65_536;

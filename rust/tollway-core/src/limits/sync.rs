@@ -11,7 +11,9 @@
 //! `lease.rs`): the sync task asks the store for slices with [`LeaseRequest`]s, which a
 //! script grants as a part of what is left, and hands back idle leases as negative deltas.
 
-use super::config::{BudgetPeriod, LimitKind, RatePeriod};
+use super::config::BudgetRule;
+use super::ratelimit::Limit;
+use super::ruleset::{LimitRule, RuleSet};
 use super::{Budgets, RateLimiter};
 use crate::schema::{Errors, Fields};
 use serde_json::Value;
@@ -84,28 +86,6 @@ pub struct SyncDelta {
     pub ttl_ms: u64,
 }
 
-fn rate_unit(kind: LimitKind, period: RatePeriod) -> String {
-    format!("{}_per_{}", kind.header_suffix(), period.name())
-}
-
-fn budget_unit(period: BudgetPeriod) -> &'static str {
-    match period {
-        BudgetPeriod::Day => "cost_per_day",
-        BudgetPeriod::Week => "cost_per_week",
-        BudgetPeriod::Month => "cost_per_month",
-    }
-}
-
-/// The longest a budget period lasts (a month: 31 days).
-fn budget_period_ms(period: BudgetPeriod) -> u64 {
-    const DAY: u64 = 86_400_000;
-    match period {
-        BudgetPeriod::Day => DAY,
-        BudgetPeriod::Week => 7 * DAY,
-        BudgetPeriod::Month => 31 * DAY,
-    }
-}
-
 /// A slice to ask of a shared counter (after this tick's deltas were added to it): the
 /// store grants part of `limit - total` (whole multiples of `unit` when it is not 0).
 #[derive(Debug, Clone, PartialEq)]
@@ -116,6 +96,18 @@ pub struct LeaseRequest {
     pub ttl_ms: u64,
 }
 
+/// The name of a rule's shared counter of one (window, entity).
+fn key<R: LimitRule>(rule: &R, window: u64, entity: u64) -> String {
+    format!(
+        "{}:{}:{}:{:016x}:{}",
+        R::COUNTER_PREFIX,
+        rule.unit_name(),
+        window,
+        entity,
+        rule.id()
+    )
+}
+
 /// One sync tick: leases to ask for, and (after idle leases were handed back) everything
 /// to add to shared counters.
 pub fn tick(
@@ -124,76 +116,43 @@ pub fn tick(
     wall_ms: u64,
 ) -> (Vec<SyncDelta>, Vec<LeaseRequest>) {
     let mut leases = Vec::new();
-    for w in limiter.lease_tick(wall_ms) {
-        if let Some((kind, period)) = limiter.unit(&w.rule_id) {
-            leases.push(LeaseRequest {
-                key: format!(
-                    "rl:{}:{}:{:016x}:{}",
-                    rate_unit(kind, period),
-                    w.window,
-                    w.entity,
-                    w.rule_id
-                ),
-                limit: w.limit,
-                unit: w.unit,
-                ttl_ms: 2 * period.ms(),
-            });
-        }
-    }
-    for w in budgets.lease_tick(wall_ms) {
-        if let Some(period) = budgets.period(&w.rule_id) {
-            leases.push(LeaseRequest {
-                key: format!(
-                    "bg:{}:{}:{:016x}:{}",
-                    budget_unit(period),
-                    w.window,
-                    w.entity,
-                    w.rule_id
-                ),
-                limit: w.limit,
-                unit: w.unit,
-                ttl_ms: 2 * budget_period_ms(period),
-            });
-        }
-    }
+    lease_requests(&limiter.rules, wall_ms, &mut leases);
+    lease_requests(&budgets.rules, wall_ms, &mut leases);
     (drain(limiter, budgets, wall_ms), leases)
+}
+
+fn lease_requests<R: LimitRule>(rules: &RuleSet<R>, wall_ms: u64, out: &mut Vec<LeaseRequest>) {
+    for w in rules.lease_tick(wall_ms) {
+        if let Some(c) = rules.find(&w.rule_id) {
+            out.push(LeaseRequest {
+                key: key(&c.rule, w.window, w.entity),
+                limit: w.limit,
+                unit: w.unit,
+                ttl_ms: c.rule.counter_ttl_ms(),
+            });
+        }
+    }
 }
 
 /// Everything consumed since the last call, as increments of shared counters; the first
 /// call switches tracking on (and returns nothing).
 pub fn drain(limiter: &RateLimiter, budgets: &Budgets, wall_ms: u64) -> Vec<SyncDelta> {
     let mut out = Vec::new();
-    for d in limiter.drain_deltas(wall_ms) {
-        if let Some((kind, period)) = limiter.unit(&d.rule_id) {
-            out.push(SyncDelta {
-                key: format!(
-                    "rl:{}:{}:{:016x}:{}",
-                    rate_unit(kind, period),
-                    d.window,
-                    d.entity,
-                    d.rule_id
-                ),
-                amount: d.amount,
-                ttl_ms: 2 * period.ms(),
-            });
-        }
-    }
-    for d in budgets.drain_deltas() {
-        if let Some(period) = budgets.period(&d.rule_id) {
-            out.push(SyncDelta {
-                key: format!(
-                    "bg:{}:{}:{:016x}:{}",
-                    budget_unit(period),
-                    d.window,
-                    d.entity,
-                    d.rule_id
-                ),
-                amount: d.amount,
-                ttl_ms: 2 * budget_period_ms(period),
-            });
-        }
-    }
+    deltas(&limiter.rules, wall_ms, &mut out);
+    deltas(&budgets.rules, wall_ms, &mut out);
     out
+}
+
+fn deltas<R: LimitRule>(rules: &RuleSet<R>, wall_ms: u64, out: &mut Vec<SyncDelta>) {
+    for d in rules.drain_deltas(wall_ms) {
+        if let Some(c) = rules.find(&d.rule_id) {
+            out.push(SyncDelta {
+                key: key(&c.rule, d.window, d.entity),
+                amount: d.amount,
+                ttl_ms: c.rule.counter_ttl_ms(),
+            });
+        }
+    }
 }
 
 /// Applies the global value of a shared counter (all replicas, this one included). Returns
@@ -239,7 +198,7 @@ fn apply_grant(
     total: f64,
 ) -> bool {
     let mut parts = key.splitn(5, ':');
-    let (Some(kind), Some(unit), Some(window), Some(entity), Some(rule_id)) = (
+    let (Some(prefix), Some(unit), Some(window), Some(entity), Some(rule_id)) = (
         parts.next(),
         parts.next(),
         parts.next().and_then(|w| w.parse::<u64>().ok()),
@@ -251,26 +210,43 @@ fn apply_grant(
     if !total.is_finite() {
         return true;
     }
-    match kind {
-        "rl" => {
-            limiter
-                .unit(rule_id)
-                .is_some_and(|(k, p)| rate_unit(k, p) == unit)
-                && match grant {
-                    Some(g) => limiter.apply_lease(now_ms, rule_id, entity, window, g, total),
-                    None => limiter.apply_remote(now_ms, rule_id, entity, window, total),
-                }
-        }
-        "bg" => {
-            budgets
-                .period(rule_id)
-                .is_some_and(|p| budget_unit(p) == unit)
-                && match grant {
-                    Some(g) => budgets.apply_lease(wall_ms, rule_id, entity, window, g, total),
-                    None => budgets.apply_remote(wall_ms, rule_id, entity, window, total),
-                }
-        }
+    let counter = Counter {
+        unit,
+        rule_id,
+        entity,
+        window,
+        grant,
+        total,
+    };
+    // Each kind on its own clock: buckets refill on monotonic time, budgets count days.
+    match prefix {
+        Limit::COUNTER_PREFIX => counter.apply(&limiter.rules, now_ms),
+        BudgetRule::COUNTER_PREFIX => counter.apply(&budgets.rules, wall_ms),
         _ => false,
+    }
+}
+
+/// What the store answered for one counter.
+struct Counter<'a> {
+    unit: &'a str,
+    rule_id: &'a str,
+    entity: u64,
+    window: u64,
+    grant: Option<f64>,
+    total: f64,
+}
+
+impl Counter<'_> {
+    fn apply<R: LimitRule>(&self, rules: &RuleSet<R>, now: u64) -> bool {
+        let Some(c) = rules.find(self.rule_id) else {
+            return false;
+        };
+        let (id, entity, window, total) = (self.rule_id, self.entity, self.window, self.total);
+        c.rule.unit_name() == self.unit
+            && match self.grant {
+                Some(g) => rules.apply_lease(now, id, entity, window, g, total),
+                None => rules.apply_remote(now, id, entity, window, total),
+            }
     }
 }
 
@@ -284,14 +260,14 @@ pub fn set_share(limiter: &RateLimiter, budgets: &Budgets, replicas: u32) {
 
 /// The store answers and `replicas` replicas share it: admit from leases (0: stop).
 pub fn set_replicas(limiter: &RateLimiter, budgets: &Budgets, replicas: u32) {
-    limiter.set_replicas(replicas);
-    budgets.set_replicas(replicas);
+    limiter.rules.set_replicas(replicas);
+    budgets.rules.set_replicas(replicas);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::limits::config::{parse_budgets, parse_rate_limits};
+    use crate::limits::config::{parse_budgets, parse_rate_limits, BudgetPeriod};
     use crate::limits::RequestFacts;
     use crate::schema::Errors;
     use serde_json::{json, Value};

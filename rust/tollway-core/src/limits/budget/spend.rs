@@ -2,7 +2,7 @@
 //! path): a child of `budget` so it reads the rule state without widening its API.
 
 use super::Budgets;
-use crate::limits::entity::{entity_key, entity_label};
+use crate::limits::entity::entity_label;
 use crate::limits::RequestFacts;
 use std::sync::Arc;
 
@@ -16,17 +16,17 @@ impl Budgets {
         wall_ms: u64,
         facts: &RequestFacts<'_>,
     ) -> Option<(String, u64, f64, f64)> {
-        let b = self.budgets.iter().find(|b| b.rule.id == rule_id)?;
-        let period = b.rule.period.index(wall_ms);
-        let entity = entity_key(&b.rule.applies_per, facts);
-        let spent = b
+        let c = self.rules.iter().find(|c| c.rule.id == rule_id)?;
+        let period = c.rule.period.index(wall_ms);
+        let entity = c.entity(facts);
+        let spent = c
             .state
             .lock()
-            .spend
+            .entries
             .get(entity)
             .map_or(0.0, |s| s.spent(period));
-        let label = entity_label(&b.rule.applies_per, facts);
-        Some((label, period, spent, b.rule.limit_usd))
+        let label = entity_label(&c.rule.applies_per, facts);
+        Some((label, period, spent, c.rule.limit_usd))
     }
 }
 
@@ -35,11 +35,11 @@ impl Budgets {
     /// most `cap` per rule (for the `llm_gateway_budget_*_usd` gauges; not the request path).
     pub fn spend_view(&self, wall_ms: u64, cap: usize) -> Vec<BudgetSpend> {
         let mut out = Vec::new();
-        for b in &self.budgets {
-            let period = b.rule.period.index(wall_ms);
-            let inner = b.state.lock();
+        for c in self.rules.iter() {
+            let period = c.rule.period.index(wall_ms);
+            let inner = c.state.lock();
             let mut rows: Vec<(Arc<str>, f64)> = inner
-                .spend
+                .entries
                 .iter()
                 .filter_map(|(_, s)| Some((s.label.clone()?, s.spent(period))))
                 .filter(|(_, spent)| *spent > 0.0)
@@ -52,11 +52,11 @@ impl Budgets {
             rows.truncate(cap);
             rows.sort_by(largest_first);
             out.extend(rows.into_iter().map(|(entity, spent)| BudgetSpend {
-                rule: Arc::clone(&b.state.id),
+                rule: Arc::clone(&c.state.id),
                 entity,
                 spent_usd: spent,
-                limit_usd: b.rule.limit_usd,
-                audit: b.rule.audit_mode,
+                limit_usd: c.rule.limit_usd,
+                audit: c.rule.audit_mode,
             }));
         }
         out
@@ -65,14 +65,14 @@ impl Budgets {
     /// The entities that reached their limit since the last call, once each per crossing.
     pub fn take_crossings(&self) -> Vec<BudgetSpend> {
         let mut out = Vec::new();
-        for b in &self.budgets {
-            let taken = std::mem::take(&mut b.state.lock().crossings);
+        for c in self.rules.iter() {
+            let taken = std::mem::take(&mut c.state.lock().extra);
             out.extend(taken.into_iter().map(|(entity, spent)| BudgetSpend {
-                rule: Arc::clone(&b.state.id),
+                rule: Arc::clone(&c.state.id),
                 entity: entity.unwrap_or_else(|| Arc::from("")),
                 spent_usd: spent,
-                limit_usd: b.rule.limit_usd,
-                audit: b.rule.audit_mode,
+                limit_usd: c.rule.limit_usd,
+                audit: c.rule.audit_mode,
             }));
         }
         out
