@@ -276,3 +276,36 @@ fn a_validator_block_on_anthropic_text_drops_the_event_and_the_rest() {
     assert_eq!(String::from_utf8(out).unwrap(), block("ok "));
     assert_eq!(g.blocked().unwrap().guardrail, 1);
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// However the answer is cut into deltas and the stream into chunks, the client gets the
+    /// whole answer redacted as a whole text would be.
+    #[test]
+    fn any_deltas_and_chunks_give_the_whole_text_redaction(
+        cuts in proptest::collection::vec(1usize..12, 1..40),
+        chunk in 1usize..97,
+    ) {
+        static SET: std::sync::LazyLock<Arc<GuardrailSet>> = std::sync::LazyLock::new(|| set("audit"));
+        let answer = format!("Hi é, mail bob@example.com or ann@x.io; key {KEY} ok");
+        let mut deltas = Vec::new();
+        let mut at = 0;
+        for c in cuts.iter().cycle() {
+            if at >= answer.len() {
+                break;
+            }
+            let mut end = (at + c).min(answer.len());
+            while !answer.is_char_boundary(end) {
+                end += 1;
+            }
+            deltas.push(chat(&answer[at..end]));
+            at = end;
+        }
+        let stream = deltas.concat() + FINISH + "data: [DONE]\n\n";
+        let g = OutputGuard::new(SET.clone(), vec![0], &[1, 2]);
+        let (out, m) = metered(StreamFormat::OpenAi, g, &stream, chunk);
+        proptest::prop_assert_eq!(texts(&out), SET.redact(&[0], &answer).0);
+        proptest::prop_assert!(m.output_guard().unwrap().blocked().is_none());
+    }
+}
