@@ -6,7 +6,9 @@
 //! streams to Anthropic events ([`super::to_anthropic`]) and meters Anthropic streams it
 //! forwards as they are; Responses API streams ([`super::responses`]) are metered and forwarded.
 //! Gemini and Bedrock streams for such clients go through both translations in turn: to OpenAI
-//! chunks (where they are metered), then to Anthropic events ([`Relay`]).
+//! chunks (where they are metered), then to Anthropic events ([`Relay`]). With output
+//! guardrails ([`SseMeter::guard_output`]) every event for the client goes through the guard
+//! ([`super::guard`]) in the same call, so a guarded stream is framed once.
 
 use super::{Event, Flow, Recorder, SseParser, StreamError, TooLarge, Usage, MAX_EVENT_BYTES};
 use crate::sse::anthropic::AnthropicTranslator;
