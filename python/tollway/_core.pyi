@@ -317,6 +317,16 @@ class SseMeter:
         strip_usage: bool = False,
         include_usage: bool = True,
     ) -> SseMeter: ...
+    def guard_output(self, guardrails: Guardrails, mutate: list[int], validate: list[int]) -> None:
+        """Output guardrails on what `feed` and `finish` return, run in the same pass."""
+    @property
+    def blocked(self) -> tuple[int, list[str]] | None:
+        """(guardrail id, categories) of the validator that stopped the stream, if one did."""
+    @property
+    def redacted(self) -> list[str]: ...
+    @property
+    def halted(self) -> bool:
+        """Nothing more goes to the client: the stream broke (`error`) or was `blocked`."""
     def feed(self, chunk: bytes, now_ms: float | None = None) -> bytes: ...
     def finish(self, now_ms: float | None = None) -> bytes: ...
     @property

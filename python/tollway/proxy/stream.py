@@ -128,7 +128,8 @@ async def relay(
     timing = (b"server-timing", server_timing(call.started, call.log, ttfb_from=t0))
     headers = call.headers(plan, [*_SSE_HEADERS, timing])
     await send({"type": "http.response.start", "status": 200, "headers": headers})
-    guard = StreamGuard(call.guard) if call.guard is not None and call.guard.output else None
+    # Output guardrails run in the meter's own pass: what it returns is already guarded.
+    guard = StreamGuard(call.guard, meter) if call.guard is not None and call.guard.output else None
     guard_start = now_ns()
     status: int = 200
     kind = ""
@@ -141,25 +142,20 @@ async def relay(
     more = {"type": "http.response.body", "body": b"", "more_body": True}
     try:
         out = scrub(feed(first))
-        for_client = guard.feed(out) if guard is not None else out
-        if for_client:
-            await send({**more, "body": for_client})
-        if meter.error is None:
+        if out:
+            await send({**more, "body": out})
+        if not meter.halted:
             async for chunk in chunks:
                 room -= len(chunk)
                 if room < 0:
                     raise UpstreamError("too_large")
                 out = scrub(feed(chunk))
-                if guard is not None:
-                    out = guard.feed(out)
                 if out:
                     await send({"type": "http.response.body", "body": out, "more_body": True})
-                if meter.error is not None or (guard is not None and guard.error is not None):
+                if meter.halted:  # the stream broke, or an output guardrail blocked it
                     break
             else:
                 out = scrub(meter.finish())
-                if guard is not None:
-                    out = guard.feed(out)
                 if out:
                     await send({**more, "body": out})
     except UpstreamError as e:

@@ -98,6 +98,20 @@ impl Guardrails {
         Self { inner }
     }
 
+    /// The output guardrails of one stream, run by its meter ([`crate::meter`]).
+    pub(crate) fn output_guard(
+        &self,
+        mutate: Vec<u32>,
+        validate: Vec<u32>,
+    ) -> PyResult<tollway_core::sse::OutputGuard> {
+        let validate = self.ids(validate)?;
+        Ok(tollway_core::sse::OutputGuard::new(
+            Arc::clone(&self.inner),
+            self.ids(mutate)?,
+            &validate,
+        ))
+    }
+
     fn ids(&self, ids: Vec<u32>) -> PyResult<Vec<GuardrailId>> {
         match ids.iter().find(|&&id| self.inner.get(id).is_none()) {
             Some(bad) => Err(invalid(format!("no guardrail with id {bad}"))),

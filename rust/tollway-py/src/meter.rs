@@ -2,6 +2,8 @@
 
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
+
+use crate::guardrails::Guardrails;
 use tollway_core::clock::Clock;
 use tollway_core::sse::{MeterOptions, StreamFormat};
 use tollway_core::tokens;
@@ -72,6 +74,44 @@ impl SseMeter {
                 created,
             }),
         })
+    }
+
+    /// Runs output guardrails (ids of `guardrails`: pii/secrets/regex redaction in `mutate`,
+    /// text validators in `validate`) on what `feed` and `finish` return, in the same pass.
+    fn guard_output(
+        &mut self,
+        guardrails: PyRef<'_, Guardrails>,
+        mutate: Vec<u32>,
+        validate: Vec<u32>,
+    ) -> PyResult<()> {
+        self.inner
+            .guard_output(guardrails.output_guard(mutate, validate)?);
+        Ok(())
+    }
+
+    /// `(guardrail id, categories found)` of the validator that stopped the stream, if one did.
+    #[getter]
+    fn blocked(&self) -> Option<(u32, Vec<String>)> {
+        let b = self.inner.output_guard()?.blocked()?;
+        Some((b.guardrail, b.categories.clone()))
+    }
+
+    /// Categories the output guardrails redacted in the texts that ended, sorted, each once.
+    #[getter]
+    fn redacted(&self) -> Vec<String> {
+        let Some(g) = self.inner.output_guard() else {
+            return Vec::new();
+        };
+        let mut cats: Vec<String> = g.redacted().iter().map(ToString::to_string).collect();
+        cats.sort_unstable();
+        cats.dedup();
+        cats
+    }
+
+    /// Nothing more goes to the client: the stream broke (`error`) or was `blocked`.
+    #[getter]
+    fn halted(&self) -> bool {
+        self.inner.halted()
     }
 
     /// Takes one upstream chunk; returns the bytes to send to the client now (maybe empty).

@@ -6,12 +6,15 @@
 //! streams to Anthropic events ([`super::to_anthropic`]) and meters Anthropic streams it
 //! forwards as they are; Responses API streams ([`super::responses`]) are metered and forwarded.
 //! Gemini and Bedrock streams for such clients go through both translations in turn: to OpenAI
-//! chunks (where they are metered), then to Anthropic events ([`Relay`]).
+//! chunks (where they are metered), then to Anthropic events ([`Relay`]). With output
+//! guardrails ([`SseMeter::guard_output`]) every event for the client goes through the guard
+//! ([`super::guard`]) in the same call, so a guarded stream is framed once.
 
-use super::{Event, Flow, Recorder, SseParser, StreamError, Usage, MAX_EVENT_BYTES};
+use super::{Event, Flow, Recorder, SseParser, StreamError, TooLarge, Usage, MAX_EVENT_BYTES};
 use crate::sse::anthropic::AnthropicTranslator;
 use crate::sse::bedrock::BedrockTranslator;
 use crate::sse::gemini::GeminiTranslator;
+use crate::sse::guard::OutputGuard;
 use crate::sse::openai::{read_openai, record_chunk, OpenAiEvent};
 use crate::sse::responses::responses_event;
 use crate::sse::to_anthropic::ToAnthropic;
@@ -102,8 +105,11 @@ pub struct SseMeter {
     bedrock: Option<Box<BedrockTranslator>>,
     /// A Gemini or Bedrock stream for an Anthropic client: their chunks, translated again.
     relay: Option<Box<Relay>>,
+    /// Output guardrails on what the client gets ([`super::guard`]), in this same pass.
+    guard: Option<Box<OutputGuard>>,
     out: Vec<u8>,
-    /// Translated bytes nobody reads (an Anthropic stream metered but forwarded as it is).
+    /// Translated bytes nobody reads (an Anthropic stream metered but forwarded as it is), or
+    /// translated events on their way through the guard.
     scratch: Vec<u8>,
 }
 
@@ -175,9 +181,25 @@ impl SseMeter {
             gemini,
             bedrock,
             relay,
+            guard: None,
             out: Vec::new(),
             scratch: Vec::new(),
         }
+    }
+
+    /// Runs output guardrails on every event the client gets from now on: `feed` and `finish`
+    /// return the guarded bytes; after a block they return nothing more ([`Self::halted`]).
+    pub fn guard_output(&mut self, guard: OutputGuard) {
+        self.guard = Some(Box::new(guard));
+    }
+
+    pub fn output_guard(&self) -> Option<&OutputGuard> {
+        self.guard.as_deref()
+    }
+
+    /// Nothing more goes to the client: the stream broke or an output guardrail blocked it.
+    pub fn halted(&self) -> bool {
+        self.rec.error.is_some() || self.guard.as_ref().is_some_and(|g| g.blocked().is_some())
     }
 
     /// Takes one upstream chunk received at `now_ms`; returns the bytes to send to the client
@@ -200,10 +222,12 @@ impl SseMeter {
     }
 
     /// Runs the parser over `chunk` (or its end, for `None`) into `self.out`: the parser
-    /// forwards raw OpenAI events there, the translator writes Anthropic ones.
+    /// forwards raw OpenAI events there (through the guard, when there is one), the translator
+    /// writes Anthropic ones.
     fn drive(&mut self, chunk: Option<&[u8]>, now_ms: f64) {
         if self.gemini.is_some() || self.bedrock.is_some() {
             self.drive_cloud(chunk, now_ms);
+            self.guard_translated();
             return;
         }
         let Self {
@@ -213,34 +237,56 @@ impl SseMeter {
             rec,
             anthropic,
             to_anthropic,
+            guard,
             out,
             scratch,
             ..
         } = self;
         out.clear();
-        let mut run = |sink: &mut Vec<u8>, on_event: &mut dyn FnMut(&Event<'_>) -> Flow| match chunk
-        {
-            Some(c) => parser.feed(c, sink, on_event),
-            None => parser.finish(sink, on_event),
-        };
+        let guard = guard.as_deref_mut();
         let result = match (format, anthropic, to_anthropic) {
-            (StreamFormat::AnthropicRaw, Some(t), ..) => run(out, &mut |e| {
-                scratch.clear();
-                match t.on_event(e, rec, now_ms, scratch) {
-                    Flow::Stop => Flow::Stop,
-                    _ if e.data.is_none() => Flow::Forward,
-                    // Events after message_stop are dropped, as the translation drops them.
-                    _ if rec.done && e.name != b"message_stop" => Flow::Drop,
-                    _ => Flow::Forward,
-                }
+            (StreamFormat::AnthropicRaw, Some(t), ..) => {
+                forward(parser, chunk, out, guard, &mut |e| {
+                    scratch.clear();
+                    match t.on_event(e, rec, now_ms, scratch) {
+                        Flow::Stop => Flow::Stop,
+                        _ if e.data.is_none() => Flow::Forward,
+                        // Events after message_stop are dropped, as the translation drops them.
+                        _ if rec.done && e.name != b"message_stop" => Flow::Drop,
+                        _ => Flow::Forward,
+                    }
+                })
+            }
+            (_, Some(t), ..) => parse(parser, chunk, &mut Vec::new(), &mut |e| {
+                t.on_event(e, rec, now_ms, out)
             }),
-            (_, Some(t), ..) => run(&mut Vec::new(), &mut |e| t.on_event(e, rec, now_ms, out)),
-            (_, _, Some(t)) => run(&mut Vec::new(), &mut |e| t.on_event(e, rec, now_ms, out)),
-            (StreamFormat::Responses, ..) => run(out, &mut |e| responses_event(e, rec, now_ms)),
-            _ => run(out, &mut |e| openai_event(e, rec, now_ms, *strip_usage)),
+            (_, _, Some(t)) => parse(parser, chunk, &mut Vec::new(), &mut |e| {
+                t.on_event(e, rec, now_ms, out)
+            }),
+            (StreamFormat::Responses, ..) => forward(parser, chunk, out, guard, &mut |e| {
+                responses_event(e, rec, now_ms)
+            }),
+            _ => forward(parser, chunk, out, guard, &mut |e| {
+                openai_event(e, rec, now_ms, *strip_usage)
+            }),
         };
         if result.is_err() {
             rec.fail(StreamError::EventTooLarge);
+        }
+        if matches!(
+            self.format,
+            StreamFormat::Anthropic | StreamFormat::OpenAiToAnthropic
+        ) {
+            self.guard_translated();
+        }
+    }
+
+    /// The events a translation wrote to `self.out`, through the guard (when there is one).
+    fn guard_translated(&mut self) {
+        if let Some(g) = self.guard.as_deref_mut() {
+            std::mem::swap(&mut self.out, &mut self.scratch);
+            self.out.clear();
+            g.generated(&self.scratch, &mut self.out);
         }
     }
 
@@ -390,6 +436,40 @@ impl Relay {
             .feed(&self.chunks, &mut Vec::new(), &mut on_event);
         self.chunks.clear();
     }
+}
+
+/// Runs the parser over `chunk`, or its end (`None`).
+fn parse(
+    parser: &mut SseParser,
+    chunk: Option<&[u8]>,
+    sink: &mut Vec<u8>,
+    on_event: &mut dyn FnMut(&Event<'_>) -> Flow,
+) -> Result<(), TooLarge> {
+    match chunk {
+        Some(c) => parser.feed(c, sink, on_event),
+        None => parser.finish(sink, on_event),
+    }
+}
+
+/// Runs the parser with `on_event` deciding each event's fate: those it forwards go to `out`
+/// as received, or as the guard has them (the events the parser framed, not framed again).
+fn forward(
+    parser: &mut SseParser,
+    chunk: Option<&[u8]>,
+    out: &mut Vec<u8>,
+    guard: Option<&mut OutputGuard>,
+    on_event: &mut dyn FnMut(&Event<'_>) -> Flow,
+) -> Result<(), TooLarge> {
+    let Some(g) = guard else {
+        return parse(parser, chunk, out, on_event);
+    };
+    parse(parser, chunk, &mut Vec::new(), &mut |e| match on_event(e) {
+        Flow::Forward => {
+            g.event(e.name, e.data, e.raw, out);
+            Flow::Drop
+        }
+        flow => flow,
+    })
 }
 
 fn openai_event(e: &Event<'_>, rec: &mut Recorder, now_ms: f64, strip_usage: bool) -> Flow {

@@ -6,11 +6,13 @@ pub mod anthropic;
 pub mod bedrock;
 mod chunks;
 pub mod gemini;
+pub mod guard;
 pub mod meter;
 pub mod openai;
 pub mod responses;
 pub mod to_anthropic;
 
+pub use guard::{Blocked, OutputGuard};
 pub use meter::{MeterOptions, SseMeter, StreamFormat};
 
 use std::borrow::Cow;
