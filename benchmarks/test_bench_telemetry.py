@@ -77,7 +77,7 @@ def test_background_encode_batch_rust(benchmark: pytest.FixtureDef[None]) -> Non
     """Encoding a batch once (msgspec), decoding it once (core), queueing it and building and
     encoding its spans."""
     enc = SpanEncoder("tollway", [("env", "prod")], True, "proto", BATCH)
-    encode = msgspec.json.Encoder().encode
+    encode = msgspec.msgpack.Encoder().encode
 
     def run() -> None:
         enc.push(RecordBatch(encode(RECORDS)))
@@ -94,7 +94,7 @@ def test_background_metrics_and_access_log_batch(benchmark: pytest.FixtureDef[No
     logger.setLevel(logging.INFO)
     log = AccessLog(logging.INFO, logger)
     store = MetricsStore(["team"], 100)
-    encode = msgspec.json.Encoder().encode
+    encode = msgspec.msgpack.Encoder().encode
 
     def run() -> None:
         log.emit(store.fold(RecordBatch(encode(RECORDS)), log.enabled))

@@ -3,7 +3,7 @@ metrics, access-log lines and batched OTLP/HTTP exports.
 
 The request path pays one bounded `list.append`. Everything else runs in two asyncio tasks
 started from the ASGI lifespan: *intake* encodes each slice of records once (msgspec), and the
-core decodes it once (`RecordBatch`), folds it into the metrics and the access log
+core decodes it once (`RecordBatch`, MessagePack), folds it into the metrics and the access log
 (`RecordFold`) and queues it for export (`SpanEncoder`); *sender* has the core build and encode
 the next batch of spans and POSTs it, retrying transient failures with backoff. The two are
 separate so a slow or dead collector only fills the export queue (spans dropped and counted)
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 __all__ = ["Telemetry"]
 
 _log = logging.getLogger("tollway.telemetry")
-_encode = msgspec.json.Encoder().encode
+_encode = msgspec.msgpack.Encoder().encode
 
 # OTLP/HTTP: these statuses are transient and must be retried with backoff; others are final.
 _RETRYABLE = frozenset({408, 429, 502, 503, 504})

@@ -40,7 +40,7 @@ _log = logging.getLogger("tollway.telemetry")
 __all__ = ["CONTENT_TYPE", "FAMILIES", "HISTOGRAMS", "MetricsStore"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-_encode = msgspec.json.Encoder().encode
+_encode = msgspec.msgpack.Encoder().encode
 
 _LATENCY_MS = (5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
                60000.0, 120000.0)  # fmt: skip

@@ -1,4 +1,4 @@
-//! Python face of the telemetry batch: a JSON batch of records decoded once, folded into the
+//! Python face of the telemetry batch: a MessagePack batch of records decoded once, folded into the
 //! metrics and the access log, queued, and encoded as OTLP export bodies.
 
 use pyo3::prelude::*;
@@ -16,8 +16,8 @@ fn encoding_of(name: &str) -> PyResult<Encoding> {
     }
 }
 
-/// One intake slice of records (a msgspec-encoded `list[Record]`), decoded once: folded into
-/// the metrics, then moved into the export queue.
+/// One intake slice of records (a `list[Record]` msgspec wrote as MessagePack), decoded once:
+/// folded into the metrics, then moved into the export queue.
 #[pyclass(module = "tollway._core")]
 struct RecordBatch {
     records: Vec<Record>,
@@ -26,8 +26,8 @@ struct RecordBatch {
 #[pymethods]
 impl RecordBatch {
     #[new]
-    fn new(batch_json: &[u8]) -> PyResult<Self> {
-        let records = decode_batch(batch_json)
+    fn new(batch: &[u8]) -> PyResult<Self> {
+        let records = decode_batch(batch)
             .map_err(|e| crate::errors::invalid(format!("bad telemetry batch: {e}")))?;
         Ok(Self { records })
     }

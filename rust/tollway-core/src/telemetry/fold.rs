@@ -275,7 +275,7 @@ fn push_json_str(out: &mut String, s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::telemetry::otlp::decode_batch;
+    use crate::telemetry::otlp::decode_batch_json;
 
     // Two requests on the same series, the second after a fallback, with guardrail runs.
     const BATCH: &str = r#"[
@@ -296,7 +296,7 @@ mod tests {
     ]"#;
 
     fn folded(cap: usize, access: bool) -> Folded {
-        let records = decode_batch(BATCH.as_bytes()).unwrap();
+        let records = decode_batch_json(BATCH.as_bytes()).unwrap();
         RecordFold::new(vec!["project".into()], cap).fold(&records, access)
     }
 

@@ -100,8 +100,13 @@ pub struct GuardrailRun {
     pub categories: Vec<String>,
 }
 
-/// Decodes a batch as the Python exporter sends it.
-pub fn decode_batch(json: &[u8]) -> Result<Vec<Record>, serde_json::Error> {
+/// Decodes a batch as the Python exporter sends it: a MessagePack array of records.
+pub fn decode_batch(msgpack: &[u8]) -> Result<Vec<Record>, rmp_serde::decode::Error> {
+    rmp_serde::from_slice(msgpack)
+}
+
+/// Decodes a batch written as a JSON array (tests and tools).
+pub fn decode_batch_json(json: &[u8]) -> Result<Vec<Record>, serde_json::Error> {
     serde_json::from_slice(json)
 }
 
@@ -587,7 +592,7 @@ mod tests {
 
     #[test]
     fn hand_framed_protobuf_equals_prosts_encoding() {
-        let records = decode_batch(BATCH.as_bytes()).unwrap_or_default();
+        let records = decode_batch_json(BATCH.as_bytes()).unwrap_or_default();
         let enc = SpanEncoder::new("svc", &[("team".into(), "a".into())], false);
         let mut spans = Vec::new();
         for rec in records.iter().chain(&records) {
@@ -605,6 +610,22 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_msgpack_batch_decodes_as_its_json_twin() {
+        // What msgspec writes for an array-like Struct: a MessagePack array per record.
+        let value: Value = serde_json::from_str(BATCH).unwrap();
+        let packed = rmp_serde::to_vec(&value).unwrap();
+        let (from_json, from_msgpack) = (
+            decode_batch_json(BATCH.as_bytes()).unwrap(),
+            decode_batch(&packed).unwrap(),
+        );
+        assert_eq!(format!("{from_json:?}"), format!("{from_msgpack:?}"));
+        assert!(
+            decode_batch(b"\x91\xc1").is_err(),
+            "a bad batch is an error, not a panic"
+        );
+    }
+
     fn attr<'a>(span: &'a Span, key: &str) -> Option<&'a any_value::Value> {
         span.attributes
             .iter()
@@ -614,7 +635,7 @@ mod tests {
 
     #[test]
     fn a_request_becomes_a_server_root_and_a_client_child_in_the_callers_trace() {
-        let records = decode_batch(BATCH.as_bytes()).unwrap();
+        let records = decode_batch_json(BATCH.as_bytes()).unwrap();
         let enc = SpanEncoder::new("gw", &[("env".into(), "prod".into())], false);
         let (body, n) = enc.encode(&records, Encoding::Protobuf);
         assert_eq!(n, 3, "root, attempt, load-balancing");
@@ -654,7 +675,7 @@ mod tests {
            ["b/m2", "openai", "m2", 310, 850, 200, "", "", "", 3, 4, [], null, null,
             null, null, 2, "503", null, null, null, false, null, null]],
           "", ["rl", "allowed"], null, "lb", [], ["a/m1", "b/m2"]]]"#;
-        let records = decode_batch(batch.as_bytes()).unwrap();
+        let records = decode_batch_json(batch.as_bytes()).unwrap();
         let mut spans = Vec::new();
         SpanEncoder::new("gw", &[], true).spans(&records[0], &mut spans);
         let root = &spans[0];
@@ -695,7 +716,7 @@ mod tests {
 
     #[test]
     fn excluded_request_data_never_reaches_the_wire() {
-        let records = decode_batch(BATCH.as_bytes()).unwrap();
+        let records = decode_batch_json(BATCH.as_bytes()).unwrap();
         let enc = SpanEncoder::new("gw", &[], true);
         for encoding in [Encoding::Protobuf, Encoding::Json] {
             let (body, _) = enc.encode(&records, encoding);
@@ -708,10 +729,10 @@ mod tests {
     fn an_estimated_usage_is_marked_and_older_records_still_decode() {
         // BATCH has no trailing `usage_estimated`: it decodes as false, with no attribute.
         let enc = SpanEncoder::new("gw", &[], true);
-        let records = decode_batch(BATCH.as_bytes()).unwrap();
+        let records = decode_batch_json(BATCH.as_bytes()).unwrap();
         assert!(!records[0].attempts[0].usage_estimated);
         let marked = BATCH.replace(r#""the answer"]]"#, r#""the answer", true]]"#);
-        let records = decode_batch(marked.as_bytes()).unwrap();
+        let records = decode_batch_json(marked.as_bytes()).unwrap();
         let (body, _) = enc.encode(&records, Encoding::Protobuf);
         let req = ExportTraceServiceRequest::decode(body.as_slice()).unwrap();
         let child = &req.resource_spans[0].scope_spans[0].spans[1];
@@ -723,7 +744,7 @@ mod tests {
 
     #[test]
     fn json_encoding_uses_hex_ids() {
-        let records = decode_batch(BATCH.as_bytes()).unwrap();
+        let records = decode_batch_json(BATCH.as_bytes()).unwrap();
         let (body, _) = SpanEncoder::new("gw", &[], true).encode(&records, Encoding::Json);
         let v: Value = serde_json::from_slice(&body).unwrap();
         let span = &v["resourceSpans"][0]["scopeSpans"][0]["spans"][0];

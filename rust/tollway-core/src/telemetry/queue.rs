@@ -61,14 +61,14 @@ impl SpanQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::telemetry::otlp::decode_batch;
+    use crate::telemetry::otlp::decode_batch_json;
 
     fn records(n: usize) -> Vec<Record> {
         let one = r#"["r", 1, 2, "POST", "/v1/chat/completions", 200, "", "", "m", [], {}, "",
             [["t", "openai", "m", 1, 2, 200, "", "", "", null, null, [], null, null, null, null,
               1, "", null, null, null, false, null, null]], "", null, null, ""]"#;
         let batch = format!("[{}]", vec![one; n].join(","));
-        decode_batch(batch.as_bytes()).unwrap()
+        decode_batch_json(batch.as_bytes()).unwrap()
     }
 
     #[test]
