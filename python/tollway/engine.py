@@ -153,6 +153,8 @@ class Runtime:
     guard_infos: tuple[GuardrailInfo, ...] = ()
     # Every provider secret of this config, removed from whatever is relayed to a client.
     scrubber: Scrubber = field(default_factory=lambda: Scrubber([]))
+    # Per plan id, its target's name (telemetry's routing candidates).
+    plan_targets: tuple[str, ...] = ()
 
     @classmethod
     def build(cls, engine: Engine) -> Runtime:
@@ -208,6 +210,7 @@ class Runtime:
             guardrails,
             infos,
             Scrubber(_provider_secrets(engine)),
+            tuple(p.upstream.name for p in plans),
         )
 
 

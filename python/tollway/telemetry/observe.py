@@ -17,13 +17,6 @@ from tollway.telemetry.record import Attempt, GuardrailRun, LogPart, Record
 
 __all__ = ["AttemptLog", "RequestLog", "build_record"]
 
-# OTEL GenAI semantic conventions: gen_ai.provider.name values.
-_GENAI_PROVIDER = {
-    "openai": "openai",
-    "openai-compatible": "openai",
-    "azure-openai": "azure.ai.openai",
-    "anthropic": "anthropic",
-}
 _encode = msgspec.json.Encoder().encode
 
 
@@ -131,7 +124,7 @@ def build_record(
         attempts.append(
             Attempt(
                 target=up.name,
-                provider=_GENAI_PROVIDER.get(up.provider.name, up.provider.name),
+                provider=up.provider.name,  # the span's gen_ai.provider.name: the core maps it
                 request_model=up.model_id,
                 start_ns=log.start_ns + int(a.start_s * 1e9),
                 end_ns=log.start_ns + int(a.end_s * 1e9),
@@ -179,7 +172,7 @@ def build_record(
         routing_rule=routing,
         guardrails=log.guardrails,
         # Only for the load-balancing span: a list of a few names, and only when tracing.
-        candidates=[rt.plans[p].upstream.name for p in adm.plans]
+        candidates=list(map(rt.plan_targets.__getitem__, adm.plans))
         if tracing and routing and isinstance(adm, Admission)
         else [],
         log=part,
