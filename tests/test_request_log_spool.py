@@ -74,3 +74,35 @@ def test_an_unreadable_record_file_is_set_aside(tmp_path: Path) -> None:
     Ingester(str(path), 30, 7).load_all()
     assert [r[0] for r in logged(path)] == ["ok"]
     assert [f.name.endswith(".bad") for f in spool.dir.glob("*.bad")] == [True]
+
+
+def test_slices_encoded_by_intake_are_spooled_as_they_are(tmp_path: Path) -> None:
+    """The writer joins the MessagePack slices it is handed (not re-encoding them); a slice
+    with a record that may not be logged is encoded again without it."""
+    import msgspec
+
+    path = tmp_path / "requests.duckdb"
+    spool = Spool(str(path), LogSettings(path=str(path)))
+    writer = LogWriter(LogSettings(path=str(path)), [spool])
+    first = [record(f"s{i:02d}") for i in range(20)]  # past a fixarray's 15 elements
+    second = [record("t1"), record("t2", logged=False)]
+    writer.submit(first, msgspec.msgpack.encode(first))
+    writer.submit(second, msgspec.msgpack.encode(second))
+    writer._write_batch()
+    assert writer.counts["written"] == 21 and writer.counts["excluded"] == 1
+    (rec,) = spool.dir.glob(f"*{RECORDS}")
+    spooled = msgspec.msgpack.decode(rec.read_bytes(), type=list[Record])
+    assert [r.request_id for r in spooled] == [r.request_id for r in first] + ["t1"]
+    Ingester(str(path), 30, 7).load_all()
+    assert [r[0] for r in logged(path)] == [r.request_id for r in first] + ["t1"]
+
+
+def test_a_record_file_of_an_older_worker_still_loads(tmp_path: Path) -> None:
+    """Record files written as newline-delimited JSON (before the spool took MessagePack)."""
+    import msgspec
+
+    path = tmp_path / "requests.duckdb"
+    spool = Spool(str(path), LogSettings(path=str(path)))
+    spool.write(msgspec.json.Encoder().encode_lines([record("old1"), record("old2")]))
+    Ingester(str(path), 30, 7).load_all()
+    assert [r[0] for r in logged(path)] == ["old1", "old2"]

@@ -75,7 +75,7 @@ class Alerts:
 
     # -- telemetry sink (event loop) ----------------------------------------------------------
 
-    def observe(self, records: list[Record]) -> None:
+    def observe(self, records: list[Record], _encoded: bytes = b"") -> None:
         for rec in records:
             if rec.budget is not None and rec.budget[0] in self.budget_rules:
                 self._budget(rec, rec.budget[0])

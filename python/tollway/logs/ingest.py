@@ -29,9 +29,12 @@ from tollway.telemetry.record import Record
 __all__ = ["READY", "RECORDS", "Ingester", "main", "spool_dir"]
 
 _log = logging.getLogger("tollway.logs")
-RECORDS = ".rec"  # a complete batch of records from a worker (written as .tmp, then renamed)
+# A complete batch of records from a worker (written as .tmp, then renamed): one MessagePack
+# array of records (tollway.logs.writer), or newline-delimited JSON records (older workers).
+RECORDS = ".rec"
 READY = ".ndjson"  # a complete batch of rows, made from one record file
-_records = msgspec.json.Decoder(Record)
+_records = msgspec.msgpack.Decoder(list[Record])
+_records_json = msgspec.json.Decoder(Record)
 # Files per statement: bounds one transaction (~10k rows a file at most).
 PASS_FILES = 256
 # A pass costs ~25 ms of CPU whatever it loads (opening the file is 12-25 ms: DuckDB builds
@@ -75,7 +78,9 @@ class Ingester:
         """One record file into the row file of the same name (which replaces it)."""
         try:
             with open(path, "rb") as f:
-                records = _records.decode_lines(f.read())
+                data = f.read()
+            json = data[:1] == b"["
+            records = _records_json.decode_lines(data) if json else _records.decode(data)
         except (OSError, msgspec.DecodeError, msgspec.ValidationError):
             _log.error("request log: %s cannot be read; kept as .bad", os.path.basename(path))
             with contextlib.suppress(OSError):

@@ -1,8 +1,9 @@
 """The embedded log's spool: workers drop record files, one ingester loads them into DuckDB.
 
-A worker's writer thread writes each batch of telemetry records as one newline-delimited JSON file
+A worker's writer thread writes each batch of telemetry records as one MessagePack file
 (written under a temporary name, then renamed, so a reader never sees half a file) into `<log
-path>.spool/`. That is all a worker does: ~1 µs a record (msgspec's C encoder), no row building and
+path>.spool/`. That is all a worker does: it joins the MessagePack slices telemetry intake
+encoded for the core (no encoding of its own when every record is logged), no row building and
 no DuckDB in its memory. One process per log file, the ingester (`python -m tollway.logs.ingest`),
 turns the records into rows, loads them in one statement a pass and deletes the files; it also
 enforces retention. Whichever worker holds `<log path>.spool/ingest.lock` (an `flock`, released by

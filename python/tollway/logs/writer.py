@@ -1,11 +1,12 @@
 """The request log's writer: records in from telemetry intake, a batch out to each sink.
 
 `submit` runs on the event loop (telemetry intake, never the request path) and only appends
-to a bounded deque; a full queue drops and counts. One thread per worker encodes each batch
-once, in the form its sinks take: the embedded log's spool (`tollway.logs.spool`) takes the
-records themselves (msgspec's C encoder, ~1 µs a record: the ingester process turns them into
-rows, off the workers' CPU budget); ClickHouse takes rows (an insert a batch, with retention
-enforced from here now and then).
+to a bounded deque; a full queue drops and counts. One thread per worker hands each batch to
+its sinks in the form they take: the embedded log's spool (`tollway.logs.spool`) takes the
+records themselves, as one MessagePack array (the slices telemetry intake already encoded for
+the core are joined as they are; the ingester process turns the records into rows, off the
+workers' CPU budget); ClickHouse takes rows (an insert a batch, with retention enforced from
+here now and then).
 """
 
 from __future__ import annotations
@@ -24,16 +25,18 @@ from tollway.logs.settings import LogSettings
 from tollway.telemetry.metrics import MetricsStore
 from tollway.telemetry.record import Record
 
-__all__ = ["LogWriter", "Sink", "Store"]
+__all__ = ["LogWriter", "Sink", "Store", "join_arrays"]
 
 _log = logging.getLogger("tollway.logs")
 METRIC = "llm_gateway_request_log_rows_total"
 RESULTS = ("written", "excluded", "dropped_queue_full", "dropped_store_error")
-# Records turned into rows (~1 ms of Python), or encoded (~0.3 ms), between two releases of
-# the GIL: the event loop of the same worker waits at most that long for this thread, not the
-# interpreter's 5 ms switch interval.
+# Records turned into rows (~1 ms of Python) between two releases of the GIL: the event loop
+# of the same worker waits at most that long for this thread, not the interpreter's 5 ms
+# switch interval.
 SLICE = 256
-_encode_lines = msgspec.json.Encoder().encode_lines
+_encode = msgspec.msgpack.Encoder().encode
+# A slice of records and its MessagePack array (None: not encoded yet).
+Slice = tuple[list[Record], bytes | None]
 
 
 class Store(Protocol):
@@ -48,7 +51,7 @@ class Store(Protocol):
 
 class Sink(Protocol):
     """Where the writer thread puts each encoded batch: rows (`encode_rows`) when `rows` is
-    true, else the records themselves (newline-delimited, as `Record` encodes)."""
+    true, else the records themselves (one MessagePack array of `Record`)."""
 
     rows: bool
 
@@ -70,7 +73,8 @@ class LogWriter:
     ) -> None:
         self.settings = settings
         self.sinks = tuple(sinks)
-        self._queue: deque[Record] = deque()
+        self._queue: deque[Slice] = deque()
+        self._queued = 0  # records in the queue
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -89,13 +93,17 @@ class LogWriter:
 
     # -- event loop ---------------------------------------------------------------------------
 
-    def submit(self, records: list[Record]) -> None:
-        room = self.settings.queue_size - len(self._queue)
+    def submit(self, records: list[Record], encoded: bytes | None = None) -> None:
+        """Queues records; `encoded`: the same records as a MessagePack array, if at hand."""
+        room = self.settings.queue_size - self._queued
         if room < len(records):
             self._count("dropped_queue_full", len(records) - max(room, 0))
-            records = records[: max(room, 0)]
-        self._queue.extend(records)
-        if len(self._queue) >= self.settings.batch_size:
+            records, encoded = records[: max(room, 0)], None
+        if not records:
+            return
+        self._queue.append((records, encoded))
+        self._queued += len(records)
+        if self._queued >= self.settings.batch_size:
             self._wake.set()
 
     def start(self) -> None:
@@ -109,8 +117,9 @@ class LogWriter:
         if self._thread is not None:
             self._thread.join(timeout_s)
         if self._queue:
-            self._count("dropped_queue_full", len(self._queue))
+            self._count("dropped_queue_full", self._queued)
             self._queue.clear()
+            self._queued = 0
         for sink in self.sinks:
             try:
                 sink.close(timeout_s)
@@ -145,39 +154,50 @@ class LogWriter:
 
     def _write_batch(self) -> None:
         q = self._queue
-        records = [q.popleft() for _ in range(min(self.settings.batch_size, len(q)))]
-        kept = list(filter(logged, records))
-        self._count("excluded", len(records) - len(kept))
-        if not kept:
+        slices: list[Slice] = []
+        n = 0
+        while q and n < self.settings.batch_size:
+            records, encoded = q.popleft()
+            kept = list(filter(logged, records))
+            n += len(records)
+            self._queued -= len(records)
+            self._count("excluded", len(records) - len(kept))
+            if kept:
+                slices.append((kept, encoded if len(kept) == len(records) else None))
+        if not slices:
             return
-        encoded: dict[bool, bytes] = {}
+        count = sum(len(records) for records, _ in slices)
+        encoded_batch: dict[bool, bytes] = {}
         for sink in self.sinks:
             try:
-                data = encoded.get(sink.rows)
+                data = encoded_batch.get(sink.rows)
                 if data is None:
-                    data = encoded[sink.rows] = self._encode(kept, sink.rows)
+                    data = encoded_batch[sink.rows] = self._encode(slices, sink.rows)
                 sink.write(data)
             except Exception as e:  # a store's fault must not end the writer
-                self._count("dropped_store_error", len(kept))
+                self._count("dropped_store_error", count)
                 if not self._failing:
                     _log.warning("request log: %s could not write (%s)", type(sink).__name__,
                                  type(e).__name__)  # fmt: skip
                     self._failing = True
                 continue
-            self._count("written", len(kept))
+            self._count("written", count)
             self._failing = False
 
     @staticmethod
-    def _encode(records: list[Record], rows: bool) -> bytes:
-        parts = []
-        for i in range(0, len(records), SLICE):
-            part = records[i : i + SLICE]
-            if rows:
-                parts.append(encode_rows([r for r in map(row_of, part) if r is not None]))
-            else:
-                parts.append(_encode_lines(part))
-            time.sleep(0)  # hand the GIL to the event loop between slices
-        return b"".join(parts)
+    def _encode(slices: list[Slice], rows: bool) -> bytes:
+        if rows:
+            parts = []
+            for records, _ in slices:
+                for i in range(0, len(records), SLICE):
+                    part = records[i : i + SLICE]
+                    parts.append(encode_rows([r for r in map(row_of, part) if r is not None]))
+                    time.sleep(0)  # hand the GIL to the event loop between slices
+            return b"".join(parts)
+        arrays = [
+            encoded if encoded is not None else _encode(records) for records, encoded in slices
+        ]
+        return join_arrays(arrays, sum(len(records) for records, _ in slices))
 
     def _retain(self) -> None:
         s = self.settings
@@ -189,3 +209,24 @@ class LogWriter:
                 continue
             if rows or bodies:
                 _log.info("request log retention: %d rows deleted, %d bodies cleared", rows, bodies)
+
+
+def join_arrays(arrays: list[bytes], count: int) -> bytes:
+    """One MessagePack array of the `count` elements of `arrays` (each a MessagePack array),
+    their bytes as they are: only the array headers are rewritten."""
+    body = b"".join(a[_header_size(a[0]) :] for a in arrays)
+    if count < 16:
+        return bytes((0x90 | count,)) + body
+    if count < 1 << 16:
+        return b"\xdc" + count.to_bytes(2, "big") + body
+    return b"\xdd" + count.to_bytes(4, "big") + body
+
+
+def _header_size(first: int) -> int:
+    if 0x90 <= first <= 0x9F:  # fixarray
+        return 1
+    if first == 0xDC:  # array 16
+        return 3
+    if first == 0xDD:  # array 32
+        return 5
+    raise ValueError("not a MessagePack array")

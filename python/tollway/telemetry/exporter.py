@@ -119,8 +119,9 @@ class Telemetry:
         self.spans_dropped_at_queue = 0
         self.spans_exported = 0
         self.spans_dropped = 0
-        # Other consumers of the records (the request log): called from intake, must not block.
-        self.sinks: list[Callable[[list[Record]], None]] = []
+        # Other consumers of the records (the request log, alerts): called from intake with a
+        # slice of records and the same as a MessagePack array; must not block.
+        self.sinks: list[Callable[[list[Record], bytes], None]] = []
         # Request and response bodies are kept in the request log up to this many bytes.
         self.log_body_cap = 0
 
@@ -236,10 +237,11 @@ class Telemetry:
         encoder = self._encoder
         for i in range(0, len(records), _INTAKE_SLICE):
             part = records[i : i + _INTAKE_SLICE]
-            batch = RecordBatch(_encode(part))
+            encoded = _encode(part)
+            batch = RecordBatch(encoded)
             self.access_log.emit(metrics.fold(batch, access_log))
             for sink in self.sinks:
-                sink(part)
+                sink(part, encoded)
             if encoder is not None:
                 self._drop(encoder.push(batch), "backlog_full")
             if i + _INTAKE_SLICE < len(records):
