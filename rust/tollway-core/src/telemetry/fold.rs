@@ -9,6 +9,7 @@
 use super::otlp::Record;
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde_json::Value;
+use std::collections::hash_map::Entry;
 use std::fmt::Write as _;
 
 /// Label values of one series, in the family's label order.
@@ -36,52 +37,53 @@ pub struct RecordFold {
     seen: Vec<FxHashSet<String>>,
 }
 
+/// Label values borrowed from the batch's records while it is folded.
+type Borrowed<'a> = Vec<&'a str>;
+
+/// The batch's series so far: labels are owned only once per series, not per record.
 #[derive(Default)]
-struct Acc {
-    counters: FxHashMap<(&'static str, Labels), usize>,
+struct Acc<'a> {
+    counters: FxHashMap<(&'static str, Borrowed<'a>), usize>,
+    obs: FxHashMap<(&'static str, Borrowed<'a>), usize>,
+    health: FxHashMap<&'a str, bool>,
     out: Folded,
-    obs: FxHashMap<(&'static str, Labels), usize>,
-    health: FxHashMap<String, bool>,
 }
 
-impl Acc {
-    fn add(&mut self, family: &'static str, labels: Labels, amount: f64) {
+fn owned(labels: &[&str]) -> Labels {
+    labels.iter().map(|s| (*s).to_owned()).collect()
+}
+
+impl<'a> Acc<'a> {
+    fn add(&mut self, family: &'static str, labels: Borrowed<'a>, amount: f64) {
         let counters = &mut self.out.counters;
-        let key = (family, labels);
-        match self.counters.get(&key) {
-            Some(&i) => counters[i].2 += amount,
-            None => {
-                self.counters.insert(key.clone(), counters.len());
-                counters.push((key.0, key.1, amount));
+        match self.counters.entry((family, labels)) {
+            Entry::Occupied(e) => counters[*e.get()].2 += amount,
+            Entry::Vacant(e) => {
+                counters.push((family, owned(&e.key().1), amount));
+                e.insert(counters.len() - 1);
             }
         }
     }
 
-    fn observe(&mut self, family: &'static str, labels: Labels, value: f64) {
+    fn observe(&mut self, family: &'static str, labels: Borrowed<'a>, value: f64) {
         let observations = &mut self.out.observations;
-        let key = (family, labels);
-        match self.obs.get(&key) {
-            Some(&i) => observations[i].2.push(value),
-            None => {
-                self.obs.insert(key.clone(), observations.len());
-                observations.push((key.0, key.1, vec![value]));
+        match self.obs.entry((family, labels)) {
+            Entry::Occupied(e) => observations[*e.get()].2.push(value),
+            Entry::Vacant(e) => {
+                observations.push((family, owned(&e.key().1), vec![value]));
+                e.insert(observations.len() - 1);
             }
         }
     }
 
-    fn guardrail(&mut self, name: &str, failed: bool) {
-        if self.health.get(name) != Some(&failed) {
-            self.health.insert(name.to_owned(), failed);
+    fn guardrail(&mut self, name: &'a str, failed: bool) {
+        if self.health.insert(name, failed) != Some(failed) {
             self.out.guardrail_health.push((name.to_owned(), failed));
         }
     }
 }
 
-fn strs(items: &[&str]) -> Labels {
-    items.iter().map(|s| (*s).to_owned()).collect()
-}
-
-fn with_meta(mut labels: Labels, meta: &[String]) -> Labels {
+fn with_meta<'a>(mut labels: Borrowed<'a>, meta: &[&'a str]) -> Borrowed<'a> {
     labels.extend_from_slice(meta);
     labels
 }
@@ -97,7 +99,7 @@ impl RecordFold {
     }
 
     /// The metadata label values of a request (`""` for a key it does not carry).
-    fn meta(&mut self, rec: &Record) -> Labels {
+    fn meta<'a>(&mut self, rec: &'a Record) -> Borrowed<'a> {
         let mut out = Vec::with_capacity(self.meta_keys.len());
         for (key, seen) in self.meta_keys.iter().zip(&mut self.seen) {
             let mut value = match rec.metadata.get(key) {
@@ -111,16 +113,24 @@ impl RecordFold {
                     seen.insert(value.to_owned());
                 }
             }
-            out.push(value.to_owned());
+            out.push(value);
         }
         out
     }
 
     /// Folds a batch; `access_log`: also write its access-log lines.
     pub fn fold(&mut self, records: &[Record], access_log: bool) -> Folded {
+        // The status labels, as text that outlives the fold (the series borrow their labels).
+        let statuses: Vec<(String, Vec<String>)> = records
+            .iter()
+            .map(|r| {
+                let attempts = r.attempts.iter().map(|a| a.status.to_string()).collect();
+                (r.status.to_string(), attempts)
+            })
+            .collect();
         let mut acc = Acc::default();
-        for rec in records {
-            self.fold_one(rec, &mut acc);
+        for (rec, (status, attempts)) in records.iter().zip(&statuses) {
+            self.fold_one(rec, status, attempts, &mut acc);
             if access_log {
                 if !acc.out.access_log.is_empty() {
                     acc.out.access_log.push('\n');
@@ -131,10 +141,16 @@ impl RecordFold {
         acc.out
     }
 
-    fn fold_one(&mut self, rec: &Record, acc: &mut Acc) {
-        let guardrails = |acc: &mut Acc| {
+    fn fold_one<'a>(
+        &mut self,
+        rec: &'a Record,
+        status: &'a str,
+        attempt_status: &'a [String],
+        acc: &mut Acc<'a>,
+    ) {
+        let guardrails = |acc: &mut Acc<'a>| {
             for g in &rec.guardrails {
-                let labels = strs(&[&g.name, &g.phase, &g.result]);
+                let labels = vec![g.name.as_str(), &g.phase, &g.result];
                 acc.add("llm_gateway_guardrails_requests_total", labels, 1.0);
             }
         };
@@ -146,15 +162,14 @@ impl RecordFold {
         }
         let meta = self.meta(rec);
         let last = rec.attempts.last().map_or("", |a| a.target.as_str());
-        let base = strs(&[&rec.model, last, &rec.subject]);
-        let status = rec.status.to_string();
-        let requests = with_meta([base.clone(), vec![status]].concat(), &meta);
+        let base = [rec.model.as_str(), last, &rec.subject];
+        let requests = with_meta([&base[..], &[status]].concat(), &meta);
         acc.add("llm_gateway_requests_total", requests, 1.0);
         let ms = rec.end_ns.saturating_sub(rec.start_ns) as f64 / 1e6;
-        let latency = with_meta(base, &meta);
+        let latency = with_meta(base.to_vec(), &meta);
         acc.observe("llm_gateway_request_processing_ms", latency, ms);
-        for at in &rec.attempts {
-            let labels = with_meta(strs(&[&rec.model, &at.target, &rec.subject]), &meta);
+        for (at, at_status) in rec.attempts.iter().zip(attempt_status) {
+            let labels = with_meta(vec![rec.model.as_str(), &at.target, &rec.subject], &meta);
             let amounts = [
                 (
                     "llm_gateway_input_tokens",
@@ -172,9 +187,7 @@ impl RecordFold {
                 }
             }
             if !at.error_type.is_empty() {
-                let mut failure = labels[..3].to_vec();
-                failure.push(at.status.to_string());
-                failure.push(at.error_type.clone());
+                let failure = vec![labels[0], labels[1], labels[2], at_status, &at.error_type];
                 let family = "llm_gateway_request_model_inference_failure";
                 acc.add(family, with_meta(failure, &meta), 1.0);
             }
@@ -185,24 +198,21 @@ impl RecordFold {
                 acc.observe("llm_gateway_inter_token_latency_ms", labels, itl);
             }
             if !at.fallback_reason.is_empty() {
-                let labels = strs(&[&rec.routing_rule, &at.target]);
+                let labels = vec![rec.routing_rule.as_str(), &at.target];
                 acc.add("llm_gateway_fallback_requests_total", labels, 1.0);
             }
         }
         if !rec.routing_rule.is_empty() && !last.is_empty() {
-            let labels = strs(&[&rec.routing_rule, last]);
+            let labels = vec![rec.routing_rule.as_str(), last];
             acc.add("llm_gateway_load_balanced_requests_total", labels, 1.0);
         }
         if let Some((rule, result)) = &rec.rate_limit {
-            let labels = strs(&[rule, result]);
+            let labels = vec![rule.as_str(), result];
             acc.add("llm_gateway_rate_limit_requests_total", labels, 1.0);
         }
         if let Some((rule, result)) = &rec.budget {
-            acc.add(
-                "llm_gateway_budget_requests_total",
-                strs(&[rule, result]),
-                1.0,
-            );
+            let labels = vec![rule.as_str(), result];
+            acc.add("llm_gateway_budget_requests_total", labels, 1.0);
         }
         guardrails(acc);
         for g in &rec.guardrails {
@@ -268,8 +278,15 @@ fn push_float(out: &mut String, key: &str, v: f64) {
 }
 
 fn push_json_str(out: &mut String, s: &str) {
-    // Serialising a str cannot fail.
-    out.push_str(&serde_json::to_string(s).unwrap_or_default());
+    // Names and ids need no escaping: written as they are, without an allocation.
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        // Serialising a str cannot fail.
+        out.push_str(&serde_json::to_string(s).unwrap_or_default());
+    }
 }
 
 #[cfg(test)]
@@ -397,5 +414,21 @@ mod tests {
         assert_eq!(lines[1]["ttft_ms"], 12.5);
         assert_eq!(lines[1]["latency_ms"], 2.5);
         assert!(lines[1].get("error_type").is_none());
+    }
+
+    #[test]
+    fn access_line_strings_are_escaped_as_json_wants() {
+        for s in [
+            "plain",
+            "quote\"d",
+            "back\\slash",
+            "line\nbreak",
+            "tab\t",
+            "é ☃",
+        ] {
+            let mut out = String::new();
+            push_json_str(&mut out, s);
+            assert_eq!(serde_json::from_str::<String>(&out).unwrap(), s);
+        }
     }
 }
