@@ -14,7 +14,7 @@ use super::config::{BudgetPeriod, BudgetRule, KeyPart};
 use super::entity::entity_label;
 use super::reserve::{Held, Release, Reservation};
 use super::ruleset::{Entry, LimitRule, RuleSet, State, Synced};
-use super::{Delta, RequestFacts};
+use super::RequestFacts;
 use crate::when::When;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -495,34 +495,6 @@ impl Budgets {
         })
     }
 
-    /// Spend not yet handed to the sync task, per (rule, entity, period index); the first
-    /// call switches tracking on.
-    pub fn drain_deltas(&self, wall_ms: u64) -> Vec<Delta> {
-        self.rules.drain_deltas(wall_ms)
-    }
-
-    /// Applies the global spend (all replicas, this one included) of one (rule, entity,
-    /// period). Returns false for an unknown rule id.
-    pub fn apply_remote(
-        &self,
-        wall_ms: u64,
-        rule_id: &str,
-        entity: u64,
-        period: u64,
-        total: f64,
-    ) -> bool {
-        self.rules
-            .apply_remote(wall_ms, rule_id, entity, period, total)
-    }
-
-    /// While the shared store is unreachable, each of `replicas` replicas may spend only
-    /// `1/replicas` of what was left of each budget when the outage began (a conservative
-    /// local reservation); 1 restores the synced view. Lives with the rule's state, so a
-    /// reload's adopted rules keep it.
-    pub fn set_share(&self, replicas: u32) {
-        self.rules.set_share(replicas);
-    }
-
     /// A client-facing message for a block, naming the rule.
     pub fn message(&self, d: &BudgetDecision) -> String {
         let Some(b) = d.rule.and_then(|r| self.rules.get(r)).map(|c| &c.rule) else {
@@ -791,21 +763,25 @@ mod tests {
         let b = one("cost_per_day");
         let now = utc(2025, 5, 5, 12, 0);
         let a = facts("user:a", &[]);
-        assert!(b.drain_deltas(now).is_empty());
+        assert!(b.rules.drain_deltas(now).is_empty());
         b.charge(now, &a, 4.0);
-        let d = b.drain_deltas(now);
+        let d = b.rules.drain_deltas(now);
         assert_eq!(d.len(), 1);
         assert_eq!(
             (&*d[0].rule_id, d[0].window, d[0].amount),
             ("b", BudgetPeriod::Day.index(now), 4.0)
         );
-        assert!(b.drain_deltas(now).is_empty());
+        assert!(b.rules.drain_deltas(now).is_empty());
         // Globally 11 spent (4 here): blocked here too.
-        assert!(b.apply_remote(now, "b", d[0].entity, d[0].window, 11.0));
+        assert!(b
+            .rules
+            .apply_remote(now, "b", d[0].entity, d[0].window, 11.0));
         let c = b.check(now, &a);
         assert_eq!((c.allowed, c.spent_usd), (false, 11.0));
         // Yesterday's total changes nothing; tomorrow starts from zero.
-        assert!(b.apply_remote(now, "b", d[0].entity, d[0].window - 1, 100.0));
+        assert!(b
+            .rules
+            .apply_remote(now, "b", d[0].entity, d[0].window - 1, 100.0));
         assert_eq!(b.check(now, &a).spent_usd, 11.0);
         assert!(b.check(now + DAY_MS, &a).allowed);
     }

@@ -467,13 +467,6 @@ impl RateLimiter {
             .apply_remote(now_ms, rule_id, entity, window, total)
     }
 
-    /// While the shared store is unreachable, each of `replicas` replicas enforces
-    /// `limit / replicas` (capacity and refill) from its own buckets; 1 restores the whole
-    /// limit. The share lives with the rule's state, so a reload's adopted rules keep it.
-    pub fn set_share(&self, replicas: u32) {
-        self.rules.set_share(replicas);
-    }
-
     /// The length of a rule's sync window in ms (the period of its unit), for key expiry.
     pub fn window_ms(&self, rule_id: &str) -> Option<u64> {
         self.rules.find(rule_id).map(|c| c.rule.rule.period.ms())

@@ -251,11 +251,13 @@ impl Counter<'_> {
 }
 
 /// While the shared store is unreachable, each replica enforces `1/replicas` of every limit
-/// and budget on its own (see [`RateLimiter::set_share`], [`Budgets::set_share`]); 1 when
-/// synced.
+/// and budget on its own; 1 when synced. A rate limit's buckets then hold and refill
+/// `limit / replicas`; a budget may spend `1/replicas` of what was left of it when the outage
+/// began (a conservative local reservation). The share lives with a rule's state, so a
+/// reload's adopted rules keep it.
 pub fn set_share(limiter: &RateLimiter, budgets: &Budgets, replicas: u32) {
-    limiter.set_share(replicas);
-    budgets.set_share(replicas);
+    limiter.rules.set_share(replicas);
+    budgets.rules.set_share(replicas);
 }
 
 /// The store answers and `replicas` replicas share it: admit from leases (0: stop).
@@ -363,11 +365,11 @@ mod tests {
     #[test]
     fn during_an_outage_each_replica_enforces_its_share_of_a_limit() {
         let l = rpm(20);
-        l.set_share(4);
+        l.rules.set_share(4);
         assert_eq!(passes(&l, 0, 20), 5, "20 over 4 replicas");
         // The share refills at its own rate: 5 per minute.
         assert_eq!(passes(&l, 12_000, 5), 1);
-        l.set_share(1);
+        l.rules.set_share(1);
         assert_eq!(
             passes(&l, 12_000, 5),
             0,
@@ -376,7 +378,7 @@ mod tests {
         assert_eq!(passes(&l, 12_000 + MIN, 30), 20);
         // A limit smaller than the replica count still lets one through, never none.
         let tiny = rpm(2);
-        tiny.set_share(4);
+        tiny.rules.set_share(4);
         assert_eq!(passes(&tiny, 0, 3), 1);
         assert_eq!(passes(&tiny, MIN, 3), 0, "and refills at 2/4 per minute");
         assert_eq!(passes(&tiny, 2 * MIN, 3), 1);
@@ -385,7 +387,7 @@ mod tests {
     #[test]
     fn the_share_carries_over_a_reload_with_the_rule() {
         let old = rpm(20);
-        old.set_share(2);
+        old.rules.set_share(2);
         let mut new = rpm(20);
         assert_eq!(new.adopt(&old), 1);
         assert_eq!(passes(&new, 0, 20), 10);
@@ -399,7 +401,7 @@ mod tests {
         let d = drain(&l, &b, WALL);
         // Other replicas had spent 4: 4 of 10 were left when Redis went away.
         assert!(apply(&l, &b, 0, WALL, &d[0].key, 6.0));
-        b.set_share(3);
+        b.rules.set_share(3);
         // Each of 3 replicas may spend a third of the 4 left: 1 here counts as 3.
         b.charge(WALL, &FACTS, 1.0);
         let c = b.check(WALL, &FACTS);
@@ -407,10 +409,10 @@ mod tests {
         b.charge(WALL, &FACTS, 0.5);
         assert!(!b.check(WALL, &FACTS).allowed, "1.5 is more than our third");
         // Back in sync, the known total decides again.
-        b.set_share(1);
+        b.rules.set_share(1);
         assert_eq!(b.check(WALL, &FACTS).spent_usd, 7.5);
         // A new outage starts from the spend known then: 2.5 left, 1.25 each of 2.
-        b.set_share(2);
+        b.rules.set_share(2);
         b.charge(WALL, &FACTS, 1.0);
         assert!(b.check(WALL, &FACTS).allowed);
         b.charge(WALL, &FACTS, 0.5);
