@@ -278,11 +278,8 @@ class Telemetry:
 
     async def _send_batch(self, *, retry: bool) -> None:
         assert self._encoder is not None
-        try:
-            encoded = self._encoder.encode_next(self.settings.batch_size)
-        except ValueError:
-            _log.exception("telemetry batch could not be encoded")
-            return
+        # Cannot fail: the records were decoded at intake (a bad slice fails there).
+        encoded = self._encoder.encode_next(self.settings.batch_size)
         if encoded is not None:
             self._inflight = encoded
             await self._send(*encoded, retry=retry)
