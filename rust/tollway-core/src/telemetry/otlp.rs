@@ -105,8 +105,9 @@ pub fn decode_batch(msgpack: &[u8]) -> Result<Vec<Record>, rmp_serde::decode::Er
     rmp_serde::from_slice(msgpack)
 }
 
-/// Decodes a batch written as a JSON array (tests and tools).
-pub fn decode_batch_json(json: &[u8]) -> Result<Vec<Record>, serde_json::Error> {
+/// Decodes a batch written as a JSON array (the tests' readable fixtures).
+#[cfg(test)]
+pub(crate) fn decode_batch_json(json: &[u8]) -> Result<Vec<Record>, serde_json::Error> {
     serde_json::from_slice(json)
 }
 
