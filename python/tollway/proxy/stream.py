@@ -142,6 +142,8 @@ async def relay(
     more = {"type": "http.response.body", "body": b"", "more_body": True}
     try:
         out = scrub(feed(first))
+        if meter.done:  # the answer's end is in `out`: a client leaving after it cancels nothing
+            call.delivered.set()
         if out:
             await send({**more, "body": out})
         if not meter.halted:
@@ -150,6 +152,8 @@ async def relay(
                 if room < 0:
                     raise UpstreamError("too_large")
                 out = scrub(feed(chunk))
+                if meter.done:
+                    call.delivered.set()
                 if out:
                     await send({"type": "http.response.body", "body": out, "more_body": True})
                 if meter.halted:  # the stream broke, or an output guardrail blocked it
