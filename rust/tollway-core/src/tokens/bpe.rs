@@ -12,7 +12,8 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use regex::Regex;
+use regex_automata::meta::Regex;
+use regex_automata::{Anchored, Input};
 use rustc_hash::FxHashMap;
 
 pub(crate) static CL100K: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/cl100k.bpe"));
@@ -40,8 +41,11 @@ pub(crate) fn lookahead_free(pattern: &str) -> String {
 impl Bpe {
     /// A table as `build.rs` writes it (per token: rank u32 LE, length u8, bytes) and the
     /// encoding's split pattern.
-    pub(crate) fn new(table: &'static [u8], pattern: &str) -> Result<Self, regex::Error> {
-        let split = Regex::new(&lookahead_free(pattern))?;
+    pub(crate) fn new(
+        table: &'static [u8],
+        pattern: &str,
+    ) -> Result<Self, Box<regex_automata::meta::BuildError>> {
+        let split = Regex::new(&lookahead_free(pattern)).map_err(Box::new)?;
         let entries = || {
             let mut rest = table;
             std::iter::from_fn(move || {
@@ -73,7 +77,15 @@ impl Bpe {
     pub(crate) fn pieces<'t>(&'t self, text: &'t str) -> impl Iterator<Item = &'t str> + 't {
         let mut at = 0;
         std::iter::from_fn(move || {
-            let m = self.split.find_at(text, at)?;
+            // Every character starts a piece (the pattern's last branches take any space or
+            // symbol), so the next piece is anchored where the last one ended: a forward scan
+            // only, where an unanchored search also scanned back for the start. Should a
+            // character ever start none, the unanchored search skips it as before.
+            let input = Input::new(text).range(at..);
+            let m = match self.split.find(input.clone().anchored(Anchored::Yes)) {
+                Some(m) => m,
+                None => self.split.find(input)?,
+            };
             let piece = &text[m.start()..m.end()];
             let mut end = m.end();
             if end < text.len()

@@ -5,10 +5,9 @@
 //! by its callers.
 
 mod bpe;
+mod prompt;
 
 use std::sync::OnceLock;
-
-use serde_json::Value;
 
 use bpe::Bpe;
 
@@ -68,90 +67,16 @@ pub fn warm(model: &str) {
     Encoding::for_model(model).bpe();
 }
 
-// OpenAI's published accounting for chat prompts: each message costs a few framing tokens,
-// a `name` one more, and the reply is primed with three.
-const PER_MESSAGE: u64 = 3;
-const PER_NAME: u64 = 1;
-const REPLY_PRIMING: u64 = 3;
-// An image part is billed by size and detail, which the gateway does not decode; this is
-// OpenAI's price of a low-detail image, a floor rather than a guess at the real count.
-const PER_IMAGE: u64 = 85;
-
 /// An estimate of the prompt tokens of a chat request: `body` is the request JSON (an object with
 /// `messages` and optionally `tools`) or a bare `messages` array. Invalid JSON counts as zero
 /// messages rather than failing, because this only ever fills in a missing provider count.
 pub fn count_prompt_tokens(body: &[u8], model: &str) -> u64 {
-    let Ok(value) = serde_json::from_slice::<Value>(body) else {
-        return 0;
-    };
-    let enc = Encoding::for_model(model);
-    let (messages, tools) = match &value {
-        Value::Array(_) => (Some(&value), None),
-        Value::Object(o) => (o.get("messages"), o.get("tools")),
-        _ => (None, None),
-    };
-    let mut total = 0;
-    if let Some(Value::Array(messages)) = messages {
-        for m in messages {
-            total += PER_MESSAGE + message_tokens(enc, m);
-        }
-        total += REPLY_PRIMING;
-    }
-    if let Some(tools @ Value::Array(list)) = tools {
-        if !list.is_empty() {
-            // Providers render tool schemas into the prompt in their own format; the JSON text
-            // is a close stand-in for its size.
-            total += enc.count(&tools.to_string());
-        }
-    }
-    total
-}
-
-fn message_tokens(enc: Encoding, m: &Value) -> u64 {
-    let Value::Object(m) = m else {
-        return 0;
-    };
-    let mut n = 0;
-    if let Some(Value::String(role)) = m.get("role") {
-        n += enc.count(role);
-    }
-    if let Some(Value::String(name)) = m.get("name") {
-        n += PER_NAME + enc.count(name);
-    }
-    n += content_tokens(enc, m.get("content"));
-    if let Some(Value::Array(calls)) = m.get("tool_calls") {
-        for call in calls {
-            if let Some(Value::Object(f)) = call.get("function") {
-                for key in ["name", "arguments"] {
-                    if let Some(Value::String(s)) = f.get(key) {
-                        n += enc.count(s);
-                    }
-                }
-            }
-        }
-    }
-    n
-}
-
-fn content_tokens(enc: Encoding, content: Option<&Value>) -> u64 {
-    match content {
-        Some(Value::String(s)) => enc.count(s),
-        Some(Value::Array(parts)) => parts
-            .iter()
-            .map(|p| match p.get("type").and_then(Value::as_str) {
-                Some("image_url" | "image" | "input_audio") => PER_IMAGE,
-                _ => match p.get("text") {
-                    Some(Value::String(s)) => enc.count(s),
-                    _ => 0,
-                },
-            })
-            .sum(),
-        _ => 0,
-    }
+    prompt::count(body, Encoding::for_model(model))
 }
 
 #[cfg(test)]
 mod tests {
+    use super::prompt::{PER_IMAGE, PER_MESSAGE, PER_NAME, REPLY_PRIMING};
     use super::*;
 
     #[test]
