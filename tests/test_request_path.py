@@ -185,7 +185,7 @@ def _stream_guard(strategy: str = "enforce") -> StreamGuard:
     gid = guardrails.id("secrets")
     assert gid is not None
     infos = (guardrails.info(gid),)
-    return StreamGuard(GuardPlan(guardrails, infos, output_validate=[gid]))
+    return StreamGuard(GuardPlan(guardrails, infos, output_validate=(gid,)))
 
 
 def _text(sse: bytes) -> str:
@@ -228,10 +228,9 @@ def _guard_plan(*guardrails: dict[str, Any]) -> GuardPlan:
     ]  # fmt: skip
     guardrails_ = Engine(msgspec.json.encode([{"source": "t", "doc": d} for d in docs])).guardrails
     infos = tuple(guardrails_.info(i) for i in range(len(guardrails)))
-    plan = GuardPlan(guardrails_, infos)
-    for info in infos:
-        (plan.output_mutate if info.operation == "mutate" else plan.output_validate).append(info.id)
-    return plan
+    mutate = tuple(i.id for i in infos if i.operation == "mutate")
+    validate = tuple(i.id for i in infos if i.operation != "mutate")
+    return GuardPlan(guardrails_, infos, output_mutate=mutate, output_validate=validate)
 
 
 def _texts(sse: bytes) -> str:

@@ -1,5 +1,6 @@
 """Type stubs of the Rust extension (checked against it by `mypy.stubtest` in CI)."""
 
+from collections.abc import Sequence
 from typing import final
 
 class ConfigError(ValueError):
@@ -317,7 +318,9 @@ class SseMeter:
         strip_usage: bool = False,
         include_usage: bool = True,
     ) -> SseMeter: ...
-    def guard_output(self, guardrails: Guardrails, mutate: list[int], validate: list[int]) -> None:
+    def guard_output(
+        self, guardrails: Guardrails, mutate: Sequence[int], validate: Sequence[int]
+    ) -> None:
         """Output guardrails on what `feed` and `finish` return, run in the same pass."""
     @property
     def blocked(self) -> tuple[int, list[str]] | None:

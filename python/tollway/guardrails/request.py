@@ -20,6 +20,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Literal
 
 import aiohttp
@@ -47,36 +48,48 @@ _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
 
 
+# Where a text is: its container (an object or a list) and its key there, so mutate can
+# write it back.
+Place = tuple[Any, str | int]
+
+
+# The ids of one guardrail selection, by phase and operation (see `GuardPlan`).
+Split = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]
+
+
 @dataclass(slots=True)
 class GuardPlan:
     """The guardrails one request runs, split by phase and operation."""
 
     set: Guardrails
     infos: tuple[GuardrailInfo, ...]
-    input_mutate: list[int] = field(default_factory=list)
-    input_validate: list[int] = field(default_factory=list)
-    output_mutate: list[int] = field(default_factory=list)
-    output_validate: list[int] = field(default_factory=list)
+    input_mutate: tuple[int, ...] = ()
+    input_validate: tuple[int, ...] = ()
+    output_mutate: tuple[int, ...] = ()
+    output_validate: tuple[int, ...] = ()
     # Output webhooks: the OpenAI-shaped answer is POSTed whole (non-streamed answers).
-    output_hooks: list[int] = field(default_factory=list)
+    output_hooks: tuple[int, ...] = ()
     # Every run, for spans and llm_gateway_guardrails_* metrics (shared with the request's log).
     runs: list[GuardrailRun] = field(default_factory=list)
+    # Where the request's texts are, found once for every input guardrail (None: not yet, or
+    # a webhook replaced the request).
+    places: list[Place] | None = None
 
     def ran(
         self, gid: int, phase: str, result: str, start_ns: int, categories: Sequence[str] = ()
     ) -> None:
-        info = self.infos[gid]
         if result == "flag":
             # Audit findings are logged by category only, never the text.
-            log.info("guardrail %r flagged %s (%s)", info.name, phase, ", ".join(categories))
+            name = self.infos[gid].name
+            log.info("guardrail %r flagged %s (%s)", name, phase, ", ".join(categories))
         self.runs.append(
             GuardrailRun(
-                name=info.name,
+                name=self.infos[gid].name,
                 phase=phase,
                 result=result,
                 start_ns=start_ns,
                 end_ns=now_ns(),
-                categories=sorted(set(categories)),
+                categories=sorted(set(categories)) if categories else [],
             )
         )
 
@@ -84,6 +97,32 @@ class GuardPlan:
     def output(self) -> bool:
         """Built-in output guardrails run (webhooks are `output_hooks`)."""
         return bool(self.output_mutate or self.output_validate)
+
+    def texts(self, req: dict[str, Any]) -> list[Place]:
+        places = self.places
+        if places is None:
+            places = self.places = _request_texts(req)
+        return places
+
+
+@lru_cache(maxsize=256)
+def _split(
+    infos: tuple[GuardrailInfo, ...], inputs: tuple[int, ...], outputs: tuple[int, ...]
+) -> Split:
+    """A selection's ids by phase and operation: the same for every request that makes it."""
+    parts: tuple[list[int], ...] = ([], [], [], [], [])
+    input_mutate, input_validate, output_mutate, output_validate, output_hooks = parts
+    for ids, mutate, validate in (
+        (inputs, input_mutate, input_validate),
+        (outputs, output_mutate, output_validate),
+    ):
+        for i in ids:
+            if ids is outputs and infos[i].kind == "webhook":
+                output_hooks.append(i)  # they see the whole answer, after the built-ins
+                continue
+            (mutate if infos[i].operation == "mutate" else validate).append(i)
+    im, iv, om, ov, oh = (tuple(p) for p in parts)
+    return im, iv, om, ov, oh
 
 
 def plan_for(
@@ -96,26 +135,11 @@ def plan_for(
     inputs, outputs = adm.input_guardrails, adm.output_guardrails
     if not inputs and not outputs:
         return None
-    plan = GuardPlan(guardrails, infos, runs=runs)
-    for ids, mutate, validate in (
-        (inputs, plan.input_mutate, plan.input_validate),
-        (outputs, plan.output_mutate, plan.output_validate),
-    ):
-        for i in ids:
-            if ids is outputs and infos[i].kind == "webhook":
-                plan.output_hooks.append(i)  # they see the whole answer, after the built-ins
-                continue
-            (mutate if infos[i].operation == "mutate" else validate).append(i)
-    return plan
+    return GuardPlan(guardrails, infos, *_split(infos, tuple(inputs), tuple(outputs)), runs=runs)
 
 
 def blocked(info: GuardrailInfo, categories: list[str]) -> GatewayError:
     return GatewayError.guardrail_blocked(info.name, categories)
-
-
-# Where a text is: its container (an object or a list) and its key there, so mutate can
-# write it back.
-Place = tuple[Any, str | int]
 
 
 def _texts(messages: Any) -> list[Place]:
@@ -173,10 +197,6 @@ def answer_texts(answer: Any) -> list[Place]:
     return out
 
 
-def _joined(req: dict[str, Any]) -> str:
-    return "\n".join(str(c[k]) for c, k in _request_texts(req))
-
-
 async def mutate_input(
     plan: GuardPlan, req: dict[str, Any], session: aiohttp.ClientSession | None
 ) -> bool:
@@ -194,13 +214,15 @@ async def mutate_input(
             if isinstance(result, dict):
                 req.clear()
                 req.update(result)
+                plan.places = None  # a new request: its texts are elsewhere
                 changed = True
             plan.ran(gid, "input", "error" if errored else "mutate" if result else "pass", t0)
             continue
         found: list[str] = []
-        for container, key in _request_texts(req):
+        ids = [gid]
+        for container, key in plan.texts(req):
             text = container[key]
-            redacted, findings = plan.set.redact([gid], text)
+            redacted, findings = plan.set.redact(ids, text)
             if redacted != text:
                 container[key] = redacted
                 found.extend(f.category for f in findings)
@@ -227,7 +249,7 @@ def validate_builtin(
             cats = ["METADATA"]
         else:
             if text is None:
-                text = _joined(req)
+                text = "\n".join(str(c[k]) for c, k in plan.texts(req))
             check = plan.set.check(gid, text)
             flagged = check is not None and check.flagged
             cats = [f.category for f in check.findings] if check else []

@@ -3,6 +3,7 @@
 
 use crate::errors::invalid;
 use pyo3::prelude::*;
+use pyo3::types::PyString;
 use std::sync::Arc;
 use tollway_core::guardrails::{self as g, GuardrailId, GuardrailSet, Scanner};
 
@@ -42,19 +43,20 @@ struct Check {
     findings: Vec<Py<Finding>>,
 }
 
-/// What the request path needs to run one guardrail.
+/// What the request path needs to run one guardrail. The strings are Python strings made once
+/// (the request path reads them per run: a getter over a Rust string made a new one each time).
 #[pyclass(frozen, module = "tollway._core")]
 struct GuardrailInfo {
     #[pyo3(get)]
     id: u32,
     #[pyo3(get)]
-    name: String,
+    name: Py<PyString>,
     #[pyo3(get)]
-    kind: &'static str,
+    kind: Py<PyString>,
     #[pyo3(get)]
-    operation: &'static str,
+    operation: Py<PyString>,
     #[pyo3(get)]
-    enforcing_strategy: &'static str,
+    enforcing_strategy: Py<PyString>,
     #[pyo3(get)]
     url: Option<String>,
     #[pyo3(get)]
@@ -135,7 +137,7 @@ impl Guardrails {
         self.inner.id(name)
     }
 
-    fn info(&self, id: u32) -> PyResult<GuardrailInfo> {
+    fn info(&self, py: Python<'_>, id: u32) -> PyResult<GuardrailInfo> {
         let gr = self
             .inner
             .get(id)
@@ -154,10 +156,10 @@ impl Guardrails {
         };
         Ok(GuardrailInfo {
             id,
-            name: gr.name.clone(),
-            kind: gr.kind,
-            operation: gr.operation.name(),
-            enforcing_strategy: gr.strategy.name(),
+            name: PyString::new(py, &gr.name).unbind(),
+            kind: PyString::intern(py, gr.kind).unbind(),
+            operation: PyString::intern(py, gr.operation.name()).unbind(),
+            enforcing_strategy: PyString::intern(py, gr.strategy.name()).unbind(),
             url,
             timeout_ms,
             headers,
