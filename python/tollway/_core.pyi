@@ -322,6 +322,8 @@ class SseMeter:
         self, guardrails: Guardrails, mutate: Sequence[int], validate: Sequence[int]
     ) -> None:
         """Output guardrails on what `feed` and `finish` return, run in the same pass."""
+    def scrub_output(self, scrubber: Scrubber, extra: bytes | None = None) -> None:
+        """Secrets (the config's, and `extra`) out of what `feed` and `finish` return."""
     @property
     def blocked(self) -> tuple[int, list[str]] | None:
         """(guardrail id, categories) of the validator that stopped the stream, if one did."""

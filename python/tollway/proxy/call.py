@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 
 from tollway.asgi import JSON, RequestHead, Send
-from tollway.engine import Admission, PlanInfo, Runtime, SseMeter, Upstream
+from tollway.engine import Admission, PlanInfo, Runtime, Scrubber, SseMeter, Upstream
 from tollway.errors import GatewayError
 from tollway.guardrails.request import (
     GuardPlan,
@@ -146,6 +146,10 @@ class Call:
         # the core's method bound once, no Python frame around it).
         self.scrub: Callable[[bytes], bytes] = partial(rt.scrubber.scrub, extra=self.secret)
         self.response_limit = rt.settings.max_response_bytes
+
+    @property
+    def scrubber(self) -> Scrubber:
+        return self.rt.scrubber
 
     def end(self, plan: PlanInfo, outcome: int, tokens: int, kind: str = "") -> None:
         """Records how the current attempt ended, once, for both settle and telemetry; `kind`

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Protocol
 
 from tollway.asgi import Send
-from tollway.engine import PlanInfo, SseMeter, monotonic_ms
+from tollway.engine import PlanInfo, Scrubber, SseMeter, monotonic_ms
 from tollway.errors import GatewayError
 from tollway.guardrails.request import GuardPlan
 from tollway.guardrails.stream import StreamGuard
@@ -48,6 +48,11 @@ class StreamHost(Protocol):
 
     # `data` without any provider secret or the request's own key.
     scrub: Callable[[bytes], bytes]
+    # The request's own key; the meter scrubs it (and the provider secrets) from every event.
+    secret: bytes | None
+
+    @property
+    def scrubber(self) -> Scrubber: ...
 
     async def gate(self) -> None: ...
 
@@ -107,6 +112,7 @@ async def start_stream(
         strip_usage=not call.wants_usage,
         include_usage=call.wants_usage,
     )
+    meter.scrub_output(call.scrubber, call.secret)
     call.meter = meter
     try:
         await relay(call, resp, chunks, first, meter, plan, t0)
@@ -135,13 +141,13 @@ async def relay(
     kind = ""
     broken: GatewayError | None = None
     # The per-chunk loop is the hottest Python of a stream: bound methods, no helper calls.
-    # No secret reaches the client (the meter hands over whole events, so none is split), and
-    # no provider sends more than `max_response_bytes`.
+    # No secret reaches the client (the meter scrubs the whole events it hands over), and no
+    # provider sends more than `max_response_bytes`.
     feed, scrub = meter.feed, call.scrub
     room = call.response_limit - len(first)
     more = {"type": "http.response.body", "body": b"", "more_body": True}
     try:
-        out = scrub(feed(first))
+        out = feed(first)
         if meter.done:  # the answer's end is in `out`: a client leaving after it cancels nothing
             call.delivered.set()
         if out:
@@ -151,7 +157,7 @@ async def relay(
                 room -= len(chunk)
                 if room < 0:
                     raise UpstreamError("too_large")
-                out = scrub(feed(chunk))
+                out = feed(chunk)
                 if meter.done:
                     call.delivered.set()
                 if out:
@@ -159,7 +165,7 @@ async def relay(
                 if meter.halted:  # the stream broke, or an output guardrail blocked it
                     break
             else:
-                out = scrub(meter.finish())
+                out = meter.finish()
                 if out:
                     await send({**more, "body": out})
     except UpstreamError as e:

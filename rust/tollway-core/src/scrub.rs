@@ -6,6 +6,8 @@
 //! copied. The request's own client key, known only per request, is an extra needle.
 
 use aho_corasick::{AhoCorasick, MatchKind};
+use std::sync::Arc;
+
 use memchr::memmem;
 
 /// What a secret is replaced with.
@@ -56,6 +58,10 @@ impl Scrubber {
     /// by [`REDACTED`]; `None` when there was nothing to replace.
     pub fn scrub(&self, data: &[u8], extra: Option<&[u8]>) -> Option<Vec<u8>> {
         let extra = extra.filter(|e| e.len() >= MIN_SECRET_LEN && e.len() <= data.len());
+        self.scrub_with(data, extra.map(memmem::Finder::new).as_ref())
+    }
+
+    fn scrub_with(&self, data: &[u8], extra: Option<&memmem::Finder<'_>>) -> Option<Vec<u8>> {
         let mut out: Option<Vec<u8>> = None;
         if let Some(ac) = &self.automaton {
             if data.len() >= self.shortest && ac.find(data).is_some() {
@@ -64,7 +70,7 @@ impl Scrubber {
         }
         if let Some(needle) = extra {
             let current = out.as_deref().unwrap_or(data);
-            if memmem::find(current, needle).is_some() {
+            if needle.find(current).is_some() {
                 out = Some(replace_all(current, needle));
             }
         }
@@ -72,16 +78,43 @@ impl Scrubber {
     }
 }
 
-fn replace_all(data: &[u8], needle: &[u8]) -> Vec<u8> {
+/// One request's scrubbing: the config's secrets and the request's own key, whose searcher is
+/// built once (a stream scrubs every event it relays).
+#[derive(Debug)]
+pub struct RequestScrub {
+    scrubber: Arc<Scrubber>,
+    extra: Option<memmem::Finder<'static>>,
+}
+
+impl RequestScrub {
+    pub fn new(scrubber: Arc<Scrubber>, extra: Option<&[u8]>) -> Self {
+        let extra = extra
+            .filter(|e| e.len() >= MIN_SECRET_LEN)
+            .map(|e| memmem::Finder::new(e).into_owned());
+        Self { scrubber, extra }
+    }
+
+    /// As [`Scrubber::scrub`] with this request's key.
+    pub fn scrub(&self, data: &[u8]) -> Option<Vec<u8>> {
+        let extra = self
+            .extra
+            .as_ref()
+            .filter(|f| f.needle().len() <= data.len());
+        self.scrubber.scrub_with(data, extra)
+    }
+}
+
+fn replace_all(data: &[u8], needle: &memmem::Finder<'_>) -> Vec<u8> {
     let mut out = Vec::with_capacity(data.len());
     let mut last = 0;
-    for at in memmem::find_iter(data, needle) {
+    let len = needle.needle().len();
+    for at in needle.find_iter(data) {
         if at < last {
             continue;
         }
         out.extend_from_slice(&data[last..at]);
         out.extend_from_slice(REDACTED);
-        last = at + needle.len();
+        last = at + len;
     }
     out.extend_from_slice(&data[last..]);
     out
@@ -108,6 +141,27 @@ fn json_escaped(s: &[u8], slash: bool) -> Vec<u8> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_request_scrub_removes_the_request_key_like_a_per_call_extra() {
+        let s = Arc::new(Scrubber::new(["sk-provider-secret"]));
+        let key = b"client-key-123456";
+        let r = RequestScrub::new(Arc::clone(&s), Some(key));
+        for body in [
+            &b"sk-provider-secret and client-key-123456, client-key-123456"[..],
+            b"only client-key-123456",
+            b"client-key-12345",
+            b"clean",
+        ] {
+            assert_eq!(r.scrub(body), s.scrub(body, Some(key)));
+        }
+        let out = r.scrub(b"x client-key-123456 y").expect("found");
+        assert_eq!(out, b"x [REDACTED] y");
+        // A key shorter than MIN_SECRET_LEN is not scrubbed: it would mangle ordinary text.
+        assert!(RequestScrub::new(s, Some(b"short"))
+            .scrub(b"a short one")
+            .is_none());
+    }
 
     #[test]
     fn replaces_every_secret_and_keeps_clean_bodies() {

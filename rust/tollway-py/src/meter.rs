@@ -4,6 +4,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::guardrails::Guardrails;
+use crate::scrub::Scrubber;
 use tollway_core::clock::Clock;
 use tollway_core::sse::{MeterOptions, StreamFormat};
 use tollway_core::tokens;
@@ -87,6 +88,13 @@ impl SseMeter {
         self.inner
             .guard_output(guardrails.output_guard(mutate, validate)?);
         Ok(())
+    }
+
+    /// Removes the config's secrets and `extra` (the request's own key) from what `feed` and
+    /// `finish` return, after the output guardrails.
+    #[pyo3(signature = (scrubber, extra=None))]
+    fn scrub_output(&mut self, scrubber: PyRef<'_, Scrubber>, extra: Option<&[u8]>) {
+        self.inner.scrub_output(scrubber.for_request(extra));
     }
 
     /// `(guardrail id, categories found)` of the validator that stopped the stream, if one did.

@@ -2,11 +2,20 @@
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
+use std::sync::Arc;
+use tollway_core::scrub::RequestScrub;
 
 /// Removes every configured secret from bytes relayed to a client; one per config.
 #[pyclass(frozen, module = "tollway._core")]
-struct Scrubber {
-    inner: tollway_core::scrub::Scrubber,
+pub(crate) struct Scrubber {
+    inner: Arc<tollway_core::scrub::Scrubber>,
+}
+
+impl Scrubber {
+    /// This scrubber with one request's own key, for a stream's meter.
+    pub(crate) fn for_request(&self, extra: Option<&[u8]>) -> RequestScrub {
+        RequestScrub::new(Arc::clone(&self.inner), extra)
+    }
 }
 
 #[pymethods]
@@ -14,7 +23,7 @@ impl Scrubber {
     #[new]
     fn new(secrets: Vec<String>) -> Self {
         Self {
-            inner: tollway_core::scrub::Scrubber::new(secrets),
+            inner: Arc::new(tollway_core::scrub::Scrubber::new(secrets)),
         }
     }
 

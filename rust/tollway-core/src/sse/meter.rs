@@ -11,6 +11,7 @@
 //! ([`super::guard`]) in the same call, so a guarded stream is framed once.
 
 use super::{Event, Flow, Recorder, SseParser, StreamError, TooLarge, Usage, MAX_EVENT_BYTES};
+use crate::scrub::RequestScrub;
 use crate::sse::anthropic::AnthropicTranslator;
 use crate::sse::bedrock::BedrockTranslator;
 use crate::sse::gemini::GeminiTranslator;
@@ -107,6 +108,8 @@ pub struct SseMeter {
     relay: Option<Box<Relay>>,
     /// Output guardrails on what the client gets ([`super::guard`]), in this same pass.
     guard: Option<Box<OutputGuard>>,
+    /// Secrets out of what the client gets, after the guardrails.
+    scrub: Option<Box<RequestScrub>>,
     out: Vec<u8>,
     /// Translated bytes nobody reads (an Anthropic stream metered but forwarded as it is), or
     /// translated events on their way through the guard.
@@ -182,6 +185,7 @@ impl SseMeter {
             bedrock,
             relay,
             guard: None,
+            scrub: None,
             out: Vec::new(),
             scratch: Vec::new(),
         }
@@ -191,6 +195,12 @@ impl SseMeter {
     /// return the guarded bytes; after a block they return nothing more ([`Self::halted`]).
     pub fn guard_output(&mut self, guard: OutputGuard) {
         self.guard = Some(Box::new(guard));
+    }
+
+    /// Removes every secret of `scrub` from what `feed` and `finish` return, after the output
+    /// guardrails (events are handed over whole, so no secret is split between two returns).
+    pub fn scrub_output(&mut self, scrub: RequestScrub) {
+        self.scrub = Some(Box::new(scrub));
     }
 
     pub fn output_guard(&self) -> Option<&OutputGuard> {
@@ -207,6 +217,13 @@ impl SseMeter {
     /// nothing more is returned: check [`Self::error`] after each call.
     pub fn feed(&mut self, chunk: &[u8], now_ms: f64) -> &[u8] {
         self.drive(Some(chunk), now_ms);
+        self.scrubbed()
+    }
+
+    fn scrubbed(&mut self) -> &[u8] {
+        if let Some(clean) = self.scrub.as_ref().and_then(|s| s.scrub(&self.out)) {
+            self.out = clean;
+        }
         &self.out
     }
 
@@ -218,7 +235,7 @@ impl SseMeter {
         if !self.rec.done && self.rec.finish_reason.is_none() {
             self.rec.fail(StreamError::Truncated);
         }
-        &self.out
+        self.scrubbed()
     }
 
     /// Runs the parser over `chunk` (or its end, for `None`) into `self.out`: the parser
