@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from random import getrandbits
 from typing import Any
 
 from tollway.errors import GatewayError
@@ -86,7 +86,9 @@ class RequestHead:
         ):
             self.request_id = request_id
             return
-        self.request_id = os.urandom(12).hex().encode()
+        # 96 random bits as 24 hex digits: the process's generator (reseeded in each forked
+        # worker), not a system call per request; an id is unique, not secret.
+        self.request_id = b"%024x" % getrandbits(96)
 
 
 async def read_body(receive: Receive, limit: int, content_length: bytes | None) -> bytes:

@@ -139,7 +139,7 @@ class Call:
         # (input, cached input, output, cache write) tokens.
         self.usage = (0, 0, 0, 0)
         self.meter: SseMeter | None = None
-        self.delivered = asyncio.Event()  # the stream relay sets it: the client has it all
+        self.delivered = False  # the stream relay sets it: the client has it all
         # The request's own key: scrubbed from answers like the provider secrets.
         self.secret = bearer_token(head.authorization)
         # `data` without any provider secret or this request's key (called per stream chunk:

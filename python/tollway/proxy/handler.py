@@ -205,7 +205,7 @@ class Proxy:
             )
             call.ingress = ingress
             if call.stream:
-                await _race_disconnect(call.run(), receive, req["model"], call.delivered)
+                await _race_disconnect(call.run(), receive, req["model"], call)
             else:
                 await call.run()
             if capture is not None:
@@ -251,7 +251,7 @@ class Proxy:
 
 
 async def _race_disconnect(
-    work: Coroutine[Any, Any, None], receive: Receive, label: str, delivered: asyncio.Event
+    work: Coroutine[Any, Any, None], receive: Receive, label: str, call: Call
 ) -> None:
     """Runs a streamed request raced against the client leaving, from before the first
     upstream byte: Granian's send() does not fail after the client left; receive() says so.
@@ -265,7 +265,7 @@ async def _race_disconnect(
 
     def on_leave(_: asyncio.Future[Any]) -> None:
         nonlocal left
-        if running and not delivered.is_set() and current is not None:
+        if running and not call.delivered and current is not None:
             left = True
             current.cancel()
 

@@ -37,7 +37,8 @@ class StreamHost(Protocol):
     guard: GuardPlan | None
     meter: SseMeter | None
     log: RequestLog
-    delivered: asyncio.Event
+    # Set once the client has the whole answer: its leaving then cancels nothing.
+    delivered: bool
     # Another client API (`/v1/messages`, `/v1/responses`): it picks the stream format.
     ingress: Ingress | None
     started: float
@@ -149,7 +150,7 @@ async def relay(
     try:
         out = feed(first)
         if meter.done:  # the answer's end is in `out`: a client leaving after it cancels nothing
-            call.delivered.set()
+            call.delivered = True
         if out:
             await send({**more, "body": out})
         if not meter.halted:
@@ -159,7 +160,7 @@ async def relay(
                     raise UpstreamError("too_large")
                 out = feed(chunk)
                 if meter.done:
-                    call.delivered.set()
+                    call.delivered = True
                 if out:
                     await send({"type": "http.response.body", "body": out, "more_body": True})
                 if meter.halted:  # the stream broke, or an output guardrail blocked it
@@ -184,7 +185,7 @@ async def relay(
         # first byte there is no fallback (the client may have shown part of an answer).
         event = b"event: error\ndata: " + scrub(broken.body()) + b"\n\n"
         await send({"type": "http.response.body", "body": event, "more_body": True})
-    call.delivered.set()  # the client has it all: its leaving now cancels nothing
+    call.delivered = True  # the client has it all: its leaving now cancels nothing
     if guard is not None:
         guard.report(guard_start)
     call.end(plan, status, meter.output_tokens, kind)
