@@ -30,6 +30,21 @@ JSON = (b"content-type", b"application/json")
 _MAX_REQUEST_ID = 128
 
 
+# The headers read, by the attribute each goes to (names arrive lowercased from the server).
+_SLOTS = {
+    b"authorization": "authorization",
+    b"content-length": "content_length",
+    b"x-tfy-metadata": "metadata",
+    b"x-request-id": "request_id",
+    b"x-tfy-request-timeout": "timeout_ms",
+    b"x-tfy-ttft-timeout-ms": "ttft_timeout_ms",
+    b"traceparent": "traceparent",
+    b"x-tfy-guardrails": "guardrails",
+    b"x-tfy-cache-config": "cache_config",
+    b"x-tfy-logging-config": "logging_config",
+}
+
+
 class RequestHead:
     """The request headers the gateway reads, picked out of the ASGI list in one pass."""
 
@@ -57,27 +72,15 @@ class RequestHead:
         self.cache_config: bytes | None = None
         self.logging_config: bytes | None = None
         request_id: bytes | None = None
+        # One dict lookup per header (clients send a dozen the gateway does not read).
+        slots = _SLOTS
         for name, value in headers:
-            if name == b"authorization":
-                self.authorization = value
-            elif name == b"content-length":
-                self.content_length = value
-            elif name == b"x-tfy-metadata":
-                self.metadata = value
-            elif name == b"x-request-id":
-                request_id = value
-            elif name == b"x-tfy-request-timeout":
-                self.timeout_ms = value
-            elif name == b"x-tfy-ttft-timeout-ms":
-                self.ttft_timeout_ms = value
-            elif name == b"traceparent":
-                self.traceparent = value
-            elif name == b"x-tfy-guardrails":
-                self.guardrails = value
-            elif name == b"x-tfy-cache-config":
-                self.cache_config = value
-            elif name == b"x-tfy-logging-config":
-                self.logging_config = value
+            slot = slots.get(name)
+            if slot is not None:
+                if slot == "request_id":
+                    request_id = value
+                else:
+                    setattr(self, slot, value)
         # A client's request id is echoed only when it is short and printable ASCII.
         if (
             request_id
