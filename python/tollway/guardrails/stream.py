@@ -25,16 +25,12 @@ class StreamGuard:
 
     __slots__ = ("_error", "_plan", "meter")
 
-    def __init__(self, plan: GuardPlan, meter: SseMeter | None = None) -> None:
-        """`meter`: the stream's; without one, an OpenAI chat stream fed to `feed` directly."""
+    def __init__(self, plan: GuardPlan, meter: SseMeter) -> None:
+        """`meter`: the stream's, which from now on returns guarded events."""
         self._plan = plan
-        self.meter = meter if meter is not None else SseMeter("openai", "", strip_usage=False)
-        self.meter.guard_output(plan.set, plan.output_mutate, plan.output_validate)
+        self.meter = meter
+        meter.guard_output(plan.set, plan.output_mutate, plan.output_validate)
         self._error: GatewayError | None = None
-
-    def feed(self, data: bytes) -> bytes:
-        """Upstream bytes in, guarded events out (a partial event waits for its end)."""
-        return self.meter.feed(data)
 
     @property
     def error(self) -> GatewayError | None:
