@@ -322,8 +322,8 @@ class SseMeter:
         self, guardrails: Guardrails, mutate: Sequence[int], validate: Sequence[int]
     ) -> None:
         """Output guardrails on what `feed` and `finish` return, run in the same pass."""
-    def scrub_output(self, scrubber: Scrubber, extra: bytes | None = None) -> None:
-        """Secrets (the config's, and `extra`) out of what `feed` and `finish` return."""
+    def scrub_output(self, scrubber: RequestScrubber) -> None:
+        """The request's secrets out of what `feed` and `finish` return."""
     @property
     def blocked(self) -> tuple[int, list[str]] | None:
         """(guardrail id, categories) of the validator that stopped the stream, if one did."""
@@ -369,9 +369,16 @@ class Scrubber:
     """Removes configured secrets from bytes relayed to a client (tollway-core `scrub`)."""
 
     def __new__(cls, secrets: list[str]) -> Scrubber: ...
+    def for_request(self, extra: bytes | None = None) -> RequestScrubber: ...
     def scrub(self, data: bytes, extra: bytes | None = None) -> bytes: ...
     def scrub_text(self, text: str, extra: bytes | None = None) -> str: ...
     def __bool__(self) -> bool: ...
+
+@final
+class RequestScrubber:
+    """One request's scrubbing: the config's secrets and the request's own key."""
+
+    def scrub(self, data: bytes) -> bytes: ...
 
 def monotonic_ms() -> float: ...
 def count_tokens(text: str, model: str) -> int: ...

@@ -10,15 +10,13 @@ client that leaves mid-stream is still charged for what it was sent (status 499)
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from functools import partial
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
 from tollway.asgi import JSON, RequestHead, Send
-from tollway.engine import Admission, PlanInfo, Runtime, Scrubber, SseMeter, Upstream
+from tollway.engine import Admission, PlanInfo, Runtime, SseMeter, Upstream
 from tollway.errors import GatewayError
 from tollway.guardrails.request import (
     GuardPlan,
@@ -75,8 +73,7 @@ class Call:
         "req",
         "response_limit",
         "rt",
-        "scrub",
-        "secret",
+        "scrubber",
         "send",
         "session",
         "started",
@@ -140,16 +137,10 @@ class Call:
         self.usage = (0, 0, 0, 0)
         self.meter: SseMeter | None = None
         self.delivered = False  # the stream relay sets it: the client has it all
-        # The request's own key: scrubbed from answers like the provider secrets.
-        self.secret = bearer_token(head.authorization)
-        # `data` without any provider secret or this request's key (called per stream chunk:
-        # the core's method bound once, no Python frame around it).
-        self.scrub: Callable[[bytes], bytes] = partial(rt.scrubber.scrub, extra=self.secret)
+        # Every provider secret and the request's own key out of what reaches the client (a
+        # stream's meter takes the same object).
+        self.scrubber = rt.scrubber.for_request(bearer_token(head.authorization))
         self.response_limit = rt.settings.max_response_bytes
-
-    @property
-    def scrubber(self) -> Scrubber:
-        return self.rt.scrubber
 
     def end(self, plan: PlanInfo, outcome: int, tokens: int, kind: str = "") -> None:
         """Records how the current attempt ended, once, for both settle and telemetry; `kind`
@@ -339,7 +330,7 @@ class Call:
         """A non-2xx answer as the client would see it: OpenAI-shaped, without secrets."""
         self.end(plan, resp.status, 0)
         failed = await read_failure(resp, plan.upstream, self.response_limit, self.req)
-        return scrub_failure(self.rt.scrubber, failed, self.secret)
+        return scrub_failure(self.scrubber, failed)
 
     async def _fail(self, failed: Failed, plan: PlanInfo) -> None:
         await self.gate()
@@ -378,7 +369,7 @@ class Call:
         if self.ingress is not None:
             # The client's API: the provider's own body when nothing changed the answer.
             payload = self.ingress.answer(payload, upstream if payload is translated else None, up)
-        payload = self.scrub(payload)
+        payload = self.scrubber.scrub(payload)
         log = self.log
         if self.capture_content:
             log.output_text = answer.text

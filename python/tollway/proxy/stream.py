@@ -6,11 +6,11 @@ output guardrails; a provider failure after the first byte becomes an in-band er
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Protocol
 
 from tollway.asgi import Send
-from tollway.engine import PlanInfo, Scrubber, SseMeter, monotonic_ms
+from tollway.engine import PlanInfo, RequestScrubber, SseMeter, monotonic_ms
 from tollway.errors import GatewayError
 from tollway.guardrails.request import GuardPlan
 from tollway.guardrails.stream import StreamGuard
@@ -47,13 +47,8 @@ class StreamHost(Protocol):
 
     def end(self, plan: PlanInfo, outcome: int, tokens: int, kind: str = "") -> None: ...
 
-    # `data` without any provider secret or the request's own key.
-    scrub: Callable[[bytes], bytes]
-    # The request's own key; the meter scrubs it (and the provider secrets) from every event.
-    secret: bytes | None
-
-    @property
-    def scrubber(self) -> Scrubber: ...
+    # Every provider secret and the request's own key out of what reaches the client.
+    scrubber: RequestScrubber
 
     async def gate(self) -> None: ...
 
@@ -113,7 +108,7 @@ async def start_stream(
         strip_usage=not call.wants_usage,
         include_usage=call.wants_usage,
     )
-    meter.scrub_output(call.scrubber, call.secret)
+    meter.scrub_output(call.scrubber)
     call.meter = meter
     try:
         await relay(call, resp, chunks, first, meter, plan, t0)
@@ -144,7 +139,7 @@ async def relay(
     # The per-chunk loop is the hottest Python of a stream: bound methods, no helper calls.
     # No secret reaches the client (the meter scrubs the whole events it hands over), and no
     # provider sends more than `max_response_bytes`.
-    feed, scrub = meter.feed, call.scrub
+    feed = meter.feed
     room = call.response_limit - len(first)
     more = {"type": "http.response.body", "body": b"", "more_body": True}
     try:
@@ -183,7 +178,7 @@ async def relay(
         call.log.error_type = broken.code or "stream_error"
         # The client already has a 200: say so in-band and end without [DONE]; after the
         # first byte there is no fallback (the client may have shown part of an answer).
-        event = b"event: error\ndata: " + scrub(broken.body()) + b"\n\n"
+        event = b"event: error\ndata: " + call.scrubber.scrub(broken.body()) + b"\n\n"
         await send({"type": "http.response.body", "body": event, "more_body": True})
     call.delivered = True  # the client has it all: its leaving now cancels nothing
     if guard is not None:

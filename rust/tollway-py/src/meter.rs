@@ -4,7 +4,8 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::guardrails::Guardrails;
-use crate::scrub::Scrubber;
+use crate::scrub::RequestScrubber;
+use std::sync::Arc;
 use tollway_core::clock::Clock;
 use tollway_core::sse::{MeterOptions, StreamFormat};
 use tollway_core::tokens;
@@ -90,11 +91,10 @@ impl SseMeter {
         Ok(())
     }
 
-    /// Removes the config's secrets and `extra` (the request's own key) from what `feed` and
-    /// `finish` return, after the output guardrails.
-    #[pyo3(signature = (scrubber, extra=None))]
-    fn scrub_output(&mut self, scrubber: PyRef<'_, Scrubber>, extra: Option<&[u8]>) {
-        self.inner.scrub_output(scrubber.for_request(extra));
+    /// Removes the request's secrets (`Scrubber.for_request`) from what `feed` and `finish`
+    /// return, after the output guardrails.
+    fn scrub_output(&mut self, scrubber: PyRef<'_, RequestScrubber>) {
+        self.inner.scrub_output(Arc::clone(&scrubber.inner));
     }
 
     /// `(guardrail id, categories found)` of the validator that stopped the stream, if one did.

@@ -11,10 +11,21 @@ pub(crate) struct Scrubber {
     inner: Arc<tollway_core::scrub::Scrubber>,
 }
 
-impl Scrubber {
-    /// This scrubber with one request's own key, for a stream's meter.
-    pub(crate) fn for_request(&self, extra: Option<&[u8]>) -> RequestScrub {
-        RequestScrub::new(Arc::clone(&self.inner), extra)
+/// One request's scrubbing: the config's secrets and the request's own key, whose searcher is
+/// built once; the same object scrubs a whole answer and is handed to a stream's meter.
+#[pyclass(frozen, module = "tollway._core")]
+pub(crate) struct RequestScrubber {
+    pub(crate) inner: Arc<RequestScrub>,
+}
+
+#[pymethods]
+impl RequestScrubber {
+    /// `data` without secrets (the same object when it had none).
+    fn scrub<'py>(&self, data: Bound<'py, PyBytes>) -> Bound<'py, PyBytes> {
+        match self.inner.scrub(data.as_bytes()) {
+            Some(clean) => PyBytes::new(data.py(), &clean),
+            None => data,
+        }
     }
 }
 
@@ -24,6 +35,14 @@ impl Scrubber {
     fn new(secrets: Vec<String>) -> Self {
         Self {
             inner: Arc::new(tollway_core::scrub::Scrubber::new(secrets)),
+        }
+    }
+
+    /// This scrubber with one request's own key (`extra`, e.g. its client key) added.
+    #[pyo3(signature = (extra=None))]
+    fn for_request(&self, extra: Option<&[u8]>) -> RequestScrubber {
+        RequestScrubber {
+            inner: Arc::new(RequestScrub::new(Arc::clone(&self.inner), extra)),
         }
     }
 
@@ -58,5 +77,6 @@ impl Scrubber {
 }
 
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_class::<Scrubber>()
+    m.add_class::<Scrubber>()?;
+    m.add_class::<RequestScrubber>()
 }

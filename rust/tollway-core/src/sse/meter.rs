@@ -10,6 +10,8 @@
 //! guardrails ([`SseMeter::guard_output`]) every event for the client goes through the guard
 //! ([`super::guard`]) in the same call, so a guarded stream is framed once.
 
+use std::sync::Arc;
+
 use super::{Event, Flow, Recorder, SseParser, StreamError, TooLarge, Usage, MAX_EVENT_BYTES};
 use crate::scrub::RequestScrub;
 use crate::sse::anthropic::AnthropicTranslator;
@@ -109,7 +111,7 @@ pub struct SseMeter {
     /// Output guardrails on what the client gets ([`super::guard`]), in this same pass.
     guard: Option<Box<OutputGuard>>,
     /// Secrets out of what the client gets, after the guardrails.
-    scrub: Option<Box<RequestScrub>>,
+    scrub: Option<Arc<RequestScrub>>,
     out: Vec<u8>,
     /// Translated bytes nobody reads (an Anthropic stream metered but forwarded as it is), or
     /// translated events on their way through the guard.
@@ -199,8 +201,8 @@ impl SseMeter {
 
     /// Removes every secret of `scrub` from what `feed` and `finish` return, after the output
     /// guardrails (events are handed over whole, so no secret is split between two returns).
-    pub fn scrub_output(&mut self, scrub: RequestScrub) {
-        self.scrub = Some(Box::new(scrub));
+    pub fn scrub_output(&mut self, scrub: Arc<RequestScrub>) {
+        self.scrub = Some(scrub);
     }
 
     pub fn output_guard(&self) -> Option<&OutputGuard> {
