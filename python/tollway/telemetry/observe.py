@@ -71,9 +71,12 @@ class RequestLog:
         self.attempts.append(AttemptLog(plan, start_s, fallback_reason=reason))
 
 
+_NUMBER = (int, float)
+
+
 def _param(req: dict[str, Any], name: str) -> Any:
     value = req.get(name)
-    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    return value if type(value) in _NUMBER else None
 
 
 def build_record(
@@ -89,94 +92,93 @@ def build_record(
     log_body_cap: int | None = None,
 ) -> Record:
     """`log_body_cap`: None without a request log, else the cap on logged bodies (0: none)."""
-    key_name = subject = ""
+    key_name = subject = routing = ""
     metadata: dict[str, str] = {}
     rule_ids: list[str] = []
-    routing = ""
-    rate_limit = budget = None
-    if isinstance(adm, Admission):
+    rate_limit: tuple[str, str] | None = None
+    budget: tuple[str, str] | None = None
+    candidates: list[str] = []
+    if type(adm) is Admission:
         key = rt.keys[adm.key]
         key_name, subject = key.name, key.subject
         metadata = adm.metadata
-        routing_id, limit_id, budget_id, _guardrails_id = adm.rule_ids
+        routing_id, limit_id, budget_id, _ = adm.rule_ids
         rule_ids = [r for r in (routing_id, limit_id, budget_id) if r]
-        routing = routing_id or ""
-        rate_limit = (limit_id, "allowed") if limit_id else None
+        if limit_id:
+            rate_limit = (limit_id, "allowed")
         if budget_id:
             budget = (budget_id, "over_limit_audit" if adm.budget_over_audit else "allowed")
-    elif isinstance(adm, Denial) and adm.key is not None:
-        key = rt.keys[adm.key]
-        key_name, subject = key.name, key.subject
-    if isinstance(adm, Denial) and adm.rule_id:
-        kind = "blocked"
-        if adm.code == "budget_exceeded":
-            budget = (adm.rule_id, kind)
-        else:
-            rate_limit = (adm.rule_id, kind)
-        rule_ids = [adm.rule_id]
+        routing = routing_id or ""
+        if tracing and routing:
+            candidates = list(map(rt.plan_targets.__getitem__, adm.plans))
+    elif adm is not None:
+        if adm.key is not None:
+            key = rt.keys[adm.key]
+            key_name, subject = key.name, key.subject
+        if adm.rule_id:
+            if adm.code == "budget_exceeded":
+                budget = (adm.rule_id, "blocked")
+            else:
+                rate_limit = (adm.rule_id, "blocked")
+            rule_ids = [adm.rule_id]
     req = req or {}
-    model = req.get("model")
+    stream = req.get("stream") is True
     attempts = []
-    last = len(log.attempts) - 1
-    for i, a in enumerate(log.attempts):
-        up = a.plan.upstream
-        final = i == last and log.status < 400
-        attempts.append(
-            Attempt(
-                target=up.name,
-                provider=up.provider.name,  # the span's gen_ai.provider.name: the core maps it
-                request_model=up.model_id,
-                start_ns=log.start_ns + int(a.start_s * 1e9),
-                end_ns=log.start_ns + int(a.end_s * 1e9),
-                status=a.status,
-                error_type=a.error_type,
-                response_model=log.response_model if final else "",
-                response_id=log.response_id if final else "",
-                input_tokens=log.usage[0] if final else None,
-                output_tokens=log.usage[2] if final else None,
-                finish_reasons=log.finish_reasons if final else [],
-                ttft_ms=log.ttft_ms if final else None,
-                itl_mean_ms=log.itl_mean_ms if final else None,
-                itl_max_ms=log.itl_max_ms if final else None,
-                cost_usd=log.cost_usd if final else None,
-                attempt=i + 1,
-                fallback_reason=a.fallback_reason,
-                temperature=_param(req, "temperature"),
-                max_tokens=_param(req, "max_tokens") or _param(req, "max_completion_tokens"),
-                top_p=_param(req, "top_p"),
-                stream=req.get("stream") is True,
-                input_messages=_encode(req.get("messages")).decode() if capture_content else None,
-                output_text=log.output_text if capture_content and final else None,
-                usage_estimated=final and log.usage_estimated,
+    start = log.start_ns
+    if log.attempts:
+        temperature = _param(req, "temperature")
+        max_tokens = _param(req, "max_tokens") or _param(req, "max_completion_tokens")
+        top_p = _param(req, "top_p")
+        messages = _encode(req.get("messages")).decode() if capture_content else None
+        for i, a in enumerate(log.attempts, 1):
+            up = a.plan.upstream
+            attempts.append(
+                Attempt(
+                    target=up.name,
+                    provider=up.provider.name,  # the span's gen_ai.provider.name: the core maps it
+                    request_model=up.model_id,
+                    start_ns=start + int(a.start_s * 1e9),
+                    end_ns=start + int(a.end_s * 1e9),
+                    status=a.status,
+                    error_type=a.error_type,
+                    attempt=i,
+                    fallback_reason=a.fallback_reason,
+                    temperature=temperature,
+                    max_tokens=max_tokens,
+                    top_p=top_p,
+                    stream=stream,
+                    input_messages=messages,
+                )
             )
-        )
-    part = None
-    if log_body_cap is not None:
-        part = _log_part(log, metadata, req.get("stream") is True, log_body_cap)
-    return Record(
+        if log.status < 400:  # the answer the client got came from the last attempt
+            _answered(attempts[-1], log, capture_content)
+    model = req.get("model")
+    rec = Record(
         request_id=request_id.decode("ascii", "replace"),
-        start_ns=log.start_ns,
-        end_ns=log.start_ns + int(duration_s * 1e9),
-        route=log.route,
-        status=log.status,
-        key_name=key_name,
-        subject=subject,
-        model=model if isinstance(model, str) else "",
-        rule_ids=rule_ids,
-        metadata=metadata,
-        traceparent=traceparent.decode("ascii", "replace") if traceparent else "",
-        attempts=attempts,
-        error_type=log.error_type,
-        rate_limit=rate_limit,
-        budget=budget,
-        routing_rule=routing,
-        guardrails=log.guardrails,
-        # Only for the load-balancing span: a list of a few names, and only when tracing.
-        candidates=list(map(rt.plan_targets.__getitem__, adm.plans))
-        if tracing and routing and isinstance(adm, Admission)
-        else [],
-        log=part,
+        start_ns=start,
+        end_ns=start + int(duration_s * 1e9),
     )
+    rec.route, rec.status, rec.error_type = log.route, log.status, log.error_type
+    rec.key_name, rec.subject, rec.metadata = key_name, subject, metadata
+    rec.model = model if type(model) is str else ""
+    rec.rule_ids, rec.routing_rule, rec.candidates = rule_ids, routing, candidates
+    rec.rate_limit, rec.budget = rate_limit, budget
+    if traceparent:
+        rec.traceparent = traceparent.decode("ascii", "replace")
+    rec.attempts, rec.guardrails = attempts, log.guardrails
+    if log_body_cap is not None:
+        rec.log = _log_part(log, metadata, stream, log_body_cap)
+    return rec
+
+
+def _answered(final: Attempt, log: RequestLog, capture_content: bool) -> None:
+    final.response_model, final.response_id = log.response_model, log.response_id
+    final.input_tokens, final.output_tokens = log.usage[0], log.usage[2]
+    final.finish_reasons, final.ttft_ms = log.finish_reasons, log.ttft_ms
+    final.itl_mean_ms, final.itl_max_ms = log.itl_mean_ms, log.itl_max_ms
+    final.cost_usd, final.usage_estimated = log.cost_usd, log.usage_estimated
+    if capture_content:
+        final.output_text = log.output_text
 
 
 def _log_part(log: RequestLog, metadata: dict[str, str], stream: bool, cap: int) -> LogPart:
