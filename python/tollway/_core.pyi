@@ -1,6 +1,6 @@
 """Type stubs of the Rust extension (checked against it by `mypy.stubtest` in CI)."""
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import final
 
 class ConfigError(ValueError):
@@ -381,6 +381,20 @@ class RequestScrubber:
     def scrub(self, data: bytes) -> bytes: ...
 
 def monotonic_ms() -> float: ...
+def read_head(
+    headers: Iterable[tuple[bytes, bytes]],
+) -> tuple[
+    bytes | None,
+    bytes | None,
+    bytes | None,
+    bytes | None,
+    bytes | None,
+    bytes | None,
+    bytes | None,
+    bytes | None,
+    bytes | None,
+    bytes | None,
+]: ...
 def count_tokens(text: str, model: str) -> int: ...
 def count_prompt_tokens(body: bytes, model: str) -> int: ...
 def warm_tokenizer(model: str) -> None: ...

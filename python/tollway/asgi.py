@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from random import getrandbits
 from typing import Any
 
+from tollway.engine import read_head
 from tollway.errors import GatewayError
 
 __all__ = [
@@ -27,26 +28,11 @@ Send = Callable[[Message], Awaitable[None]]
 Headers = list[tuple[bytes, bytes]]
 
 JSON = (b"content-type", b"application/json")
-_MAX_REQUEST_ID = 128
-
-
-# The headers read, by the attribute each goes to (names arrive lowercased from the server).
-_SLOTS = {
-    b"authorization": "authorization",
-    b"content-length": "content_length",
-    b"x-tfy-metadata": "metadata",
-    b"x-request-id": "request_id",
-    b"x-tfy-request-timeout": "timeout_ms",
-    b"x-tfy-ttft-timeout-ms": "ttft_timeout_ms",
-    b"traceparent": "traceparent",
-    b"x-tfy-guardrails": "guardrails",
-    b"x-tfy-cache-config": "cache_config",
-    b"x-tfy-logging-config": "logging_config",
-}
 
 
 class RequestHead:
-    """The request headers the gateway reads, picked out of the ASGI list in one pass."""
+    """The request headers the gateway reads, picked out of the ASGI list in one pass (by the
+    core's `read_head`)."""
 
     __slots__ = (
         "authorization",
@@ -62,36 +48,24 @@ class RequestHead:
     )
 
     def __init__(self, headers: list[tuple[bytes, bytes]]) -> None:
-        self.authorization: bytes | None = None
-        self.metadata: bytes | None = None
-        self.content_length: bytes | None = None
-        self.timeout_ms: bytes | None = None
-        self.ttft_timeout_ms: bytes | None = None
-        self.guardrails: bytes | None = None
-        self.traceparent: bytes | None = None
-        self.cache_config: bytes | None = None
-        self.logging_config: bytes | None = None
-        request_id: bytes | None = None
-        # One dict lookup per header (clients send a dozen the gateway does not read).
-        slots = _SLOTS
-        for name, value in headers:
-            slot = slots.get(name)
-            if slot is not None:
-                if slot == "request_id":
-                    request_id = value
-                else:
-                    setattr(self, slot, value)
-        # A client's request id is echoed only when it is short and printable ASCII.
-        if (
-            request_id
-            and len(request_id) <= _MAX_REQUEST_ID
-            and all(32 < b < 127 for b in request_id)
-        ):
-            self.request_id = request_id
-            return
-        # 96 random bits as 24 hex digits: the process's generator (reseeded in each forked
-        # worker), not a system call per request; an id is unique, not secret.
-        self.request_id = b"%024x" % getrandbits(96)
+        (
+            self.authorization,
+            self.content_length,
+            self.metadata,
+            request_id,
+            self.timeout_ms,
+            self.ttft_timeout_ms,
+            self.traceparent,
+            self.guardrails,
+            self.cache_config,
+            self.logging_config,
+        ) = read_head(headers)
+        # The client's id when it is short and printable ASCII; else 96 random bits as 24 hex
+        # digits: the process's generator (reseeded in each forked worker), not a system call
+        # per request; an id is unique, not secret.
+        self.request_id: bytes = (
+            request_id if request_id is not None else b"%024x" % getrandbits(96)
+        )
 
 
 async def read_body(receive: Receive, limit: int, content_length: bytes | None) -> bytes:

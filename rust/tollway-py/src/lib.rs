@@ -1,5 +1,6 @@
 //! The Python face of tollway-core: conversions and one error mapping, no logic.
 
+mod asgi;
 mod engine;
 mod errors;
 mod guardrails;
@@ -33,6 +34,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Target>()?;
     m.add_class::<Key>()?;
     m.add_class::<Plan>()?;
+    asgi::register(m)?;
     otlp::register(m)?;
     meter::register(m)?;
     guardrails::register(m)?;
