@@ -20,6 +20,7 @@ pytest.importorskip("tollway._core", reason="the Rust extension is not built")
 
 from tollway.app import Gateway, create_app
 from tollway.proxy import Proxy
+from tollway.upstream import _Chunks
 
 Message = MutableMapping[str, Any]
 App = Callable[
@@ -68,6 +69,7 @@ class StubResponse:
 
     def __init__(self, stream: bool) -> None:
         self._stream = stream
+        self._rest = iter(CHUNKS)
 
     def header(self, name: str) -> str | None:
         return "text/event-stream" if self._stream and name == "content-type" else None
@@ -75,9 +77,12 @@ class StubResponse:
     async def read(self, limit: int | None = None) -> bytes:
         return COMPLETION
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        for chunk in CHUNKS:
-            yield chunk
+    async def readany(self) -> bytes:
+        """As aiohttp's `StreamReader.readany` answers: the next chunk, b"" at the end."""
+        return next(self._rest, b"")
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        return _Chunks(self.readany)  # the real response's reader around the stub's `readany`
 
     def close(self) -> None:
         pass
