@@ -9,7 +9,7 @@ is what Tollway's own work (validate, admit, rewrite, headers) costs per request
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ pytest.importorskip("tollway._core", reason="the Rust extension is not built")
 
 from tollway.app import Gateway, create_app
 from tollway.proxy import Proxy
-from tollway.upstream import _Chunks
+from tollway.upstream import UpstreamError
 
 Message = MutableMapping[str, Any]
 App = Callable[
@@ -81,8 +81,14 @@ class StubResponse:
         """As aiohttp's `StreamReader.readany` answers: the next chunk, b"" at the end."""
         return next(self._rest, b"")
 
-    def chunks(self) -> AsyncIterator[bytes]:
-        return _Chunks(self.readany)  # the real response's reader around the stub's `readany`
+    # The relay awaits this directly, as it does aiohttp's `readany` (its reads raise nothing).
+    errors: tuple[type[BaseException], ...] = ()
+
+    def reader(self) -> Callable[[], Awaitable[bytes]]:
+        return self.readany
+
+    def translate(self, e: BaseException) -> UpstreamError:
+        return e if isinstance(e, UpstreamError) else UpstreamError("broken")
 
     def close(self) -> None:
         pass
@@ -106,7 +112,7 @@ async def floor_app(scope: Message, receive: Any, send: Any) -> None:
     resp = await scope["state"]["client"].post("u", {}, body, 600.0)
     if resp._stream:
         await send({"type": "http.response.start", "status": 200, "headers": []})
-        async for chunk in resp.chunks():
+        while chunk := await resp.readany():
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
     else:

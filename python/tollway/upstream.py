@@ -10,7 +10,7 @@ from the library (which may include URLs).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Literal, Protocol
 
 import aiohttp
@@ -44,10 +44,22 @@ class UpstreamError(Exception):
 
 class UpstreamResponse(Protocol):
     status: int
+    # What `reader()`'s reads may raise besides `UpstreamError`: the client library's own
+    # exceptions, which `translate` turns into an `UpstreamError`. A stream's relay reads the
+    # library's reader directly (no wrapper coroutine per chunk) and translates around its loop.
+    errors: tuple[type[BaseException], ...]
 
     def header(self, name: str) -> str | None: ...
     async def read(self, limit: int | None = None) -> bytes: ...
-    def chunks(self) -> AsyncIterator[bytes]: ...
+    def reader(self) -> Callable[[], Awaitable[bytes]]:
+        """The body as it arrives: each call the next part, b"" at the end."""
+        ...
+
+    def translate(self, e: BaseException) -> UpstreamError:
+        """A read's failure (one of `errors`, an `UpstreamError` or a `TimeoutError`) as an
+        `UpstreamError`."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -59,6 +71,8 @@ class UpstreamClient(Protocol):
 
 
 def _translate(e: BaseException) -> UpstreamError:
+    if isinstance(e, UpstreamError):
+        return e
     if isinstance(e, aiohttp.ClientConnectorError):
         return UpstreamError("connect")
     if isinstance(e, asyncio.TimeoutError):  # aiohttp's timeouts subclass it
@@ -66,30 +80,10 @@ def _translate(e: BaseException) -> UpstreamError:
     return UpstreamError("broken")
 
 
-class _Chunks:
-    """The body as it arrives, read straight from aiohttp's `readany` (a generator around
-    `iter_any` was two more coroutine levels on every chunk of a stream)."""
-
-    __slots__ = ("_read",)
-
-    def __init__(self, read: Callable[[], Awaitable[bytes]]) -> None:
-        self._read = read
-
-    def __aiter__(self) -> _Chunks:
-        return self
-
-    async def __anext__(self) -> bytes:
-        try:
-            chunk = await self._read()
-        except (TimeoutError, aiohttp.ClientError) as e:
-            raise _translate(e) from None
-        if not chunk:
-            raise StopAsyncIteration
-        return chunk
-
-
 class _AiohttpResponse:
     __slots__ = ("_resp", "status")
+
+    errors: tuple[type[BaseException], ...] = (TimeoutError, aiohttp.ClientError)
 
     def __init__(self, resp: aiohttp.ClientResponse) -> None:
         self._resp = resp
@@ -124,8 +118,11 @@ class _AiohttpResponse:
         finally:
             resp.release()
 
-    def chunks(self) -> AsyncIterator[bytes]:
-        return _Chunks(self._resp.content.readany)
+    def reader(self) -> Callable[[], Awaitable[bytes]]:
+        return self._resp.content.readany
+
+    def translate(self, e: BaseException) -> UpstreamError:
+        return _translate(e)
 
     def close(self) -> None:
         self._resp.close()

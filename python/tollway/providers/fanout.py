@@ -7,10 +7,10 @@ their answers read as one JSON array, in order; the first failing part is the an
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Final
 
-from tollway.upstream import UpstreamClient, UpstreamResponse
+from tollway.upstream import UpstreamClient, UpstreamError, UpstreamResponse
 
 __all__ = ["MAX_PARTS", "post_parts"]
 
@@ -42,8 +42,19 @@ class _Joined:
             bodies.append(body)
         return b"[" + b",".join(bodies) + b"]"
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        yield await self.read()  # never a stream: for the protocol's sake
+    # Never a stream: these are for the protocol's sake (the parts' reads translate their own).
+    errors: tuple[type[BaseException], ...] = ()
+
+    def reader(self) -> Callable[[], Awaitable[bytes]]:
+        parts = [self.read]
+
+        async def read() -> bytes:
+            return await parts.pop()() if parts else b""
+
+        return read
+
+    def translate(self, e: BaseException) -> UpstreamError:
+        return e if isinstance(e, UpstreamError) else UpstreamError("broken")
 
     def close(self) -> None:
         for part in self._parts:

@@ -6,7 +6,7 @@ output guardrails; a provider failure after the first byte becomes an in-band er
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol
 
 from tollway.asgi import Send
@@ -82,16 +82,18 @@ async def start_stream(
         resp.close()
         call.end(plan, OUTCOME["invalid"], 0, "invalid")
         return GatewayError.upstream_failure("invalid", up.name)
-    chunks = resp.chunks()
+    read = resp.reader()
     try:
-        pending = anext(chunks)
+        pending = read()
         # A task per stream only when a TTFT bound was asked for.
         first = await (asyncio.wait_for(pending, call.ttft_s) if call.ttft_s else pending)
-    except (TimeoutError, StopAsyncIteration, UpstreamError) as e:
+        kind = "" if first else "broken"
+    except (TimeoutError, UpstreamError) as e:
+        kind = resp.translate(e).kind
+    except resp.errors as e:
+        kind = resp.translate(e).kind
+    if kind:
         resp.close()
-        kind = e.kind if isinstance(e, UpstreamError) else "timeout"
-        if isinstance(e, StopAsyncIteration):
-            kind = "broken"
         call.end(plan, OUTCOME[kind], 0)
         return GatewayError.upstream_failure(kind, up.name, " before the first token")
     try:
@@ -111,7 +113,7 @@ async def start_stream(
     meter.scrub_output(call.scrubber)
     call.meter = meter
     try:
-        await relay(call, resp, chunks, first, meter, plan, t0)
+        await relay(call, resp, read, first, meter, plan, t0)
     finally:
         resp.close()
     return None
@@ -120,7 +122,7 @@ async def start_stream(
 async def relay(
     call: StreamHost,
     resp: UpstreamResponse,
-    chunks: AsyncIterator[bytes],
+    read: Callable[[], Awaitable[bytes]],
     first: bytes,
     meter: SseMeter,
     plan: PlanInfo,
@@ -136,37 +138,39 @@ async def relay(
     status: int = 200
     kind = ""
     broken: GatewayError | None = None
-    # The per-chunk loop is the hottest Python of a stream: bound methods, no helper calls.
+    # The per-chunk loop is the hottest Python of a stream: bound methods, no helper calls, the
+    # client library's read awaited directly (its exceptions translated around the loop).
     # No secret reaches the client (the meter scrubs the whole events it hands over), and no
     # provider sends more than `max_response_bytes`.
     feed = meter.feed
     room = call.response_limit - len(first)
-    more = {"type": "http.response.body", "body": b"", "more_body": True}
+    chunk = first
     try:
-        out = feed(first)
-        if meter.done:  # the answer's end is in `out`: a client leaving after it cancels nothing
-            call.delivered = True
-        if out:
-            await send({**more, "body": out})
-        if not meter.halted:
-            async for chunk in chunks:
-                room -= len(chunk)
-                if room < 0:
-                    raise UpstreamError("too_large")
-                out = feed(chunk)
-                if meter.done:
-                    call.delivered = True
-                if out:
-                    await send({"type": "http.response.body", "body": out, "more_body": True})
-                if meter.halted:  # the stream broke, or an output guardrail blocked it
-                    break
-            else:
+        while True:
+            out = feed(chunk)
+            if meter.done:  # the answer's end is in `out`: a client leaving then cancels nothing
+                call.delivered = True
+            if out:
+                await send({"type": "http.response.body", "body": out, "more_body": True})
+            if meter.halted:  # the stream broke, or an output guardrail blocked it
+                break
+            chunk = await read()
+            if not chunk:
                 out = meter.finish()
                 if out:
-                    await send({**more, "body": out})
+                    await send({"type": "http.response.body", "body": out, "more_body": True})
+                break
+            room -= len(chunk)
+            if room < 0:
+                kind = "too_large"
+                break
     except UpstreamError as e:
-        status, kind = OUTCOME[e.kind], e.kind
-        broken = GatewayError.upstream_failure(e.kind, plan.upstream.name)
+        kind = e.kind
+    except resp.errors as e:
+        kind = resp.translate(e).kind
+    if kind:
+        status = OUTCOME[kind]
+        broken = GatewayError.upstream_failure(kind, plan.upstream.name)
     if guard is not None and guard.error is not None:
         broken = guard.error  # an output guardrail blocked the rest of the answer
     elif broken is None and meter.error is not None:
