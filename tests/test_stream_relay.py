@@ -125,7 +125,7 @@ def run(gateway: Gateway, script: list[Any], *headers: tuple[bytes, bytes]) -> t
             *headers,
         ],
     }
-    sent: list[dict[str, Any]] = []
+    sent: list[dict[str, Any]] = []  # copies: the relay refills one body message
     got_body = False
 
     async def receive() -> dict[str, Any]:
@@ -136,7 +136,7 @@ def run(gateway: Gateway, script: list[Any], *headers: tuple[bytes, bytes]) -> t
         return await asyncio.get_running_loop().create_future()  # never leaves
 
     async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
+        sent.append(dict(message))
 
     asyncio.run(gateway(scope, receive, send))
     assert client.response.closed

@@ -31,6 +31,7 @@ class StreamHost(Protocol):
     the first-token bound, the output guardrails, where the attempt's end is recorded, and the
     secret scrubbing and size cap every relayed byte goes through."""
 
+    # Done with each message when it returns (a stream's relay refills one body message).
     send: Send
     ttft_s: float | None
     wants_usage: bool
@@ -145,20 +146,25 @@ async def relay(
     feed = meter.feed
     room = call.response_limit - len(first)
     chunk = first
+    # One body message, refilled per chunk: `send` is done with a message when it returns
+    # (Granian and the gateway's own wrappers read it at once; none keeps it).
+    part = {"type": "http.response.body", "body": b"", "more_body": True}
     try:
         while True:
             out = feed(chunk)
             if meter.done:  # the answer's end is in `out`: a client leaving then cancels nothing
                 call.delivered = True
             if out:
-                await send({"type": "http.response.body", "body": out, "more_body": True})
+                part["body"] = out
+                await send(part)
             if meter.halted:  # the stream broke, or an output guardrail blocked it
                 break
             chunk = await read()
             if not chunk:
                 out = meter.finish()
                 if out:
-                    await send({"type": "http.response.body", "body": out, "more_body": True})
+                    part["body"] = out
+                    await send(part)
                 break
             room -= len(chunk)
             if room < 0:
