@@ -5,7 +5,7 @@ after the first byte (an in-band error event), the size cap, and a normal end.""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ CHUNK = (
 )
 DONE = b"data: [DONE]\n\n"
 HANG = object()  # a read that never answers
+PAUSE = object()  # a read that answers after a while
 
 
 class LibraryError(Exception):
@@ -69,6 +70,9 @@ class Scripted:
         step = self._script.pop(0) if self._script else b""
         if step is HANG:
             await asyncio.sleep(60)
+        if step is PAUSE:
+            await asyncio.sleep(0.05)
+            return await self._next()
         if isinstance(step, BaseException):
             raise step
         assert isinstance(step, bytes)
@@ -106,8 +110,16 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Gateway:
     return create_app(str(path))
 
 
-def run(gateway: Gateway, script: list[Any], *headers: tuple[bytes, bytes]) -> tuple[int, bytes]:
-    """One streamed chat request through the app; (status, the body the client got)."""
+class Outcome:
+    def __init__(self, status: int, body: bytes, ended: bool, upstream: Scripted) -> None:
+        self.status, self.body, self.ended, self.upstream = status, body, ended, upstream
+
+
+def run(
+    gateway: Gateway, script: list[Any], *headers: tuple[bytes, bytes], leave_at: bytes = b""
+) -> Outcome:
+    """One streamed chat request through the app. With `leave_at`, the client leaves once a
+    body part it got holds those bytes."""
     client = Client(script)
     gateway.proxy = Proxy(gateway.runtime, client)
     raw = msgspec.json.encode(
@@ -125,34 +137,41 @@ def run(gateway: Gateway, script: list[Any], *headers: tuple[bytes, bytes]) -> t
             *headers,
         ],
     }
-    sent: list[dict[str, Any]] = []  # copies: the relay refills one body message
+    sent: list[MutableMapping[str, Any]] = []  # copies: the relay refills one body message
     got_body = False
+    gone: asyncio.Future[MutableMapping[str, Any]] | None = None
 
-    async def receive() -> dict[str, Any]:
-        nonlocal got_body
+    async def receive() -> MutableMapping[str, Any]:
+        nonlocal got_body, gone
         if not got_body:
             got_body = True
             return {"type": "http.request", "body": raw, "more_body": False}
-        return await asyncio.get_running_loop().create_future()  # never leaves
+        gone = asyncio.get_running_loop().create_future()
+        if any(leave_at in m.get("body", b"") for m in sent if leave_at):
+            gone.set_result({"type": "http.disconnect"})
+        return await gone
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         sent.append(dict(message))
+        if leave_at and leave_at in message.get("body", b"") and gone is not None:
+            gone.set_result({"type": "http.disconnect"})
 
     asyncio.run(gateway(scope, receive, send))
     assert client.response.closed
-    assert sent[-1].get("more_body") is not True, "the answer ends"
-    return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+    body = b"".join(m.get("body", b"") for m in sent[1:])
+    ended = sent[-1].get("more_body") is False
+    return Outcome(sent[0]["status"], body, ended, client.response)
 
 
 def test_a_whole_stream_is_relayed(gateway: Gateway) -> None:
-    status, body = run(gateway, [CHUNK, CHUNK, DONE])
-    assert status == 200
-    assert body.count(b'"tok "') == 2 and body.endswith(DONE)
+    got = run(gateway, [CHUNK, CHUNK, DONE])
+    assert got.status == 200 and got.ended
+    assert got.body.count(b'"tok "') == 2 and got.body.endswith(DONE)
 
 
 def test_the_first_token_bound_is_a_504_before_any_byte(gateway: Gateway) -> None:
-    status, body = run(gateway, [HANG], (b"x-tfy-ttft-timeout-ms", b"50"))
-    assert status == 504 and b"upstream_timeout" in body
+    got = run(gateway, [HANG], (b"x-tfy-ttft-timeout-ms", b"50"))
+    assert got.status == 504 and b"upstream_timeout" in got.body
 
 
 @pytest.mark.parametrize(
@@ -166,18 +185,30 @@ def test_the_first_token_bound_is_a_504_before_any_byte(gateway: Gateway) -> Non
 def test_a_stream_that_never_starts_is_an_error_status(
     gateway: Gateway, first: Any, status: int, code: bytes
 ) -> None:
-    got, body = run(gateway, [first])
-    assert got == status and code in body and b"event: error" not in body
+    got = run(gateway, [first])
+    assert got.status == status and code in got.body and b"event: error" not in got.body
 
 
 def test_a_library_failure_after_the_first_byte_is_an_error_event(gateway: Gateway) -> None:
-    status, body = run(gateway, [CHUNK, LibraryError("reset")])
-    assert status == 200 and b'"tok "' in body
-    assert b"event: error" in body and DONE not in body
+    got = run(gateway, [CHUNK, LibraryError("reset")])
+    assert got.status == 200 and got.ended and b'"tok "' in got.body
+    assert b"event: error" in got.body and DONE not in got.body
 
 
 def test_a_stream_past_the_size_cap_ends_with_an_error_event(gateway: Gateway) -> None:
-    status, body = run(gateway, [CHUNK] * 40 + [DONE])  # ~4.4 KB against a 4 KB cap
-    assert status == 200
-    assert b"event: error" in body and b"upstream_response_too_large" in body
-    assert DONE not in body
+    got = run(gateway, [CHUNK] * 40 + [DONE])  # ~4.4 KB against a 4 KB cap
+    assert got.status == 200 and got.ended
+    assert b"event: error" in got.body and b"upstream_response_too_large" in got.body
+    assert DONE not in got.body
+
+
+def test_a_client_leaving_after_the_answers_end_cancels_nothing(gateway: Gateway) -> None:
+    got = run(gateway, [CHUNK, DONE, PAUSE, b""], leave_at=DONE)
+    assert got.status == 200 and got.body.endswith(DONE)
+    assert got.ended and not got.upstream._script, "read to the upstream's end"
+
+
+def test_a_client_leaving_mid_answer_cancels_the_stream(gateway: Gateway) -> None:
+    got = run(gateway, [CHUNK, PAUSE, CHUNK, PAUSE, DONE], leave_at=b'"tok "')
+    assert got.status == 200 and DONE not in got.body
+    assert not got.ended and got.upstream._script, "the upstream read was cancelled"
