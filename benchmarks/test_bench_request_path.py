@@ -151,19 +151,21 @@ def request(stream: bool) -> tuple[Message, bytes]:
 async def serve_batch(app: App, scope: Message, raw: bytes) -> int:
     """BATCH requests through `app`; returns how many got a 200."""
     ok = 0
-    never: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+    loop = asyncio.get_running_loop()
 
     for _ in range(BATCH):
         delivered = False
         status = 0
 
-        async def receive() -> Message:
+        def receive() -> asyncio.Future[Message]:
+            # As Granian's receive() answers: a future (its PyFutureAwaitable is one to asyncio,
+            # so the gateway's disconnect watch runs in no task of its own).
             nonlocal delivered
+            message = loop.create_future()
             if not delivered:
                 delivered = True
-                return {"type": "http.request", "body": raw, "more_body": False}
-            # The client never leaves: the gateway's disconnect watch just waits.
-            return await asyncio.shield(never)
+                message.set_result({"type": "http.request", "body": raw, "more_body": False})
+            return message  # later ones never resolve: the client never leaves
 
         async def send(message: Message) -> None:
             nonlocal status
@@ -172,7 +174,6 @@ async def serve_batch(app: App, scope: Message, raw: bytes) -> int:
 
         await app(dict(scope), receive, send)
         ok += status == 200
-    never.cancel()
     return ok
 
 
