@@ -265,7 +265,11 @@ async def _race_disconnect(
 
     def on_leave(_: asyncio.Future[Any]) -> None:
         nonlocal left
-        if running and not call.delivered and current is not None:
+        # Once the meter has read the answer's end, the client leaving cancels nothing (the
+        # relay does not mark that per chunk: it is read here, when a client leaves).
+        meter = call.meter
+        delivered = call.delivered or (meter is not None and meter.done)
+        if running and not delivered and current is not None:
             left = True
             current.cancel()
 

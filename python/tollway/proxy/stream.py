@@ -38,7 +38,8 @@ class StreamHost(Protocol):
     guard: GuardPlan | None
     meter: SseMeter | None
     log: RequestLog
-    # Set once the client has the whole answer: its leaving then cancels nothing.
+    # Set once the relay has sent everything; with the meter past the answer's end, a client
+    # leaving then cancels nothing (read when it leaves, not marked per chunk).
     delivered: bool
     # Another client API (`/v1/messages`, `/v1/responses`): it picks the stream format.
     ingress: Ingress | None
@@ -152,8 +153,6 @@ async def relay(
     try:
         while True:
             out = feed(chunk)
-            if meter.done:  # the answer's end is in `out`: a client leaving then cancels nothing
-                call.delivered = True
             if out:
                 part["body"] = out
                 await send(part)
