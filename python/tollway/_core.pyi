@@ -1,7 +1,7 @@
 """Type stubs of the Rust extension (checked against it by `mypy.stubtest` in CI)."""
 
 from collections.abc import Iterable, Sequence
-from typing import final
+from typing import TypeAlias, final
 
 class ConfigError(ValueError):
     """The config is invalid; ``args[0]`` is the list of every error, each naming its path."""
@@ -453,6 +453,17 @@ class StreamRedactor:
     @property
     def categories(self) -> list[str]: ...
 
+# What `run_input` and `run_output` return: the texts redaction changed `(index, text)`, the
+# runs as `GuardrailRun` fields in order (name, phase, result, start_ns, end_ns, sorted
+# categories), the `flag` runs `(name, phase, categories as found)` for the log, and the
+# block `(guardrail id, sorted categories)` if a run blocked (nothing runs after it).
+_PhaseOut: TypeAlias = tuple[
+    list[tuple[int, str]],
+    list[tuple[str, str, str, int, int, list[str]]],
+    list[tuple[str, str, str]] | None,
+    tuple[int, list[str]] | None,
+]
+
 @final
 class Guardrails:
     @property
@@ -462,6 +473,13 @@ class Guardrails:
     def check(self, id: int, text: str) -> Check | None: ...
     def scan(self, ids: list[int], text: str) -> list[Finding]: ...
     def redact(self, ids: list[int], text: str) -> tuple[str, list[Finding]]: ...
+    def run_input(self, ids: Sequence[int], texts: Sequence[str], adm: Admission) -> _PhaseOut:
+        """Built-in input guardrails in order: mutators redact each text, validators check
+        them joined by newlines, metadata-validation reads `adm`'s verdicts."""
+    def run_output(
+        self, validate: Sequence[int], mutate: Sequence[int], texts: Sequence[str | None]
+    ) -> _PhaseOut:
+        """An answer's texts (`None`: skipped), each through `validate`, then `mutate`."""
     def stream_redactor(self, ids: list[int]) -> StreamRedactor: ...
 
 # Shared state across replicas (tollway.state): counters exchanged with Redis.

@@ -4,14 +4,13 @@ Input mutate runs before the model call, in the order listed (built-in redaction
 `transformed`); built-in input validators run before the call too (a scan is microseconds, a
 task to run it beside the call cost more than the scan), and webhook validators beside the
 call (a task), cancelling it on a block; the response waits for their verdict before the
-first byte goes out. Output guardrails see the
-whole answer (non-stream) or redact deltas as they stream, holding back only what a
-pattern could still need. A block is a 400 naming the guardrail and the categories found,
-never the text.
+first byte goes out. Output guardrails see the whole answer (non-stream) or redact deltas as
+they stream, holding back only what a pattern could still need. A block is a 400 naming the
+guardrail and the categories found, never the text.
 
-Texts are read where each client API keeps them: chat `messages`; the Responses API's
-`instructions` and `input` (a string, or items with `input_text` parts or tool outputs) and
-its answer's `output[].content[]` `output_text` parts; embeddings `input` strings.
+Consecutive built-ins of a phase are one core call (`Guardrails.run_input`, `run_output`):
+the core redacts, scans, applies each strategy and times the runs; Python writes the changed
+texts back, records the runs and raises the block. Texts are found by `texts.py`.
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from itertools import starmap
 from typing import Any, Literal
 
 import aiohttp
@@ -28,7 +28,8 @@ import msgspec
 
 from tollway.engine import Admission
 from tollway.errors import GatewayError
-from tollway.guardrails import GuardrailInfo, Guardrails, Outcome, decide
+from tollway.guardrails import GuardrailInfo, Guardrails
+from tollway.guardrails.texts import Place, answer_texts, request_texts
 from tollway.guardrails.webhook import call_webhook
 from tollway.telemetry import GuardrailRun, now_ns
 
@@ -36,11 +37,10 @@ log = logging.getLogger("tollway.guardrails")
 
 __all__ = [
     "GuardPlan",
-    "answer_texts",
     "blocked",
-    "mutate_input",
+    "guard_input",
+    "guard_input_hooked",
     "plan_for",
-    "validate_builtin",
     "validate_hooks",
 ]
 
@@ -48,13 +48,21 @@ _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
 
 
-# Where a text is: its container (an object or a list) and its key there, so mutate can
-# write it back.
-Place = tuple[Any, str | int]
-
+# One step of an input phase with webhook mutators: a webhook's id, or consecutive built-ins
+# run by one core call (the built-in validators end the last one).
+Step = int | tuple[int, ...]
 
 # The ids of one guardrail selection, by phase and operation (see `GuardPlan`).
-Split = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]
+Split = tuple[
+    tuple[int, ...],
+    tuple[int, ...],
+    tuple[int, ...],
+    tuple[int, ...],
+    tuple[int, ...],
+    tuple[int, ...],
+    tuple[Step, ...],
+    tuple[int, ...],
+]
 
 
 @dataclass(slots=True)
@@ -69,6 +77,12 @@ class GuardPlan:
     output_validate: tuple[int, ...] = ()
     # Output webhooks: the OpenAI-shaped answer is POSTed whole (non-streamed answers).
     output_hooks: tuple[int, ...] = ()
+    # The built-in input guardrails, mutators then validators, as one core call; or, when
+    # webhook mutators are among them, () and the phase in order as `input_steps`.
+    input_builtin: tuple[int, ...] = ()
+    input_steps: tuple[Step, ...] = ()
+    # Input webhook validators: called together, beside the model call.
+    input_hooks: tuple[int, ...] = ()
     # Every run, for spans and llm_gateway_guardrails_* metrics (shared with the request's log).
     runs: list[GuardrailRun] = field(default_factory=list)
     # Where the request's texts are, found once for every input guardrail (None: not yet, or
@@ -101,7 +115,7 @@ class GuardPlan:
     def texts(self, req: dict[str, Any]) -> list[Place]:
         places = self.places
         if places is None:
-            places = self.places = _request_texts(req)
+            places = self.places = request_texts(req)
         return places
 
 
@@ -121,8 +135,23 @@ def _split(
                 output_hooks.append(i)  # they see the whole answer, after the built-ins
                 continue
             (mutate if infos[i].operation == "mutate" else validate).append(i)
+    steps: list[Step] = []
+    batch: list[int] = []
+    for i in input_mutate:
+        if infos[i].kind == "webhook":
+            steps.extend((tuple(batch), i) if batch else (i,))
+            batch = []
+        else:
+            batch.append(i)
+    batch.extend(i for i in input_validate if infos[i].kind != "webhook")
+    builtin: tuple[int, ...] = ()
+    if not steps:
+        builtin = tuple(batch)
+    elif batch:
+        steps.append(tuple(batch))
+    hooks = tuple(i for i in input_validate if infos[i].kind == "webhook")
     im, iv, om, ov, oh = (tuple(p) for p in parts)
-    return im, iv, om, ov, oh
+    return im, iv, om, ov, oh, builtin, tuple(steps), hooks
 
 
 def plan_for(
@@ -142,129 +171,73 @@ def blocked(info: GuardrailInfo, categories: list[str]) -> GatewayError:
     return GatewayError.guardrail_blocked(info.name, categories)
 
 
-def _texts(messages: Any) -> list[Place]:
-    """Every text in chat messages or Responses input items (tool outputs included), and the
-    strings of a list input (embeddings)."""
-    out: list[Place] = []
-    for i, m in enumerate(messages if isinstance(messages, list) else ()):
-        if isinstance(m, str):
-            out.append((messages, i))
-            continue
-        if not isinstance(m, dict):
-            continue
-        content = m.get("content")
-        if isinstance(content, str):
-            out.append((m, "content"))
-        elif isinstance(content, list):
-            for part in content:
-                if isinstance(part, dict) and isinstance(part.get("text"), str):
-                    out.append((part, "text"))
-        elif m.get("type") == "function_call_output" and isinstance(m.get("output"), str):
-            out.append((m, "output"))
-    return out
-
-
-def _request_texts(req: dict[str, Any]) -> list[Place]:
-    out = _texts(req.get("messages"))
-    if isinstance(req.get("instructions"), str):
-        out.append((req, "instructions"))
-    inputs = req.get("input")
-    if isinstance(inputs, str):
-        out.append((req, "input"))
-    else:
-        out.extend(_texts(inputs))
-    return out
-
-
-def answer_texts(answer: Any) -> list[Place]:
-    """Every text of an answer: chat `choices[].message.content`, Responses `output_text`
-    parts of `output[]` message items."""
-    out: list[Place] = []
-    if not isinstance(answer, dict):
-        return out
-    choices = answer.get("choices")
-    for choice in choices if isinstance(choices, list) else ():
-        message = choice.get("message") if isinstance(choice, dict) else None
-        if isinstance(message, dict) and isinstance(message.get("content"), str):
-            out.append((message, "content"))
-    items = answer.get("output")
-    for item in items if isinstance(items, list) else ():
-        parts = item.get("content") if isinstance(item, dict) else None
-        for part in parts if isinstance(parts, list) else ():
-            text = part.get("text") if isinstance(part, dict) else None
-            if isinstance(text, str) and part.get("type") == "output_text":
-                out.append((part, "text"))
-    return out
-
-
-async def mutate_input(
-    plan: GuardPlan, req: dict[str, Any], session: aiohttp.ClientSession | None
-) -> bool:
-    """Redacts the request in place, guardrail by guardrail, in the order listed; true when
-    anything in it changed."""
-    changed = False
-    for gid in plan.input_mutate:
-        info = plan.infos[gid]
-        t0 = now_ns()
-        if info.kind == "webhook":
-            result, errored = await _webhook(info, req, "input", session)
-            if isinstance(result, GatewayError):
-                plan.ran(gid, "input", "error" if errored else "block", t0)
-                raise result
-            if isinstance(result, dict):
-                req.clear()
-                req.update(result)
-                plan.places = None  # a new request: its texts are elsewhere
-                changed = True
-            plan.ran(gid, "input", "error" if errored else "mutate" if result else "pass", t0)
-            continue
-        found: list[str] = []
-        ids = [gid]
-        for container, key in plan.texts(req):
-            text = container[key]
-            redacted, findings = plan.set.redact(ids, text)
-            if redacted != text:
-                container[key] = redacted
-                found.extend(f.category for f in findings)
-                changed = True
-        plan.ran(gid, "input", "mutate" if found else "pass", t0, found)
-    return changed
-
-
-def validate_builtin(
+def guard_input(
     plan: GuardPlan, req: dict[str, Any], adm: Admission
-) -> tuple[GatewayError | None, list[int]]:
-    """The built-in input validators, now (a scan each, microseconds): the first blocking
-    verdict or None, and the webhook validators still to call."""
-    text = None
-    webhooks = []
-    for gid in plan.input_validate:
-        info = plan.infos[gid]
-        if info.kind == "webhook":
-            webhooks.append(gid)
+) -> tuple[bool, GatewayError | None]:
+    """The input phase without webhook mutators: the built-ins in one core call (see
+    `_builtins`). Webhook validators are `plan.input_hooks`, for `validate_hooks`."""
+    ids = plan.input_builtin
+    return _builtins(plan, req, adm, ids) if ids else (False, None)
+
+
+async def guard_input_hooked(
+    plan: GuardPlan, req: dict[str, Any], adm: Admission, session: aiohttp.ClientSession | None
+) -> tuple[bool, GatewayError | None]:
+    """The input phase in its listed order, webhook mutators among the built-ins: whether
+    the request changed, and a built-in's block (a webhook's block is raised)."""
+    changed = False
+    for step in plan.input_steps:
+        if isinstance(step, tuple):
+            mutated, verdict = _builtins(plan, req, adm, step)
+            changed = changed or mutated
+            if verdict is not None:
+                return changed, verdict
             continue
+        info = plan.infos[step]
         t0 = now_ns()
-        if info.kind == "metadata-validation":
-            flagged = any(v[0] == gid for v in adm.metadata_violations)
-            cats = ["METADATA"]
-        else:
-            if text is None:
-                text = "\n".join(str(c[k]) for c, k in plan.texts(req))
-            check = plan.set.check(gid, text)
-            flagged = check is not None and check.flagged
-            cats = [f.category for f in check.findings] if check else []
-            cats = cats or [info.kind.upper()]
-        verdict = decide(info.enforcing_strategy, Outcome.FLAG if flagged else Outcome.PASS)
-        plan.ran(gid, "input", verdict.value, t0, cats if flagged else [])
-        if verdict.blocks:
-            return blocked(info, cats), []
-    return None, webhooks
+        result, errored = await _webhook(info, req, "input", session)
+        if isinstance(result, GatewayError):
+            plan.ran(step, "input", "error" if errored else "block", t0)
+            raise result
+        if isinstance(result, dict):
+            req.clear()
+            req.update(result)
+            plan.places = None  # a new request: its texts are elsewhere
+            changed = True
+        plan.ran(step, "input", "error" if errored else "mutate" if result else "pass", t0)
+    return changed, None
+
+
+def _builtins(
+    plan: GuardPlan, req: dict[str, Any], adm: Admission, ids: tuple[int, ...]
+) -> tuple[bool, GatewayError | None]:
+    """Consecutive built-in input guardrails in one core call: mutators redact the request's
+    texts in place, validators (a scan each, microseconds: no task) check them joined, and
+    metadata-validation reads `admit`'s verdict. Whether a text changed, and the block."""
+    places = plan.texts(req)
+    texts = [c[k] for c, k in places]
+    changed, runs, flags, block = plan.set.run_input(ids, texts, adm)
+    plan.runs.extend(starmap(GuardrailRun, runs))
+    for i, text in changed:
+        container, key = places[i]
+        container[key] = text
+    if flags:
+        _log_flags(flags)
+    if block is None:
+        return bool(changed), None
+    return bool(changed), blocked(plan.infos[block[0]], block[1])
+
+
+def _log_flags(flags: list[tuple[str, str, str]]) -> None:
+    for name, phase, categories in flags:
+        # Audit findings are logged by category only, never the text.
+        log.info("guardrail %r flagged %s (%s)", name, phase, categories)
 
 
 async def validate_hooks(
     plan: GuardPlan,
     req: dict[str, Any],
-    webhooks: list[int],
+    webhooks: Sequence[int],
     session: aiohttp.ClientSession | None,
 ) -> GatewayError | None:
     """The webhook input validators, together: the first blocking verdict, or None."""
@@ -317,58 +290,43 @@ def guard_output(
     Without it (a client API's own answer: Responses, Messages) the payload's texts are
     found here (`answer_texts`)."""
     if contents is not None:
-        redacted: dict[int, str] = {}
-        for i, text in enumerate(contents):
-            if text is None:
-                continue
-            checked = _check_output(plan, text)
-            if isinstance(checked, GatewayError):
-                return checked
-            if checked != text:
-                redacted[i] = checked
-        if not redacted:
+        changed, verdict = _check_output(plan, contents)
+        if verdict is not None:
+            return verdict
+        if not changed:
             return payload
         answer = _decode(payload)
-        for i, text in redacted.items():
+        for i, text in changed:
             answer["choices"][i]["message"]["content"] = text
         return _encode(answer)
     try:
         answer = _decode(payload)
     except msgspec.DecodeError:
         return payload
-    changed = False
-    for container, key in answer_texts(answer):
-        text = container[key]
-        checked = _check_output(plan, text)
-        if isinstance(checked, GatewayError):
-            return checked
-        if checked != text:
-            container[key] = checked
-            changed = True
+    places = answer_texts(answer)
+    changed, verdict = _check_output(plan, [c[k] for c, k in places])
+    if verdict is not None:
+        return verdict
+    for i, text in changed:
+        container, key = places[i]
+        container[key] = text
     return _encode(answer) if changed else payload
 
 
-def _check_output(plan: GuardPlan, text: str) -> str | GatewayError:
-    """One answer text through the output guardrails: the text (redacted) or the refusal."""
-    for gid in plan.output_validate:
-        info = plan.infos[gid]
-        t0 = now_ns()
-        check = plan.set.check(gid, text) if info.kind != "webhook" else None
-        if check is None or not check.flagged:
-            plan.ran(gid, "output", "pass", t0)
-            continue
-        cats = [f.category for f in check.findings]
-        verdict = decide(info.enforcing_strategy, Outcome.FLAG)
-        plan.ran(gid, "output", verdict.value, t0, cats)
-        if verdict.blocks:
-            return blocked(info, cats)
-    for gid in plan.output_mutate:
-        t0 = now_ns()
-        redacted, findings = plan.set.redact([gid], text)
-        cats = [f.category for f in findings]
-        plan.ran(gid, "output", "mutate" if redacted != text else "pass", t0, cats)
-        text = redacted
-    return text
+def _check_output(
+    plan: GuardPlan, texts: list[str | None]
+) -> tuple[list[tuple[int, str]], GatewayError | None]:
+    """An answer's texts through the output guardrails in one core call, text by text
+    (validators, then mutators): the redacted texts by index, or the refusal."""
+    changed, runs, flags, block = plan.set.run_output(
+        plan.output_validate, plan.output_mutate, texts
+    )
+    plan.runs.extend(starmap(GuardrailRun, runs))
+    if flags:
+        _log_flags(flags)
+    if block is None:
+        return changed, None
+    return changed, blocked(plan.infos[block[0]], block[1])
 
 
 async def webhook_output(

@@ -20,9 +20,9 @@ from tollway.engine import Admission, PlanInfo, Runtime, SseMeter, Upstream
 from tollway.errors import GatewayError
 from tollway.guardrails.request import (
     GuardPlan,
+    guard_input,
+    guard_input_hooked,
     guard_output,
-    mutate_input,
-    validate_builtin,
     validate_hooks,
     webhook_output,
 )
@@ -224,13 +224,15 @@ class Call:
     async def _guard_input(self, guard: GuardPlan) -> None:
         """Input mutate now, in order; built-in validators now; webhook validators as a task
         beside the model call."""
-        if guard.input_mutate and await mutate_input(guard, self.req, self.session):
+        if guard.input_steps:  # webhook mutators among them: in the order listed
+            changed, verdict = await guard_input_hooked(guard, self.req, self.adm, self.session)
+        else:
+            changed, verdict = guard_input(guard, self.req, self.adm)
+        if changed:
             self.prompt, self.raw = None, None  # the prompt sent is not the one received
-        if not guard.input_validate:
-            return
-        verdict, hooks = validate_builtin(guard, self.req, self.adm)
         if verdict is not None:
             raise verdict
+        hooks = guard.input_hooks
         if not hooks:
             return
         current = asyncio.current_task()

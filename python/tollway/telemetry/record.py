@@ -46,9 +46,10 @@ class Attempt(msgspec.Struct, array_like=True, gc=False, kw_only=True):
     usage_estimated: bool = False
 
 
-class GuardrailRun(msgspec.Struct, array_like=True, gc=False, kw_only=True):
+class GuardrailRun(msgspec.Struct, array_like=True, gc=False):
     """One guardrail run: `phase` input|output, `result` pass|flag|mutate|block|error, and
-    the categories found (never the matched text)."""
+    the categories found (never the matched text). Positional too: the core's run tuples
+    (`Guardrails.run_input`) are its fields in order."""
 
     name: str
     phase: str

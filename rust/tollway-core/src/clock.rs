@@ -55,6 +55,17 @@ impl Clock {
         }
     }
 
+    /// Wall-clock nanoseconds since the Unix epoch, as Python's `time.time_ns` (guardrail
+    /// runs' span times); the manual clock's are its `wall_ms`.
+    pub fn wall_ns(&self) -> u64 {
+        match self {
+            Self::System => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+            Self::Manual(_) => self.wall_ms() * 1_000_000,
+        }
+    }
+
     pub fn advance(&self, ms: u64) {
         if let Self::Manual(now) = self {
             now.fetch_add(ms, Ordering::Relaxed);

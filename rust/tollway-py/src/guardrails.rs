@@ -1,11 +1,17 @@
 //! The Python face of `tollway_core::guardrails`: one compiled `Guardrails` per config, and
 //! findings with offsets in characters (Python string indices), never the matched text.
 
+use crate::admission::Admission;
 use crate::errors::invalid;
+use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedStr;
 use pyo3::types::PyString;
 use std::sync::Arc;
-use tollway_core::guardrails::{self as g, GuardrailId, GuardrailSet, Scanner};
+use tollway_core::clock::Clock;
+use tollway_core::guardrails::{
+    self as g, GuardrailId, GuardrailSet, Phase, PhaseRun, Scanner, Verdict,
+};
 
 /// Something a guardrail found; `start`/`end` index the Python string.
 #[pyclass(frozen, module = "tollway._core")]
@@ -93,11 +99,87 @@ fn to_py(py: Python<'_>, text: &str, id: GuardrailId, f: &g::Finding) -> PyResul
 #[pyclass(frozen, module = "tollway._core")]
 pub(crate) struct Guardrails {
     inner: Arc<GuardrailSet>,
+    /// Each guardrail's name as a Python string, made once (every run record carries one).
+    names: Vec<Py<PyString>>,
+}
+
+/// What `run_input` and `run_output` return: the changed texts `(index, text)`, the runs as
+/// `GuardrailRun` field tuples, the `flag` runs as `(name, phase, categories as found)` for
+/// the log, and the block `(id, categories)` if a run blocked.
+type PhaseOut = (
+    Vec<(usize, String)>,
+    Vec<RunTuple>,
+    Option<Vec<(Py<PyString>, Py<PyString>, String)>>,
+    Option<(u32, Vec<String>)>,
+);
+type RunTuple = (
+    Py<PyString>,
+    Py<PyString>,
+    Py<PyString>,
+    u64,
+    u64,
+    Vec<String>,
+);
+
+static CLOCK: Clock = Clock::System;
+
+/// The span's `phase` and `result` names: Python strings made once per process.
+fn phase_name(py: Python<'_>, phase: Phase) -> Py<PyString> {
+    let s = match phase {
+        Phase::Input => intern!(py, "input"),
+        Phase::Output => intern!(py, "output"),
+    };
+    s.clone().unbind()
+}
+
+fn result_name(py: Python<'_>, verdict: Verdict) -> Py<PyString> {
+    let s = match verdict {
+        Verdict::Pass => intern!(py, "pass"),
+        Verdict::Flag => intern!(py, "flag"),
+        Verdict::Mutate => intern!(py, "mutate"),
+        Verdict::Block => intern!(py, "block"),
+        Verdict::Error => intern!(py, "error"),
+    };
+    s.clone().unbind()
 }
 
 impl Guardrails {
-    pub(crate) fn from_set(inner: Arc<GuardrailSet>) -> Self {
-        Self { inner }
+    pub(crate) fn from_set(py: Python<'_>, inner: Arc<GuardrailSet>) -> Self {
+        let names = inner
+            .guardrails
+            .iter()
+            .map(|g| PyString::new(py, &g.name).unbind())
+            .collect();
+        Self { inner, names }
+    }
+
+    /// The core's runs as the Python side records and logs them.
+    fn phase_out(&self, py: Python<'_>, out: PhaseRun) -> PhaseOut {
+        let mut flags = None;
+        let runs = out
+            .runs
+            .iter()
+            .map(|r| {
+                let name = self.names[r.guardrail as usize].clone_ref(py);
+                let phase = phase_name(py, r.phase);
+                if r.result == Verdict::Flag {
+                    let found: Vec<&str> = r.found.iter().map(AsRef::as_ref).collect();
+                    flags.get_or_insert_with(Vec::new).push((
+                        name.clone_ref(py),
+                        phase.clone_ref(py),
+                        found.join(", "),
+                    ));
+                }
+                let categories = r.categories().into_iter().map(str::to_owned).collect();
+                let result = result_name(py, r.result);
+                (name, phase, result, r.start_ns, r.end_ns, categories)
+            })
+            .collect();
+        let blocked = out.blocked().map(|r| {
+            let categories = r.categories().into_iter().map(str::to_owned).collect();
+            (r.guardrail, categories)
+        });
+        (out.changed, runs, flags, blocked)
     }
 
     /// The output guardrails of one stream, run by its meter ([`crate::meter`]).
@@ -212,6 +294,38 @@ impl Guardrails {
             .map(|f| to_py(py, text, first, f))
             .collect::<PyResult<_>>()?;
         Ok((out, found))
+    }
+
+    /// The built-in input guardrails `ids`, in order, over the request's texts, with the
+    /// metadata verdicts of `adm` (see `GuardrailSet::run_input`).
+    fn run_input(
+        &self,
+        py: Python<'_>,
+        ids: Vec<u32>,
+        texts: Vec<PyBackedStr>,
+        adm: PyRef<'_, Admission>,
+    ) -> PyResult<PhaseOut> {
+        let ids = self.ids(ids)?;
+        let texts: Vec<Option<&str>> = texts.iter().map(|t| Some(&**t)).collect();
+        let violations = &adm.inner.metadata_violations;
+        let flagged = |id| violations.iter().any(|(v, _)| *v == id);
+        let out = self.inner.run_input(&ids, &texts, &flagged, &CLOCK);
+        Ok(self.phase_out(py, out))
+    }
+
+    /// A non-streamed answer's texts (`None`: not text) through the output guardrails: the
+    /// `validate` ones, then the `mutate` ones (see `GuardrailSet::run_output`).
+    fn run_output(
+        &self,
+        py: Python<'_>,
+        validate: Vec<u32>,
+        mutate: Vec<u32>,
+        texts: Vec<Option<PyBackedStr>>,
+    ) -> PyResult<PhaseOut> {
+        let (validate, mutate) = (self.ids(validate)?, self.ids(mutate)?);
+        let texts: Vec<Option<&str>> = texts.iter().map(|t| t.as_deref()).collect();
+        let out = self.inner.run_output(&validate, &mutate, &texts, &CLOCK);
+        Ok(self.phase_out(py, out))
     }
 
     fn stream_redactor(&self, ids: Vec<u32>) -> PyResult<StreamRedactor> {

@@ -1,5 +1,6 @@
 //! The Python face of tollway-core: conversions and one error mapping, no logic.
 
+mod admission;
 mod asgi;
 mod engine;
 mod errors;
@@ -12,7 +13,8 @@ mod scrub;
 mod sigv4;
 mod state;
 
-use engine::{Admission, Denial, Engine, Key, Outcome, Plan, Settings, Target};
+use admission::Admission;
+use engine::{Denial, Engine, Key, Outcome, Plan, Settings, Target};
 use errors::ConfigError;
 use pyo3::prelude::*;
 

@@ -9,12 +9,14 @@ pub mod config;
 pub mod injection;
 pub mod metadata_rules;
 pub mod patterns;
+pub mod phase;
 pub mod pii;
 pub mod redact;
 pub mod secrets;
 
 pub use config::{parse, GuardrailsConfig, KindOptions, Operation, Strategy};
 pub use metadata_rules::{MetadataRules, MetadataViolation};
+pub use phase::{Outcome, Phase, PhaseRun, Run, Verdict};
 pub use redact::StreamRedactor;
 
 use crate::schema::{ConfigError, Errors};

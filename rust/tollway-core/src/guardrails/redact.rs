@@ -57,17 +57,22 @@ fn apply(text: &str, merged: &[Finding], offset: usize, out: &mut String) {
 /// Redacts `text` with every pattern of `sets`; returns the new text and the merged findings
 /// (offsets into the original text).
 pub fn redact(sets: &[&PatternSet], text: &str) -> (String, Vec<Finding>) {
+    redacted(sets, text).unwrap_or_else(|| (text.to_owned(), Vec::new()))
+}
+
+/// [`redact`], or `None` when nothing was found (no copy of the text is made).
+pub fn redacted(sets: &[&PatternSet], text: &str) -> Option<(String, Vec<Finding>)> {
     let mut found = Vec::new();
     for s in sets {
         s.findings(text, &mut found);
     }
     if found.is_empty() {
-        return (text.to_owned(), found);
+        return None;
     }
     let merged = merge(found);
     let mut out = String::with_capacity(text.len());
     apply(text, &merged, 0, &mut out);
-    (out, merged)
+    Some((out, merged))
 }
 
 /// Redacts a stream of text deltas; see the module doc for what it holds back and why.

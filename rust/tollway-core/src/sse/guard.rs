@@ -24,7 +24,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::guardrails::{GuardrailId, GuardrailSet, Scanner, Strategy, StreamRedactor};
+use crate::guardrails::{GuardrailId, GuardrailSet, Outcome, Scanner, StreamRedactor};
 use crate::sse::anthropic::json_str;
 
 /// Characters before a delta scanned with it, so a finding up to this long that spans deltas
@@ -531,7 +531,7 @@ impl OutputGuard {
                     (!found.is_empty(), found)
                 }
             };
-            if flagged && g.strategy != Strategy::Audit {
+            if flagged && g.strategy.decide(Outcome::Flag).blocks() {
                 hit = Some(Blocked {
                     guardrail: id,
                     categories: categories.iter().map(ToString::to_string).collect(),
