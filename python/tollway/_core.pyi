@@ -482,6 +482,9 @@ class Guardrails:
         """An answer's texts (`None`: skipped), each through `validate`, then `mutate`."""
     def stream_redactor(self, ids: list[int]) -> StreamRedactor: ...
 
+def guardrail_verdict(strategy: str, outcome: str) -> str:
+    """The verdict of an `enforcing_strategy` on an outcome (the core's one table)."""
+
 # Shared state across replicas (tollway.state): counters exchanged with Redis.
 def drain_deltas(engine: Engine) -> list[tuple[str, float, int]]: ...
 def apply_remote(engine: Engine, key: str, total: float) -> bool: ...

@@ -12,13 +12,22 @@ audit                                 audit           pass    flag    error (let
 ====================================  ==============  ======  ======  ======
 
 The config accepts either spelling; the core maps `mode` to the strategy in the first column.
+The table itself lives in the core (`Strategy::decide`), which applies it to the built-in
+kinds it runs; `decide` asks it for webhooks and MCP tool checks.
 """
 
 from __future__ import annotations
 
 import enum
 
-from tollway.engine import Check, Finding, GuardrailInfo, Guardrails, StreamRedactor
+from tollway.engine import (
+    Check,
+    Finding,
+    GuardrailInfo,
+    Guardrails,
+    StreamRedactor,
+    guardrail_verdict,
+)
 
 __all__ = [
     "Check",
@@ -60,23 +69,11 @@ class Verdict(enum.StrEnum):
         return self is Verdict.BLOCK
 
 
-def _verdict(strategy: Strategy, outcome: Outcome) -> Verdict:
-    if outcome is Outcome.PASS:
-        return Verdict.PASS
-    if strategy is Strategy.AUDIT:
-        return Verdict.FLAG if outcome is Outcome.FLAG else Verdict.ERROR
-    if outcome is Outcome.FLAG or strategy is Strategy.ENFORCE:
-        return Verdict.BLOCK
-    return Verdict.ERROR
-
-
-# The module table, looked up per guardrail run (an enum made from its value costs ~0.5 µs).
-_TABLE = {(s.value, o): _verdict(s, o) for s in Strategy for o in Outcome}
+# A verdict by its value (an enum made from its value costs ~0.5 µs).
+_VERDICTS = {v.value: v for v in Verdict}
 
 
 def decide(strategy: Strategy | str, outcome: Outcome) -> Verdict:
-    """Applies an `enforcing_strategy` to an outcome (see the module table)."""
-    verdict = _TABLE.get((strategy, outcome))
-    if verdict is None:
-        raise ValueError(f"{strategy!r} is not an enforcing strategy")
-    return verdict
+    """Applies an `enforcing_strategy` to an outcome (see the module table): the core decides,
+    as it does for the built-in kinds it runs; a strategy it does not know is a ValueError."""
+    return _VERDICTS[guardrail_verdict(strategy, outcome)]

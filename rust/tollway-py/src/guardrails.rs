@@ -10,7 +10,7 @@ use pyo3::types::PyString;
 use std::sync::Arc;
 use tollway_core::clock::Clock;
 use tollway_core::guardrails::{
-    self as g, GuardrailId, GuardrailSet, Phase, PhaseRun, Scanner, Verdict,
+    self as g, GuardrailId, GuardrailSet, Outcome, Phase, PhaseRun, Scanner, Strategy, Verdict,
 };
 
 /// Something a guardrail found; `start`/`end` index the Python string.
@@ -370,7 +370,19 @@ impl StreamRedactor {
     }
 }
 
+/// The verdict (`pass`, `flag`, `block`, `error`) of an `enforcing_strategy` on an outcome
+/// (`pass`, `flag`, `error`): the core's one table, for webhooks and MCP tool checks.
+#[pyfunction]
+fn guardrail_verdict(strategy: &str, outcome: &str) -> PyResult<&'static str> {
+    let strategy = Strategy::parse(strategy)
+        .ok_or_else(|| invalid(format!("'{strategy}' is not an enforcing strategy")))?;
+    let outcome = Outcome::parse(outcome)
+        .ok_or_else(|| invalid(format!("'{outcome}' is not a guardrail outcome")))?;
+    Ok(strategy.decide(outcome).name())
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(guardrail_verdict, m)?)?;
     m.add_class::<Guardrails>()?;
     m.add_class::<GuardrailInfo>()?;
     m.add_class::<Check>()?;

@@ -39,7 +39,7 @@ impl Strategy {
     /// request through when the guardrail itself fails, like `enforce_but_ignore_on_error`.
     pub const MODE_NAMES: [&'static str; 3] = ["audit", "enforce", "strict"];
 
-    fn parse(s: &str) -> Option<Self> {
+    pub fn parse(s: &str) -> Option<Self> {
         match s {
             "enforce" => Some(Self::Enforce),
             "enforce_but_ignore_on_error" => Some(Self::EnforceButIgnoreOnError),
