@@ -37,7 +37,7 @@ from tollway.proxy.responses import (
     read_failure,
     retry_after_s,
 )
-from tollway.proxy.scrub import bearer_token, scrub_failure
+from tollway.proxy.scrub import scrub_failure
 from tollway.proxy.stream import meter_into_log, start_stream
 from tollway.proxy.timing import server_timing
 from tollway.proxy.usage import USAGE_ESTIMATED, estimate_usage, prompt_as_sent, stream_usage
@@ -139,7 +139,7 @@ class Call:
         self.delivered = False  # the stream relay sets it: the client has it all
         # Every provider secret and the request's own key out of what reaches the client (a
         # stream's meter takes the same object).
-        self.scrubber = rt.scrubber.for_request(bearer_token(head.authorization))
+        self.scrubber = rt.scrubber.for_request(head.authorization)
         self.response_limit = rt.settings.max_response_bytes
 
     def end(self, plan: PlanInfo, outcome: int, tokens: int, kind: str = "") -> None:

@@ -1,7 +1,8 @@
 """Secrets out of everything relayed to a client: provider error bodies and headers, answers,
 SSE error events. The per-config `Scrubber` (Rust, one automaton over every provider secret)
-does the scanning, and `Scrubber.for_request` adds the request's own client key; this module
-finds that key and scrubs the `Failed` shape.
+does the scanning, and `Scrubber.for_request` adds the request's own client key (read from its
+`Authorization` header by the core, as admission reads it); this module scrubs the `Failed`
+shape.
 """
 
 from __future__ import annotations
@@ -9,16 +10,7 @@ from __future__ import annotations
 from tollway.engine import RequestScrubber
 from tollway.proxy.responses import Failed
 
-__all__ = ["bearer_token", "scrub_failure"]
-
-
-def bearer_token(authorization: bytes | None) -> bytes | None:
-    """The key of an `Authorization: Bearer <key>` header (any case of the scheme)."""
-    if authorization is None or len(authorization) < 8:
-        return None
-    if authorization[:7].lower() != b"bearer ":
-        return None
-    return authorization[7:].strip() or None
+__all__ = ["scrub_failure"]
 
 
 def scrub_failure(scrubber: RequestScrubber, failed: Failed) -> Failed:

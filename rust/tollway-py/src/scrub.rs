@@ -3,6 +3,7 @@
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
 use std::sync::Arc;
+use tollway_core::engine::bearer_token;
 use tollway_core::scrub::RequestScrub;
 
 /// Removes every configured secret from bytes relayed to a client; one per config.
@@ -38,11 +39,18 @@ impl Scrubber {
         }
     }
 
-    /// This scrubber with one request's own key (`extra`, e.g. its client key) added.
-    #[pyo3(signature = (extra=None))]
-    fn for_request(&self, extra: Option<&[u8]>) -> RequestScrubber {
+    /// This scrubber with one request's own key added: the key of its `Authorization` header,
+    /// read as admission reads it.
+    #[pyo3(signature = (authorization=None))]
+    fn for_request(&self, authorization: Option<&[u8]>) -> RequestScrubber {
+        let key = authorization
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(bearer_token);
         RequestScrubber {
-            inner: Arc::new(RequestScrub::new(Arc::clone(&self.inner), extra)),
+            inner: Arc::new(RequestScrub::new(
+                Arc::clone(&self.inner),
+                key.map(str::as_bytes),
+            )),
         }
     }
 

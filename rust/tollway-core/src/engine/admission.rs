@@ -134,6 +134,17 @@ fn push_json_str(out: &mut Vec<u8>, s: &str) {
     let _ = serde_json::to_writer(&mut *out, s);
 }
 
+/// The key of an `Authorization` header value (`Bearer <key>`, any case of the scheme): the
+/// one reading of it, for admission and for scrubbing the key out of what the client is sent.
+pub fn bearer_token(header: &str) -> Option<&str> {
+    match header.trim().split_once(' ') {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => {
+            Some(rest.trim()).filter(|t| !t.is_empty())
+        }
+        _ => None,
+    }
+}
+
 impl Engine {
     /// Finds the key of an `Authorization` header value (`Bearer <key>`).
     // A denial is a value on the rare path; the Admission it competes with is as large.
@@ -144,13 +155,10 @@ impl Engine {
                 "Missing API key: send it as 'Authorization: Bearer <key>'",
             ));
         };
-        let token = match header.split_once(' ') {
-            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
-            _ => {
-                return Err(Denial::unauthorized(
-                    "Malformed Authorization header: expected 'Bearer <key>'",
-                ))
-            }
+        let Some(token) = bearer_token(header) else {
+            return Err(Denial::unauthorized(
+                "Malformed Authorization header: expected 'Bearer <key>'",
+            ));
         };
         let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         self.key_ids
@@ -461,7 +469,17 @@ impl Engine {
 
 #[cfg(test)]
 mod tests {
-    use super::applied_json;
+    use super::{applied_json, bearer_token};
+
+    #[test]
+    fn the_bearer_token_is_read_once_for_admission_and_scrubbing() {
+        assert_eq!(bearer_token("Bearer sk-1"), Some("sk-1"));
+        assert_eq!(bearer_token("  bEaReR   sk-1  "), Some("sk-1"));
+        assert_eq!(bearer_token("Basic sk-1"), None);
+        assert_eq!(bearer_token("Bearer"), None);
+        assert_eq!(bearer_token("Bearer    "), None);
+        assert_eq!(bearer_token("sk-1"), None);
+    }
 
     #[test]
     fn applied_configurations_are_json_in_the_order_applied() {

@@ -21,7 +21,7 @@ pub mod admission;
 mod sync;
 mod warnings;
 
-pub use admission::{Admission, AttemptOutcome, Denial, Usage};
+pub use admission::{bearer_token, Admission, AttemptOutcome, Denial, Usage};
 use std::collections::HashMap;
 use std::sync::Arc;
 
