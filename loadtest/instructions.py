@@ -78,7 +78,9 @@ def count(args: argparse.Namespace, requests: int) -> int:
         sys.executable, __file__, "--serve", str(requests), "--config", str(args.config),
     ]  # fmt: skip
     cmd += ["--stream"] * args.stream + ["--background"] * args.background
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stderr
+    # A fixed hash seed: string hashes (dict and set layouts) the same in every run.
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stderr
     m = re.search(r"Collected : (\d+)", out)
     if m is None:
         raise SystemExit(f"no count from valgrind:\n{out[-2000:]}")
