@@ -7,8 +7,10 @@ real `tollway serve` process.
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import time
+from collections.abc import Sequence
 
 import httpx
 import msgspec
@@ -212,21 +214,37 @@ def burst(gateways: list[Server], n: int) -> list[int]:
     return asyncio.run(run())
 
 
-def settled(redis_server: RedisServer, n: int) -> None:
-    """Waits until `n` replicas are registered, then one more sync so each one knows."""
+def _syncs(gateway: Server) -> float:
+    """Successful syncs with Redis this replica has reported on /metrics so far."""
+    text = httpx.get(gateway.url + "/metrics", timeout=5).text
+    m = re.search(r'^llm_gateway_state_sync_total\{result="ok"\} (\S+)$', text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+def settled(redis_server: RedisServer, n: int, gateways: Sequence[Server] = ()) -> None:
+    """Waits until `n` replicas are registered, then until each of `gateways` has reported
+    syncs made after that (so each one knows there are `n`; a fixed pause was too short on a
+    starved CI machine), or a short pause without `gateways`."""
     r = redis_server.client()
     deadline = time.monotonic() + 5
     while r.zcard("tollway:replicas") < n:
         assert time.monotonic() < deadline, "the replicas did not register in Redis"
         time.sleep(0.05)
-    time.sleep(0.3)
+    if not gateways:
+        time.sleep(0.3)
+        return
+    after = [_syncs(g) + 3 for g in gateways]
+    deadline = time.monotonic() + 10
+    while any(_syncs(g) < want for g, want in zip(gateways, after, strict=True)):
+        assert time.monotonic() < deadline, "the replicas did not sync with Redis"
+        time.sleep(0.1)
 
 
 def test_a_burst_across_replicas_stays_within_the_limit(
     start_gateway: GatewayFactory, mock_upstream: Server, redis_server: RedisServer
 ) -> None:
     gateways, _ = replicas(start_gateway, mock_upstream, redis_server.url, 2)
-    settled(redis_server, 2)
+    settled(redis_server, 2, gateways)
     # 60 requests inside one sync interval: without leases each replica saw a whole limit
     # and let up to 20 + what the other had not yet reported through (up to 40).
     statuses = burst(gateways, 60)
@@ -250,7 +268,7 @@ def test_measure_overshoot(
     """Admitted of a limit of 20/min with 100 ms sync over `n` replicas: 100 requests at
     50/s round robin, or 100 at once (inside one sync interval)."""
     gateways, clients = replicas(start_gateway, mock_upstream, redis_server.url, n)
-    settled(redis_server, n)
+    settled(redis_server, n, gateways)
     statuses = send(clients, 100, gap_s=0.02)[0] if mode == "paced" else burst(gateways, 100)
     ok = statuses.count(200)
     print(f"\n{n} replicas, {mode}: {ok} admitted of a limit of 20 ({ok / 20:.2f} L)")
