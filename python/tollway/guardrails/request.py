@@ -59,7 +59,6 @@ Split = tuple[
     tuple[int, ...],
     tuple[int, ...],
     tuple[int, ...],
-    tuple[int, ...],
     tuple[Step, ...],
     tuple[int, ...],
 ]
@@ -71,8 +70,8 @@ class GuardPlan:
 
     set: Guardrails
     infos: tuple[GuardrailInfo, ...]
+    # The input mutators (built-in and webhook), in the order listed.
     input_mutate: tuple[int, ...] = ()
-    input_validate: tuple[int, ...] = ()
     output_mutate: tuple[int, ...] = ()
     output_validate: tuple[int, ...] = ()
     # Output webhooks: the OpenAI-shaped answer is POSTed whole (non-streamed answers).
@@ -92,10 +91,8 @@ class GuardPlan:
     def ran(
         self, gid: int, phase: str, result: str, start_ns: int, categories: Sequence[str] = ()
     ) -> None:
-        if result == "flag":
-            # Audit findings are logged by category only, never the text.
-            name = self.infos[gid].name
-            log.info("guardrail %r flagged %s (%s)", name, phase, ", ".join(categories))
+        """A run the core did not time: a webhook's, or a stream's output guardrail (a
+        built-in's `flag` is logged where the core's runs arrive, `_log_flags`)."""
         self.runs.append(
             GuardrailRun(
                 name=self.infos[gid].name,
@@ -150,8 +147,8 @@ def _split(
     elif batch:
         steps.append(tuple(batch))
     hooks = tuple(i for i in input_validate if infos[i].kind == "webhook")
-    im, iv, om, ov, oh = (tuple(p) for p in parts)
-    return im, iv, om, ov, oh, builtin, tuple(steps), hooks
+    im, _, om, ov, oh = (tuple(p) for p in parts)
+    return im, om, ov, oh, builtin, tuple(steps), hooks
 
 
 def plan_for(
