@@ -85,14 +85,14 @@ async def start_stream(
         call.end(plan, OUTCOME["invalid"], 0, "invalid")
         return GatewayError.upstream_failure("invalid", up.name)
     read = resp.reader()
+    # The TTFT bound's timeout, and what the read itself may raise.
+    failures: tuple[type[BaseException], ...] = (TimeoutError, UpstreamError, *resp.errors)
     try:
         pending = read()
         # A task per stream only when a TTFT bound was asked for.
         first = await (asyncio.wait_for(pending, call.ttft_s) if call.ttft_s else pending)
         kind = "" if first else "broken"
-    except (TimeoutError, UpstreamError) as e:
-        kind = resp.translate(e).kind
-    except resp.errors as e:
+    except failures as e:
         kind = resp.translate(e).kind
     if kind:
         resp.close()
@@ -147,6 +147,7 @@ async def relay(
     feed = meter.feed
     room = call.response_limit - len(first)
     chunk = first
+    failures: tuple[type[BaseException], ...] = (UpstreamError, *resp.errors)  # a read's
     # One body message, refilled per chunk: `send` is done with a message when it returns
     # (Granian and the gateway's own wrappers read it at once; none keeps it).
     part = {"type": "http.response.body", "body": b"", "more_body": True}
@@ -169,9 +170,7 @@ async def relay(
             if room < 0:
                 kind = "too_large"
                 break
-    except UpstreamError as e:
-        kind = e.kind
-    except resp.errors as e:
+    except failures as e:
         kind = resp.translate(e).kind
     if kind:
         status = OUTCOME[kind]
