@@ -122,10 +122,10 @@ impl AnthropicTranslator {
         if rec.done {
             return Flow::Drop;
         }
-        let ev = match serde_json::from_slice::<AnthropicEvent<'_>>(data) {
-            Ok(ev) => ev,
-            Err(_) if e.name == b"error" => return rec.fail(raw_error(data)),
-            Err(_) => return rec.fail(StreamError::InvalidJson),
+        let ev = match crate::json::from_bytes::<AnthropicEvent<'_>>(data) {
+            Some(ev) => ev,
+            None if e.name == b"error" => return rec.fail(raw_error(data)),
+            None => return rec.fail(StreamError::InvalidJson),
         };
         match ev.kind.as_ref() {
             "message_start" => {

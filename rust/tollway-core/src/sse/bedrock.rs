@@ -217,8 +217,7 @@ impl BedrockTranslator {
             "event" => {}
             "exception" => {
                 let kind = header(m, ":exception-type").unwrap_or("exception");
-                let message = serde_json::from_slice::<EventIn<'_>>(payload)
-                    .ok()
+                let message = crate::json::from_bytes::<EventIn<'_>>(payload)
                     .and_then(|e| e.message.map(Cow::into_owned));
                 rec.fail(StreamError::Upstream {
                     kind: Some(kind.to_owned()),
@@ -236,7 +235,7 @@ impl BedrockTranslator {
                 return;
             }
         }
-        let Ok(ev) = serde_json::from_slice::<EventIn<'_>>(payload) else {
+        let Some(ev) = crate::json::from_bytes::<EventIn<'_>>(payload) else {
             rec.fail(StreamError::InvalidJson);
             return;
         };

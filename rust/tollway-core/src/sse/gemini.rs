@@ -133,7 +133,7 @@ impl GeminiTranslator {
         if rec.done || rec.finish_reason.is_some() && data.trim_ascii().is_empty() {
             return Flow::Drop;
         }
-        let Ok(resp) = serde_json::from_slice::<Response<'_>>(data) else {
+        let Some(resp) = crate::json::from_bytes::<Response<'_>>(data) else {
             return rec.fail(if e.name == b"error" {
                 raw_error(data)
             } else {

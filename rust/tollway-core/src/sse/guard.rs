@@ -272,7 +272,7 @@ impl OutputGuard {
 
     /// A chat chunk; true when it was written (rewritten, or dropped as unreadable).
     fn chat(&mut self, data: &[u8], out: &mut Vec<u8>) -> bool {
-        let Ok(chunk) = serde_json::from_slice::<ChatIn<'_>>(data) else {
+        let Some(chunk) = crate::json::from_bytes::<ChatIn<'_>>(data) else {
             return true; // text the guard cannot read does not reach the client
         };
         let mut edits = Vec::new();
@@ -316,7 +316,7 @@ impl OutputGuard {
     /// An Anthropic `content_block_*` event: a text block's deltas as chat deltas; what the
     /// redactor holds goes out before the block stops.
     fn anthropic(&mut self, name: &[u8], data: &[u8], out: &mut Vec<u8>) -> bool {
-        let Ok(ev) = serde_json::from_slice::<EventIn<'_>>(data) else {
+        let Some(ev) = crate::json::from_bytes::<EventIn<'_>>(data) else {
             return true;
         };
         let key = Key::Block(index(ev.index.as_ref()));
@@ -386,7 +386,7 @@ impl OutputGuard {
     /// A Responses API event: text deltas as chat deltas; the events that repeat the whole
     /// text are redacted whole.
     fn responses(&mut self, name: &[u8], data: &[u8], out: &mut Vec<u8>) -> bool {
-        let Ok(ev) = serde_json::from_slice::<EventIn<'_>>(data) else {
+        let Some(ev) = crate::json::from_bytes::<EventIn<'_>>(data) else {
             return true;
         };
         let key = Key::Part(
@@ -412,7 +412,7 @@ impl OutputGuard {
         {
             return false;
         }
-        let Ok(mut body) = serde_json::from_slice::<Value>(data) else {
+        let Some(mut body) = crate::json::from_bytes::<Value>(data) else {
             return true;
         };
         let mutate = &self.mutate;

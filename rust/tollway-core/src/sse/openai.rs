@@ -92,9 +92,9 @@ pub(crate) fn read_openai<'a>(e: &Event<'a>, rec: &mut Recorder) -> OpenAiEvent<
             #[serde(borrow)]
             error: ErrorIn<'a>,
         }
-        let err = match serde_json::from_slice::<Wrapped<'_>>(data) {
-            Ok(w) => w.error.into_error(),
-            Err(_) => raw_error(data),
+        let err = match crate::json::from_bytes::<Wrapped<'_>>(data) {
+            Some(w) => w.error.into_error(),
+            None => raw_error(data),
         };
         rec.fail(err);
         return OpenAiEvent::Failed;
@@ -102,7 +102,7 @@ pub(crate) fn read_openai<'a>(e: &Event<'a>, rec: &mut Recorder) -> OpenAiEvent<
     if data == b"[DONE]" {
         return OpenAiEvent::Done;
     }
-    let Ok(mut chunk) = serde_json::from_slice::<Chunk<'a>>(data) else {
+    let Some(mut chunk) = crate::json::from_bytes::<Chunk<'a>>(data) else {
         rec.fail(StreamError::InvalidJson);
         return OpenAiEvent::Failed;
     };

@@ -66,10 +66,10 @@ pub(crate) fn responses_event(e: &Event<'_>, rec: &mut Recorder, now_ms: f64) ->
     if rec.done {
         return Flow::Drop;
     }
-    let ev = match serde_json::from_slice::<ResponsesEvent<'_>>(data) {
-        Ok(ev) => ev,
-        Err(_) if e.name == b"error" => return rec.fail(raw_error(data)),
-        Err(_) => return rec.fail(StreamError::InvalidJson),
+    let ev = match crate::json::from_bytes::<ResponsesEvent<'_>>(data) {
+        Some(ev) => ev,
+        None if e.name == b"error" => return rec.fail(raw_error(data)),
+        None => return rec.fail(StreamError::InvalidJson),
     };
     let kind = ev.kind.as_deref().unwrap_or("");
     match kind {

@@ -25,7 +25,7 @@ pub(super) const PER_IMAGE: u64 = 85;
 
 /// See [`super::count_prompt_tokens`].
 pub(super) fn count(body: &[u8], enc: Encoding) -> u64 {
-    let Ok(Prompt { messages, tools }) = serde_json::from_slice::<Prompt<'_>>(body) else {
+    let Some(Prompt { messages, tools }) = crate::json::from_bytes::<Prompt<'_>>(body) else {
         return 0;
     };
     let mut total = 0;
