@@ -58,6 +58,10 @@ class Harness:
         self.runs: list[dict[str, Any]] = []
         self.mock: Service | None = None
         self.sink: Service | None = None
+        # A command the floor and the gateway run under (live_instructions.py: callgrind), and
+        # how long they may take to start.
+        self.wrap: list[str] = []
+        self.ready_timeout_s = 60.0
 
     def start_mock(self) -> Service:
         port = free_port()
@@ -90,6 +94,7 @@ class Harness:
         assert self.mock is not None
         port = free_port()
         argv = [
+            *self.wrap,
             sys.executable,
             str(HERE / "bare_proxy.py"),
             "--port",
@@ -99,7 +104,9 @@ class Harness:
             "--workers",
             str(self.args.workers),
         ]
-        return self.services.start("floor", argv, port=port, cpus=self.args.sut_cpus)
+        return self.services.start(
+            "floor", argv, port=port, cpus=self.args.sut_cpus, timeout_s=self.ready_timeout_s
+        )
 
     def start_gateway(self, config: GatewayConfig) -> Service:
         assert self.mock is not None
@@ -112,6 +119,9 @@ class Harness:
         if self.sink is not None:
             env["TOLLWAY_OTLP_URL"] = self.sink.url
         argv = [
+            *self.wrap,
+            sys.executable,
+            "-m",
             "tollway",
             "serve",
             "--config",
@@ -130,7 +140,7 @@ class Harness:
             cpus=self.args.sut_cpus,
             env=env,
             ready_path="/readyz",
-            timeout_s=60.0,
+            timeout_s=self.ready_timeout_s,
         )
 
     def load(
