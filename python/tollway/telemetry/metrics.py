@@ -180,14 +180,19 @@ class MetricsStore:
         self._dirty = True
 
     def _hist(self, name: str, labels: tuple[str, ...], value: float) -> None:
+        row, buckets = self._row(name, labels)
+        row[bisect_left(buckets, value)] += 1
+        row[-1] += value
+
+    def _row(self, name: str, labels: tuple[str, ...]) -> tuple[list[float], Sequence[float]]:
+        """A histogram series' counts (one per bucket, then +Inf and the sum) and its buckets."""
         series = self._hists[name]
         mcp = _MCP_HISTOGRAMS.get(name)
         buckets = mcp[2] if mcp is not None else HISTOGRAMS[name][1]
         row = series.get(labels)
         if row is None:
             row = series[labels] = [0.0] * (len(buckets) + 2)
-        row[bisect_left(buckets, value)] += 1
-        row[-1] += value
+        return row, buckets
 
     def fold(self, batch: RecordBatch, access_log: bool = False) -> str:
         """Folds a batch of requests into the totals (background task; no I/O); returns its
@@ -197,8 +202,10 @@ class MetricsStore:
             series = self._counters[name]
             series[labels] = series.get(labels, 0.0) + value
         for name, labels, values in observations:
+            row, buckets = self._row(name, labels)
             for value in values:
-                self._hist(name, labels, value)
+                row[bisect_left(buckets, value)] += 1
+                row[-1] += value
         for guardrail, failed in health:
             self._guardrail_health(guardrail, failed)
         self._dirty = True
