@@ -3,8 +3,8 @@
 //! (`mcp.method.name`, `mcp.session.id`, `gen_ai.tool.name`, `gen_ai.operation.name:
 //! execute_tool`, `error.type`); the span is named `{mcp.method.name} {tool}`.
 
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
-use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, status::StatusCode, Span, Status};
+use super::spans::{Attr, SpanOut, Text, Val};
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use serde::Deserialize;
 
 /// One MCP request, field for field the Python `ToolRun` (array-like).
@@ -25,72 +25,54 @@ pub struct ToolRun {
     pub result: Option<String>,
 }
 
-fn kv(key: &str, value: any_value::Value) -> KeyValue {
-    KeyValue {
-        key: key.to_owned(),
-        value: Some(AnyValue { value: Some(value) }),
-        ..Default::default()
-    }
-}
-
-fn text(key: &str, v: &str) -> KeyValue {
-    kv(key, any_value::Value::StringValue(v.to_owned()))
-}
-
 /// The span of one MCP request; `with_content` adds arguments and result (when captured).
 pub fn tool_span(
     run: &ToolRun,
-    trace_id: Vec<u8>,
-    span_id: Vec<u8>,
-    parent: Vec<u8>,
+    trace_id: [u8; 16],
+    span_id: [u8; 8],
+    parent: [u8; 8],
     with_content: bool,
-) -> Span {
+) -> SpanOut<'_> {
+    let failed = !run.error_type.is_empty();
     let mut attrs = vec![
-        text("tfy.span_type", "MCP"),
-        text("mcp.method.name", &run.method),
-        text("tollway.mcp.server", &run.server),
-        kv(
-            "tollway.mcp.error",
-            any_value::Value::BoolValue(!run.error_type.is_empty()),
-        ),
+        Attr::str("tfy.span_type", "MCP"),
+        Attr::str("mcp.method.name", &run.method),
+        Attr::str("tollway.mcp.server", &run.server),
+        Attr::new("tollway.mcp.error", Val::Bool(failed)),
     ];
     if !run.tool.is_empty() {
-        attrs.push(text("gen_ai.tool.name", &run.tool));
-        attrs.push(text("gen_ai.operation.name", "execute_tool"));
+        attrs.push(Attr::str("gen_ai.tool.name", &run.tool));
+        attrs.push(Attr::str("gen_ai.operation.name", "execute_tool"));
     }
     if !run.session_id.is_empty() {
-        attrs.push(text("mcp.session.id", &run.session_id));
+        attrs.push(Attr::str("mcp.session.id", &run.session_id));
     }
-    if !run.error_type.is_empty() {
-        attrs.push(text("error.type", &run.error_type));
+    if failed {
+        attrs.push(Attr::str("error.type", &run.error_type));
     }
     if with_content {
         if let Some(a) = &run.arguments {
-            attrs.push(text("gen_ai.tool.call.arguments", a));
+            attrs.push(Attr::str("gen_ai.tool.call.arguments", a));
         }
         if let Some(r) = &run.result {
-            attrs.push(text("gen_ai.tool.call.result", r));
+            attrs.push(Attr::str("gen_ai.tool.call.result", r));
         }
     }
     let name = if run.tool.is_empty() {
-        run.method.clone()
+        Text::from(run.method.as_str())
     } else {
-        format!("{} {}", run.method, run.tool)
+        Text::spaced(&run.method, &run.tool)
     };
-    Span {
+    SpanOut {
         trace_id,
         span_id,
-        parent_span_id: parent,
+        parent: Some(parent),
         name,
-        kind: SpanKind::Client as i32,
-        start_time_unix_nano: run.start_ns,
-        end_time_unix_nano: run.end_ns.max(run.start_ns),
-        attributes: attrs,
-        status: (!run.error_type.is_empty()).then(|| Status {
-            message: run.error_type.clone(),
-            code: StatusCode::Error as i32,
-        }),
-        ..Default::default()
+        kind: SpanKind::Client,
+        start: run.start_ns,
+        end: run.end_ns.max(run.start_ns),
+        attrs,
+        error: failed.then_some(run.error_type.as_str()),
     }
 }
 
@@ -104,13 +86,13 @@ mod tests {
             r#"["gh", "tools/call", "search", 1, 2, "rate_limited", "", "{\"q\":1}", null]"#,
         )
         .unwrap();
-        let span = tool_span(&run, vec![1; 16], vec![2; 8], vec![3; 8], false);
+        let span = tool_span(&run, [1; 16], [2; 8], [3; 8], false).to_proto();
         assert_eq!(span.name, "tools/call search");
         let keys: Vec<&str> = span.attributes.iter().map(|k| k.key.as_str()).collect();
         assert!(keys.contains(&"tfy.span_type") && keys.contains(&"gen_ai.tool.name"));
         assert!(!keys.contains(&"gen_ai.tool.call.arguments"));
         assert!(span.status.is_some());
-        let with = tool_span(&run, vec![1; 16], vec![2; 8], vec![3; 8], true);
+        let with = tool_span(&run, [1; 16], [2; 8], [3; 8], true).to_proto();
         assert!(with
             .attributes
             .iter()

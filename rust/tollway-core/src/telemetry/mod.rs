@@ -1,6 +1,6 @@
 //! Telemetry: the typed `otel`/`metrics` settings ([`config`]), what a batch of records adds to
 //! the metrics and the access log ([`fold`]), the export queue ([`queue`]), OTLP span encoding
-//! ([`otlp`]) and OTLP metrics encoding ([`metrics_otlp`]), all off the request path.
+//! ([`otlp`], [`spans`]) and OTLP metrics encoding ([`metrics_otlp`]), all off the request path.
 
 pub mod config;
 pub mod fold;
@@ -8,3 +8,4 @@ pub mod mcp_spans;
 pub mod metrics_otlp;
 pub mod otlp;
 pub mod queue;
+pub mod spans;

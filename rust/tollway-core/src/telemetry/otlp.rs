@@ -1,24 +1,22 @@
 //! Per-request telemetry records in, one OTLP `ExportTraceServiceRequest` per batch out.
 //!
 //! The request path only queues a compact record; the background exporter hands a whole batch
-//! here as one JSON array (msgspec, `array_like`), and this builds the spans with the official
-//! OTLP messages (`opentelemetry-proto`, prost) and encodes them as protobuf or OTLP/JSON.
+//! here as one MessagePack array (msgspec, `array_like`), and this decides each request's spans
+//! as borrowed descriptions ([`super::spans`]), written as protobuf directly or, for OTLP/JSON,
+//! through the official messages (`opentelemetry-proto`).
 //! Building the same spans as Python protobuf objects costs ~50 µs per request (measured), more
 //! than a third of the whole pass-through; here it is a few µs per batch member.
 
+use super::spans::{delimited, write_len, Attr, SpanOut, Text, Val};
 use crate::clock::Rng;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{
-    any_value, AnyValue, ArrayValue, InstrumentationScope, KeyValue,
-};
+use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{
-    span::SpanKind, status::StatusCode, ResourceSpans, ScopeSpans, Span, Status,
-};
-use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
+use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 
 /// One upstream attempt, field for field the Python `tollway.telemetry.Attempt` (array-like).
 #[derive(Debug, Deserialize)]
@@ -117,6 +115,10 @@ pub enum Encoding {
     Json,
 }
 
+/// Makes a child of the request's root span: name, kind, start, end, attributes, error.
+type Child<'a, 'f> =
+    dyn Fn(Text<'a>, SpanKind, u64, u64, Vec<Attr<'a>>, Option<&'a str>) -> SpanOut<'a> + 'f;
+
 /// Resource and scope are built once; ids come from a process-local generator.
 pub struct SpanEncoder {
     resource: Resource,
@@ -141,14 +143,16 @@ pub fn genai_provider(provider: &str) -> &str {
 /// `00-<trace id>-<parent id>-<flags>` → (trace id, parent span id); anything invalid is ignored,
 /// as W3C Trace Context asks, and the request starts a new trace.
 pub fn parse_traceparent(s: &str) -> Option<([u8; 16], [u8; 8])> {
-    let parts: Vec<&str> = s.trim().split('-').collect();
-    let [version, trace, parent, flags, ..] = parts.as_slice() else {
+    let mut parts = s.trim().split('-');
+    let (Some(version), Some(trace), Some(parent), Some(flags)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return None;
     };
-    if version.len() != 2 || *version == "ff" || flags.len() != 2 {
+    if version.len() != 2 || version == "ff" || flags.len() != 2 {
         return None;
     }
-    if *version == "00" && parts.len() != 4 {
+    if version == "00" && parts.next().is_some() {
         return None;
     }
     let trace = hex_array::<16>(trace)?;
@@ -174,45 +178,28 @@ fn hex_array<const N: usize>(s: &str) -> Option<[u8; N]> {
     Some(out)
 }
 
-fn kv(key: &str, value: any_value::Value) -> KeyValue {
-    KeyValue {
-        key: key.to_owned(),
-        value: Some(AnyValue { value: Some(value) }),
-        ..Default::default()
-    }
-}
-
-fn text(key: &str, v: &str) -> KeyValue {
-    kv(key, any_value::Value::StringValue(v.to_owned()))
-}
-
-fn strings(key: &str, items: &[String]) -> KeyValue {
-    let values = items
-        .iter()
-        .map(|s| AnyValue {
-            value: Some(any_value::Value::StringValue(s.clone())),
-        })
-        .collect();
-    kv(key, any_value::Value::ArrayValue(ArrayValue { values }))
-}
-
 /// Attribute lists skip what the record does not know rather than sending zeros.
-struct Attrs(Vec<KeyValue>);
+struct Attrs<'a>(Vec<Attr<'a>>);
 
-impl Attrs {
-    fn text(&mut self, key: &str, v: &str) {
+impl<'a> Attrs<'a> {
+    fn text(&mut self, key: impl Into<Text<'a>>, v: &'a str) {
         if !v.is_empty() {
-            self.0.push(text(key, v));
+            self.0.push(Attr::str(key, v));
         }
     }
-    fn int(&mut self, key: &str, v: Option<i64>) {
+    fn int(&mut self, key: &'static str, v: Option<i64>) {
         if let Some(v) = v {
-            self.0.push(kv(key, any_value::Value::IntValue(v)));
+            self.0.push(Attr::new(key, Val::Int(v)));
         }
     }
-    fn float(&mut self, key: &str, v: Option<f64>) {
+    fn float(&mut self, key: &'static str, v: Option<f64>) {
         if let Some(v) = v.filter(|v| v.is_finite()) {
-            self.0.push(kv(key, any_value::Value::DoubleValue(v)));
+            self.0.push(Attr::new(key, Val::Double(v)));
+        }
+    }
+    fn strings(&mut self, key: &'static str, items: &'a [String]) {
+        if !items.is_empty() {
+            self.0.push(Attr::new(key, Val::Strs(items)));
         }
     }
 }
@@ -228,31 +215,24 @@ fn bounded(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-fn error_status(message: &str) -> Option<Status> {
-    Some(Status {
-        message: message.to_owned(),
-        code: StatusCode::Error as i32,
-    })
-}
-
 impl SpanEncoder {
     pub fn new(
         service_name: &str,
         resource_attributes: &[(String, String)],
         exclude_request_data: bool,
     ) -> Self {
-        let mut attributes = vec![text("service.name", service_name)];
+        let mut attributes = vec![Attr::str("service.name", service_name)];
         attributes.extend(
             resource_attributes
                 .iter()
                 .filter(|(k, _)| k != "service.name")
-                .map(|(k, v)| text(k, v)),
+                .map(|(k, v)| Attr::str(k.as_str(), v)),
         );
-        attributes.push(text("telemetry.sdk.name", "tollway"));
-        attributes.push(text("telemetry.sdk.language", "rust"));
+        attributes.push(Attr::str("telemetry.sdk.name", "tollway"));
+        attributes.push(Attr::str("telemetry.sdk.language", "rust"));
         Self {
             resource: Resource {
-                attributes,
+                attributes: attributes.into_iter().map(Attr::to_proto).collect(),
                 ..Default::default()
             },
             scope: InstrumentationScope {
@@ -265,22 +245,35 @@ impl SpanEncoder {
         }
     }
 
-    fn span_id(&self) -> Vec<u8> {
+    fn span_id(&self) -> [u8; 8] {
         // A zero span id is invalid in OTLP.
-        self.rng.next_u64().max(1).to_be_bytes().to_vec()
+        self.rng.next_u64().max(1).to_be_bytes()
     }
 
-    /// The spans of one request: a SERVER root and one CLIENT child per upstream attempt.
-    pub fn spans(&self, rec: &Record, out: &mut Vec<Span>) {
+    /// The spans of one request: a SERVER root, one CLIENT child per upstream attempt, the
+    /// policy steps, MCP requests and guardrail runs.
+    pub fn spans<'a>(&self, rec: &'a Record, out: &mut Vec<SpanOut<'a>>) {
         let (trace_id, parent) = match parse_traceparent(&rec.traceparent) {
-            Some((t, p)) => (t.to_vec(), p.to_vec()),
+            Some((t, p)) => (t, Some(p)),
             None => {
-                let mut t = self.rng.next_u64().to_be_bytes().to_vec();
-                t.extend_from_slice(&self.rng.next_u64().max(1).to_be_bytes());
-                (t, Vec::new())
+                let mut t = [0u8; 16];
+                t[..8].copy_from_slice(&self.rng.next_u64().to_be_bytes());
+                t[8..].copy_from_slice(&self.rng.next_u64().max(1).to_be_bytes());
+                (t, None)
             }
         };
         let root_id = self.span_id();
+        let child = |name: Text<'a>, kind, start: u64, end: u64, attrs, error| SpanOut {
+            trace_id,
+            span_id: self.span_id(),
+            parent: Some(root_id),
+            name,
+            kind,
+            start,
+            end: end.max(start),
+            attrs,
+            error,
+        };
         let mut a = Attrs(Vec::with_capacity(10 + rec.metadata.len()));
         a.text("http.request.method", &rec.method);
         a.text("http.route", &rec.route);
@@ -289,31 +282,24 @@ impl SpanEncoder {
         a.text("tollway.key.name", &rec.key_name);
         a.text("tollway.subject", &rec.subject);
         a.text("gen_ai.request.model", &rec.model);
-        if !rec.rule_ids.is_empty() {
-            a.0.push(strings("tollway.rule_ids", &rec.rule_ids));
-        }
+        a.strings("tollway.rule_ids", &rec.rule_ids);
         for (k, v) in &rec.metadata {
             if let Value::String(v) = v {
-                a.0.push(text(&format!("tollway.metadata.{k}"), v));
+                a.0.push(Attr::str(Text(["tollway.metadata.", k.as_str(), ""]), v));
             }
         }
         a.text("error.type", &rec.error_type);
         let failed = rec.status >= 500 || !rec.error_type.is_empty() && rec.status == 0;
-        out.push(Span {
-            trace_id: trace_id.clone(),
-            span_id: root_id.clone(),
-            parent_span_id: parent,
-            name: format!("{} {}", rec.method, rec.route),
-            kind: SpanKind::Server as i32,
-            start_time_unix_nano: rec.start_ns,
-            end_time_unix_nano: rec.end_ns.max(rec.start_ns),
-            attributes: a.0,
-            status: if failed {
-                error_status(&rec.error_type)
-            } else {
-                None
-            },
-            ..Default::default()
+        out.push(SpanOut {
+            trace_id,
+            span_id: root_id,
+            parent,
+            name: Text::spaced(&rec.method, &rec.route),
+            kind: SpanKind::Server,
+            start: rec.start_ns,
+            end: rec.end_ns.max(rec.start_ns),
+            attrs: a.0,
+            error: failed.then_some(rec.error_type.as_str()),
         });
         // GenAI semconv operation names: `chat` for chat completions, `embeddings` for those.
         let operation = if rec.route.ends_with("/embeddings") {
@@ -322,32 +308,24 @@ impl SpanEncoder {
             "chat"
         };
         for at in &rec.attempts {
-            out.push(Span {
-                trace_id: trace_id.clone(),
-                span_id: self.span_id(),
-                parent_span_id: root_id.clone(),
-                name: format!("{operation} {}", at.request_model),
-                kind: SpanKind::Client as i32,
-                start_time_unix_nano: at.start_ns,
-                end_time_unix_nano: at.end_ns.max(at.start_ns),
-                attributes: self.attempt_attributes(at, operation),
-                status: if at.error_type.is_empty() {
-                    None
-                } else {
-                    error_status(&at.error_type)
-                },
-                ..Default::default()
-            });
+            out.push(child(
+                Text::spaced(operation, &at.request_model),
+                SpanKind::Client,
+                at.start_ns,
+                at.end_ns,
+                self.attempt_attributes(at, operation),
+                (!at.error_type.is_empty()).then_some(at.error_type.as_str()),
+            ));
         }
-        self.policy_spans(rec, &trace_id, &root_id, out);
+        self.policy_spans(rec, &child, out);
         for t in &rec.tools {
-            let (id, parent) = (self.span_id(), root_id.clone());
             let with_content = !self.exclude_request_data;
+            let id = self.span_id();
             out.push(super::mcp_spans::tool_span(
                 t,
-                trace_id.clone(),
+                trace_id,
                 id,
-                parent,
+                root_id,
                 with_content,
             ));
         }
@@ -356,58 +334,43 @@ impl SpanEncoder {
             a.text("tollway.guardrail.name", &g.name);
             a.text("tollway.guardrail.phase", &g.phase);
             a.text("tollway.guardrail.result", &g.result);
-            a.text("tollway.guardrail.categories", &g.categories.join(","));
-            out.push(Span {
-                trace_id: trace_id.clone(),
-                span_id: self.span_id(),
-                parent_span_id: root_id.clone(),
-                name: format!("guardrail {}", g.name),
-                kind: SpanKind::Internal as i32,
-                start_time_unix_nano: g.start_ns,
-                end_time_unix_nano: g.end_ns.max(g.start_ns),
-                attributes: a.0,
-                status: if g.result == "error" {
-                    error_status("guardrail_error")
-                } else {
-                    None
-                },
-                ..Default::default()
-            });
+            let categories = g.categories.join(",");
+            if !categories.is_empty() {
+                let categories = Val::Str(Cow::Owned(categories));
+                a.0.push(Attr::new("tollway.guardrail.categories", categories));
+            }
+            out.push(child(
+                Text::spaced("guardrail", &g.name),
+                SpanKind::Internal,
+                g.start_ns,
+                g.end_ns,
+                a.0,
+                (g.result == "error").then_some("guardrail_error"),
+            ));
         }
     }
 
-    /// The policy steps as INTERNAL children of the root: the rate-limit and budget
-    /// decisions and the load-balancing choice (from the request's start to its first upstream
-    /// attempt: admission is one call, its own time is microseconds), and one span per
-    /// fallback (from the failed attempt's end to the end of the attempt on the next target).
-    fn policy_spans(&self, rec: &Record, trace_id: &[u8], root_id: &[u8], out: &mut Vec<Span>) {
+    /// The policy steps as INTERNAL children of the root (`child` makes one): the rate-limit
+    /// and budget decisions and the load-balancing choice (from the request's start to its
+    /// first upstream attempt: admission is one call, its own time is microseconds), and one
+    /// span per fallback (from the failed attempt's end to the end of the attempt on the next
+    /// target).
+    fn policy_spans<'a>(&self, rec: &'a Record, child: &Child<'a, '_>, out: &mut Vec<SpanOut<'a>>) {
         let admitted = rec
             .attempts
             .first()
             .map_or(rec.end_ns, |a| a.start_ns)
             .max(rec.start_ns);
-        let span = |name: String, start: u64, end: u64, attributes, failed: bool| Span {
-            trace_id: trace_id.to_vec(),
-            span_id: self.span_id(),
-            parent_span_id: root_id.to_vec(),
-            name,
-            kind: SpanKind::Internal as i32,
-            start_time_unix_nano: start,
-            end_time_unix_nano: end.max(start),
-            attributes,
-            status: if failed {
-                error_status("blocked")
-            } else {
-                None
-            },
-            ..Default::default()
+        let span = |name, start, end, attrs, failed: bool| {
+            let error = failed.then_some("blocked");
+            child(name, SpanKind::Internal, start, end, attrs, error)
         };
         for (kind, decision) in [("rate_limit", &rec.rate_limit), ("budget", &rec.budget)] {
             if let Some((rule, result)) = decision {
                 let mut a = Attrs(Vec::with_capacity(2));
-                a.text(&format!("tollway.{kind}.rule_id"), rule);
-                a.text(&format!("tollway.{kind}.result"), result);
-                let name = format!("{kind} {rule}");
+                a.text(Text(["tollway.", kind, ".rule_id"]), rule);
+                a.text(Text(["tollway.", kind, ".result"]), result);
+                let name = Text::spaced(kind, rule);
                 out.push(span(name, rec.start_ns, admitted, a.0, result == "blocked"));
             }
         }
@@ -416,16 +379,11 @@ impl SpanEncoder {
         }
         let mut a = Attrs(Vec::with_capacity(3));
         a.text("tollway.load_balancing.rule_id", &rec.routing_rule);
-        if !rec.candidates.is_empty() {
-            a.0.push(strings(
-                "tollway.load_balancing.candidates",
-                &rec.candidates,
-            ));
-        }
+        a.strings("tollway.load_balancing.candidates", &rec.candidates);
         if let Some(first) = rec.attempts.first() {
             a.text("tollway.load_balancing.target", &first.target);
         }
-        let name = format!("load_balance {}", rec.routing_rule);
+        let name = Text::spaced("load_balance", &rec.routing_rule);
         out.push(span(name, rec.start_ns, admitted, a.0, false));
         for pair in rec.attempts.windows(2) {
             let (prev, at) = (&pair[0], &pair[1]);
@@ -437,12 +395,12 @@ impl SpanEncoder {
             a.text("tollway.fallback.from", &prev.target);
             a.text("tollway.fallback.to", &at.target);
             a.text("tollway.fallback.reason", &at.fallback_reason);
-            let name = format!("fallback {}", at.target);
+            let name = Text::spaced("fallback", &at.target);
             out.push(span(name, prev.end_ns, at.end_ns, a.0, false));
         }
     }
 
-    fn attempt_attributes(&self, at: &Attempt, operation: &str) -> Vec<KeyValue> {
+    fn attempt_attributes<'a>(&self, at: &'a Attempt, operation: &'static str) -> Vec<Attr<'a>> {
         let mut a = Attrs(Vec::with_capacity(24));
         a.text("gen_ai.operation.name", operation);
         a.text("gen_ai.provider.name", genai_provider(&at.provider));
@@ -451,12 +409,7 @@ impl SpanEncoder {
         a.text("gen_ai.response.id", &at.response_id);
         a.int("gen_ai.usage.input_tokens", at.input_tokens);
         a.int("gen_ai.usage.output_tokens", at.output_tokens);
-        if !at.finish_reasons.is_empty() {
-            a.0.push(strings(
-                "gen_ai.response.finish_reasons",
-                &at.finish_reasons,
-            ));
-        }
+        a.strings("gen_ai.response.finish_reasons", &at.finish_reasons);
         a.float("gen_ai.request.temperature", at.temperature);
         a.int("gen_ai.request.max_tokens", at.max_tokens);
         a.float("gen_ai.request.top_p", at.top_p);
@@ -475,12 +428,9 @@ impl SpanEncoder {
         a.float("tollway.cost_usd", at.cost_usd);
         a.int("tollway.attempt", Some(i64::from(at.attempt)));
         a.text("tollway.fallback_reason", &at.fallback_reason);
-        a.0.push(kv("tollway.stream", any_value::Value::BoolValue(at.stream)));
+        a.0.push(Attr::new("tollway.stream", Val::Bool(at.stream)));
         if at.usage_estimated {
-            a.0.push(kv(
-                "tollway.usage.estimated",
-                any_value::Value::BoolValue(true),
-            ));
+            a.0.push(Attr::new("tollway.usage.estimated", Val::Bool(true)));
         }
         if !self.exclude_request_data {
             if let Some(m) = &at.input_messages {
@@ -493,7 +443,8 @@ impl SpanEncoder {
                     "parts": [{"type": "text", "content": t}],
                     "finish_reason": at.finish_reasons.first().map_or("", String::as_str),
                 }]);
-                a.text("gen_ai.output.messages", &messages.to_string());
+                let messages = Cow::Owned(messages.to_string());
+                a.0.push(Attr::new("gen_ai.output.messages", Val::Str(messages)));
             }
         }
         a.0
@@ -504,11 +455,12 @@ impl SpanEncoder {
         if encoding == Encoding::Protobuf {
             return self.encode_protobuf(records);
         }
-        let mut spans = Vec::with_capacity(records.len() * 2);
+        let mut spans = Vec::with_capacity(records.len() * 4);
         for rec in records {
             self.spans(rec, &mut spans);
         }
         let n = spans.len();
+        let spans = spans.into_iter().map(SpanOut::to_proto).collect();
         // The opentelemetry-proto serde impls follow the OTLP/JSON mapping (hex ids,
         // camelCase, 64-bit integers as strings); serialising these types cannot fail.
         let body = serde_json::to_vec(&self.request(spans)).unwrap_or_default();
@@ -529,57 +481,49 @@ impl SpanEncoder {
         }
     }
 
-    /// The same bytes as `request(spans).encode_to_vec()`, but each span is encoded once,
-    /// right after it is built: prost's nested encode recomputes every span's length at
-    /// each of the three enclosing levels. The enclosing frames are written here (their
-    /// lengths only depend on the spans' bytes, which come last).
+    /// The same bytes as `request(spans).encode_to_vec()` of the spans' `to_proto`, but
+    /// each span is written once, straight from its description, into a buffer of the
+    /// body's exact size: the batch's spans are described first, so the enclosing frames'
+    /// lengths are known before anything is written.
     fn encode_protobuf(&self, records: &[Record]) -> (Vec<u8>, usize) {
-        let mut spans = Vec::new();
-        let mut span_bytes = Vec::with_capacity(records.len() * 1024);
-        let mut n = 0;
+        let mut spans = Vec::with_capacity(records.len() * 4);
         for rec in records {
             self.spans(rec, &mut spans);
-            n += spans.len();
-            spans
-                .drain(..)
-                .for_each(|span| push_span(&span, &mut span_bytes));
         }
-        (self.frame(&span_bytes), n)
+        (self.write_request(&spans), spans.len())
     }
 
-    /// The request around spans encoded by `push_span`.
-    fn frame(&self, span_bytes: &[u8]) -> Vec<u8> {
-        const LEN: WireType = WireType::LengthDelimited;
-        let field = |len: usize| 1 + encoded_len_varint(len as u64) + len;
-        let (scope_len, resource_len) = (self.scope.encoded_len(), self.resource.encoded_len());
-        let scope_spans_len = field(scope_len) + span_bytes.len();
-        let resource_spans_len = field(resource_len) + field(scope_spans_len);
-        let mut out = Vec::with_capacity(field(resource_spans_len));
-        encode_key(1, LEN, &mut out); // ExportTraceServiceRequest.resource_spans
-        encode_varint(resource_spans_len as u64, &mut out);
-        encode_key(1, LEN, &mut out); // ResourceSpans.resource
-        encode_varint(resource_len as u64, &mut out);
-        self.resource.encode_raw(&mut out);
-        encode_key(2, LEN, &mut out); // ResourceSpans.scope_spans
-        encode_varint(scope_spans_len as u64, &mut out);
-        encode_key(1, LEN, &mut out); // ScopeSpans.scope
-        encode_varint(scope_len as u64, &mut out);
-        self.scope.encode_raw(&mut out);
-        out.extend_from_slice(span_bytes);
+    fn write_request(&self, spans: &[SpanOut<'_>]) -> Vec<u8> {
+        let lens: Vec<usize> = spans.iter().map(SpanOut::encoded_len).collect();
+        let mut out = self.frame(lens.iter().map(|&n| delimited(n)).sum());
+        for (span, len) in spans.iter().zip(lens) {
+            write_len(2, len, &mut out); // ScopeSpans.spans
+            span.write_protobuf(&mut out);
+        }
         out
     }
-}
 
-/// One span as a `ScopeSpans.spans` field.
-fn push_span(span: &Span, out: &mut Vec<u8>) {
-    encode_key(2, WireType::LengthDelimited, out);
-    encode_varint(span.encoded_len() as u64, out);
-    span.encode_raw(out);
+    /// The request up to its spans, in a buffer with room for the `span_bytes` that follow
+    /// (the spans as `ScopeSpans.spans` fields).
+    fn frame(&self, span_bytes: usize) -> Vec<u8> {
+        let (scope_len, resource_len) = (self.scope.encoded_len(), self.resource.encoded_len());
+        let scope_spans_len = delimited(scope_len) + span_bytes;
+        let resource_spans_len = delimited(resource_len) + delimited(scope_spans_len);
+        let mut out = Vec::with_capacity(delimited(resource_spans_len));
+        write_len(1, resource_spans_len, &mut out); // ExportTraceServiceRequest.resource_spans
+        write_len(1, resource_len, &mut out); // ResourceSpans.resource
+        self.resource.encode_raw(&mut out);
+        write_len(2, scope_spans_len, &mut out); // ResourceSpans.scope_spans
+        write_len(1, scope_len, &mut out); // ScopeSpans.scope
+        self.scope.encode_raw(&mut out);
+        out
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, ArrayValue};
 
     const BATCH: &str = r#"[
       ["req-1", 100, 900, "POST", "/v1/chat/completions", 200, "alice-key", "user:alice",
@@ -591,6 +535,90 @@ mod tests {
        "", null, null, "lb-1"]
     ]"#;
 
+    /// A batch meant to reach every branch of the span builders: metadata (a non-string
+    /// value, a non-ASCII one), a retry on the same target then a fallback, guardrail runs
+    /// (one an error, one at time 0), rate-limit and budget decisions (one blocked), MCP
+    /// runs with and without content, an estimated usage, zero values, an invalid
+    /// traceparent, an embeddings request and failures without an error type. `LONG` is
+    /// replaced by a text longer than the content bound.
+    const RICH: &str = r#"[
+      ["req-r", 1000, 9000, "POST", "/v1/chat/completions", 200, "k", "user:ü",
+       "vm", ["lb", "rl", "bud"], {"env": "prod", "n": 3, "ünï": "välue ✓", "": "x"},
+       "00-not-a-traceparent-01",
+       [["a/m1", "openai", "m1", 1100, 1500, 503, "503", "", "", null, null, [], null, null,
+         null, null, 1, "", null, null, null, false, null, null],
+        ["a/m1", "openai", "m1", 1500, 2000, 0, "timeout", "", "", 0, 0, [], 0.0, null,
+         null, 0.0, 2, "", 0.0, 0, 1.0, true, "LONG", null],
+        ["b/m2", "bedrock", "m2", 2100, 8000, 200, "", "m2-v1", "id-ü", 1200, -1,
+         ["stop", "length", ""], 250.5, 12.25, 40.0, 0.125, 3, "503", 0.7, 4096, 0.9, true,
+         "[{\"role\":\"user\",\"content\":\"héllo\"}]", "the ánswer\n\"q\"", true]],
+       "", ["rl", "allowed"], ["bud", "blocked"], "lb",
+       [["pii", "input", "pass", 1010, 1020, []],
+        ["tox", "output", "error", 8100, 8200, ["hate", "violence"]],
+        ["x", "input", "flagged", 0, 0, [""]]],
+       ["a/m1", "b/m2"],
+       [["gh", "tools/call", "search", 2000, 3000, "rate_limited", "sess-1", "{\"q\":1}",
+         "résult"],
+        ["gh", "tools/list", "", 0, 0, "", "", null, null],
+        ["", "", "", 5, 4]]],
+      ["req-e", 10, 20, "POST", "/v1/embeddings", 502, "", "", "", [], {},
+       "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+       [["c/e", "openai", "emb", 12, 18, 502, "", "", "", 7, null, [], null, null, null, null,
+         1, "", null, null, null, false, null, "LONG"]],
+       "", null, null, ""],
+      ["req-0", 0, 0, "GET", "/v1/models", 0, "", "", "", [], {}, "", [],
+       "client_disconnect", null, ["b", "allowed"], ""]
+    ]"#;
+
+    /// The spans of a record as official messages.
+    fn proto_spans(enc: &SpanEncoder, rec: &Record) -> Vec<Span> {
+        let mut spans = Vec::new();
+        enc.spans(rec, &mut spans);
+        spans.into_iter().map(SpanOut::to_proto).collect()
+    }
+
+    #[test]
+    fn written_protobuf_equals_prosts_encoding_of_the_official_messages() {
+        let rich = RICH.replace("LONG", &"é".repeat(20_000));
+        let mut records = decode_batch_json(rich.as_bytes()).unwrap();
+        records.extend(decode_batch_json(BATCH.as_bytes()).unwrap());
+        for exclude in [false, true] {
+            let enc = SpanEncoder::new("svc", &[("team".into(), "a".into())], exclude);
+            let mut spans = Vec::new();
+            for rec in &records {
+                enc.spans(rec, &mut spans);
+            }
+            for (i, s) in spans.iter().enumerate() {
+                let mut one = Vec::new();
+                s.write_protobuf(&mut one);
+                assert_eq!(one.len(), s.encoded_len(), "span {i}");
+                assert_eq!(one, s.clone().to_proto().encode_to_vec(), "span {i}: {s:?}");
+            }
+            let written = enc.write_request(&spans);
+            let official: Vec<Span> = spans.into_iter().map(SpanOut::to_proto).collect();
+            // The fixture reaches what the writer treats specially.
+            let values = || {
+                official
+                    .iter()
+                    .flat_map(|s| &s.attributes)
+                    .filter_map(|kv| kv.value.as_ref()?.value.as_ref())
+            };
+            let long = |v: &any_value::Value| matches!(v, any_value::Value::StringValue(s) if s.len() > 16_384);
+            assert_eq!(values().any(long), !exclude);
+            assert!(values().any(|v| *v == any_value::Value::IntValue(-1)));
+            assert!(values().any(|v| *v == any_value::Value::DoubleValue(0.0)));
+            assert!(values().any(|v| *v == any_value::Value::BoolValue(false)));
+            assert!(official.iter().any(|s| s.start_time_unix_nano == 0));
+            assert!(official.iter().any(|s| s.name.is_empty()));
+            let statuses: Vec<&str> = official
+                .iter()
+                .filter_map(|s| Some(s.status.as_ref()?.message.as_str()))
+                .collect();
+            assert!(statuses.contains(&"") && statuses.contains(&"blocked"));
+            assert_eq!(written, enc.request(official).encode_to_vec());
+        }
+    }
+
     #[test]
     fn hand_framed_protobuf_equals_prosts_encoding() {
         let records = decode_batch_json(BATCH.as_bytes()).unwrap_or_default();
@@ -600,9 +628,9 @@ mod tests {
             enc.spans(rec, &mut spans);
         }
         assert!(spans.len() >= 4);
-        let mut span_bytes = Vec::new();
-        spans.iter().for_each(|s| push_span(s, &mut span_bytes));
-        assert_eq!(enc.frame(&span_bytes), enc.request(spans).encode_to_vec());
+        let written = enc.write_request(&spans);
+        let spans = spans.into_iter().map(SpanOut::to_proto).collect();
+        assert_eq!(written, enc.request(spans).encode_to_vec());
         let (body, n) = enc.encode(&records, Encoding::Protobuf);
         let decoded = ExportTraceServiceRequest::decode(body.as_slice()).map(|r| r.resource_spans);
         assert_eq!(
@@ -677,8 +705,7 @@ mod tests {
             null, null, 2, "503", null, null, null, false, null, null]],
           "", ["rl", "allowed"], null, "lb", [], ["a/m1", "b/m2"]]]"#;
         let records = decode_batch_json(batch.as_bytes()).unwrap();
-        let mut spans = Vec::new();
-        SpanEncoder::new("gw", &[], true).spans(&records[0], &mut spans);
+        let spans = proto_spans(&SpanEncoder::new("gw", &[], true), &records[0]);
         let root = &spans[0];
         let named = |prefix: &str| {
             spans
