@@ -165,3 +165,7 @@ pub(crate) fn record_chunk(chunk: &Chunk<'_>, rec: &mut Recorder, now_ms: f64) -
     }
     false
 }
+
+#[cfg(test)]
+#[path = "openai_tests.rs"]
+mod tests;
