@@ -10,6 +10,7 @@ pub mod guard;
 pub mod meter;
 pub mod openai;
 pub mod responses;
+mod scan;
 pub mod to_anthropic;
 
 pub use guard::{Blocked, OutputGuard};

@@ -5,6 +5,7 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 
+use super::scan::{index_of, Scanner};
 use super::{raw_error, ErrorIn, Event, Recorder, StreamError, Usage};
 
 #[derive(Deserialize)]
@@ -102,7 +103,7 @@ pub(crate) fn read_openai<'a>(e: &Event<'a>, rec: &mut Recorder) -> OpenAiEvent<
     if data == b"[DONE]" {
         return OpenAiEvent::Done;
     }
-    let Some(mut chunk) = crate::json::from_bytes::<Chunk<'a>>(data) else {
+    let Some(mut chunk) = parse_chunk(data) else {
         rec.fail(StreamError::InvalidJson);
         return OpenAiEvent::Failed;
     };
@@ -111,6 +112,113 @@ pub(crate) fn read_openai<'a>(e: &Event<'a>, rec: &mut Recorder) -> OpenAiEvent<
         return OpenAiEvent::Failed;
     }
     OpenAiEvent::Chunk(chunk)
+}
+
+/// A chunk's data read, or None when it is not UTF-8 JSON of a chunk's shape.
+pub(crate) fn parse_chunk(data: &[u8]) -> Option<Chunk<'_>> {
+    let text = std::str::from_utf8(data).ok()?;
+    scan_chunk(text).or_else(|| serde_json::from_str(text).ok())
+}
+
+// The keys of a chunk, a choice and a delta in the order OpenAI sends them: the fast path
+// compares a key with each in turn, and names the ones it reads by their index.
+const CHUNK_KEYS: [&[u8]; 8] = [
+    b"id",
+    b"object",
+    b"created",
+    b"model",
+    b"system_fingerprint",
+    b"choices",
+    b"usage",
+    b"error",
+];
+const ID: usize = index_of(&CHUNK_KEYS, b"id");
+const CHOICES: usize = index_of(&CHUNK_KEYS, b"choices");
+const USAGE: usize = index_of(&CHUNK_KEYS, b"usage");
+const ERROR: usize = index_of(&CHUNK_KEYS, b"error");
+const CHOICE_KEYS: [&[u8]; 4] = [b"index", b"delta", b"logprobs", b"finish_reason"];
+const DELTA: usize = index_of(&CHOICE_KEYS, b"delta");
+const FINISH_REASON: usize = index_of(&CHOICE_KEYS, b"finish_reason");
+const DELTA_KEYS: [&[u8]; 5] = [
+    b"role",
+    b"content",
+    b"refusal",
+    b"reasoning_content",
+    b"tool_calls",
+];
+const CONTENT: usize = index_of(&DELTA_KEYS, b"content");
+const REFUSAL: usize = index_of(&DELTA_KEYS, b"refusal");
+const REASONING: usize = index_of(&DELTA_KEYS, b"reasoning_content");
+const TOOL_CALLS: usize = index_of(&DELTA_KEYS, b"tool_calls");
+
+/// The common chunk read directly (see `scan`): strings, nulls and choices with text deltas,
+/// other keys skipped. None for anything else (usage, an error, tool calls, a key seen twice,
+/// which serde refuses for a field, bad JSON...): serde_json reads it, or refuses it.
+fn scan_chunk(text: &str) -> Option<Chunk<'_>> {
+    let mut s = Scanner::new(text);
+    let (mut id, mut choices) = (None, None);
+    s.fields(&CHUNK_KEYS, |s, key| {
+        match key {
+            Some(ID) => id = s.nullable(Scanner::string)?,
+            Some(CHOICES) => choices = s.nullable(scan_choices)?,
+            Some(USAGE | ERROR) => s.null()?,
+            _ => s.skip()?,
+        }
+        Some(())
+    })?;
+    if !s.at_end() {
+        return None;
+    }
+    Some(Chunk {
+        id,
+        choices,
+        usage: None,
+        error: None,
+    })
+}
+
+#[inline(always)]
+fn scan_choices<'a>(s: &mut Scanner<'a>) -> Option<Vec<Choice<'a>>> {
+    let mut choices = Vec::with_capacity(1);
+    s.array(|s| {
+        let (mut delta, mut finish_reason) = (None, None);
+        s.fields(&CHOICE_KEYS, |s, key| {
+            match key {
+                Some(DELTA) => delta = s.nullable(scan_delta)?,
+                Some(FINISH_REASON) => finish_reason = s.nullable(Scanner::string)?,
+                _ => s.skip()?,
+            }
+            Some(())
+        })?;
+        choices.push(Choice {
+            delta,
+            finish_reason,
+        });
+        Some(())
+    })?;
+    Some(choices)
+}
+
+#[inline(always)]
+fn scan_delta<'a>(s: &mut Scanner<'a>) -> Option<Delta<'a>> {
+    let mut d = Delta {
+        content: None,
+        refusal: None,
+        reasoning_content: None,
+        tool_calls: None,
+    };
+    s.fields(&DELTA_KEYS, |s, key| {
+        let text = match key {
+            Some(CONTENT) => &mut d.content,
+            Some(REFUSAL) => &mut d.refusal,
+            Some(REASONING) => &mut d.reasoning_content,
+            Some(TOOL_CALLS) => return s.null(),
+            _ => return s.skip(),
+        };
+        *text = s.nullable(Scanner::string)?;
+        Some(())
+    })?;
+    Some(d)
 }
 
 /// Records what a chunk shows (tokens, finish reason, usage); true for a usage-only chunk.
