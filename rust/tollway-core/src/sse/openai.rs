@@ -152,29 +152,38 @@ const REASONING: usize = index_of(&DELTA_KEYS, b"reasoning_content");
 const TOOL_CALLS: usize = index_of(&DELTA_KEYS, b"tool_calls");
 
 /// The common chunk read directly (see `scan`): strings, nulls and choices with text deltas,
-/// other keys skipped. None for anything else (usage, an error, tool calls, a key seen twice,
-/// which serde refuses for a field, bad JSON...): serde_json reads it, or refuses it.
+/// other keys skipped. None for anything else (usage, an error, tool calls, a field seen twice,
+/// which serde refuses, bad JSON...): serde_json reads it, or refuses it.
 fn scan_chunk(text: &str) -> Option<Chunk<'_>> {
     let mut s = Scanner::new(text);
-    let (mut id, mut choices) = (None, None);
-    s.fields(&CHUNK_KEYS, |s, key| {
-        match key {
-            Some(ID) => id = s.nullable(Scanner::string)?,
-            Some(CHOICES) => choices = s.nullable(scan_choices)?,
-            Some(USAGE | ERROR) => s.null()?,
-            _ => s.skip()?,
-        }
-        Some(())
+    // Some once read (as serde's derive tracks fields): a field read twice gives None.
+    let (mut id, mut choices, mut usage, mut error) = (None, None, None, None);
+    s.fields(&CHUNK_KEYS, |s, key| match key {
+        Some(ID) => once(&mut id, s.string_or_null()?),
+        Some(CHOICES) => once(&mut choices, s.nullable(scan_choices)?),
+        Some(USAGE) => once(&mut usage, s.null()?),
+        Some(ERROR) => once(&mut error, s.null()?),
+        _ => s.skip(),
     })?;
     if !s.at_end() {
         return None;
     }
     Some(Chunk {
-        id,
-        choices,
+        id: id.flatten(),
+        choices: choices.flatten(),
         usage: None,
         error: None,
     })
+}
+
+/// Sets a field read for the first time; None when it was read already.
+#[inline(always)]
+fn once<T>(field: &mut Option<T>, value: T) -> Option<()> {
+    if field.is_some() {
+        return None;
+    }
+    *field = Some(value);
+    Some(())
 }
 
 #[inline(always)]
@@ -182,17 +191,14 @@ fn scan_choices<'a>(s: &mut Scanner<'a>) -> Option<Vec<Choice<'a>>> {
     let mut choices = Vec::with_capacity(1);
     s.array(|s| {
         let (mut delta, mut finish_reason) = (None, None);
-        s.fields(&CHOICE_KEYS, |s, key| {
-            match key {
-                Some(DELTA) => delta = s.nullable(scan_delta)?,
-                Some(FINISH_REASON) => finish_reason = s.nullable(Scanner::string)?,
-                _ => s.skip()?,
-            }
-            Some(())
+        s.fields(&CHOICE_KEYS, |s, key| match key {
+            Some(DELTA) => once(&mut delta, s.nullable(scan_delta)?),
+            Some(FINISH_REASON) => once(&mut finish_reason, s.string_or_null()?),
+            _ => s.skip(),
         })?;
         choices.push(Choice {
-            delta,
-            finish_reason,
+            delta: delta.flatten(),
+            finish_reason: finish_reason.flatten(),
         });
         Some(())
     })?;
@@ -201,24 +207,20 @@ fn scan_choices<'a>(s: &mut Scanner<'a>) -> Option<Vec<Choice<'a>>> {
 
 #[inline(always)]
 fn scan_delta<'a>(s: &mut Scanner<'a>) -> Option<Delta<'a>> {
-    let mut d = Delta {
-        content: None,
-        refusal: None,
-        reasoning_content: None,
-        tool_calls: None,
-    };
-    s.fields(&DELTA_KEYS, |s, key| {
-        let text = match key {
-            Some(CONTENT) => &mut d.content,
-            Some(REFUSAL) => &mut d.refusal,
-            Some(REASONING) => &mut d.reasoning_content,
-            Some(TOOL_CALLS) => return s.null(),
-            _ => return s.skip(),
-        };
-        *text = s.nullable(Scanner::string)?;
-        Some(())
+    let (mut content, mut refusal, mut reasoning, mut tool_calls) = (None, None, None, None);
+    s.fields(&DELTA_KEYS, |s, key| match key {
+        Some(CONTENT) => once(&mut content, s.string_or_null()?),
+        Some(REFUSAL) => once(&mut refusal, s.string_or_null()?),
+        Some(REASONING) => once(&mut reasoning, s.string_or_null()?),
+        Some(TOOL_CALLS) => once(&mut tool_calls, s.null()?),
+        _ => s.skip(),
     })?;
-    Some(d)
+    Some(Delta {
+        content: content.flatten(),
+        refusal: refusal.flatten(),
+        reasoning_content: reasoning.flatten(),
+        tool_calls: None,
+    })
 }
 
 /// Records what a chunk shows (tokens, finish reason, usage); true for a usage-only chunk.

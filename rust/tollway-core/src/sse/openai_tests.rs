@@ -223,6 +223,36 @@ fn json_serde_refuses_is_refused() {
 }
 
 #[test]
+fn utf8_is_checked_in_every_string_read_or_skipped() {
+    let ok: [&[u8]; 4] = [
+        "{\"id\":\"h\u{e9}\",\"model\":\"\u{1f600}\u{4e2d}\",\"choices\":[]}".as_bytes(),
+        "{\"\u{e9}t\u{e9}\":[\"\u{2713}\",{\"\u{4e2d}\":1}],\"id\":\"c\"}".as_bytes(),
+        "{\"id\":\"c\",\"choices\":[{\"delta\":{\"content\":\"abcdefgh\u{e9}\\n\u{e9}\"}}]}"
+            .as_bytes(),
+        "{\"id\":\"c\",\"model\":\"\u{e9}\\n\u{e9}abcdefghijk\u{e9}\"}".as_bytes(),
+    ];
+    for data in ok {
+        assert!(check(data), "{}", String::from_utf8_lossy(data));
+    }
+    let bad: [&[u8]; 10] = [
+        b"{\"id\":\"\xff\",\"choices\":[]}",
+        b"{\"id\":\"c\",\"model\":\"gpt\xc3\"}",
+        b"{\"id\":\"c\",\"model\":\"abcdefghij\xe2\x9c\"}",
+        b"{\"id\":\"c\",\"model\":\"\xc0\xaf\"}",
+        b"{\"id\":\"c\",\"model\":\"\xed\xa0\x80\"}",
+        b"{\"id\":\"c\",\"mod\xffel\":1}",
+        b"{\"id\":\"c\",\"x\":[{\"a\":\"\xff\"}]}",
+        b"{\"id\":\"c\",\"x\":\"a\\n\xff\"}",
+        b"{\"id\":\"c\",\"choices\":[{\"delta\":{\"content\":\"a\\n\xff\"}}]}",
+        b"{\"id\":\"c\"}\xc3\xa9",
+    ];
+    for data in bad {
+        assert!(!check(data), "{}", String::from_utf8_lossy(data));
+        assert_eq!(by_serde(data), None);
+    }
+}
+
+#[test]
 fn whitespace_anywhere_json_allows_it() {
     let data = b" \r\n\t{ \"id\" : \"c\" ,\n\"n\":\t[ 1 , { \"a\" : [ ] } , -0.5e+3 ] , \"choices\" :\r[ { \"delta\" : { \"content\" : \"x\" } , \"finish_reason\" : null } ] }\n ";
     assert!(check(data));
@@ -474,7 +504,7 @@ enum Mutation {
 }
 
 fn mutation() -> impl Strategy<Value = Option<Mutation>> {
-    let byte = prop::sample::select(b"\"\\,:{}[]x0 -\x01\xffnle".to_vec());
+    let byte = prop::sample::select(b"\"\\,:{}[]x0 -\x01\xff\xc3\x80\xe2nle".to_vec());
     prop::option::weighted(
         0.25,
         prop_oneof![

@@ -125,24 +125,15 @@ impl<'a> Scanner<'a> {
 
     /// An object whose keys are looked for among `names` (what the caller reads, and the other
     /// keys it expects, in their usual order): `field` gets the index of each key's name, or
-    /// None for another key, and reads or skips its value. A name seen twice gives None (serde
-    /// refuses a repeated field).
+    /// None for another key, and reads or skips its value.
     #[inline(always)]
     pub(crate) fn fields<const N: usize>(
         &mut self,
         names: &[&[u8]; N],
         mut field: impl FnMut(&mut Self, Option<usize>) -> Option<()>,
     ) -> Option<()> {
-        const { assert!(N <= 64) };
-        let mut seen = 0u64;
         self.object(|s| {
             let name = s.key_among(names)?;
-            if let Some(k) = name {
-                if seen & (1 << k) != 0 {
-                    return None;
-                }
-                seen |= 1 << k;
-            }
             field(s, name)
         })
     }
@@ -258,12 +249,21 @@ impl<'a> Scanner<'a> {
         Some((self, self.b.get(start..end)?))
     }
 
-    /// A string: borrowed from the text when it has no escapes, else decoded.
-    #[inline(always)]
-    pub(crate) fn string(&mut self) -> Option<Cow<'a, str>> {
-        if self.peek()? != b'"' {
-            return None;
+    /// A string or `null` (one look at the next byte for both). Out of line: read at several
+    /// places, it would crowd the registers of the one function the rest is inlined into.
+    #[inline(never)]
+    pub(crate) fn string_or_null(&mut self) -> Option<Option<Cow<'a, str>>> {
+        match self.peek()? {
+            b'"' => self.string_here().map(Some),
+            b'n' => self.literal(b"null").map(|()| None),
+            _ => None,
         }
+    }
+
+    /// A string (borrowed from the text when it has no escapes, else decoded), its opening
+    /// quote the next byte.
+    #[inline(always)]
+    fn string_here(&mut self) -> Option<Cow<'a, str>> {
         let start = self.i + 1;
         let end = plain_run(self.b, start);
         let plain = self.text.get(start..end)?;
