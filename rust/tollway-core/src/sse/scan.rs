@@ -140,38 +140,34 @@ impl<'a> Scanner<'a> {
 
     /// An object: `field` reads its key and value, for each in order.
     #[inline(always)]
-    fn object(&mut self, mut field: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
-        self.eat(b'{')?;
-        if self.peek()? == b'}' {
-            self.i += 1;
-            return Some(());
-        }
-        loop {
-            field(self)?;
-            match self.peek()? {
-                b',' => self.i += 1,
-                b'}' => {
-                    self.i += 1;
-                    return Some(());
-                }
-                _ => return None,
-            }
-        }
+    fn object(&mut self, field: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+        self.sequence(b'{', b'}', field)
     }
 
     /// An array: `item` reads each element, in order.
     #[inline(always)]
-    pub(crate) fn array(&mut self, mut item: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
-        self.eat(b'[')?;
-        if self.peek()? == b']' {
+    pub(crate) fn array(&mut self, item: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+        self.sequence(b'[', b']', item)
+    }
+
+    /// `open`, then what `each` reads, comma-separated (none at all too), then `close`.
+    #[inline(always)]
+    fn sequence(
+        &mut self,
+        open: u8,
+        close: u8,
+        mut each: impl FnMut(&mut Self) -> Option<()>,
+    ) -> Option<()> {
+        self.eat(open)?;
+        if self.peek()? == close {
             self.i += 1;
             return Some(());
         }
         loop {
-            item(self)?;
+            each(self)?;
             match self.peek()? {
                 b',' => self.i += 1,
-                b']' => {
+                c if c == close => {
                     self.i += 1;
                     return Some(());
                 }
