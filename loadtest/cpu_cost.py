@@ -12,21 +12,17 @@ quiet one for the figures that count.
 from __future__ import annotations
 
 import argparse
-import secrets
 import signal
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness.features import resolve
-from harness.oha import Oha, OhaFlags, find_oha, oha_threads
-from harness.procs import Service, Services
-from harness.runner import MODEL, Harness
+from harness.procs import Service
+from harness.runner import Harness, one_cpu
 
 HERE = Path(__file__).resolve().parent
 
@@ -124,20 +120,10 @@ def main() -> int:
         help="leave a feature out (as loadtest/run --no-FEATURE): otel, limits, routing, ...",
     )  # fmt: skip
     a = p.parse_args()
-    args = SimpleNamespace(
-        stream=a.stream, mock_workers=2, load_cpus="1", sut_cpus="0", workers=1, rounds=a.rounds
-    )
-    path = find_oha(install=False)
-    oha = Oha(path, OhaFlags.detect(path), "1", oha_threads("1"))
     log_dir = HERE / "results" / "cpu-cost-logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    with Services(log_dir) as services:
-        key = secrets.token_urlsafe(16)
-        config = resolve(a.config, (["otel"] if a.no_otel else []) + a.without, log_dir)
-        h = Harness(args, services, oha, key, model=config.model or MODEL)  # type: ignore[arg-type]
-        h.start_mock()
-        if config.needs_otlp_sink:
-            h.start_sink()
+    without = (["otel"] if a.no_otel else []) + a.without
+    with one_cpu(a.config, without, a.stream, log_dir, a.rounds) as (h, config):
+        services = h.services
         floor, gateway = [], []
         for _ in range(a.rounds):
             svc = h.start_floor()

@@ -16,20 +16,17 @@ from __future__ import annotations
 
 import argparse
 import re
-import secrets
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness.features import GatewayConfig, resolve
-from harness.oha import Oha, OhaFlags, find_oha, oha_threads
-from harness.procs import Service, Services
-from harness.runner import MODEL, Harness
+from harness.features import GatewayConfig
+from harness.procs import Service
+from harness.runner import Harness, one_cpu
 
 HERE = Path(__file__).resolve().parent
 WARM_UP = 300
@@ -97,21 +94,9 @@ def main() -> int:
         help="leave a feature out (as loadtest/run --no-FEATURE): otel, limits, routing, ...",
     )  # fmt: skip
     a = p.parse_args()
-    args = SimpleNamespace(
-        stream=a.stream, mock_workers=2, load_cpus="1", sut_cpus="0", workers=1, rounds=1
-    )
-    path = find_oha(install=False)
-    oha = Oha(path, OhaFlags.detect(path), "1", oha_threads("1"))
     log_dir = HERE / "results" / "live-instructions-logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    with Services(log_dir) as services:
-        config = resolve(a.config, a.without, log_dir)
-        key = secrets.token_urlsafe(16)
-        h = Harness(args, services, oha, key, model=config.model or MODEL)  # type: ignore[arg-type]
+    with one_cpu(a.config, a.without, a.stream, log_dir) as (h, config):
         h.ready_timeout_s = 300.0  # Python's start-up under callgrind
-        h.start_mock()
-        if config.needs_otlp_sink:
-            h.start_sink()
         floor = count(h, None, a.requests)
         gateway = count(h, config, a.requests)
     what = f"{a.config.name}{', stream' if a.stream else ''}"

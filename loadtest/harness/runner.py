@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import secrets
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from . import report
-from .features import GatewayConfig
-from .oha import Oha
+from .features import GatewayConfig, resolve
+from .oha import Oha, OhaFlags, find_oha, oha_threads
 from .procs import CpuSampler, Service, Services, cpu_ids, free_port
 
 HERE = Path(__file__).resolve().parent.parent  # loadtest/
@@ -316,3 +320,26 @@ class Harness:
             "growth_pct_100k_to_end": round(growth, 2),
             "rss_end_mb": round(end["max_process_mb"], 1),
         }
+
+
+@contextlib.contextmanager
+def one_cpu(
+    base: Path, without: list[str], stream: bool, log_dir: Path, rounds: int = 1
+) -> Iterator[tuple[Harness, GatewayConfig]]:
+    """The measurement scripts' set-up (cpu_cost.py, live_instructions.py): the floor and the
+    gateway get CPU 0 and one worker, the mock (and the OTLP sink when `base` exports traces)
+    and oha CPU 1. Yields the harness and the config without the features named in `without`."""
+    args = SimpleNamespace(
+        stream=stream, mock_workers=2, load_cpus="1", sut_cpus="0", workers=1, rounds=rounds
+    )
+    path = find_oha(install=False)
+    oha = Oha(path, OhaFlags.detect(path), "1", oha_threads("1"))
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with Services(log_dir) as services:
+        config = resolve(base, without, log_dir)
+        key = secrets.token_urlsafe(16)
+        h = Harness(args, services, oha, key, model=config.model or MODEL)  # type: ignore[arg-type]
+        h.start_mock()
+        if config.needs_otlp_sink:
+            h.start_sink()
+        yield h, config
