@@ -7,7 +7,6 @@ metrics and the access log are made from it in the background (tollway.telemetry
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -20,8 +19,9 @@ __all__ = ["AttemptLog", "RequestLog", "build_record"]
 _encode = msgspec.json.Encoder().encode
 
 
-@dataclass(slots=True)
-class AttemptLog:
+# Structs, not dataclasses: one is made per request (and per attempt), and a Struct's
+# `__init__` and defaults run in C.
+class AttemptLog(msgspec.Struct):
     """One upstream attempt as telemetry reports it (times are offsets from the start)."""
 
     plan: PlanInfo
@@ -35,19 +35,18 @@ class AttemptLog:
     output_tokens: int = 0
 
 
-@dataclass(slots=True)
-class RequestLog:
+class RequestLog(msgspec.Struct):
     """What a request learned about itself, filled in as it goes."""
 
     route: str
     start_ns: int
     status: int = 200
     error_type: str = ""
-    attempts: list[AttemptLog] = field(default_factory=list)
+    attempts: list[AttemptLog] = []
     # Of the answer that reached the client:
     response_id: str = ""
     response_model: str = ""
-    finish_reasons: list[str] = field(default_factory=list)
+    finish_reasons: list[str] = []
     # (input, cached input, output, cache write) tokens.
     usage: tuple[int, int, int, int] = (0, 0, 0, 0)
     usage_estimated: bool = False
@@ -56,7 +55,7 @@ class RequestLog:
     itl_mean_ms: float | None = None
     itl_max_ms: float | None = None
     output_text: str | None = None
-    guardrails: list[GuardrailRun] = field(default_factory=list)
+    guardrails: list[GuardrailRun] = []
     # For the request log: the body as received, and the x-tfy-logging-config header.
     request_body: bytes = b""
     logging_config: bytes | None = None
@@ -64,19 +63,16 @@ class RequestLog:
     def begin(self, plan: PlanInfo, start_s: float) -> None:
         """A new attempt; on another target than the last one, why that one failed is the
         new attempt's fallback reason."""
-        reason = ""
-        if self.attempts and self.attempts[-1].plan is not plan:
-            prev = self.attempts[-1]
+        attempts = self.attempts
+        if attempts and attempts[-1].plan is not plan:
+            prev = attempts[-1]
             reason = str(prev.status) if prev.status else prev.error_type
-        self.attempts.append(AttemptLog(plan, start_s, fallback_reason=reason))
+            attempts.append(AttemptLog(plan, start_s, fallback_reason=reason))
+        else:
+            attempts.append(AttemptLog(plan, start_s))
 
 
 _NUMBER = (int, float)
-
-
-def _param(req: dict[str, Any], name: str) -> Any:
-    value = req.get(name)
-    return value if type(value) in _NUMBER else None
 
 
 def build_record(
@@ -92,93 +88,103 @@ def build_record(
     log_body_cap: int | None = None,
 ) -> Record:
     """`log_body_cap`: None without a request log, else the cap on logged bodies (0: none)."""
-    key_name = subject = routing = ""
-    metadata: dict[str, str] = {}
-    rule_ids: list[str] = []
-    rate_limit: tuple[str, str] | None = None
-    budget: tuple[str, str] | None = None
-    candidates: list[str] = []
-    if type(adm) is Admission:
-        key = rt.keys[adm.key]
-        key_name, subject = key.name, key.subject
-        metadata = adm.metadata
-        routing_id, limit_id, budget_id, _ = adm.rule_ids
-        rule_ids = [r for r in (routing_id, limit_id, budget_id) if r]
-        if limit_id:
-            rate_limit = (limit_id, "allowed")
-        if budget_id:
-            budget = (budget_id, "over_limit_audit" if adm.budget_over_audit else "allowed")
-        routing = routing_id or ""
-        if tracing and routing:
-            candidates = list(map(rt.plan_targets.__getitem__, adm.plans))
-    elif adm is not None:
-        if adm.key is not None:
-            key = rt.keys[adm.key]
-            key_name, subject = key.name, key.subject
-        if adm.rule_id:
-            if adm.code == "budget_exceeded":
-                budget = (adm.rule_id, "blocked")
-            else:
-                rate_limit = (adm.rule_id, "blocked")
-            rule_ids = [adm.rule_id]
-    req = req or {}
-    stream = req.get("stream") is True
-    attempts = []
     start = log.start_ns
-    if log.attempts:
-        temperature = _param(req, "temperature")
-        max_tokens = _param(req, "max_tokens") or _param(req, "max_completion_tokens")
-        top_p = _param(req, "top_p")
-        messages = _encode(req.get("messages")).decode() if capture_content else None
-        for i, a in enumerate(log.attempts, 1):
-            up = a.plan.upstream
-            attempts.append(
-                Attempt(
-                    target=up.name,
-                    provider=up.provider.name,  # the span's gen_ai.provider.name: the core maps it
-                    request_model=up.model_id,
-                    start_ns=start + int(a.start_s * 1e9),
-                    end_ns=start + int(a.end_s * 1e9),
-                    status=a.status,
-                    error_type=a.error_type,
-                    attempt=i,
-                    fallback_reason=a.fallback_reason,
-                    temperature=temperature,
-                    max_tokens=max_tokens,
-                    top_p=top_p,
-                    stream=stream,
-                    input_messages=messages,
-                )
-            )
-        if log.status < 400:  # the answer the client got came from the last attempt
-            _answered(attempts[-1], log, capture_content)
-    model = req.get("model")
     rec = Record(
         request_id=request_id.decode("ascii", "replace"),
         start_ns=start,
         end_ns=start + int(duration_s * 1e9),
+        route=log.route,
+        status=log.status,
+        error_type=log.error_type,
+        guardrails=log.guardrails,
     )
-    rec.route, rec.status, rec.error_type = log.route, log.status, log.error_type
-    rec.key_name, rec.subject, rec.metadata = key_name, subject, metadata
-    rec.model = model if type(model) is str else ""
-    rec.rule_ids, rec.routing_rule, rec.candidates = rule_ids, routing, candidates
-    rec.rate_limit, rec.budget = rate_limit, budget
+    if type(adm) is Admission:
+        key = rt.keys[adm.key]
+        rec.key_name, rec.subject = key.name, key.subject
+        rec.metadata = adm.metadata
+        routing_id, limit_id, budget_id, _ = adm.rule_ids
+        if routing_id:
+            rec.routing_rule = routing_id
+            rec.rule_ids.append(routing_id)
+            if tracing:
+                rec.candidates = list(map(rt.plan_targets.__getitem__, adm.plans))
+        if limit_id:
+            rec.rule_ids.append(limit_id)
+            rec.rate_limit = (limit_id, "allowed")
+        if budget_id:
+            rec.rule_ids.append(budget_id)
+            rec.budget = (budget_id, "over_limit_audit" if adm.budget_over_audit else "allowed")
+    elif adm is not None:
+        if adm.key is not None:
+            key = rt.keys[adm.key]
+            rec.key_name, rec.subject = key.name, key.subject
+        if adm.rule_id:
+            if adm.code == "budget_exceeded":
+                rec.budget = (adm.rule_id, "blocked")
+            else:
+                rec.rate_limit = (adm.rule_id, "blocked")
+            rec.rule_ids = [adm.rule_id]
     if traceparent:
         rec.traceparent = traceparent.decode("ascii", "replace")
-    rec.attempts, rec.guardrails = attempts, log.guardrails
+    stream = False
+    if req is not None:
+        model = req.get("model")
+        if type(model) is str:
+            rec.model = model
+        stream = req.get("stream") is True
+        if log.attempts:
+            rec.attempts = _attempts(log, req, start, stream, capture_content)
     if log_body_cap is not None:
-        rec.log = _log_part(log, metadata, stream, log_body_cap)
+        rec.log = _log_part(log, rec.metadata, stream, log_body_cap)
     return rec
 
 
-def _answered(final: Attempt, log: RequestLog, capture_content: bool) -> None:
-    final.response_model, final.response_id = log.response_model, log.response_id
-    final.input_tokens, final.output_tokens = log.usage[0], log.usage[2]
-    final.finish_reasons, final.ttft_ms = log.finish_reasons, log.ttft_ms
-    final.itl_mean_ms, final.itl_max_ms = log.itl_mean_ms, log.itl_max_ms
-    final.cost_usd, final.usage_estimated = log.cost_usd, log.usage_estimated
-    if capture_content:
-        final.output_text = log.output_text
+def _attempts(
+    log: RequestLog, req: dict[str, Any], start: int, stream: bool, capture_content: bool
+) -> list[Attempt]:
+    get = req.get
+    temperature, top_p = get("temperature"), get("top_p")
+    if type(temperature) not in _NUMBER:
+        temperature = None
+    if type(top_p) not in _NUMBER:
+        top_p = None
+    max_tokens = get("max_tokens")
+    if type(max_tokens) not in _NUMBER or not max_tokens:
+        max_tokens = get("max_completion_tokens")
+        if type(max_tokens) not in _NUMBER:
+            max_tokens = None
+    messages = _encode(get("messages")).decode() if capture_content else None
+    attempts = []
+    for i, a in enumerate(log.attempts, 1):
+        up = a.plan.upstream
+        attempts.append(
+            Attempt(
+                target=up.name,
+                provider=up.provider.name,  # the span's gen_ai.provider.name: the core maps it
+                request_model=up.model_id,
+                start_ns=start + int(a.start_s * 1e9),
+                end_ns=start + int(a.end_s * 1e9),
+                status=a.status,
+                error_type=a.error_type,
+                attempt=i,
+                fallback_reason=a.fallback_reason,
+                temperature=temperature,
+                max_tokens=max_tokens,
+                top_p=top_p,
+                stream=stream,
+                input_messages=messages,
+            )
+        )
+    if log.status < 400:  # the answer the client got came from the last attempt
+        final, usage = attempts[-1], log.usage
+        final.response_model, final.response_id = log.response_model, log.response_id
+        final.input_tokens, final.output_tokens = usage[0], usage[2]
+        final.finish_reasons, final.ttft_ms = log.finish_reasons, log.ttft_ms
+        final.itl_mean_ms, final.itl_max_ms = log.itl_mean_ms, log.itl_max_ms
+        final.cost_usd, final.usage_estimated = log.cost_usd, log.usage_estimated
+        if capture_content:
+            final.output_text = log.output_text
+    return attempts
 
 
 def _log_part(log: RequestLog, metadata: dict[str, str], stream: bool, cap: int) -> LogPart:
