@@ -381,13 +381,17 @@ class RequestScrubber:
     def scrub(self, data: bytes) -> bytes: ...
 
 def monotonic_ms() -> float: ...
+def reseed_request_ids() -> None: ...
+def server_timing(
+    gateway_s: float, guardrail_s: float, model_s: float, total_s: float | None = None
+) -> bytes: ...
 def read_head(
     headers: Iterable[tuple[bytes, bytes]],
 ) -> tuple[
     bytes | None,
     bytes | None,
     bytes | None,
-    bytes | None,
+    bytes,
     bytes | None,
     bytes | None,
     bytes | None,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
-from random import getrandbits
 from typing import Any
 
 from tollway.engine import read_head
@@ -48,11 +47,14 @@ class RequestHead:
     )
 
     def __init__(self, headers: list[tuple[bytes, bytes]]) -> None:
+        # `request_id`: the client's id when it is short and printable ASCII; else 96 random
+        # bits as 24 hex digits, made by the core (its generator is reseeded in each forked
+        # worker; an id is unique, not secret).
         (
             self.authorization,
             self.content_length,
             self.metadata,
-            request_id,
+            self.request_id,
             self.timeout_ms,
             self.ttft_timeout_ms,
             self.traceparent,
@@ -60,12 +62,6 @@ class RequestHead:
             self.cache_config,
             self.logging_config,
         ) = read_head(headers)
-        # The client's id when it is short and printable ASCII; else 96 random bits as 24 hex
-        # digits: the process's generator (reseeded in each forked worker), not a system call
-        # per request; an id is unique, not secret.
-        self.request_id: bytes = (
-            request_id if request_id is not None else b"%024x" % getrandbits(96)
-        )
 
 
 async def read_body(receive: Receive, limit: int, content_length: bytes | None) -> bytes:

@@ -47,6 +47,8 @@ from tollway._core import (
     mcp_config_json,
     monotonic_ms,
     read_head,
+    reseed_request_ids,
+    server_timing,
     set_replicas,
     set_share,
     sync_tick,
@@ -58,6 +60,10 @@ from tollway.config import ConfigError, load_documents
 from tollway.providers import Provider, RequestAuth
 from tollway.providers.registry import provider_for
 from tollway.upstream import WIRE_HEADERS
+
+# A forked worker makes its own request ids (the core's generator, like `random`'s, is
+# reseeded in the child).
+os.register_at_fork(after_in_child=reseed_request_ids)
 
 __all__ = [
     "Admission",
@@ -97,6 +103,7 @@ __all__ = [
     "mcp_config_json",
     "monotonic_ms",
     "read_head",
+    "server_timing",
     "set_replicas",
     "set_share",
     "sync_tick",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from time import perf_counter
 
+from tollway.engine import server_timing as _header
 from tollway.telemetry.observe import RequestLog
 
 __all__ = ["server_timing"]
@@ -29,10 +30,5 @@ def server_timing(started: float, log: RequestLog, ttfb_from: float | None = Non
     gs = guard / 1e9
     if ttfb_from is not None:
         ttfb = now - ttfb_from
-        gateway = max(total - model - ttfb - gs, 0.0)
-        return _HEAD % (gateway * 1000, gs * 1000, ttfb * 1000)
-    return _DONE % (max(total - model - gs, 0.0) * 1000, gs * 1000, model * 1000, total * 1000)
-
-
-_HEAD = b"gateway;dur=%.3f, guardrail;dur=%.3f, ttfb;dur=%.3f"
-_DONE = b"gateway;dur=%.3f, guardrail;dur=%.3f, model;dur=%.3f, total;dur=%.3f"
+        return _header(total - model - ttfb - gs, gs, ttfb)
+    return _header(total - model - gs, gs, model, total)

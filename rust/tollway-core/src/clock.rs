@@ -73,20 +73,30 @@ impl Clock {
     }
 }
 
+fn time_seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0x9E37_79B9, |d| d.as_nanos() as u64);
+    nanos ^ u64::from(std::process::id()).rotate_left(32)
+}
+
 /// A small, fast, non-cryptographic generator (wyrand) for weighted and banded choices.
 #[derive(Debug)]
 pub struct Rng(AtomicU64);
 
 impl Rng {
-    pub fn new(seed: u64) -> Self {
+    pub const fn new(seed: u64) -> Self {
         Self(AtomicU64::new(seed))
     }
 
     pub fn from_time() -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0x9E37_79B9, |d| d.as_nanos() as u64);
-        Self::new(nanos ^ u64::from(std::process::id()).rotate_left(32))
+        Self::new(time_seed())
+    }
+
+    /// A new seed from the time and the process id (a forked child must not repeat its
+    /// parent's sequence).
+    pub fn reseed(&self) {
+        self.0.store(time_seed(), Ordering::Relaxed);
     }
 
     pub fn next_u64(&self) -> u64 {

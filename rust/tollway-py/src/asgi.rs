@@ -3,6 +3,11 @@
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
+use tollway_core::clock::Rng;
+
+/// Request ids made for requests that bring none: reseeded at import and in each forked
+/// worker (`reseed_request_ids`, registered with `os.register_at_fork`).
+static REQUEST_IDS: Rng = Rng::new(0);
 
 /// How many headers `read_head` returns, in this order: authorization, content-length,
 /// x-tfy-metadata, x-request-id, x-tfy-request-timeout, x-tfy-ttft-timeout-ms, traceparent,
@@ -54,24 +59,117 @@ fn read_head<'py>(headers: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyTuple>> 
             }
         }
     }
-    if let Some(id) = &found[REQUEST_ID] {
-        let keep = id
-            .cast::<PyBytes>()
-            .is_ok_and(|b| usable_request_id(b.as_bytes()));
-        if !keep {
-            found[REQUEST_ID] = None;
-        }
+    let keep = found[REQUEST_ID].as_ref().is_some_and(|id| {
+        id.cast::<PyBytes>()
+            .is_ok_and(|b| usable_request_id(b.as_bytes()))
+    });
+    if !keep {
+        found[REQUEST_ID] = Some(PyBytes::new(py, &new_request_id()).into_any());
     }
     PyTuple::new(py, found)
 }
 
+/// 96 random bits as 24 lowercase hex digits: unique, not secret.
+fn new_request_id() -> [u8; 24] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bits =
+        (u128::from(REQUEST_IDS.next_u64()) << 32) | u128::from(REQUEST_IDS.next_u64() >> 32);
+    let mut out = [0u8; 24];
+    for (i, c) in out.iter_mut().enumerate() {
+        *c = HEX[((bits >> (4 * (23 - i))) & 0xF) as usize];
+    }
+    out
+}
+
+/// Called in a forked child, so that workers do not share request ids.
+#[pyfunction]
+fn reseed_request_ids() {
+    REQUEST_IDS.reseed();
+}
+
+/// The `Server-Timing` value from durations in seconds, written as milliseconds with three
+/// decimals: `gateway`, `guardrail`, then `model` and `total`, or on a stream's head (no
+/// `total_s`) `ttfb` in place of `model`.
+#[pyfunction]
+#[pyo3(signature = (gateway_s, guardrail_s, model_s, total_s=None))]
+fn server_timing(
+    py: Python<'_>,
+    gateway_s: f64,
+    guardrail_s: f64,
+    model_s: f64,
+    total_s: Option<f64>,
+) -> Bound<'_, PyBytes> {
+    let mut out = Vec::with_capacity(80);
+    let third: &[u8] = if total_s.is_some() { b"model" } else { b"ttfb" };
+    for (name, s) in [
+        (&b"gateway"[..], gateway_s),
+        (b"guardrail", guardrail_s),
+        (third, model_s),
+    ] {
+        if name != b"gateway" {
+            out.extend_from_slice(b", ");
+        }
+        push_duration(&mut out, name, s);
+    }
+    if let Some(total) = total_s {
+        out.extend_from_slice(b", ");
+        push_duration(&mut out, b"total", total);
+    }
+    PyBytes::new(py, &out)
+}
+
+/// `name;dur=<ms>` with three decimals (negative and non-finite durations as 0).
+fn push_duration(out: &mut Vec<u8>, name: &[u8], seconds: f64) {
+    let us = (seconds * 1e6).round();
+    let us = if us.is_finite() && us > 0.0 {
+        us as u64
+    } else {
+        0
+    };
+    out.extend_from_slice(name);
+    out.extend_from_slice(b";dur=");
+    out.extend_from_slice(itoa::Buffer::new().format(us / 1000).as_bytes());
+    let frac = us % 1000;
+    out.extend_from_slice(&[
+        b'.',
+        b'0' + (frac / 100) as u8,
+        b'0' + (frac / 10 % 10) as u8,
+        b'0' + (frac % 10) as u8,
+    ]);
+}
+
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(read_head, m)?)
+    REQUEST_IDS.reseed();
+    m.add_function(wrap_pyfunction!(read_head, m)?)?;
+    m.add_function(wrap_pyfunction!(reseed_request_ids, m)?)?;
+    m.add_function(wrap_pyfunction!(server_timing, m)?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn made_request_ids_are_24_hex_digits_and_differ() {
+        let (a, b) = (new_request_id(), new_request_id());
+        assert!(a
+            .iter()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn durations_are_milliseconds_with_three_decimals() {
+        let mut out = Vec::new();
+        push_duration(&mut out, b"model", 1.5);
+        push_duration(&mut out, b"gateway", 0.000_123_4);
+        push_duration(&mut out, b"ttfb", -0.2);
+        push_duration(&mut out, b"total", f64::NAN);
+        assert_eq!(
+            out,
+            b"model;dur=1500.000gateway;dur=0.123ttfb;dur=0.000total;dur=0.000"
+        );
+    }
 
     #[test]
     fn request_ids_are_echoed_only_when_short_and_printable() {

@@ -124,8 +124,11 @@ impl RecordFold {
         let statuses: Vec<(String, Vec<String>)> = records
             .iter()
             .map(|r| {
-                let attempts = r.attempts.iter().map(|a| a.status.to_string()).collect();
-                (r.status.to_string(), attempts)
+                let text = |s| itoa::Buffer::new().format(s).to_owned();
+                (
+                    text(r.status),
+                    r.attempts.iter().map(|a| text(a.status)).collect(),
+                )
             })
             .collect();
         let mut acc = Acc::default();
@@ -226,7 +229,7 @@ impl RecordFold {
 fn access_line(rec: &Record, out: &mut String) {
     let last = rec.attempts.last();
     let text = |out: &mut String, key: &str, v: &str| {
-        let _ = write!(out, ",\"{key}\":");
+        push_key(out, key);
         push_json_str(out, v);
     };
     out.push_str("{\"request_id\":");
@@ -236,22 +239,22 @@ fn access_line(rec: &Record, out: &mut String) {
     text(out, "model", &rec.model);
     text(out, "target", last.map_or("", |a| a.target.as_str()));
     let ms = rec.end_ns.saturating_sub(rec.start_ns) as f64 / 1e6;
-    let _ = write!(out, ",\"status\":{}", rec.status);
+    push_int(out, "status", i64::from(rec.status));
     push_float(out, "latency_ms", (ms * 1000.0).round() / 1000.0);
     let input: i64 = rec.attempts.iter().filter_map(|a| a.input_tokens).sum();
     let output: i64 = rec.attempts.iter().filter_map(|a| a.output_tokens).sum();
     let cost: f64 = rec.attempts.iter().filter_map(|a| a.cost_usd).sum();
     if input != 0 {
-        let _ = write!(out, ",\"input_tokens\":{input}");
+        push_int(out, "input_tokens", input);
     }
     if output != 0 {
-        let _ = write!(out, ",\"output_tokens\":{output}");
+        push_int(out, "output_tokens", output);
     }
     if cost != 0.0 {
         push_float(out, "cost_usd", cost);
     }
     if !rec.attempts.is_empty() {
-        let _ = write!(out, ",\"attempts\":{}", rec.attempts.len());
+        push_int(out, "attempts", rec.attempts.len() as i64);
     }
     if let Some(ttft) = last.and_then(|a| a.ttft_ms) {
         push_float(out, "ttft_ms", ttft);
@@ -267,8 +270,20 @@ fn access_line(rec: &Record, out: &mut String) {
     out.push('}');
 }
 
+/// `,"key":` (keys are ours: nothing to escape).
+fn push_key(out: &mut String, key: &str) {
+    out.push_str(",\"");
+    out.push_str(key);
+    out.push_str("\":");
+}
+
+fn push_int(out: &mut String, key: &str, v: i64) {
+    push_key(out, key);
+    out.push_str(itoa::Buffer::new().format(v));
+}
+
 fn push_float(out: &mut String, key: &str, v: f64) {
-    let _ = write!(out, ",\"{key}\":");
+    push_key(out, key);
     match serde_json::Number::from_f64(v) {
         Some(n) => {
             let _ = write!(out, "{n}");
