@@ -88,55 +88,70 @@ def build_record(
     log_body_cap: int | None = None,
 ) -> Record:
     """`log_body_cap`: None without a request log, else the cap on logged bodies (0: none)."""
-    start = log.start_ns
-    rec = Record(
-        request_id=request_id.decode("ascii", "replace"),
-        start_ns=start,
-        end_ns=start + int(duration_s * 1e9),
-        route=log.route,
-        status=log.status,
-        error_type=log.error_type,
-        guardrails=log.guardrails,
-    )
+    key_name = subject = routing = ""
+    metadata: dict[str, str] = {}
+    rule_ids: list[str] = []
+    rate_limit: tuple[str, str] | None = None
+    budget: tuple[str, str] | None = None
+    candidates: list[str] = []
     if type(adm) is Admission:
         key = rt.keys[adm.key]
-        rec.key_name, rec.subject = key.name, key.subject
-        rec.metadata = adm.metadata
+        key_name, subject, metadata = key.name, key.subject, adm.metadata
         routing_id, limit_id, budget_id, _ = adm.rule_ids
         if routing_id:
-            rec.routing_rule = routing_id
-            rec.rule_ids.append(routing_id)
+            routing = routing_id
+            rule_ids.append(routing_id)
             if tracing:
-                rec.candidates = list(map(rt.plan_targets.__getitem__, adm.plans))
+                candidates = list(map(rt.plan_targets.__getitem__, adm.plans))
         if limit_id:
-            rec.rule_ids.append(limit_id)
-            rec.rate_limit = (limit_id, "allowed")
+            rule_ids.append(limit_id)
+            rate_limit = (limit_id, "allowed")
         if budget_id:
-            rec.rule_ids.append(budget_id)
-            rec.budget = (budget_id, "over_limit_audit" if adm.budget_over_audit else "allowed")
+            rule_ids.append(budget_id)
+            budget = (budget_id, "over_limit_audit" if adm.budget_over_audit else "allowed")
     elif adm is not None:
         if adm.key is not None:
             key = rt.keys[adm.key]
-            rec.key_name, rec.subject = key.name, key.subject
+            key_name, subject = key.name, key.subject
         if adm.rule_id:
             if adm.code == "budget_exceeded":
-                rec.budget = (adm.rule_id, "blocked")
+                budget = (adm.rule_id, "blocked")
             else:
-                rec.rate_limit = (adm.rule_id, "blocked")
-            rec.rule_ids = [adm.rule_id]
-    if traceparent:
-        rec.traceparent = traceparent.decode("ascii", "replace")
+                rate_limit = (adm.rule_id, "blocked")
+            rule_ids = [adm.rule_id]
+    model = ""
     stream = False
+    attempts: list[Attempt] = []
+    start = log.start_ns
     if req is not None:
-        model = req.get("model")
-        if type(model) is str:
-            rec.model = model
+        if type(m := req.get("model")) is str:
+            model = m
         stream = req.get("stream") is True
         if log.attempts:
-            rec.attempts = _attempts(log, req, start, stream, capture_content)
-    if log_body_cap is not None:
-        rec.log = _log_part(log, rec.metadata, stream, log_body_cap)
-    return rec
+            attempts = _attempts(log, req, start, stream, capture_content)
+    return Record(
+        request_id.decode("ascii", "replace"),
+        start,
+        start + int(duration_s * 1e9),
+        "POST",
+        log.route,
+        log.status,
+        key_name,
+        subject,
+        model,
+        rule_ids,
+        metadata,
+        traceparent.decode("ascii", "replace") if traceparent else "",
+        attempts,
+        log.error_type,
+        rate_limit,
+        budget,
+        routing,
+        log.guardrails,
+        candidates,
+        [],  # tools: an MCP request's
+        None if log_body_cap is None else _log_part(log, metadata, stream, log_body_cap),
+    )
 
 
 def _attempts(
@@ -155,35 +170,41 @@ def _attempts(
             max_tokens = None
     messages = _encode(get("messages")).decode() if capture_content else None
     attempts = []
+    # The answer the client got came from the last attempt; the others answered nothing.
+    answered = len(log.attempts) if log.status < 400 else 0
+    usage = log.usage
     for i, a in enumerate(log.attempts, 1):
         up = a.plan.upstream
+        final = i == answered
         attempts.append(
             Attempt(
-                target=up.name,
-                provider=up.provider.name,  # the span's gen_ai.provider.name: the core maps it
-                request_model=up.model_id,
-                start_ns=start + int(a.start_s * 1e9),
-                end_ns=start + int(a.end_s * 1e9),
-                status=a.status,
-                error_type=a.error_type,
-                attempt=i,
-                fallback_reason=a.fallback_reason,
-                temperature=temperature,
-                max_tokens=max_tokens,
-                top_p=top_p,
-                stream=stream,
-                input_messages=messages,
+                up.name,
+                up.provider.name,  # the span's gen_ai.provider.name: the core maps it
+                up.model_id,
+                start + int(a.start_s * 1e9),
+                start + int(a.end_s * 1e9),
+                a.status,
+                a.error_type,
+                log.response_model if final else "",
+                log.response_id if final else "",
+                usage[0] if final else None,  # input tokens
+                usage[2] if final else None,  # output tokens
+                log.finish_reasons if final else [],
+                log.ttft_ms if final else None,
+                log.itl_mean_ms if final else None,
+                log.itl_max_ms if final else None,
+                log.cost_usd if final else None,
+                i,
+                a.fallback_reason,
+                temperature,
+                max_tokens,
+                top_p,
+                stream,
+                messages,
+                log.output_text if final and capture_content else None,
+                log.usage_estimated if final else False,
             )
         )
-    if log.status < 400:  # the answer the client got came from the last attempt
-        final, usage = attempts[-1], log.usage
-        final.response_model, final.response_id = log.response_model, log.response_id
-        final.input_tokens, final.output_tokens = usage[0], usage[2]
-        final.finish_reasons, final.ttft_ms = log.finish_reasons, log.ttft_ms
-        final.itl_mean_ms, final.itl_max_ms = log.itl_mean_ms, log.itl_max_ms
-        final.cost_usd, final.usage_estimated = log.cost_usd, log.usage_estimated
-        if capture_content:
-            final.output_text = log.output_text
     return attempts
 
 
@@ -197,13 +218,7 @@ def _log_part(log: RequestLog, metadata: dict[str, str], stream: bool, cap: int)
     if cap > 0 and enabled:
         request_body = log.request_body[:cap].decode("utf-8", "replace")
         response_body = log.output_text[:cap] if log.output_text is not None else None
+    usage = log.usage
     return LogPart(
-        enabled=enabled,
-        input_tokens=log.usage[0],
-        cached_tokens=log.usage[1],
-        output_tokens=log.usage[2],
-        cost_usd=log.cost_usd,
-        stream=stream,
-        request_body=request_body,
-        response_body=response_body,
+        enabled, usage[0], usage[1], usage[2], log.cost_usd, stream, request_body, response_body
     )

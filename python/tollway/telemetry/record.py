@@ -1,4 +1,7 @@
-"""The compact per-request telemetry record the request path hands to `Telemetry.record`."""
+"""The compact per-request telemetry record the request path hands to `Telemetry.record`.
+
+The request path builds each of these once, positionally in field order (the wire order): a
+msgspec Struct's keyword matching and attribute sets cost more than the rest of the build."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ import msgspec
 __all__ = ["Attempt", "GuardrailRun", "LogPart", "Record", "ToolRun"]
 
 
-class Attempt(msgspec.Struct, array_like=True, gc=False, kw_only=True):
+class Attempt(msgspec.Struct, array_like=True, gc=False):
     """One upstream attempt. Times are wall-clock `time.time_ns()`; unknown values stay None.
 
     `status` is the upstream HTTP status (0 when no response arrived); `error_type` is empty on
@@ -59,7 +62,7 @@ class GuardrailRun(msgspec.Struct, array_like=True, gc=False):
     categories: list[str] = []
 
 
-class LogPart(msgspec.Struct, array_like=True, gc=False, kw_only=True):
+class LogPart(msgspec.Struct, array_like=True, gc=False):
     """What only the request log reads (tollway.logs): whether the request may be logged,
     the usage charged (also for a stream cut short), and the bodies when they are kept."""
 
@@ -90,7 +93,7 @@ class ToolRun(msgspec.Struct, array_like=True, gc=False, kw_only=True):
     result: str | None = None
 
 
-class Record(msgspec.Struct, array_like=True, gc=False, kw_only=True):
+class Record(msgspec.Struct, array_like=True, gc=False):
     """One gateway request. `rate_limit`/`budget` are `(rule_id, result)` of the rule that
     decided (result `"allowed"`, `"blocked"`, or for a budget in audit mode that is over its
     limit `"over_limit_audit"`); `routing_rule` is the load-balancing rule id.
