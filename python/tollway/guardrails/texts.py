@@ -15,34 +15,35 @@ Place = tuple[Any, str | int]
 
 def _texts(messages: Any) -> list[Place]:
     """Every text in chat messages or Responses input items (tool outputs included), and the
-    strings of a list input (embeddings)."""
+    strings of a list input (embeddings). Exact type checks: these are decoded JSON."""
     out: list[Place] = []
-    for i, m in enumerate(messages if isinstance(messages, list) else ()):
-        if isinstance(m, str):
-            out.append((messages, i))
-            continue
-        if not isinstance(m, dict):
+    if type(messages) is not list:
+        return out
+    for i, m in enumerate(messages):
+        if type(m) is not dict:
+            if type(m) is str:
+                out.append((messages, i))
             continue
         content = m.get("content")
-        if isinstance(content, str):
+        if type(content) is str:
             out.append((m, "content"))
-        elif isinstance(content, list):
+        elif type(content) is list:
             for part in content:
-                if isinstance(part, dict) and isinstance(part.get("text"), str):
+                if type(part) is dict and type(part.get("text")) is str:
                     out.append((part, "text"))
-        elif m.get("type") == "function_call_output" and isinstance(m.get("output"), str):
+        elif m.get("type") == "function_call_output" and type(m.get("output")) is str:
             out.append((m, "output"))
     return out
 
 
 def request_texts(req: dict[str, Any]) -> list[Place]:
     out = _texts(req.get("messages"))
-    if isinstance(req.get("instructions"), str):
+    if type(req.get("instructions")) is str:
         out.append((req, "instructions"))
     inputs = req.get("input")
-    if isinstance(inputs, str):
+    if type(inputs) is str:
         out.append((req, "input"))
-    else:
+    elif inputs is not None:
         out.extend(_texts(inputs))
     return out
 
