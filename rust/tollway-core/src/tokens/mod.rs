@@ -7,9 +7,28 @@
 mod bpe;
 mod prompt;
 
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use bpe::Bpe;
+use rustc_hash::FxHashMap;
+
+/// Texts up to this long are remembered with their count (see `Memo`).
+const MEMO_MAX_TEXT: usize = 16 * 1024;
+/// The memo's bytes (its texts, and `MEMO_ENTRY` for each entry), per encoding, before it
+/// starts over: at most ~2 MB, or ~32k short texts.
+const MEMO_BUDGET: usize = 2 << 20;
+const MEMO_ENTRY: usize = 64;
+
+/// Counts of texts seen before, per encoding: role names and system prompts repeat on nearly
+/// every request, and finding one costs a hash where counting it costs a split and merges
+/// (~1,000 instructions for a short sentence, ~100 a byte for a long prompt). Bounded: past
+/// `MEMO_BUDGET` it is emptied and refills with what still repeats. A text seen once (a
+/// user's message, an answer) costs its hash and a copy more than counting it.
+#[derive(Default)]
+struct Memo {
+    counts: FxHashMap<Box<str>, u64>,
+    bytes: usize,
+}
 
 /// cl100k's split pattern (tiktoken-rs has it only inside its constructor).
 const CL100K_PATTERN: &str = r"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s";
@@ -53,7 +72,33 @@ impl Encoding {
         if text.is_empty() {
             return 0;
         }
-        self.bpe().count(text)
+        if text.len() > MEMO_MAX_TEXT {
+            return self.bpe().count(text);
+        }
+        let memo = self.memo();
+        if let Some(&n) = memo.lock().ok().as_ref().and_then(|m| m.counts.get(text)) {
+            return n;
+        }
+        let n = self.bpe().count(text);
+        if let Ok(mut m) = memo.lock() {
+            let size = text.len() + MEMO_ENTRY;
+            if m.bytes + size > MEMO_BUDGET {
+                *m = Memo::default();
+            }
+            m.bytes += size;
+            m.counts.insert(text.into(), n);
+        }
+        n
+    }
+
+    fn memo(self) -> &'static Mutex<Memo> {
+        static CL100K: OnceLock<Mutex<Memo>> = OnceLock::new();
+        static O200K: OnceLock<Mutex<Memo>> = OnceLock::new();
+        match self {
+            Self::Cl100k => &CL100K,
+            Self::O200k => &O200K,
+        }
+        .get_or_init(Mutex::default)
     }
 }
 
@@ -103,6 +148,23 @@ mod tests {
         assert_eq!(count_tokens("", "gpt-4o"), 0);
         // Special-token text is ordinary text inside a message.
         assert!(count_tokens("<|endoftext|>", "gpt-4o") > 1);
+    }
+
+    #[test]
+    fn remembered_counts_are_the_counts() {
+        let long = "word ".repeat(MEMO_MAX_TEXT / 4);
+        for enc in [Encoding::Cl100k, Encoding::O200k] {
+            for text in [
+                "user",
+                "You are terse.",
+                "tiktoken is great!",
+                long.as_str(),
+            ] {
+                let fresh = enc.bpe().count(text);
+                assert_eq!(enc.count(text), fresh, "{text:.20}");
+                assert_eq!(enc.count(text), fresh, "{text:.20} (remembered)");
+            }
+        }
     }
 
     #[test]
