@@ -204,18 +204,13 @@ pub fn plan(
     }
     write_canonical(&value, &mut HashWriter(&mut h));
     let mut key = String::with_capacity(64);
-    for b in h.finalize() {
-        key.push(char::from(HEX[usize::from(b >> 4)]));
-        key.push(char::from(HEX[usize::from(b & 15)]));
-    }
+    crate::hex::push_lower(&mut key, &h.finalize());
     Ok(Some(CachePlan {
         key,
         ttl_s,
         rule_id,
     }))
 }
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// Feeds the hash as JSON is written, with no buffer in between.
 struct HashWriter<'a>(&'a mut Sha256);

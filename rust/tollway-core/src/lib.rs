@@ -6,6 +6,7 @@ pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod guardrails;
+pub mod hex;
 pub mod json;
 pub mod limits;
 pub mod logs;

@@ -64,21 +64,18 @@ fn read_head<'py>(headers: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyTuple>> 
             .is_ok_and(|b| usable_request_id(b.as_bytes()))
     });
     if !keep {
-        found[REQUEST_ID] = Some(PyBytes::new(py, &new_request_id()).into_any());
+        found[REQUEST_ID] = Some(PyBytes::new(py, new_request_id().as_bytes()).into_any());
     }
     PyTuple::new(py, found)
 }
 
 /// 96 random bits as 24 lowercase hex digits: unique, not secret.
-fn new_request_id() -> [u8; 24] {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let bits =
-        (u128::from(REQUEST_IDS.next_u64()) << 32) | u128::from(REQUEST_IDS.next_u64() >> 32);
-    let mut out = [0u8; 24];
-    for (i, c) in out.iter_mut().enumerate() {
-        *c = HEX[((bits >> (4 * (23 - i))) & 0xF) as usize];
-    }
-    out
+fn new_request_id() -> String {
+    let bits = [REQUEST_IDS.next_u64(), REQUEST_IDS.next_u64()];
+    let mut id = String::with_capacity(24);
+    tollway_core::hex::push_lower(&mut id, &bits[0].to_le_bytes());
+    tollway_core::hex::push_lower(&mut id, &bits[1].to_le_bytes()[..4]);
+    id
 }
 
 /// Called in a forked child, so that workers do not share request ids.
@@ -100,25 +97,20 @@ fn server_timing(
     total_s: Option<f64>,
 ) -> Bound<'_, PyBytes> {
     let mut out = Vec::with_capacity(80);
-    let third: &[u8] = if total_s.is_some() { b"model" } else { b"ttfb" };
-    for (name, s) in [
-        (&b"gateway"[..], gateway_s),
-        (b"guardrail", guardrail_s),
-        (third, model_s),
-    ] {
-        if name != b"gateway" {
-            out.extend_from_slice(b", ");
+    push_duration(&mut out, b"gateway", gateway_s);
+    push_duration(&mut out, b"guardrail", guardrail_s);
+    match total_s {
+        Some(total) => {
+            push_duration(&mut out, b"model", model_s);
+            push_duration(&mut out, b"total", total);
         }
-        push_duration(&mut out, name, s);
-    }
-    if let Some(total) = total_s {
-        out.extend_from_slice(b", ");
-        push_duration(&mut out, b"total", total);
+        None => push_duration(&mut out, b"ttfb", model_s),
     }
     PyBytes::new(py, &out)
 }
 
-/// `name;dur=<ms>` with three decimals (negative and non-finite durations as 0).
+/// `name;dur=<ms>` with three decimals (negative and non-finite durations as 0), after a
+/// `, ` when it is not the first.
 fn push_duration(out: &mut Vec<u8>, name: &[u8], seconds: f64) {
     let us = (seconds * 1e6).round();
     let us = if us.is_finite() && us > 0.0 {
@@ -126,6 +118,9 @@ fn push_duration(out: &mut Vec<u8>, name: &[u8], seconds: f64) {
     } else {
         0
     };
+    if !out.is_empty() {
+        out.extend_from_slice(b", ");
+    }
     out.extend_from_slice(name);
     out.extend_from_slice(b";dur=");
     out.extend_from_slice(itoa::Buffer::new().format(us / 1000).as_bytes());
@@ -152,8 +147,9 @@ mod tests {
     #[test]
     fn made_request_ids_are_24_hex_digits_and_differ() {
         let (a, b) = (new_request_id(), new_request_id());
+        assert_eq!(a.len(), 24);
         assert!(a
-            .iter()
+            .bytes()
             .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
         assert_ne!(a, b);
     }
@@ -167,7 +163,7 @@ mod tests {
         push_duration(&mut out, b"total", f64::NAN);
         assert_eq!(
             out,
-            b"model;dur=1500.000gateway;dur=0.123ttfb;dur=0.000total;dur=0.000"
+            b"model;dur=1500.000, gateway;dur=0.123, ttfb;dur=0.000, total;dur=0.000"
         );
     }
 
