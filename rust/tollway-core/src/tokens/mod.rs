@@ -24,6 +24,12 @@ const MEMO_ENTRY: usize = 64;
 /// (~1,000 instructions for a short sentence, ~100 a byte for a long prompt). Bounded: past
 /// `MEMO_BUDGET` it is emptied and refills with what still repeats. A text seen once (a
 /// user's message, an answer) costs its hash and a copy more than counting it.
+/// An encoding's table and the counts it gave (see `Memo`).
+struct Counter {
+    bpe: Bpe,
+    memo: Mutex<Memo>,
+}
+
 #[derive(Default)]
 struct Memo {
     counts: FxHashMap<Box<str>, u64>,
@@ -51,19 +57,25 @@ impl Encoding {
         }
     }
 
-    /// The table, built on first use (tens of milliseconds) and shared for the process.
-    fn bpe(self) -> &'static Bpe {
-        static CL100K: OnceLock<Bpe> = OnceLock::new();
-        static O200K: OnceLock<Bpe> = OnceLock::new();
+    /// The table and the memo, built on first use (tens of milliseconds) and shared for the
+    /// process.
+    fn counter(self) -> &'static Counter {
+        static CL100K: OnceLock<Counter> = OnceLock::new();
+        static O200K: OnceLock<Counter> = OnceLock::new();
         let (cell, table, pattern) = match self {
             Self::Cl100k => (&CL100K, bpe::CL100K, CL100K_PATTERN),
             Self::O200k => (&O200K, bpe::O200K, tiktoken_rs::O200K_BASE_PAT_STR),
         };
-        cell.get_or_init(|| {
+        cell.get_or_init(|| Counter {
             // The pattern is the crate's own (and tested): a failure is a build defect.
             #[allow(clippy::expect_used)]
-            Bpe::new(table, pattern).expect("the split pattern compiles")
+            bpe: Bpe::new(table, pattern).expect("the split pattern compiles"),
+            memo: Mutex::default(),
         })
+    }
+
+    fn bpe(self) -> &'static Bpe {
+        &self.counter().bpe
     }
 
     /// Tokens in `text`; special-token text counts as ordinary text, as a provider would see it
@@ -72,14 +84,14 @@ impl Encoding {
         if text.is_empty() {
             return 0;
         }
+        let Counter { bpe, memo } = self.counter();
         if text.len() > MEMO_MAX_TEXT {
-            return self.bpe().count(text);
+            return bpe.count(text);
         }
-        let memo = self.memo();
         if let Some(&n) = memo.lock().ok().as_ref().and_then(|m| m.counts.get(text)) {
             return n;
         }
-        let n = self.bpe().count(text);
+        let n = bpe.count(text);
         if let Ok(mut m) = memo.lock() {
             let size = text.len() + MEMO_ENTRY;
             if m.bytes + size > MEMO_BUDGET {
@@ -89,16 +101,6 @@ impl Encoding {
             m.counts.insert(text.into(), n);
         }
         n
-    }
-
-    fn memo(self) -> &'static Mutex<Memo> {
-        static CL100K: OnceLock<Mutex<Memo>> = OnceLock::new();
-        static O200K: OnceLock<Mutex<Memo>> = OnceLock::new();
-        match self {
-            Self::Cl100k => &CL100K,
-            Self::O200k => &O200K,
-        }
-        .get_or_init(Mutex::default)
     }
 }
 
