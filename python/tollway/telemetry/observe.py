@@ -63,13 +63,12 @@ class RequestLog(msgspec.Struct):
     def begin(self, plan: PlanInfo, start_s: float) -> None:
         """A new attempt; on another target than the last one, why that one failed is the
         new attempt's fallback reason."""
+        reason = ""
         attempts = self.attempts
         if attempts and attempts[-1].plan is not plan:
             prev = attempts[-1]
             reason = str(prev.status) if prev.status else prev.error_type
-            attempts.append(AttemptLog(plan, start_s, fallback_reason=reason))
-        else:
-            attempts.append(AttemptLog(plan, start_s))
+        attempts.append(AttemptLog(plan, start_s, fallback_reason=reason))
 
 
 _NUMBER = (int, float)
