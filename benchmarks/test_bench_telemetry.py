@@ -61,7 +61,9 @@ RECORDS = [make_record(i) for i in range(BATCH)]
 
 
 def test_request_path_record(benchmark: pytest.FixtureDef[None]) -> None:
-    """The whole request-path cost: one bounded append (the record is built by the caller)."""
+    """A record made in Python (an MCP request's): its MessagePack and one bounded append.
+    A proxied request's record is composed by the core (`request_record`), measured with the
+    whole request path in test_bench_request_path.py."""
     tel = Telemetry(
         TelemetrySettings.from_config({"queue_size": 10**9, "batch_size": 10**9}, None, {})
     )
@@ -69,7 +71,8 @@ def test_request_path_record(benchmark: pytest.FixtureDef[None]) -> None:
     benchmark(tel.record, rec)
 
 
-def test_request_path_build_record(benchmark: pytest.FixtureDef[None]) -> None:
+def test_python_record_build(benchmark: pytest.FixtureDef[None]) -> None:
+    """Building one `Record` in Python (MCP requests), the input of the above."""
     benchmark(make_record, 1)
 
 

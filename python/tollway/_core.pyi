@@ -1,7 +1,7 @@
 """Type stubs of the Rust extension (checked against it by `mypy.stubtest` in CI)."""
 
 from collections.abc import Iterable, Sequence
-from typing import TypeAlias, final
+from typing import Any, TypeAlias, final
 
 class ConfigError(ValueError):
     """The config is invalid; ``args[0]`` is the list of every error, each naming its path."""
@@ -262,6 +262,7 @@ class RecordBatch:
 
     def __new__(cls, batch: bytes) -> RecordBatch: ...
     def __len__(self) -> int: ...
+    def logged(self) -> int: ...
 
 @final
 class RecordFold:
@@ -400,6 +401,21 @@ def read_head(
     bytes | None,
 ]: ...
 def count_tokens(text: str, model: str) -> int: ...
+
+# The request record (rust/tollway-py/src/record.rs); `log` is a telemetry `RequestLog`.
+def request_record(
+    engine: Engine,
+    log: Any,
+    request_id: bytes,
+    duration_s: float,
+    req: dict[str, Any] | None,
+    adm: Admission | Denial | None,
+    traceparent: bytes | None,
+    messages: str | None,
+    capture_content: bool,
+    tracing: bool,
+    log_body_cap: int | None,
+) -> bytes: ...
 def count_prompt_tokens(body: bytes, model: str) -> int: ...
 def warm_tokenizer(model: str) -> None: ...
 

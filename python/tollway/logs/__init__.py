@@ -95,13 +95,13 @@ def setup(
     if settings.enabled:
         store, sink, table, clickhouse = make_store(settings, config_path)
         writer = LogWriter(settings, [sink], telemetry.metrics)
-        telemetry.sinks.append(writer.submit)
+        telemetry.sinks.append(writer.submit_encoded)
         telemetry.log_body_cap = settings.body_cap
         analytics = Analytics(store, table, clickhouse)
     alerts = None
     if alerts_config:
         events = EventStore(resolve_path(settings.path, config_path) + ".events.sqlite")
         alerts = Alerts(alerts_config, events, telemetry.metrics)
-        telemetry.sinks.append(alerts.observe)
+        telemetry.sinks.append(alerts.observe_encoded)
         analytics.events = events.list
     return RequestLogging(settings, writer, analytics, alerts)

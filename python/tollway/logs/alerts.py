@@ -24,7 +24,7 @@ from tollway.engine import Engine, budget_spend
 from tollway.logs.channels import ChannelError, send
 from tollway.logs.events import Crossing, EventStore
 from tollway.telemetry.metrics import MetricsStore
-from tollway.telemetry.record import Record
+from tollway.telemetry.record import Record, decode_records
 
 __all__ = ["Alerts"]
 
@@ -75,7 +75,11 @@ class Alerts:
 
     # -- telemetry sink (event loop) ----------------------------------------------------------
 
-    def observe(self, records: list[Record], _encoded: bytes = b"") -> None:
+    def observe_encoded(self, encoded: bytes, _count: int = 0, _logged: int = 0) -> None:
+        """The telemetry sink: a slice of records as one MessagePack array."""
+        self.observe(decode_records(encoded))
+
+    def observe(self, records: list[Record]) -> None:
         for rec in records:
             if rec.budget is not None and rec.budget[0] in self.budget_rules:
                 self._budget(rec, rec.budget[0])

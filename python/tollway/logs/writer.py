@@ -23,7 +23,7 @@ import msgspec
 from tollway.logs.row import Row, encode_rows, logged, row_of
 from tollway.logs.settings import LogSettings
 from tollway.telemetry.metrics import MetricsStore
-from tollway.telemetry.record import Record
+from tollway.telemetry.record import Record, array_header, decode_records
 
 __all__ = ["LogWriter", "Sink", "Store", "join_arrays"]
 
@@ -35,8 +35,9 @@ RESULTS = ("written", "excluded", "dropped_queue_full", "dropped_store_error")
 # switch interval.
 SLICE = 256
 _encode = msgspec.msgpack.Encoder().encode
-# A slice of records and its MessagePack array (None: not encoded yet).
-Slice = tuple[list[Record], bytes | None]
+# A slice: how many records, the records (None: all of them are logged and only encoded),
+# and their MessagePack array (None: not encoded yet).
+Slice = tuple[int, list[Record] | None, bytes | None]
 
 
 class Store(Protocol):
@@ -99,10 +100,21 @@ class LogWriter:
         if room < len(records):
             self._count("dropped_queue_full", len(records) - max(room, 0))
             records, encoded = records[: max(room, 0)], None
-        if not records:
-            return
-        self._queue.append((records, encoded))
-        self._queued += len(records)
+        if records:
+            self._enqueue((len(records), records, encoded))
+
+    def submit_encoded(self, encoded: bytes, count: int, logged: int) -> None:
+        """Queues a slice as telemetry intake has it: one MessagePack array of `count`
+        records, `logged` of which may go in the log. When all may and there is room, the
+        records are never decoded in this process."""
+        if logged < count or self.settings.queue_size - self._queued < count:
+            self.submit(decode_records(encoded), encoded)
+        else:
+            self._enqueue((count, None, encoded))
+
+    def _enqueue(self, part: Slice) -> None:
+        self._queue.append(part)
+        self._queued += part[0]
         if self._queued >= self.settings.batch_size:
             self._wake.set()
 
@@ -157,16 +169,20 @@ class LogWriter:
         slices: list[Slice] = []
         n = 0
         while q and n < self.settings.batch_size:
-            records, encoded = q.popleft()
+            part = q.popleft()
+            size, records, encoded = part
+            n += size
+            self._queued -= size
+            if records is None:
+                slices.append(part)
+                continue
             kept = list(filter(logged, records))
-            n += len(records)
-            self._queued -= len(records)
-            self._count("excluded", len(records) - len(kept))
+            self._count("excluded", size - len(kept))
             if kept:
-                slices.append((kept, encoded if len(kept) == len(records) else None))
+                slices.append((len(kept), kept, encoded if len(kept) == size else None))
         if not slices:
             return
-        count = sum(len(records) for records, _ in slices)
+        count = sum(size for size, _, _ in slices)
         encoded_batch: dict[bool, bytes] = {}
         for sink in self.sinks:
             try:
@@ -188,16 +204,17 @@ class LogWriter:
     def _encode(slices: list[Slice], rows: bool) -> bytes:
         if rows:
             parts = []
-            for records, _ in slices:
+            for _, kept, encoded in slices:
+                records = kept if kept is not None else decode_records(encoded or b"\x90")
                 for i in range(0, len(records), SLICE):
                     part = records[i : i + SLICE]
                     parts.append(encode_rows([r for r in map(row_of, part) if r is not None]))
                     time.sleep(0)  # hand the GIL to the event loop between slices
             return b"".join(parts)
         arrays = [
-            encoded if encoded is not None else _encode(records) for records, encoded in slices
+            encoded if encoded is not None else _encode(records) for _, records, encoded in slices
         ]
-        return join_arrays(arrays, sum(len(records) for records, _ in slices))
+        return join_arrays(arrays, sum(size for size, _, _ in slices))
 
     def _retain(self) -> None:
         s = self.settings
@@ -214,12 +231,7 @@ class LogWriter:
 def join_arrays(arrays: list[bytes], count: int) -> bytes:
     """One MessagePack array of the `count` elements of `arrays` (each a MessagePack array),
     their bytes as they are: only the array headers are rewritten."""
-    body = b"".join(a[_header_size(a[0]) :] for a in arrays)
-    if count < 16:
-        return bytes((0x90 | count,)) + body
-    if count < 1 << 16:
-        return b"\xdc" + count.to_bytes(2, "big") + body
-    return b"\xdd" + count.to_bytes(4, "big") + body
+    return array_header(count) + b"".join(a[_header_size(a[0]) :] for a in arrays)
 
 
 def _header_size(first: int) -> int:

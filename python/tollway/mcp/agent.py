@@ -206,7 +206,7 @@ async def _model_call(
     """One model call through the normal request path, its response kept, not sent."""
     from tollway.guardrails.request import plan_for
     from tollway.proxy.call import Call
-    from tollway.telemetry.observe import RequestLog, build_record
+    from tollway.telemetry.observe import RequestLog
 
     rt = proxy.runtime
     capture = Capture()
@@ -248,18 +248,8 @@ async def _model_call(
         capture.parts = [e.body()]
     finally:
         if tel is not None:
-            tel.record(
-                build_record(
-                    rt,
-                    log,
-                    head.request_id,
-                    perf_counter() - started,
-                    req,
-                    adm,
-                    head.traceparent,
-                    capture_content,
-                )
-            )
+            elapsed = perf_counter() - started
+            tel.record_request(rt.engine, log, head.request_id, elapsed, req, adm, head.traceparent)
     return capture
 
 

@@ -32,7 +32,7 @@ from tollway.proxy.deadline import BodyReadWatch
 from tollway.proxy.timing import server_timing
 from tollway.proxy.validate import FORBIDDEN_FIELDS, validate_request
 from tollway.telemetry import Telemetry, now_ns
-from tollway.telemetry.observe import RequestLog, build_record
+from tollway.telemetry.observe import RequestLog
 from tollway.upstream import UpstreamClient
 
 if TYPE_CHECKING:
@@ -222,19 +222,14 @@ class Proxy:
                 await send_error(send, e, head.request_id, extra)
         finally:
             if self.telemetry is not None and not agent:
-                self.telemetry.record(
-                    build_record(
-                        rt,
-                        log,
-                        head.request_id,
-                        perf_counter() - started,
-                        req,
-                        adm,
-                        head.traceparent,
-                        self.telemetry.capture_content,
-                        self.telemetry.tracing,
-                        self.telemetry.log_body_cap if self.telemetry.sinks else None,
-                    )
+                self.telemetry.record_request(
+                    rt.engine,
+                    log,
+                    head.request_id,
+                    perf_counter() - started,
+                    req,
+                    adm,
+                    head.traceparent,
                 )
 
     async def retrieve_response(self, scope: Scope, send: Send) -> None:

@@ -1,10 +1,11 @@
-"""`Telemetry`: the request path's `record()` and the background task that turns records into
-metrics, access-log lines and batched OTLP/HTTP exports.
+"""`Telemetry`: the request path's `record_request()` and the background task that turns records
+into metrics, access-log lines and batched OTLP/HTTP exports.
 
-The request path pays one bounded `list.append`. Everything else runs in two asyncio tasks
-started from the ASGI lifespan: *intake* encodes each slice of records once (msgspec), and the
-core decodes it once (`RecordBatch`, MessagePack), folds it into the metrics and the access log
-(`RecordFold`) and queues it for export (`SpanEncoder`); *sender* has the core build and encode
+The request path pays one core call (`request_record`: the core composes the request's record
+and writes it as MessagePack) and one bounded `list.append`. Everything else runs in two asyncio
+tasks started from the ASGI lifespan: *intake* joins each slice of records into one MessagePack
+array, which the core decodes once (`RecordBatch`), folds into the metrics and the access log
+(`RecordFold`) and queues for export (`SpanEncoder`); *sender* has the core build and encode
 the next batch of spans and POSTs it, retrying transient failures with backoff. The two are
 separate so a slow or dead collector only fills the export queue (spans dropped and counted)
 while metrics stay exact.
@@ -17,26 +18,28 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import aiohttp
 import msgspec
 
-from tollway.engine import RecordBatch, SpanEncoder
+from tollway.engine import Admission, Denial, RecordBatch, SpanEncoder, request_record
 from tollway.telemetry.accesslog import AccessLog
 from tollway.telemetry.metrics import MetricsStore
 from tollway.telemetry.otlp_metrics import MetricsPusher
-from tollway.telemetry.record import Record
+from tollway.telemetry.record import Record, array_header
 from tollway.telemetry.settings import TelemetrySettings
 
 if TYPE_CHECKING:
     from tollway.engine import Engine
+    from tollway.telemetry.observe import RequestLog
 
 __all__ = ["Telemetry"]
 
 _log = logging.getLogger("tollway.telemetry")
 _encode = msgspec.msgpack.Encoder().encode
+_json = msgspec.json.Encoder().encode
 
 # OTLP/HTTP: these statuses are transient and must be retried with backoff; others are final.
 _RETRYABLE = frozenset({408, 429, 502, 503, 504})
@@ -104,7 +107,8 @@ class Telemetry:
         url = urlsplit(settings.traces_endpoint or "")
         # For log lines: never the query string or userinfo, which may carry credentials.
         self._endpoint_for_logs = f"{url.scheme}://{url.hostname}:{url.port or ''}{url.path}"
-        self._buf: list[Record] = []
+        # Each finished request's record, as MessagePack (one `Record`).
+        self._buf: list[bytes] = []
         self._cap = max(settings.queue_size, _INTAKE_MIN)
         self._wake_at = min(settings.batch_size, settings.queue_size)
         self._wake = asyncio.Event()
@@ -120,20 +124,54 @@ class Telemetry:
         self.spans_exported = 0
         self.spans_dropped = 0
         # Other consumers of the records (the request log, alerts): called from intake with a
-        # slice of records and the same as a MessagePack array; must not block.
-        self.sinks: list[Callable[[list[Record], bytes], None]] = []
+        # slice as one MessagePack array of `Record`, its length, and how many of them may go
+        # in the request log (`LogPart.enabled`); must not block.
+        self.sinks: list[Callable[[bytes, int, int], None]] = []
         # Request and response bodies are kept in the request log up to this many bytes.
         self.log_body_cap = 0
 
     # -- request path -------------------------------------------------------------------------
 
+    def record_request(
+        self,
+        engine: Engine,
+        log: RequestLog,
+        request_id: bytes,
+        duration_s: float,
+        req: dict[str, Any] | None,
+        adm: Admission | Denial | None,
+        traceparent: bytes | None,
+    ) -> None:
+        """Queues a proxied request's record (the core composes it from `log`, `req` and
+        `adm`); never blocks. Full queue: dropped, counted."""
+        messages = None
+        if self.capture_content and req is not None and log.attempts:
+            messages = _json(req.get("messages")).decode()
+        data = request_record(
+            engine,
+            log,
+            request_id,
+            duration_s,
+            req,
+            adm,
+            traceparent,
+            messages,
+            self.capture_content,
+            self.tracing,
+            self.log_body_cap if self.sinks else None,
+        )
+        self._push(data, 1 + len(log.attempts))
+
     def record(self, rec: Record) -> None:
-        """Queues one finished request; never blocks, never raises. Full queue: dropped, counted."""
+        """Queues a record made in Python (MCP requests and tool calls); never blocks."""
+        self._push(_encode(rec), 1 + len(rec.attempts))
+
+    def _push(self, data: bytes, spans: int) -> None:
         buf = self._buf
         if len(buf) >= self._cap:
-            self.spans_dropped_at_queue += 1 + len(rec.attempts)
+            self.spans_dropped_at_queue += spans
             return
-        buf.append(rec)
+        buf.append(data)
         if len(buf) == self._wake_at:
             self._wake.set()
 
@@ -237,11 +275,13 @@ class Telemetry:
         encoder = self._encoder
         for i in range(0, len(records), _INTAKE_SLICE):
             part = records[i : i + _INTAKE_SLICE]
-            encoded = _encode(part)
+            encoded = array_header(len(part)) + b"".join(part)
             batch = RecordBatch(encoded)
             self.access_log.emit(metrics.fold(batch, access_log))
-            for sink in self.sinks:
-                sink(part, encoded)
+            if self.sinks:
+                logged = batch.logged()
+                for sink in self.sinks:
+                    sink(encoded, len(part), logged)
             if encoder is not None:
                 self._drop(encoder.push(batch), "backlog_full")
             if i + _INTAKE_SLICE < len(records):

@@ -1,13 +1,23 @@
-"""The compact per-request telemetry record the request path hands to `Telemetry.record`.
+"""The compact per-request telemetry record, as Python reads and writes it.
 
-The request path builds each of these once, positionally in field order (the wire order): a
-msgspec Struct's keyword matching and attribute sets cost more than the rest of the build."""
+Records travel as MessagePack arrays, fields in the order below (the wire order, shared with
+the core's `telemetry/record.rs`): the core composes and writes a proxied request's record
+(`request_record`), MCP requests' records are built here and written by msgspec, and the
+request log's readers decode them into these Structs."""
 
 from __future__ import annotations
 
 import msgspec
 
-__all__ = ["Attempt", "GuardrailRun", "LogPart", "Record", "ToolRun"]
+__all__ = [
+    "Attempt",
+    "GuardrailRun",
+    "LogPart",
+    "Record",
+    "ToolRun",
+    "array_header",
+    "decode_records",
+]
 
 
 class Attempt(msgspec.Struct, array_like=True, gc=False):
@@ -125,3 +135,21 @@ class Record(msgspec.Struct, array_like=True, gc=False):
     tools: list[ToolRun] = []
     # Set only when a request log is configured; the OTLP encoder skips it.
     log: LogPart | None = None
+
+
+def array_header(count: int) -> bytes:
+    """The MessagePack header of an array of `count` elements (records already written as
+    MessagePack are joined behind one)."""
+    if count < 16:
+        return bytes((0x90 | count,))
+    if count < 1 << 16:
+        return b"\xdc" + count.to_bytes(2, "big")
+    return b"\xdd" + count.to_bytes(4, "big")
+
+
+def decode_records(data: bytes) -> list[Record]:
+    """A MessagePack array of records, as telemetry intake hands them to its sinks."""
+    return _decode_records(data)
+
+
+_decode_records = msgspec.msgpack.Decoder(list[Record]).decode

@@ -109,7 +109,7 @@ pub(crate) struct Denial {
     #[pyo3(get)]
     error_type: &'static str,
     #[pyo3(get)]
-    code: &'static str,
+    pub(crate) code: &'static str,
     #[pyo3(get)]
     param: Option<&'static str>,
     #[pyo3(get)]
@@ -117,9 +117,9 @@ pub(crate) struct Denial {
     #[pyo3(get)]
     headers: Vec<(&'static str, String)>,
     #[pyo3(get)]
-    rule_id: Option<String>,
+    pub(crate) rule_id: Option<String>,
     #[pyo3(get)]
-    key: Option<u32>,
+    pub(crate) key: Option<u32>,
 }
 
 impl From<engine::Denial> for Denial {

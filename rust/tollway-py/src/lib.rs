@@ -9,6 +9,7 @@ mod logs;
 mod mcp;
 mod meter;
 mod otlp;
+mod record;
 mod scrub;
 mod sigv4;
 mod state;
@@ -44,5 +45,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     logs::register(m)?;
     scrub::register(m)?;
     mcp::register(m)?;
+    record::register(m)?;
     Ok(())
 }

@@ -5,8 +5,9 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
 use tollway_core::telemetry::fold::RecordFold as CoreFold;
 use tollway_core::telemetry::metrics_otlp::{self, MetricsEncoder as CoreMetricsEncoder};
-use tollway_core::telemetry::otlp::{decode_batch, Encoding, Record, SpanEncoder as CoreEncoder};
+use tollway_core::telemetry::otlp::{Encoding, SpanEncoder as CoreEncoder};
 use tollway_core::telemetry::queue::{span_count, SpanQueue};
+use tollway_core::telemetry::record::{decode_batch, Record};
 
 fn encoding_of(name: &str) -> PyResult<Encoding> {
     match name {
@@ -16,7 +17,7 @@ fn encoding_of(name: &str) -> PyResult<Encoding> {
     }
 }
 
-/// One intake slice of records (a `list[Record]` msgspec wrote as MessagePack), decoded once:
+/// One intake slice of records (a MessagePack array of `Record`s), decoded once:
 /// folded into the metrics, then moved into the export queue.
 #[pyclass(module = "tollway._core")]
 struct RecordBatch {
@@ -34,6 +35,14 @@ impl RecordBatch {
 
     fn __len__(&self) -> usize {
         self.records.len()
+    }
+
+    /// How many of the records may go in the request log (their `LogPart.enabled`).
+    fn logged(&self) -> usize {
+        self.records
+            .iter()
+            .filter(|r| r.log.as_ref().is_some_and(|l| l.enabled))
+            .count()
     }
 }
 

@@ -1,12 +1,12 @@
 //! What a batch of finished requests adds to the Prometheus totals and the access log, in one
-//! pass over the records the OTLP encoder decodes anyway ([`super::otlp::decode_batch`]).
+//! pass over the records the OTLP encoder decodes anyway ([`super::record::decode_batch`]).
 //!
 //! The families, their label names and the histogram buckets stay with the metrics store
 //! (`tollway.telemetry.metrics`): this returns, per family, label values in the store's order
 //! and the amounts to add (counters summed over the batch, histogram observations as they
 //! came). The labels a record contributes are decided here and only here.
 
-use super::otlp::Record;
+use super::record::Record;
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde_json::Value;
 use std::collections::hash_map::Entry;
@@ -307,7 +307,7 @@ fn push_json_str(out: &mut String, s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::telemetry::otlp::decode_batch_json;
+    use crate::telemetry::record::decode_batch_json;
 
     // Two requests on the same series, the second after a fallback, with guardrail runs.
     const BATCH: &str = r#"[

@@ -5,10 +5,10 @@
 
 use super::spans::{Attr, SpanOut, Text, Val};
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// One MCP request, field for field the Python `ToolRun` (array-like).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 pub struct ToolRun {
     pub server: String,
     pub method: String,

@@ -8,4 +8,6 @@ pub mod mcp_spans;
 pub mod metrics_otlp;
 pub mod otlp;
 pub mod queue;
+pub mod record;
 pub mod spans;
+pub mod wire;

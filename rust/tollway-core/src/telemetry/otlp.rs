@@ -7,6 +7,7 @@
 //! Building the same spans as Python protobuf objects costs ~50 µs per request (measured), more
 //! than a third of the whole pass-through; here it is a few µs per batch member.
 
+use super::record::{Attempt, Record};
 use super::spans::{delimited, write_len, Attr, SpanOut, Text, Val};
 use crate::clock::Rng;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -14,100 +15,8 @@ use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, ResourceSpans, ScopeSpans, Span};
 use prost::Message;
-use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::borrow::Cow;
-
-/// One upstream attempt, field for field the Python `tollway.telemetry.Attempt` (array-like).
-#[derive(Debug, Deserialize)]
-pub struct Attempt {
-    pub target: String,
-    pub provider: String,
-    pub request_model: String,
-    pub start_ns: u64,
-    pub end_ns: u64,
-    pub status: u16,
-    pub error_type: String,
-    pub response_model: String,
-    pub response_id: String,
-    pub input_tokens: Option<i64>,
-    pub output_tokens: Option<i64>,
-    pub finish_reasons: Vec<String>,
-    pub ttft_ms: Option<f64>,
-    pub itl_mean_ms: Option<f64>,
-    pub itl_max_ms: Option<f64>,
-    pub cost_usd: Option<f64>,
-    pub attempt: u32,
-    pub fallback_reason: String,
-    pub temperature: Option<f64>,
-    pub max_tokens: Option<i64>,
-    pub top_p: Option<f64>,
-    pub stream: bool,
-    pub input_messages: Option<String>,
-    pub output_text: Option<String>,
-    /// The usage was counted by the gateway's tokenizer, not reported by the provider.
-    #[serde(default)]
-    pub usage_estimated: bool,
-}
-
-/// One gateway request, field for field the Python `tollway.telemetry.Record` (array-like).
-/// The trailing fields only feed metrics; they are read past, not kept.
-#[derive(Debug, Deserialize)]
-pub struct Record {
-    pub request_id: String,
-    pub start_ns: u64,
-    pub end_ns: u64,
-    pub method: String,
-    pub route: String,
-    pub status: u16,
-    pub key_name: String,
-    pub subject: String,
-    pub model: String,
-    pub rule_ids: Vec<String>,
-    pub metadata: Map<String, Value>,
-    pub traceparent: String,
-    pub attempts: Vec<Attempt>,
-    pub error_type: String,
-    /// `(rule id, result)` of the rate-limit rule that decided, if one applied.
-    pub rate_limit: Option<(String, String)>,
-    /// `(rule id, result)` of the budget rule that decided, if one applied.
-    pub budget: Option<(String, String)>,
-    /// The load-balancing rule id; empty when none applied.
-    pub routing_rule: String,
-    #[serde(default)]
-    pub guardrails: Vec<GuardrailRun>,
-    /// The targets the routing rule ordered, first choice first (when tracing).
-    #[serde(default)]
-    pub candidates: Vec<String>,
-    #[serde(default)]
-    pub tools: Vec<super::mcp_spans::ToolRun>,
-    /// The request log's part of the record (tollway.logs), not exported as spans.
-    #[serde(default)]
-    _log: Option<serde::de::IgnoredAny>,
-}
-
-/// One guardrail run, field for field the Python `GuardrailRun` (array-like).
-#[derive(Debug, Deserialize)]
-pub struct GuardrailRun {
-    pub name: String,
-    pub phase: String,
-    pub result: String,
-    pub start_ns: u64,
-    pub end_ns: u64,
-    #[serde(default)]
-    pub categories: Vec<String>,
-}
-
-/// Decodes a batch as the Python exporter sends it: a MessagePack array of records.
-pub fn decode_batch(msgpack: &[u8]) -> Result<Vec<Record>, rmp_serde::decode::Error> {
-    rmp_serde::from_slice(msgpack)
-}
-
-/// Decodes a batch written as a JSON array (the tests' readable fixtures).
-#[cfg(test)]
-pub(crate) fn decode_batch_json(json: &[u8]) -> Result<Vec<Record>, serde_json::Error> {
-    serde_json::from_slice(json)
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {
@@ -523,6 +432,7 @@ impl SpanEncoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::telemetry::record::{decode_batch, decode_batch_json};
     use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, ArrayValue};
 
     const BATCH: &str = r#"[

@@ -2,7 +2,7 @@
 //! decoded once at intake (for the metrics and the access log, [`super::fold`]) and queued
 //! here as is, and a batch is built and encoded only when the exporter sends it.
 
-use super::otlp::Record;
+use super::record::Record;
 use std::collections::VecDeque;
 
 /// The spans a record is counted as when it is dropped: its root and one per attempt.
@@ -61,7 +61,7 @@ impl SpanQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::telemetry::otlp::decode_batch_json;
+    use crate::telemetry::record::decode_batch_json;
 
     fn records(n: usize) -> Vec<Record> {
         let one = r#"["r", 1, 2, "POST", "/v1/chat/completions", 200, "", "", "m", [], {}, "",
