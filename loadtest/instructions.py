@@ -3,9 +3,10 @@
 `python loadtest/instructions.py [--config loadtest/gateway.yaml] [--stream]`.
 
 The load test's request goes through the whole ASGI app (validate, admit, guardrails, the call,
-the answer, settle, the telemetry record) with an upstream stub that answers at once, and
-`--background` adds what telemetry does later with the records (fold, span encoding). The count
-is the difference between two runs of different lengths, so start-up cancels out. It is the
+the answer, settle, the telemetry record) with an upstream stub that answers at once;
+`--background` counts what telemetry does later with the records (fold, span encoding, the
+request log's bytes): the request path with it, less the request path alone. A count is the
+difference between two runs of different lengths, so start-up cancels out. It is the
 same from run to run (within ~0.5%), where CPU time on a shared machine moves by 10-20%: use
 it to compare two versions of the code; `loadtest/run` gives the figures that count. Needs
 valgrind (`apt-get install valgrind`); each count takes ~1 minute.
@@ -55,29 +56,30 @@ def serve(config: str, requests: int, stream: bool, background: bool) -> None:
     scope["headers"] = [*headers, (b"content-length", str(len(raw)).encode())]
     bench.BATCH = BATCH
     loop = uvloop.new_event_loop()
-    loop.run_until_complete(bench.serve_batch(app, scope, raw))
-    _settle_heap()
-    records = list(telemetry._buf)
-    telemetry._buf.clear()
     telemetry._cap = 1 << 30
+    encoder = telemetry._encoder
+
+    def run() -> None:
+        loop.run_until_complete(bench.serve_batch(app, scope, raw))
+        if background:
+            loop.run_until_complete(telemetry._intake())
+            while encoder is not None and len(encoder):
+                encoder.encode_next(telemetry.settings.batch_size)
+        else:
+            telemetry._buf.take(len(telemetry._buf), False)
+
+    run()
+    _settle_heap()
     for _ in range(requests // BATCH):
-        if not background:
-            loop.run_until_complete(bench.serve_batch(app, scope, raw))
-            telemetry._buf.clear()
-            continue
-        telemetry._buf = list(records) * (BATCH // max(len(records), 1))
-        loop.run_until_complete(telemetry._intake())
-        encoder = telemetry._encoder
-        while encoder is not None and len(encoder):
-            encoder.encode_next(telemetry.settings.batch_size)
+        run()
 
 
-def count(args: argparse.Namespace, requests: int) -> int:
+def count(args: argparse.Namespace, requests: int, background: bool = False) -> int:
     cmd = [
         "valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
         sys.executable, __file__, "--serve", str(requests), "--config", str(args.config),
     ]  # fmt: skip
-    cmd += ["--stream"] * args.stream + ["--background"] * args.background
+    cmd += ["--stream"] * args.stream + ["--background"] * background
     # A fixed hash seed: string hashes (dict and set layouts) the same in every run.
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stderr
@@ -100,6 +102,8 @@ def main() -> int:
         return 0
     short, long = BATCH * 2, BATCH * 2 + a.requests
     per = (count(a, long) - count(a, short)) / a.requests
+    if a.background:
+        per = (count(a, long, True) - count(a, short, True)) / a.requests - per
     what = "telemetry background" if a.background else "request path"
     print(f"{per:,.0f} instructions per request ({what}, {a.config.name}"
           f"{', stream' if a.stream else ''})")  # fmt: skip

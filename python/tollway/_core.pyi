@@ -263,6 +263,30 @@ class RecordBatch:
     def __new__(cls, batch: bytes) -> RecordBatch: ...
     def __len__(self) -> int: ...
     def logged(self) -> int: ...
+    def encoded(self) -> bytes | None: ...
+
+@final
+class RecordBuffer:
+    """The finished requests' records, kept by the core until telemetry intake takes them."""
+
+    def __new__(cls) -> RecordBuffer: ...
+    def __len__(self) -> int: ...
+    def request(
+        self,
+        engine: Engine,
+        log: Any,  # a telemetry RequestLog
+        request_id: bytes,
+        duration_s: float,
+        req: dict[str, Any] | None,
+        adm: Admission | Denial | None,
+        traceparent: bytes | None,
+        messages: str | None,
+        capture_content: bool,
+        tracing: bool,
+        log_body_cap: int | None,
+    ) -> int: ...
+    def push_encoded(self, data: bytes) -> None: ...
+    def take(self, n: int, encoded: bool) -> RecordBatch: ...
 
 @final
 class RecordFold:
@@ -401,21 +425,6 @@ def read_head(
     bytes | None,
 ]: ...
 def count_tokens(text: str, model: str) -> int: ...
-
-# The request record (rust/tollway-py/src/record.rs); `log` is a telemetry `RequestLog`.
-def request_record(
-    engine: Engine,
-    log: Any,
-    request_id: bytes,
-    duration_s: float,
-    req: dict[str, Any] | None,
-    adm: Admission | Denial | None,
-    traceparent: bytes | None,
-    messages: str | None,
-    capture_content: bool,
-    tracing: bool,
-    log_body_cap: int | None,
-) -> bytes: ...
 def count_prompt_tokens(body: bytes, model: str) -> int: ...
 def warm_tokenizer(model: str) -> None: ...
 

@@ -1,12 +1,12 @@
 """`Telemetry`: the request path's `record_request()` and the background task that turns records
 into metrics, access-log lines and batched OTLP/HTTP exports.
 
-The request path pays one core call (`request_record`: the core composes the request's record
-and writes it as MessagePack) and one bounded `list.append`. Everything else runs in two asyncio
-tasks started from the ASGI lifespan: *intake* joins each slice of records into one MessagePack
-array, which the core decodes once (`RecordBatch`), folds into the metrics and the access log
-(`RecordFold`) and queues for export (`SpanEncoder`); *sender* has the core build and encode
-the next batch of spans and POSTs it, retrying transient failures with backoff. The two are
+The request path pays one core call (`RecordBuffer.request`: the core composes the request's
+record and keeps it, bounded). Everything else runs in two asyncio tasks started from the ASGI
+lifespan: *intake* takes the records in slices (`RecordBatch`), which the core folds into the
+metrics and the access log (`RecordFold`), writes as MessagePack for the request log and alerts
+when there are any, and queues for export (`SpanEncoder`); *sender* has the core build and
+encode the next batch of spans and POSTs it, retrying transient failures with backoff. The two are
 separate so a slow or dead collector only fills the export queue (spans dropped and counted)
 while metrics stay exact.
 """
@@ -24,11 +24,11 @@ from urllib.parse import urlsplit
 import aiohttp
 import msgspec
 
-from tollway.engine import Admission, Denial, RecordBatch, SpanEncoder, request_record
+from tollway.engine import Admission, Denial, RecordBuffer, SpanEncoder
 from tollway.telemetry.accesslog import AccessLog
 from tollway.telemetry.metrics import MetricsStore
 from tollway.telemetry.otlp_metrics import MetricsPusher
-from tollway.telemetry.record import Record, array_header
+from tollway.telemetry.record import Record
 from tollway.telemetry.settings import TelemetrySettings
 
 if TYPE_CHECKING:
@@ -107,8 +107,8 @@ class Telemetry:
         url = urlsplit(settings.traces_endpoint or "")
         # For log lines: never the query string or userinfo, which may carry credentials.
         self._endpoint_for_logs = f"{url.scheme}://{url.hostname}:{url.port or ''}{url.path}"
-        # Each finished request's record, as MessagePack (one `Record`).
-        self._buf: list[bytes] = []
+        # The finished requests' records, in the core until intake takes them.
+        self._buf = RecordBuffer()
         self._cap = max(settings.queue_size, _INTAKE_MIN)
         self._wake_at = min(settings.batch_size, settings.queue_size)
         self._wake = asyncio.Event()
@@ -144,10 +144,14 @@ class Telemetry:
     ) -> None:
         """Queues a proxied request's record (the core composes it from `log`, `req` and
         `adm`); never blocks. Full queue: dropped, counted."""
+        buf = self._buf
+        if len(buf) >= self._cap:
+            self.spans_dropped_at_queue += 1 + len(log.attempts)
+            return
         messages = None
         if self.capture_content and req is not None and log.attempts:
             messages = _json(req.get("messages")).decode()
-        data = request_record(
+        buf.request(
             engine,
             log,
             request_id,
@@ -160,18 +164,16 @@ class Telemetry:
             self.tracing,
             self.log_body_cap if self.sinks else None,
         )
-        self._push(data, 1 + len(log.attempts))
+        if len(buf) == self._wake_at:
+            self._wake.set()
 
     def record(self, rec: Record) -> None:
         """Queues a record made in Python (MCP requests and tool calls); never blocks."""
-        self._push(_encode(rec), 1 + len(rec.attempts))
-
-    def _push(self, data: bytes, spans: int) -> None:
         buf = self._buf
         if len(buf) >= self._cap:
-            self.spans_dropped_at_queue += spans
+            self.spans_dropped_at_queue += 1 + len(rec.attempts)
             return
-        buf.append(data)
+        buf.push_encoded(_encode(rec))
         if len(buf) == self._wake_at:
             self._wake.set()
 
@@ -252,7 +254,8 @@ class Telemetry:
     # -- background ---------------------------------------------------------------------------
 
     async def _intake(self) -> None:
-        records, self._buf = self._buf, []
+        buf = self._buf
+        pending = len(buf)  # those that came in since the last intake, not those that come now
         metrics = self.metrics
         if self.spans_dropped_at_queue:
             metrics.add("llm_gateway_span_dropped_total", ("queue_full",),
@@ -264,7 +267,7 @@ class Telemetry:
         if refresh:
             self._gauges_at = now
         self._budgets(gauges=refresh)
-        if not records:
+        if not pending:
             # Background counters (request log, alerts) still reach the other workers' scrapes;
             # a no-op when nothing changed.
             metrics.flush()
@@ -273,18 +276,18 @@ class Telemetry:
         # worth of records folded in one go would stall every request arriving meanwhile.
         access_log = self.access_log.enabled
         encoder = self._encoder
-        for i in range(0, len(records), _INTAKE_SLICE):
-            part = records[i : i + _INTAKE_SLICE]
-            encoded = array_header(len(part)) + b"".join(part)
-            batch = RecordBatch(encoded)
+        sinks = self.sinks
+        for i in range(0, pending, _INTAKE_SLICE):
+            batch = buf.take(min(_INTAKE_SLICE, pending - i), bool(sinks))
             self.access_log.emit(metrics.fold(batch, access_log))
-            if self.sinks:
+            encoded = batch.encoded() if sinks else None
+            if encoded is not None:
                 logged = batch.logged()
-                for sink in self.sinks:
-                    sink(encoded, len(part), logged)
+                for sink in sinks:
+                    sink(encoded, len(batch), logged)
             if encoder is not None:
                 self._drop(encoder.push(batch), "backlog_full")
-            if i + _INTAKE_SLICE < len(records):
+            if i + _INTAKE_SLICE < pending:
                 await asyncio.sleep(0)
         if encoder is not None and len(encoder) >= self.settings.batch_size:
             self._send_wake.set()

@@ -9,6 +9,8 @@ use tollway_core::telemetry::otlp::{Encoding, SpanEncoder as CoreEncoder};
 use tollway_core::telemetry::queue::{span_count, SpanQueue};
 use tollway_core::telemetry::record::{decode_batch, Record};
 
+pub(crate) use crate::record::RecordBuffer;
+
 fn encoding_of(name: &str) -> PyResult<Encoding> {
     match name {
         "proto" => Ok(Encoding::Protobuf),
@@ -17,11 +19,15 @@ fn encoding_of(name: &str) -> PyResult<Encoding> {
     }
 }
 
-/// One intake slice of records (a MessagePack array of `Record`s), decoded once:
-/// folded into the metrics, then moved into the export queue.
+/// One intake slice of records: taken from the request path's `RecordBuffer`, or decoded
+/// once from a MessagePack array of `Record`s; folded into the metrics, then moved into the
+/// export queue.
 #[pyclass(module = "tollway._core")]
-struct RecordBatch {
-    records: Vec<Record>,
+pub(crate) struct RecordBatch {
+    pub(crate) records: Vec<Record>,
+    /// The records as one MessagePack array, when they were kept as bytes (for the request
+    /// log and alerts).
+    pub(crate) encoded: Option<Vec<u8>>,
 }
 
 #[pymethods]
@@ -30,11 +36,19 @@ impl RecordBatch {
     fn new(batch: &[u8]) -> PyResult<Self> {
         let records = decode_batch(batch)
             .map_err(|e| crate::errors::invalid(format!("bad telemetry batch: {e}")))?;
-        Ok(Self { records })
+        Ok(Self {
+            records,
+            encoded: Some(batch.to_vec()),
+        })
     }
 
     fn __len__(&self) -> usize {
         self.records.len()
+    }
+
+    /// The records as one MessagePack array of `Record`, if they were kept as bytes.
+    fn encoded<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyBytes>> {
+        self.encoded.as_deref().map(|b| PyBytes::new(py, b))
     }
 
     /// How many of the records may go in the request log (their `LogPart.enabled`).
@@ -218,6 +232,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<TelemetryDefaults>()?;
     m.add_function(wrap_pyfunction!(telemetry_defaults, m)?)?;
     m.add_class::<RecordBatch>()?;
+    m.add_class::<RecordBuffer>()?;
     m.add_class::<RecordFold>()?;
     m.add_class::<SpanEncoder>()?;
     m.add_class::<MetricsEncoder>()

@@ -1,16 +1,20 @@
 //! Python face of the request record: reads the request's `RequestLog` (tollway.telemetry.
-//! observe) and body parameters into the core's [`RequestFacts`], and returns the record the
-//! core composes, as the MessagePack telemetry and the request log take.
+//! observe) and body parameters into the core's [`RequestFacts`], and keeps the record the core
+//! composes in a [`RecordBuffer`] until telemetry intake takes it (as MessagePack too, when a
+//! request log or alerts read the records).
 
 use crate::admission::Admission;
 use crate::engine::{Denial, Engine};
+use crate::otlp::RecordBatch;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyString};
+use std::collections::VecDeque;
 use tollway_core::telemetry::record::{
-    encode, request_record as compose, AttemptFacts, Decision, GuardrailRun, LogFacts, Params,
-    RequestFacts,
+    decode_batch, request_record as compose, AttemptFacts, Decision, GuardrailRun, LogFacts,
+    Params, Record, RequestFacts,
 };
+use tollway_core::telemetry::{queue::span_count, wire::write_array};
 
 /// A number the client sent (`int` or `float`, not `bool`), else None.
 fn number(v: Option<Bound<'_, PyAny>>) -> Option<f64> {
@@ -97,85 +101,126 @@ fn guardrails(log: &Bound<'_, PyAny>) -> PyResult<Vec<GuardrailRun>> {
     Ok(out)
 }
 
-/// The record of one proxied request, as MessagePack (`tollway.telemetry.Record`'s layout).
-/// `log` is its `RequestLog`; `req` the request body once parsed; `adm` what `admit` returned;
-/// `messages` the request's messages as JSON when content is captured; `log_body_cap` None
-/// without a request log.
-#[pyfunction]
-#[pyo3(signature = (engine, log, request_id, duration_s, req, adm, traceparent, messages, capture_content, tracing, log_body_cap))]
-#[allow(clippy::too_many_arguments)]
-fn request_record<'py>(
-    py: Python<'py>,
-    engine: PyRef<'_, Engine>,
-    log: &Bound<'py, PyAny>,
-    request_id: &[u8],
-    duration_s: f64,
-    req: Option<&Bound<'py, PyDict>>,
-    adm: Option<&Bound<'py, PyAny>>,
-    traceparent: Option<&[u8]>,
-    messages: Option<String>,
-    capture_content: bool,
-    tracing: bool,
-    log_body_cap: Option<usize>,
-) -> PyResult<Bound<'py, PyBytes>> {
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    let usage: (i64, i64, i64, i64) = log.getattr(intern!(py, "usage"))?.extract()?;
-    let request_body = log.getattr(intern!(py, "request_body"))?;
-    let logging_config = log.getattr(intern!(py, "logging_config"))?;
-    let facts = RequestFacts {
-        request_id: text(request_id),
-        start_ns: log.getattr(intern!(py, "start_ns"))?.extract()?,
-        duration_ns: (duration_s.max(0.0) * 1e9) as u64,
-        route: log.getattr(intern!(py, "route"))?.extract()?,
-        status: log.getattr(intern!(py, "status"))?.extract()?,
-        error_type: log.getattr(intern!(py, "error_type"))?.extract()?,
-        traceparent: traceparent.map(text).unwrap_or_default(),
-        params: req.map(|r| params(r, messages)).transpose()?,
-        attempts: attempts(log)?,
-        response_id: log.getattr(intern!(py, "response_id"))?.extract()?,
-        response_model: log.getattr(intern!(py, "response_model"))?.extract()?,
-        finish_reasons: log.getattr(intern!(py, "finish_reasons"))?.extract()?,
-        usage: [usage.0, usage.1, usage.2, usage.3],
-        usage_estimated: log.getattr(intern!(py, "usage_estimated"))?.extract()?,
-        cost_usd: log.getattr(intern!(py, "cost_usd"))?.extract()?,
-        ttft_ms: log.getattr(intern!(py, "ttft_ms"))?.extract()?,
-        itl_mean_ms: log.getattr(intern!(py, "itl_mean_ms"))?.extract()?,
-        itl_max_ms: log.getattr(intern!(py, "itl_max_ms"))?.extract()?,
-        output_text: log.getattr(intern!(py, "output_text"))?.extract()?,
-        guardrails: guardrails(log)?,
-        capture_content,
-        tracing,
-        log: match log_body_cap {
-            None => None,
-            Some(body_cap) => Some(LogFacts {
-                body_cap,
-                request_body: request_body.cast::<PyBytes>()?.as_bytes(),
-                logging_config: if logging_config.is_none() {
-                    None
-                } else {
-                    Some(logging_config.cast::<PyBytes>()?.as_bytes())
-                },
-            }),
-        },
-    };
-    let decision = match adm {
-        None => Decision::None,
-        Some(a) => match a.cast::<Admission>() {
-            Ok(admitted) => Decision::Admitted(&admitted.get().inner),
-            Err(_) => {
-                let d = a.cast::<Denial>()?.get();
-                Decision::Denied {
-                    key: d.key,
-                    code: d.code,
-                    rule_id: d.rule_id.as_deref(),
-                }
-            }
-        },
-    };
-    let record = compose(&engine.inner, facts, decision);
-    Ok(PyBytes::new(py, &encode(&record)))
+/// The finished requests' records, from the request path to telemetry intake, in order. They
+/// stay the core's values: written as MessagePack only at intake, and only for the request
+/// log and alerts.
+#[pyclass(module = "tollway._core")]
+#[derive(Default)]
+pub(crate) struct RecordBuffer {
+    records: VecDeque<Record>,
 }
 
-pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(request_record, m)?)
+#[pymethods]
+impl RecordBuffer {
+    #[new]
+    fn new() -> Self {
+        Self::default()
+    }
+
+    fn __len__(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Composes and keeps one proxied request's record; returns its span count. `log` is its
+    /// `RequestLog`; `req` the request body once parsed; `adm` what `admit` returned;
+    /// `messages` the request's messages as JSON when content is captured; `log_body_cap`
+    /// None without a request log or alerts (no log part).
+    #[pyo3(signature = (engine, log, request_id, duration_s, req, adm, traceparent, messages, capture_content, tracing, log_body_cap))]
+    #[allow(clippy::too_many_arguments)]
+    fn request(
+        &mut self,
+        engine: PyRef<'_, Engine>,
+        log: &Bound<'_, PyAny>,
+        request_id: &[u8],
+        duration_s: f64,
+        req: Option<&Bound<'_, PyDict>>,
+        adm: Option<&Bound<'_, PyAny>>,
+        traceparent: Option<&[u8]>,
+        messages: Option<String>,
+        capture_content: bool,
+        tracing: bool,
+        log_body_cap: Option<usize>,
+    ) -> PyResult<usize> {
+        let py = log.py();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        let usage: (i64, i64, i64, i64) = log.getattr(intern!(py, "usage"))?.extract()?;
+        let request_body = log.getattr(intern!(py, "request_body"))?;
+        let logging_config = log.getattr(intern!(py, "logging_config"))?;
+        let facts = RequestFacts {
+            request_id: text(request_id),
+            start_ns: log.getattr(intern!(py, "start_ns"))?.extract()?,
+            duration_ns: (duration_s.max(0.0) * 1e9) as u64,
+            route: log.getattr(intern!(py, "route"))?.extract()?,
+            status: log.getattr(intern!(py, "status"))?.extract()?,
+            error_type: log.getattr(intern!(py, "error_type"))?.extract()?,
+            traceparent: traceparent.map(text).unwrap_or_default(),
+            params: req.map(|r| params(r, messages)).transpose()?,
+            attempts: attempts(log)?,
+            response_id: log.getattr(intern!(py, "response_id"))?.extract()?,
+            response_model: log.getattr(intern!(py, "response_model"))?.extract()?,
+            finish_reasons: log.getattr(intern!(py, "finish_reasons"))?.extract()?,
+            usage: [usage.0, usage.1, usage.2, usage.3],
+            usage_estimated: log.getattr(intern!(py, "usage_estimated"))?.extract()?,
+            cost_usd: log.getattr(intern!(py, "cost_usd"))?.extract()?,
+            ttft_ms: log.getattr(intern!(py, "ttft_ms"))?.extract()?,
+            itl_mean_ms: log.getattr(intern!(py, "itl_mean_ms"))?.extract()?,
+            itl_max_ms: log.getattr(intern!(py, "itl_max_ms"))?.extract()?,
+            output_text: log.getattr(intern!(py, "output_text"))?.extract()?,
+            guardrails: guardrails(log)?,
+            capture_content,
+            tracing,
+            log: match log_body_cap {
+                None => None,
+                Some(body_cap) => Some(LogFacts {
+                    body_cap,
+                    request_body: request_body.cast::<PyBytes>()?.as_bytes(),
+                    logging_config: if logging_config.is_none() {
+                        None
+                    } else {
+                        Some(logging_config.cast::<PyBytes>()?.as_bytes())
+                    },
+                }),
+            },
+        };
+        let decision = match adm {
+            None => Decision::None,
+            Some(a) => match a.cast::<Admission>() {
+                Ok(admitted) => Decision::Admitted(&admitted.get().inner),
+                Err(_) => {
+                    let d = a.cast::<Denial>()?.get();
+                    Decision::Denied {
+                        key: d.key,
+                        code: d.code,
+                        rule_id: d.rule_id.as_deref(),
+                    }
+                }
+            },
+        };
+        let record = compose(&engine.inner, facts, decision);
+        let spans = span_count(&record);
+        self.records.push_back(record);
+        Ok(spans)
+    }
+
+    /// Keeps a record made in Python (MCP requests), written as MessagePack by msgspec.
+    fn push_encoded(&mut self, data: &[u8]) -> PyResult<()> {
+        let mut one = Vec::with_capacity(data.len() + 1);
+        one.push(0x91); // an array of one
+        one.extend_from_slice(data);
+        let record = decode_batch(&one)
+            .ok()
+            .and_then(|mut r| r.pop())
+            .ok_or_else(|| crate::errors::invalid("not a telemetry record"))?;
+        self.records.push_back(record);
+        Ok(())
+    }
+
+    /// The `n` oldest records (fewer if there are not as many), as one batch; `encoded`: also
+    /// as one MessagePack array (`RecordBatch.encoded`), for the request log and alerts.
+    fn take(&mut self, n: usize, encoded: bool) -> RecordBatch {
+        let n = n.min(self.records.len());
+        let records: Vec<Record> = self.records.drain(..n).collect();
+        let encoded = encoded.then(|| write_array(&records));
+        RecordBatch { records, encoded }
+    }
 }

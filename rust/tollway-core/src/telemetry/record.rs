@@ -2,10 +2,10 @@
 //!
 //! A record travels as a MessagePack array whose elements are its fields in order (the Python
 //! `tollway.telemetry.record` Structs are `array_like` in the same order): the exporter decodes
-//! a batch of them ([`decode_batch`]) for metrics and spans, and the request log keeps them as
-//! written. A proxied request's record is composed here ([`request_record`]) from what the
-//! request path learned ([`RequestFacts`]) and what `admit` decided ([`Decision`]), and written
-//! with [`encode`]; records of MCP requests are still made by Python (`ToolRun`s).
+//! them for metrics and spans as the core's values, and the request log keeps them as written
+//! ([`super::wire`]). A proxied request's record is composed here ([`request_record`]) from
+//! what the request path learned ([`RequestFacts`]) and what `admit` decided ([`Decision`]);
+//! records of MCP requests are made by Python (`ToolRun`s) and decoded ([`decode_batch`]).
 
 use super::mcp_spans::ToolRun;
 use crate::engine::{Admission, Engine};
@@ -132,11 +132,6 @@ pub fn decode_batch(msgpack: &[u8]) -> Result<Vec<Record>, rmp_serde::decode::Er
 #[cfg(test)]
 pub(crate) fn decode_batch_json(json: &[u8]) -> Result<Vec<Record>, serde_json::Error> {
     serde_json::from_slice(json)
-}
-
-/// One record as MessagePack (an array, as msgspec writes the Python `Record`).
-pub fn encode(rec: &Record) -> Vec<u8> {
-    super::wire::write(rec)
 }
 
 /// What `admit` decided, as the record reports it.
@@ -647,16 +642,11 @@ mod tests {
             end_ns: 2,
             categories: vec!["EMAIL".into()],
         });
-        let rec = request_record(&e, f, Decision::Admitted(&adm));
-        let bytes = encode(&rec);
-        assert_eq!(
-            bytes,
-            rmp_serde::to_vec(&rec).unwrap(),
-            "the serde form, byte for byte"
-        );
-        let mut batch = vec![0x91];
-        batch.extend_from_slice(&bytes);
-        let back = decode_batch(&batch).unwrap().remove(0);
+        let records = vec![request_record(&e, f, Decision::Admitted(&adm))];
+        let batch = super::super::wire::write_array(&records);
+        let serde = rmp_serde::to_vec(&records).unwrap();
+        assert_eq!(batch, serde, "the serde form, byte for byte");
+        let (back, rec) = (decode_batch(&batch).unwrap().remove(0), &records[0]);
         assert_eq!(back.request_id, rec.request_id);
         assert_eq!(back.attempts[0].response_model, "gpt-4o");
         assert_eq!(back.guardrails[0].categories, ["EMAIL"]);
