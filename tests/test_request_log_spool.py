@@ -97,6 +97,37 @@ def test_slices_encoded_by_intake_are_spooled_as_they_are(tmp_path: Path) -> Non
     assert [r[0] for r in logged(path)] == [r.request_id for r in first] + ["t1"]
 
 
+def test_slices_the_core_writes_at_intake_are_spooled_as_they_are(tmp_path: Path) -> None:
+    """Telemetry intake hands the writer each slice as the core wrote it (`RecordBuffer.take`):
+    spooled without being decoded when every record may be logged, filtered when one may not,
+    and the ingester reads the core's bytes into the same rows."""
+    import msgspec
+
+    from tollway.engine import RecordBuffer
+
+    path = tmp_path / "requests.duckdb"
+    spool = Spool(str(path), LogSettings(path=str(path)))
+    writer = LogWriter(LogSettings(path=str(path)), [spool])
+    buf = RecordBuffer()
+    first = [record(f"c{i:02d}") for i in range(20)]
+    for r in [*first, record("d1"), record("d2", logged=False)]:
+        buf.push_encoded(msgspec.msgpack.encode(r))
+    whole, mixed = buf.take(20, True), buf.take(5, True)
+    assert (len(whole), whole.logged(), len(mixed), mixed.logged()) == (20, 20, 2, 1)
+    assert len(buf) == 0 and buf.take(5, False).encoded() is None
+    whole_bytes, mixed_bytes = whole.encoded(), mixed.encoded()
+    assert whole_bytes is not None and mixed_bytes is not None
+    assert msgspec.msgpack.decode(whole_bytes, type=list[Record]) == first
+    writer.submit_encoded(whole_bytes, len(whole), whole.logged())
+    writer.submit_encoded(mixed_bytes, len(mixed), mixed.logged())
+    writer._write_batch()
+    assert writer.counts["written"] == 21 and writer.counts["excluded"] == 1
+    (rec,) = spool.dir.glob(f"*{RECORDS}")
+    assert whole_bytes[3:] in rec.read_bytes(), "the records' bytes as the core wrote them"
+    Ingester(str(path), 30, 7).load_all()
+    assert [r[0] for r in logged(path)] == [r.request_id for r in first] + ["d1"]
+
+
 def test_a_record_file_of_an_older_worker_still_loads(tmp_path: Path) -> None:
     """Record files written as newline-delimited JSON (before the spool took MessagePack)."""
     import msgspec
