@@ -110,6 +110,9 @@ def test_slices_the_core_writes_at_intake_are_spooled_as_they_are(tmp_path: Path
     writer = LogWriter(LogSettings(path=str(path)), [spool])
     buf = RecordBuffer()
     first = [record(f"c{i:02d}") for i in range(20)]
+    # Records made in Python (MCP requests) keep every field, bodies included.
+    assert first[0].log is not None
+    first[0].log.request_body, first[0].log.response_body = '{"q": "é"}', "answer"
     for r in [*first, record("d1"), record("d2", logged=False)]:
         buf.push_encoded(msgspec.msgpack.encode(r))
     whole, mixed = buf.take(20, True), buf.take(5, True)

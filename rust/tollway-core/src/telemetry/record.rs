@@ -9,8 +9,7 @@
 
 use super::mcp_spans::ToolRun;
 use crate::engine::{Admission, Engine};
-use serde::de::IgnoredAny;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// One upstream attempt, field for field the Python `tollway.telemetry.Attempt` (array-like).
@@ -102,25 +101,8 @@ pub struct LogPart {
     pub output_tokens: i64,
     pub cost_usd: f64,
     pub stream: bool,
-    pub request_body: Option<Body>,
-    pub response_body: Option<Body>,
-}
-
-/// A logged body: written in full, read past by the exporter (only the request log's own
-/// reader keeps bodies, which may be large).
-#[derive(Debug, Default)]
-pub struct Body(pub String);
-
-impl Serialize for Body {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
-    }
-}
-
-impl<'de> Deserialize<'de> for Body {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        IgnoredAny::deserialize(d).map(|_| Self(String::new()))
-    }
+    pub request_body: Option<String>,
+    pub response_body: Option<String>,
 }
 
 /// Decodes a batch as the Python exporter sends it: a MessagePack array of records.
@@ -384,14 +366,14 @@ fn log_part(
     let (mut request_body, mut response_body) = (None, None);
     if log.body_cap > 0 && enabled {
         let body = &log.request_body[..log.body_cap.min(log.request_body.len())];
-        request_body = Some(Body(String::from_utf8_lossy(body).into_owned()));
+        request_body = Some(String::from_utf8_lossy(body).into_owned());
         response_body = f.output_text.as_deref().map(|t| {
             // The cap counts characters, as Python's slice of the text does.
             let end = t
                 .char_indices()
                 .nth(log.body_cap)
                 .map_or(t.len(), |(i, _)| i);
-            Body(t[..end].to_owned())
+            t[..end].to_owned()
         });
     }
     LogPart {
@@ -606,8 +588,8 @@ mod tests {
         );
         // Three bytes of the body (a character cut in half is replaced), three characters of
         // the answer.
-        assert_eq!(p.request_body.map(|b| b.0).as_deref(), Some("é\u{fffd}"));
-        assert_eq!(p.response_body.map(|b| b.0).as_deref(), Some("hél"));
+        assert_eq!(p.request_body.as_deref(), Some("é\u{fffd}"));
+        assert_eq!(p.response_body.as_deref(), Some("hél"));
         assert!(
             part(0, b"{}", None).request_body.is_none(),
             "cap 0: no bodies"
@@ -652,10 +634,8 @@ mod tests {
         assert_eq!(back.guardrails[0].categories, ["EMAIL"]);
         assert_eq!(back.rate_limit, rec.rate_limit);
         let log = back.log.unwrap();
-        assert!(
-            log.enabled && log.request_body.is_some(),
-            "bodies are read past, not kept"
-        );
+        assert!(log.enabled);
+        assert_eq!(log.request_body.as_deref(), Some("{}"));
         assert_eq!(log.output_tokens, 7);
     }
 }

@@ -2,7 +2,7 @@
 //! it), at a fraction of the cost (the generic serializer took ~6k instructions a record).
 
 use super::mcp_spans::ToolRun;
-use super::record::{Attempt, Body, GuardrailRun, LogPart, Record};
+use super::record::{Attempt, GuardrailRun, LogPart, Record};
 use serde_json::{Map, Value};
 
 /// MessagePack's smallest forms, as `rmp` writes them.
@@ -242,6 +242,6 @@ fn log_part(o: &mut Out, l: &LogPart) {
     o.int(l.output_tokens);
     o.float(l.cost_usd);
     o.bool(l.stream);
-    o.opt(l.request_body.as_ref(), |o, b: &Body| o.str(&b.0));
-    o.opt(l.response_body.as_ref(), |o, b: &Body| o.str(&b.0));
+    o.opt(l.request_body.as_deref(), Out::str);
+    o.opt(l.response_body.as_deref(), Out::str);
 }
