@@ -14,7 +14,7 @@ use tollway_core::telemetry::record::{
     decode_batch, request_record as compose, AttemptFacts, Decision, GuardrailRun, LogFacts,
     Params, Record, RequestFacts,
 };
-use tollway_core::telemetry::{queue::span_count, wire::write_array};
+use tollway_core::telemetry::wire::write_array;
 
 /// A number the client sent (`int` or `float`, not `bool`), else None.
 fn number(v: Option<Bound<'_, PyAny>>) -> Option<f64> {
@@ -121,7 +121,7 @@ impl RecordBuffer {
         self.records.len()
     }
 
-    /// Composes and keeps one proxied request's record; returns its span count. `log` is its
+    /// Composes and keeps one proxied request's record. `log` is its
     /// `RequestLog`; `req` the request body once parsed; `adm` what `admit` returned;
     /// `messages` the request's messages as JSON when content is captured; `log_body_cap`
     /// None without a request log or alerts (no log part).
@@ -140,9 +140,20 @@ impl RecordBuffer {
         capture_content: bool,
         tracing: bool,
         log_body_cap: Option<usize>,
-    ) -> PyResult<usize> {
+    ) -> PyResult<()> {
         let py = log.py();
-        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        // Header values as Python's `decode("ascii", "replace")` reads them.
+        let text = |b: &[u8]| -> String {
+            b.iter()
+                .map(|&c| {
+                    if c.is_ascii() {
+                        char::from(c)
+                    } else {
+                        '\u{fffd}'
+                    }
+                })
+                .collect()
+        };
         let usage: (i64, i64, i64, i64) = log.getattr(intern!(py, "usage"))?.extract()?;
         let request_body = log.getattr(intern!(py, "request_body"))?;
         let logging_config = log.getattr(intern!(py, "logging_config"))?;
@@ -196,10 +207,9 @@ impl RecordBuffer {
                 }
             },
         };
-        let record = compose(&engine.inner, facts, decision);
-        let spans = span_count(&record);
-        self.records.push_back(record);
-        Ok(spans)
+        self.records
+            .push_back(compose(&engine.inner, facts, decision));
+        Ok(())
     }
 
     /// Keeps a record made in Python (MCP requests), written as MessagePack by msgspec.
