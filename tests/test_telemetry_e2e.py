@@ -297,6 +297,22 @@ def test_spans_names_parentage_genai_usage_resource_and_auth_header(
     assert headers["content-type"] == "application/x-protobuf"
 
 
+def test_a_float_max_tokens_keeps_the_request_in_the_traces(
+    traced: Server, receiver: Receiver
+) -> None:
+    """The gateway does not validate `max_tokens` (the provider does, and the mock refuses a
+    float): the request still reaches the record, read as the whole number it is, and costs no
+    other request its spans (a float in that integer field once failed the telemetry slice)."""
+    path = "/a/v1/traces"
+    with pytest.raises(openai.BadRequestError):
+        chat(traced, "mock/gpt-4o", "rid-float-max", project="p-float", max_tokens=25.0)
+    chat(traced, "mock/gpt-4o", "rid-after-float", project="p-float")
+    _, root, (kid,) = trace_of(receiver, path, "rid-float-max")
+    assert attrs(root)["http.response.status_code"] == 400
+    assert attrs(kid)["gen_ai.request.max_tokens"] == 25
+    trace_of(receiver, path, "rid-after-float")
+
+
 def test_streamed_usage_and_incoming_traceparent(traced: Server, receiver: Receiver) -> None:
     stream = client(traced).chat.completions.create(
         model="mock/gpt-4o",
