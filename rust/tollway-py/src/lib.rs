@@ -45,5 +45,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     logs::register(m)?;
     scrub::register(m)?;
     mcp::register(m)?;
+    record::register(m)?;
     Ok(())
 }

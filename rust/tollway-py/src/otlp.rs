@@ -9,8 +9,6 @@ use tollway_core::telemetry::otlp::{Encoding, SpanEncoder as CoreEncoder};
 use tollway_core::telemetry::queue::{span_count, SpanQueue};
 use tollway_core::telemetry::record::{decode_batch, Record};
 
-pub(crate) use crate::record::RecordBuffer;
-
 fn encoding_of(name: &str) -> PyResult<Encoding> {
     match name {
         "proto" => Ok(Encoding::Protobuf),
@@ -232,7 +230,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<TelemetryDefaults>()?;
     m.add_function(wrap_pyfunction!(telemetry_defaults, m)?)?;
     m.add_class::<RecordBatch>()?;
-    m.add_class::<RecordBuffer>()?;
     m.add_class::<RecordFold>()?;
     m.add_class::<SpanEncoder>()?;
     m.add_class::<MetricsEncoder>()

@@ -234,3 +234,7 @@ impl RecordBuffer {
         RecordBatch { records, encoded }
     }
 }
+
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<RecordBuffer>()
+}
