@@ -282,7 +282,7 @@ fn target_of(engine: &Engine, plan: u32) -> Option<&crate::engine::Target> {
 }
 
 /// Offset seconds from the request's start as wall-clock nanoseconds.
-fn at(start_ns: u64, offset_s: f64) -> u64 {
+fn wall_ns(start_ns: u64, offset_s: f64) -> u64 {
     start_ns.saturating_add_signed((offset_s * 1e9) as i64)
 }
 
@@ -299,12 +299,12 @@ fn attempts(engine: &Engine, f: &RequestFacts<'_>, params: Params, start_ns: u64
             .map_or(("", "", ""), |t| {
                 (t.name.as_str(), t.provider.name(), t.model_id.as_str())
             });
-        let mut at_ = Attempt {
+        let mut attempt = Attempt {
             target: target.to_owned(),
             provider: provider.to_owned(),
             request_model: model.to_owned(),
-            start_ns: at(start_ns, a.start_s),
-            end_ns: at(start_ns, a.end_s),
+            start_ns: wall_ns(start_ns, a.start_s),
+            end_ns: wall_ns(start_ns, a.end_s),
             status: a.status,
             error_type: a.error_type.clone(),
             attempt: n as u32,
@@ -322,21 +322,21 @@ fn attempts(engine: &Engine, f: &RequestFacts<'_>, params: Params, start_ns: u64
             ..Attempt::default()
         };
         if n == answered {
-            at_.response_model.clone_from(&f.response_model);
-            at_.response_id.clone_from(&f.response_id);
-            at_.input_tokens = Some(f.usage[0]);
-            at_.output_tokens = Some(f.usage[2]);
-            at_.finish_reasons.clone_from(&f.finish_reasons);
-            at_.ttft_ms = f.ttft_ms;
-            at_.itl_mean_ms = f.itl_mean_ms;
-            at_.itl_max_ms = f.itl_max_ms;
-            at_.cost_usd = Some(f.cost_usd);
-            at_.usage_estimated = f.usage_estimated;
+            attempt.response_model.clone_from(&f.response_model);
+            attempt.response_id.clone_from(&f.response_id);
+            attempt.input_tokens = Some(f.usage[0]);
+            attempt.output_tokens = Some(f.usage[2]);
+            attempt.finish_reasons.clone_from(&f.finish_reasons);
+            attempt.ttft_ms = f.ttft_ms;
+            attempt.itl_mean_ms = f.itl_mean_ms;
+            attempt.itl_max_ms = f.itl_max_ms;
+            attempt.cost_usd = Some(f.cost_usd);
+            attempt.usage_estimated = f.usage_estimated;
             if f.capture_content {
-                at_.output_text.clone_from(&f.output_text);
+                attempt.output_text.clone_from(&f.output_text);
             }
         }
-        out.push(at_);
+        out.push(attempt);
     }
     out
 }
