@@ -61,37 +61,30 @@ impl Out {
         self.0.extend_from_slice(&v.to_be_bytes());
     }
 
-    fn len(&mut self, n: usize, fix: u8, wide: [u8; 2]) {
+    /// A length header: the fixed form below `fix_below`, then (strings only) an 8-bit
+    /// length, then 16- and 32-bit lengths (`tags`: 8, 16, 32-bit markers; 0 for none).
+    fn len(&mut self, n: usize, fix_below: usize, fix: u8, tags: [u8; 3]) {
         let o = &mut self.0;
-        if n < 16 {
+        if n < fix_below {
             o.push(fix | n as u8);
+        } else if tags[0] != 0 && n <= usize::from(u8::MAX) {
+            o.extend_from_slice(&[tags[0], n as u8]);
         } else if let Ok(n) = u16::try_from(n) {
-            o.push(wide[0]);
+            o.push(tags[1]);
             o.extend_from_slice(&n.to_be_bytes());
         } else {
-            o.push(wide[1]);
+            o.push(tags[2]);
             o.extend_from_slice(&(n as u32).to_be_bytes());
         }
     }
 
     fn array(&mut self, n: usize) {
-        self.len(n, 0x90, [0xdc, 0xdd]);
+        self.len(n, 16, 0x90, [0, 0xdc, 0xdd]);
     }
 
     fn str(&mut self, s: &str) {
-        let (o, n) = (&mut self.0, s.len());
-        if n < 32 {
-            o.push(0xa0 | n as u8);
-        } else if n <= usize::from(u8::MAX) {
-            o.extend_from_slice(&[0xd9, n as u8]);
-        } else if let Ok(n) = u16::try_from(n) {
-            o.push(0xda);
-            o.extend_from_slice(&n.to_be_bytes());
-        } else {
-            o.push(0xdb);
-            o.extend_from_slice(&(n as u32).to_be_bytes());
-        }
-        o.extend_from_slice(s.as_bytes());
+        self.len(s.len(), 32, 0xa0, [0xd9, 0xda, 0xdb]);
+        self.0.extend_from_slice(s.as_bytes());
     }
 
     fn opt<T>(&mut self, v: Option<T>, write: impl FnOnce(&mut Self, T)) {
@@ -137,7 +130,7 @@ impl Out {
     }
 
     fn map(&mut self, m: &Map<String, Value>) {
-        self.len(m.len(), 0x80, [0xde, 0xdf]);
+        self.len(m.len(), 16, 0x80, [0, 0xde, 0xdf]);
         for (k, v) in m {
             self.str(k);
             self.value(v);
@@ -244,4 +237,39 @@ fn log_part(o: &mut Out, l: &LogPart) {
     o.bool(l.stream);
     o.opt(l.request_body.as_deref(), Out::str);
     o.opt(l.response_body.as_deref(), Out::str);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn every_length_form_is_the_serde_form() {
+        // Strings across fixstr, str8, str16 and str32; arrays and maps past their fixed
+        // forms; integers and floats of each width.
+        let mut rec = Record {
+            request_id: "r".repeat(31),
+            route: "p".repeat(32),
+            key_name: "k".repeat(255),
+            subject: "s".repeat(256),
+            model: "m".repeat(70_000),
+            rule_ids: (0..20).map(|i| i.to_string()).collect(),
+            start_ns: u64::MAX,
+            end_ns: 300,
+            status: 65_535,
+            ..Record::default()
+        };
+        rec.metadata = (0..17).map(|i| (i.to_string(), json!("v"))).collect();
+        rec.attempts.push(Attempt {
+            input_tokens: Some(-33),
+            output_tokens: Some(-40_000),
+            max_tokens: Some(i64::MIN),
+            cost_usd: Some(0.25),
+            temperature: Some(-1.5),
+            ..Attempt::default()
+        });
+        let records = vec![rec];
+        assert_eq!(write_array(&records), rmp_serde::to_vec(&records).unwrap());
+    }
 }
