@@ -16,14 +16,14 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import msgspec
 
 from tollway.logs.row import Row, encode_rows, logged, row_of
 from tollway.logs.settings import LogSettings
 from tollway.telemetry.metrics import MetricsStore
-from tollway.telemetry.record import Record, array_header, decode_records
+from tollway.telemetry.record import Record, decode_records
 
 __all__ = ["LogWriter", "Sink", "Store", "join_arrays"]
 
@@ -205,7 +205,8 @@ class LogWriter:
         if rows:
             parts = []
             for _, kept, encoded in slices:
-                records = kept if kept is not None else decode_records(encoded or b"\x90")
+                # A slice queued without its records always has their array.
+                records = kept if kept is not None else decode_records(cast(bytes, encoded))
                 for i in range(0, len(records), SLICE):
                     part = records[i : i + SLICE]
                     parts.append(encode_rows([r for r in map(row_of, part) if r is not None]))
@@ -231,7 +232,12 @@ class LogWriter:
 def join_arrays(arrays: list[bytes], count: int) -> bytes:
     """One MessagePack array of the `count` elements of `arrays` (each a MessagePack array),
     their bytes as they are: only the array headers are rewritten."""
-    return array_header(count) + b"".join(a[_header_size(a[0]) :] for a in arrays)
+    body = b"".join(a[_header_size(a[0]) :] for a in arrays)
+    if count < 16:
+        return bytes((0x90 | count,)) + body
+    if count < 1 << 16:
+        return b"\xdc" + count.to_bytes(2, "big") + body
+    return b"\xdd" + count.to_bytes(4, "big") + body
 
 
 def _header_size(first: int) -> int:

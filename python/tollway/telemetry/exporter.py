@@ -151,7 +151,7 @@ class Telemetry:
         messages = None
         if self.capture_content and req is not None and log.attempts:
             messages = _json(req.get("messages")).decode()
-        buf.request(
+        queued = buf.request(
             engine,
             log,
             request_id,
@@ -164,7 +164,7 @@ class Telemetry:
             self.tracing,
             self.log_body_cap if self.sinks else None,
         )
-        if len(buf) == self._wake_at:
+        if queued == self._wake_at:
             self._wake.set()
 
     def record(self, rec: Record) -> None:
@@ -173,8 +173,7 @@ class Telemetry:
         if len(buf) >= self._cap:
             self.spans_dropped_at_queue += 1 + len(rec.attempts)
             return
-        buf.push_encoded(_encode(rec))
-        if len(buf) == self._wake_at:
+        if buf.push_encoded(_encode(rec)) == self._wake_at:
             self._wake.set()
 
     # -- lifespan -----------------------------------------------------------------------------

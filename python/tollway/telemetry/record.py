@@ -15,7 +15,6 @@ __all__ = [
     "LogPart",
     "Record",
     "ToolRun",
-    "array_header",
     "decode_records",
 ]
 
@@ -137,19 +136,5 @@ class Record(msgspec.Struct, array_like=True, gc=False):
     log: LogPart | None = None
 
 
-def array_header(count: int) -> bytes:
-    """The MessagePack header of an array of `count` elements (records already written as
-    MessagePack are joined behind one)."""
-    if count < 16:
-        return bytes((0x90 | count,))
-    if count < 1 << 16:
-        return b"\xdc" + count.to_bytes(2, "big")
-    return b"\xdd" + count.to_bytes(4, "big")
-
-
-def decode_records(data: bytes) -> list[Record]:
-    """A MessagePack array of records, as telemetry intake hands them to its sinks."""
-    return _decode_records(data)
-
-
-_decode_records = msgspec.msgpack.Decoder(list[Record]).decode
+# A MessagePack array of records, as telemetry intake hands them to its sinks.
+decode_records = msgspec.msgpack.Decoder(list[Record]).decode

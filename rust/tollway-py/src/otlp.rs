@@ -23,8 +23,8 @@ fn encoding_of(name: &str) -> PyResult<Encoding> {
 #[pyclass(module = "tollway._core")]
 pub(crate) struct RecordBatch {
     pub(crate) records: Vec<Record>,
-    /// The records as one MessagePack array, when they were kept as bytes (for the request
-    /// log and alerts).
+    /// The records as one MessagePack array, when `RecordBuffer.take` was asked for it (for
+    /// the request log and alerts).
     pub(crate) encoded: Option<Vec<u8>>,
 }
 
@@ -34,9 +34,10 @@ impl RecordBatch {
     fn new(batch: &[u8]) -> PyResult<Self> {
         let records = decode_batch(batch)
             .map_err(|e| crate::errors::invalid(format!("bad telemetry batch: {e}")))?;
+        // The caller has the bytes: no copy is kept.
         Ok(Self {
             records,
-            encoded: Some(batch.to_vec()),
+            encoded: None,
         })
     }
 
@@ -44,7 +45,7 @@ impl RecordBatch {
         self.records.len()
     }
 
-    /// The records as one MessagePack array of `Record`, if they were kept as bytes.
+    /// The records as one MessagePack array of `Record`, if taken with `encoded`.
     fn encoded<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyBytes>> {
         self.encoded.as_deref().map(|b| PyBytes::new(py, b))
     }

@@ -121,7 +121,8 @@ impl RecordBuffer {
         self.records.len()
     }
 
-    /// Composes and keeps one proxied request's record. `log` is its
+    /// Composes and keeps one proxied request's record; returns how many are kept now (the
+    /// caller wakes intake at a threshold without asking again). `log` is its
     /// `RequestLog`; `req` the request body once parsed; `adm` what `admit` returned;
     /// `messages` the request's messages as JSON when content is captured; `log_body_cap`
     /// None without a request log or alerts (no log part).
@@ -140,7 +141,7 @@ impl RecordBuffer {
         capture_content: bool,
         tracing: bool,
         log_body_cap: Option<usize>,
-    ) -> PyResult<()> {
+    ) -> PyResult<usize> {
         let py = log.py();
         // Header values as Python's `decode("ascii", "replace")` reads them.
         let text = |b: &[u8]| -> String {
@@ -209,11 +210,12 @@ impl RecordBuffer {
         };
         self.records
             .push_back(compose(&engine.inner, facts, decision));
-        Ok(())
+        Ok(self.records.len())
     }
 
-    /// Keeps a record made in Python (MCP requests), written as MessagePack by msgspec.
-    fn push_encoded(&mut self, data: &[u8]) -> PyResult<()> {
+    /// Keeps a record made in Python (MCP requests), written as MessagePack by msgspec;
+    /// returns how many are kept now.
+    fn push_encoded(&mut self, data: &[u8]) -> PyResult<usize> {
         let mut one = Vec::with_capacity(data.len() + 1);
         one.push(0x91); // an array of one
         one.extend_from_slice(data);
@@ -222,7 +224,7 @@ impl RecordBuffer {
             .and_then(|mut r| r.pop())
             .ok_or_else(|| crate::errors::invalid("not a telemetry record"))?;
         self.records.push_back(record);
-        Ok(())
+        Ok(self.records.len())
     }
 
     /// The `n` oldest records (fewer if there are not as many), as one batch; `encoded`: also
