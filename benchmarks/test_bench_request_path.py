@@ -19,6 +19,7 @@ import pytest
 pytest.importorskip("tollway._core", reason="the Rust extension is not built")
 
 from tollway.app import Gateway, create_app
+from tollway.mock.content import Answers
 from tollway.proxy import Proxy
 from tollway.upstream import UpstreamError
 
@@ -57,11 +58,20 @@ COMPLETION = msgspec.json.encode(
         "usage": {"prompt_tokens": 20, "completion_tokens": 25, "total_tokens": 45},
     }
 )
-# 25 chunks of one token each, then [DONE]: the streaming shape of the load test.
+# The load test's stream as the mock upstream sends it: an opening chunk, 25 one-token deltas
+# (the mock's own tails), the finish chunk, the usage chunk the gateway asks for, [DONE].
+_HEAD = (
+    b'data: {"id":"chatcmpl-mock-1","object":"chat.completion.chunk","created":1764000000,'
+    b'"model":"gpt-4o-mini","system_fingerprint":null,"choices":['
+)
 CHUNKS = [
-    b'data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":'
-    b'{"content":"tok "},"finish_reason":null}]}\n\n'
-] * 25 + [b"data: [DONE]\n\n"]
+    _HEAD + b'{"index":0,"delta":{"role":"assistant","content":"","refusal":null},'
+    b'"logprobs":null,"finish_reason":null}]}\n\n',
+    *(_HEAD + tail for tail in Answers(25).openai_deltas),
+    _HEAD + b'{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}]}\n\n',
+    _HEAD + b'],"usage":{"prompt_tokens":17,"completion_tokens":25,"total_tokens":42}}\n\n',
+    b"data: [DONE]\n\n",
+]
 
 
 class StubResponse:
