@@ -180,6 +180,7 @@ impl SseMeter {
                 done: false,
                 error: None,
                 response_id: None,
+                head: Default::default(),
             },
             anthropic,
             to_anthropic,

@@ -339,6 +339,8 @@ pub(crate) struct Recorder {
     pub(crate) done: bool,
     pub(crate) error: Option<StreamError>,
     pub(crate) response_id: Option<String>,
+    /// The head the stream's chunks repeat, read once (OpenAI chunks).
+    pub(crate) head: openai::ChunkHead,
 }
 
 impl Recorder {

@@ -2,6 +2,7 @@
 //! the translation to Anthropic events (which rewrites them), so each chunk is parsed once.
 
 use std::borrow::Cow;
+use std::ops::Range;
 
 use serde::Deserialize;
 
@@ -103,7 +104,7 @@ pub(crate) fn read_openai<'a>(e: &Event<'a>, rec: &mut Recorder) -> OpenAiEvent<
     if data == b"[DONE]" {
         return OpenAiEvent::Done;
     }
-    let Some(mut chunk) = parse_chunk(data) else {
+    let Some(mut chunk) = parse_chunk(data, &mut rec.head) else {
         rec.fail(StreamError::InvalidJson);
         return OpenAiEvent::Failed;
     };
@@ -114,10 +115,62 @@ pub(crate) fn read_openai<'a>(e: &Event<'a>, rec: &mut Recorder) -> OpenAiEvent<
     OpenAiEvent::Chunk(chunk)
 }
 
-/// A chunk's data read, or None when it is not UTF-8 JSON of a chunk's shape.
-pub(crate) fn parse_chunk(data: &[u8]) -> Option<Chunk<'_>> {
+/// A chunk's data read, or None when it is not UTF-8 JSON of a chunk's shape. `head` is the
+/// stream's: what its last chunk read directly began with.
+pub(crate) fn parse_chunk<'a>(data: &'a [u8], head: &mut ChunkHead) -> Option<Chunk<'a>> {
     let text = std::str::from_utf8(data).ok()?;
-    scan_chunk(text).or_else(|| serde_json::from_str(text).ok())
+    scan_chunk(text, head).or_else(|| serde_json::from_str(text).ok())
+}
+
+/// The head of a stream's last chunk read directly: its bytes up to the value of `choices`,
+/// and what the fields among them held. A stream repeats one head in every chunk (id, object,
+/// created, model, fingerprint): a chunk that starts with the same bytes is read from its
+/// `choices` on, in the state that reading those bytes left, which reading them again would
+/// leave too.
+#[derive(Debug, Default)]
+pub(crate) struct ChunkHead {
+    bytes: Vec<u8>,
+    /// The head's `id`: absent, `null`, or where its text is (unescaped).
+    id: Option<Option<Range<usize>>>,
+    usage: bool,
+    error: bool,
+}
+
+/// What a chunk's fields held where `choices`' value starts: the cursor, `id`, `usage`, `error`.
+type BeforeChoices<'a> = (usize, Option<Option<Cow<'a, str>>>, bool, bool);
+
+impl ChunkHead {
+    /// The fields read in the head, as slices of `text` (which starts with the head's bytes).
+    #[allow(clippy::type_complexity)]
+    fn fields<'a>(
+        &self,
+        text: &'a str,
+    ) -> Option<(Option<Option<Cow<'a, str>>>, Option<()>, Option<()>)> {
+        let id = match &self.id {
+            Some(Some(at)) => Some(Some(Cow::Borrowed(text.get(at.clone())?))),
+            Some(None) => Some(None),
+            None => None,
+        };
+        Some((id, self.usage.then_some(()), self.error.then_some(())))
+    }
+
+    /// Keeps the head of `text`, read directly, for the chunks after it.
+    fn remember(&mut self, text: &str, (at, id, usage, error): BeforeChoices<'_>) {
+        self.bytes.clear();
+        self.id = match id {
+            Some(Some(Cow::Borrowed(t))) => {
+                let start = (t.as_ptr() as usize).wrapping_sub(text.as_ptr() as usize);
+                Some(Some(start..start + t.len()))
+            }
+            // An escaped id is decoded text, not a slice: such a head is not kept.
+            Some(Some(Cow::Owned(_))) => return,
+            Some(None) => Some(None),
+            None => None,
+        };
+        (self.usage, self.error) = (usage, error);
+        self.bytes
+            .extend_from_slice(text.as_bytes().get(..at).unwrap_or_default());
+    }
 }
 
 // The keys of a chunk, a choice and a delta in the order OpenAI sends them: the fast path
@@ -154,19 +207,36 @@ const TOOL_CALLS: usize = index_of(&DELTA_KEYS, b"tool_calls");
 /// The common chunk read directly (see `scan`): strings, nulls and choices with text deltas,
 /// other keys skipped. None for anything else (usage, an error, tool calls, a field seen twice,
 /// which serde refuses, bad JSON...): serde_json reads it, or refuses it.
-fn scan_chunk(text: &str) -> Option<Chunk<'_>> {
-    let mut s = Scanner::new(text);
+fn scan_chunk<'a>(text: &'a str, head: &mut ChunkHead) -> Option<Chunk<'a>> {
+    let hit = !head.bytes.is_empty() && text.as_bytes().starts_with(&head.bytes);
     // Some once read (as serde's derive tracks fields): a field read twice gives None.
-    let (mut id, mut choices, mut usage, mut error) = (None, None, None, None);
-    s.fields(&CHUNK_KEYS, |s, key| match key {
+    let (mut id, mut usage, mut error) = match hit {
+        true => head.fields(text)?,
+        false => (None, None, None),
+    };
+    let mut choices = None;
+    let mut before_choices = None;
+    let field = |s: &mut Scanner<'a>, key| match key {
         Some(ID) => once(&mut id, s.string_or_null()?),
-        Some(CHOICES) => once(&mut choices, s.nullable(scan_choices)?),
+        Some(CHOICES) => {
+            before_choices = Some((s.at(), id.clone(), usage.is_some(), error.is_some()));
+            once(&mut choices, s.nullable(scan_choices)?)
+        }
         Some(USAGE) => once(&mut usage, s.null()?),
         Some(ERROR) => once(&mut error, s.null()?),
         _ => s.skip(),
-    })?;
+    };
+    // A chunk with the kept head is read from its `choices` value on.
+    let (mut s, at_value) = match hit {
+        true => (Scanner::resume(text, head.bytes.len()), Some(Some(CHOICES))),
+        false => (Scanner::new(text), None),
+    };
+    s.fields_from(at_value, &CHUNK_KEYS, field)?;
     if !s.at_end() {
         return None;
+    }
+    if let (false, Some(before)) = (hit, before_choices) {
+        head.remember(text, before);
     }
     Some(Chunk {
         id: id.flatten(),

@@ -1,17 +1,17 @@
 use super::*;
 use proptest::prelude::*;
-use proptest::sample::Index;
+
+#[path = "openai_gen.rs"]
+mod generate;
+use generate::{chunk, chunk_bytes, mutate, mutation, render, J};
 
 /// A typical chunk of an OpenAI stream (as the mock upstream sends it).
 const SAMPLE: &[u8] = br#"{"id":"chatcmpl-mock43ee6b0bcc4700000001","object":"chat.completion.chunk","created":1795935306,"model":"gpt-4o-mini","system_fingerprint":null,"choices":[{"index":0,"delta":{"content":" is"},"logprobs":null,"finish_reason":null}]}"#;
 
-/// The load test's chunk (benchmarks/test_bench_request_path.py): shorter than the mock's.
-const BENCH_SAMPLE: &[u8] = br#"{"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"tok "},"finish_reason":null}]}"#;
-
 /// Instructions per chunk parse, counted by callgrind: run the release test binary twice with
 /// two counts and take the difference, e.g.
 /// `CHUNK_PARSES=1000 valgrind --tool=callgrind $BIN --ignored --exact sse::openai::tests::chunk_parse_cost`
-/// (`CHUNK_SAMPLE=bench` for the load test's chunk, `CHUNK_PARSER=serde` for serde_json alone).
+/// (`CHUNK_PARSER=serde` for serde_json alone).
 #[test]
 #[ignore = "a callgrind measurement, not a test"]
 fn chunk_parse_cost() {
@@ -19,16 +19,15 @@ fn chunk_parse_cost() {
     let n: usize = var("CHUNK_PARSES")
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000);
-    let sample = match var("CHUNK_SAMPLE").as_deref() {
-        Some("bench") => BENCH_SAMPLE,
-        _ => SAMPLE,
-    };
-    let parse = match var("CHUNK_PARSER").as_deref() {
-        Some("serde") => crate::json::from_bytes::<Chunk<'_>>,
-        _ => parse_chunk,
-    };
+    let serde = var("CHUNK_PARSER").as_deref() == Some("serde");
+    // One stream's head: after the first chunk, each is read from its `choices` on.
+    let mut head = ChunkHead::default();
     for _ in 0..n {
-        let chunk = parse(std::hint::black_box(sample));
+        let data = std::hint::black_box(SAMPLE);
+        let chunk = match serde {
+            true => crate::json::from_bytes::<Chunk<'_>>(data),
+            false => parse_chunk(data, &mut head),
+        };
         std::hint::black_box(&chunk);
     }
 }
@@ -105,7 +104,7 @@ fn by_serde(data: &[u8]) -> Option<Seen> {
 /// The fast reader's answer alone (None: it left the chunk to serde_json).
 fn by_scan(data: &[u8]) -> Option<Seen> {
     let text = std::str::from_utf8(data).ok()?;
-    scan_chunk(text).map(|c| seen(&c))
+    scan_chunk(text, &mut ChunkHead::default()).map(|c| seen(&c))
 }
 
 /// Asserts the fast path with its fallback reads `data` as serde_json does; answers whether
@@ -117,7 +116,8 @@ fn check(data: &[u8]) -> bool {
     if scanned.is_some() {
         assert_eq!(scanned, reference, "fast path on {text}");
     }
-    assert_eq!(parse_chunk(data).map(|c| seen(&c)), reference, "{text}");
+    let parsed = parse_chunk(data, &mut ChunkHead::default());
+    assert_eq!(parsed.map(|c| seen(&c)), reference, "{text}");
     scanned.is_some()
 }
 
@@ -131,7 +131,7 @@ fn the_common_chunks_are_read_by_the_fast_path_borrowing_their_text() {
         assert!(check(data), "{}", String::from_utf8_lossy(data));
     }
     let text = std::str::from_utf8(SAMPLE).unwrap();
-    let chunk = scan_chunk(text).unwrap();
+    let chunk = scan_chunk(text, &mut ChunkHead::default()).unwrap();
     assert!(matches!(
         chunk.id,
         Some(Cow::Borrowed("chatcmpl-mock43ee6b0bcc4700000001"))
@@ -271,283 +271,6 @@ fn deep_nesting_is_left_to_serde() {
     }
 }
 
-// Generated chunks: mostly the common shape, with everything else mixed in.
-
-/// A JSON value as text pieces (whitespace is added between them when rendered).
-#[derive(Clone, Debug)]
-enum J {
-    Raw(String),
-    Arr(Vec<J>),
-    Obj(Vec<(String, J)>),
-}
-
-/// Whitespace from `ws` in turn (none when it is empty).
-fn space(ws: &[String], n: &mut usize, out: &mut String) {
-    if !ws.is_empty() {
-        out.push_str(&ws[*n % ws.len()]);
-        *n += 1;
-    }
-}
-
-fn render(j: &J, ws: &[String], n: &mut usize, out: &mut String) {
-    match j {
-        J::Raw(s) => out.push_str(s),
-        J::Arr(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                space(ws, n, out);
-                if i > 0 {
-                    out.push(',');
-                    space(ws, n, out);
-                }
-                render(item, ws, n, out);
-            }
-            space(ws, n, out);
-            out.push(']');
-        }
-        J::Obj(fields) => {
-            out.push('{');
-            for (i, (k, v)) in fields.iter().enumerate() {
-                space(ws, n, out);
-                if i > 0 {
-                    out.push(',');
-                    space(ws, n, out);
-                }
-                out.push_str(k);
-                space(ws, n, out);
-                out.push(':');
-                space(ws, n, out);
-                render(v, ws, n, out);
-            }
-            space(ws, n, out);
-            out.push('}');
-        }
-    }
-}
-
-/// A string literal: plain text, unicode, every kind of escape, rarely an invalid piece.
-fn string_lit() -> impl Strategy<Value = String> {
-    let piece = prop_oneof![
-        160 => "[a-z ]{1,12}",
-        40 => "[é✓😀中\u{7f}\u{80}\u{ffff}]{1,3}",
-        40 => prop::sample::select(vec![r#"\""#, r"\\", r"\/", r"\b", r"\f", r"\n", r"\r", r"\t"])
-            .prop_map(str::to_owned),
-        40 => (any::<char>(), any::<bool>()).prop_map(|(c, upper)| {
-            let mut units = [0u16; 2];
-            let escaped: String = c.encode_utf16(&mut units).iter().map(|u| format!("\\u{u:04x}")).collect();
-            if upper { escaped.to_uppercase().replace("\\U", "\\u") } else { escaped }
-        }),
-        3 => prop::sample::select(vec![r"\ud800", r"\udfff", r"\ud800\u0041", r"\ud800x", "\u{1}", "\t", r"\x", r"\u12", r"\u12g4", r"\"])
-            .prop_map(str::to_owned),
-    ];
-    prop::collection::vec(piece, 0..5).prop_map(|p| format!("\"{}\"", p.concat()))
-}
-
-fn number_lit() -> impl Strategy<Value = String> {
-    prop_oneof![
-        100 => r"-?(0|[1-9][0-9]{0,12})(\.[0-9]{1,4})?([eE][+-]?[0-9]{1,3})?",
-        1 => prop::sample::select(vec!["01", "1.", "-", "12x", "+1", ".5", "1e", "-01", "1.e3", "0x1"])
-            .prop_map(str::to_owned),
-    ]
-}
-
-fn scalar() -> impl Strategy<Value = J> {
-    prop_oneof![
-        30 => string_lit(),
-        30 => number_lit(),
-        30 => prop::sample::select(vec!["null", "true", "false"]).prop_map(str::to_owned),
-        1 => prop::sample::select(vec!["nul", "nulll", "True", "NaN", "fals", "tru"]).prop_map(str::to_owned),
-    ]
-    .prop_map(J::Raw)
-}
-
-fn any_value() -> impl Strategy<Value = J> {
-    scalar().prop_recursive(4, 24, 4, |inner| {
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..4).prop_map(J::Arr),
-            prop::collection::vec((key(), inner), 0..4).prop_map(J::Obj),
-        ]
-    })
-}
-
-/// An unknown key, mostly plain.
-fn key() -> impl Strategy<Value = String> {
-    prop_oneof![20 => "\"[a-z_]{0,10}\"", 1 => string_lit()]
-}
-
-fn null() -> J {
-    J::Raw("null".to_owned())
-}
-
-/// A known field's name, sometimes escaped (the same name to serde).
-fn name(n: &'static str) -> impl Strategy<Value = String> {
-    prop_oneof![
-        50 => Just(format!("\"{n}\"")),
-        1 => Just(format!("\"\\u{:04x}{}\"", u32::from(n.as_bytes()[0]), &n[1..])),
-    ]
-}
-
-/// An object from optional fields, shuffled, sometimes with extra and repeated ones.
-fn object(fields: Vec<BoxedStrategy<Option<(String, J)>>>) -> impl Strategy<Value = J> {
-    let extra = prop::collection::vec((key(), any_value()), 0..3);
-    (fields, extra, prop::option::weighted(0.05, any::<Index>()))
-        .prop_flat_map(|(fields, extra, repeat)| {
-            let mut all: Vec<(String, J)> = fields.into_iter().flatten().chain(extra).collect();
-            if let (Some(i), false) = (repeat, all.is_empty()) {
-                all.push(all[i.index(all.len())].clone());
-            }
-            Just(all).prop_shuffle()
-        })
-        .prop_map(J::Obj)
-}
-
-fn field(
-    n: &'static str,
-    present: f64,
-    value: impl Strategy<Value = J> + 'static,
-) -> BoxedStrategy<Option<(String, J)>> {
-    prop::option::weighted(present, (name(n), value)).boxed()
-}
-
-fn text_or_null() -> impl Strategy<Value = J> {
-    prop_oneof![16 => string_lit().prop_map(J::Raw), 6 => Just(null()), 1 => any_value()]
-}
-
-fn delta() -> impl Strategy<Value = J> {
-    let function = object(vec![
-        field("name", 0.7, text_or_null()),
-        field("arguments", 0.7, text_or_null()),
-    ]);
-    let call = object(vec![
-        field("index", 0.8, number_lit().prop_map(J::Raw)),
-        field("id", 0.5, text_or_null()),
-        field("type", 0.5, Just(J::Raw("\"function\"".to_owned()))),
-        field("function", 0.8, function),
-    ]);
-    let calls = prop_oneof![
-        3 => Just(null()),
-        2 => prop::collection::vec(call, 0..3).prop_map(J::Arr),
-        1 => any_value(),
-    ];
-    object(vec![
-        field("role", 0.3, Just(J::Raw("\"assistant\"".to_owned()))),
-        field("content", 0.8, text_or_null()),
-        field("refusal", 0.3, text_or_null()),
-        field("reasoning_content", 0.2, text_or_null()),
-        field("tool_calls", 0.2, calls),
-    ])
-}
-
-fn choice() -> impl Strategy<Value = J> {
-    object(vec![
-        field("index", 0.9, number_lit().prop_map(J::Raw)),
-        field(
-            "delta",
-            0.9,
-            prop_oneof![16 => delta(), 1 => Just(null()), 1 => any_value()],
-        ),
-        field(
-            "logprobs",
-            0.7,
-            prop_oneof![3 => Just(null()), 1 => any_value()],
-        ),
-        field("finish_reason", 0.8, text_or_null()),
-    ])
-}
-
-fn chunk() -> impl Strategy<Value = J> {
-    let count = || prop_oneof![4 => "[0-9]{1,4}".prop_map(J::Raw), 1 => any_value()];
-    let usage = object(vec![
-        field("prompt_tokens", 0.9, count()),
-        field("completion_tokens", 0.9, count()),
-        field("total_tokens", 0.5, count()),
-        field(
-            "prompt_tokens_details",
-            0.3,
-            object(vec![field("cached_tokens", 0.8, count())]),
-        ),
-        field("cache_creation_input_tokens", 0.2, count()),
-    ]);
-    let error = object(vec![
-        field("type", 0.8, text_or_null()),
-        field("message", 0.8, text_or_null()),
-    ]);
-    let choices = prop_oneof![
-        16 => prop::collection::vec(choice(), 0..3).prop_map(J::Arr),
-        1 => Just(null()),
-        1 => any_value(),
-    ];
-    object(vec![
-        field("id", 0.9, text_or_null()),
-        field(
-            "object",
-            0.7,
-            Just(J::Raw("\"chat.completion.chunk\"".to_owned())),
-        ),
-        field("created", 0.7, number_lit().prop_map(J::Raw)),
-        field("model", 0.7, string_lit().prop_map(J::Raw)),
-        field("system_fingerprint", 0.5, text_or_null()),
-        field("choices", 0.9, choices),
-        field("usage", 0.3, prop_oneof![3 => Just(null()), 1 => usage]),
-        field("error", 0.05, prop_oneof![1 => Just(null()), 1 => error]),
-    ])
-}
-
-/// A change to a chunk's bytes: most chunks are left whole.
-#[derive(Clone, Debug)]
-enum Mutation {
-    Truncate(Index),
-    Delete(Index),
-    Insert(Index, u8),
-    Replace(Index, u8),
-    Append(&'static str),
-}
-
-fn mutation() -> impl Strategy<Value = Option<Mutation>> {
-    let byte = prop::sample::select(b"\"\\,:{}[]x0 -\x01\xff\xc3\x80\xe2nle".to_vec());
-    prop::option::weighted(
-        0.25,
-        prop_oneof![
-            any::<Index>().prop_map(Mutation::Truncate),
-            any::<Index>().prop_map(Mutation::Delete),
-            (any::<Index>(), byte.clone()).prop_map(|(i, b)| Mutation::Insert(i, b)),
-            (any::<Index>(), byte).prop_map(|(i, b)| Mutation::Replace(i, b)),
-            prop::sample::select(vec!["x", " ", "}", ",", "{}", "\n\t", "\u{0}"])
-                .prop_map(Mutation::Append),
-        ],
-    )
-}
-
-fn chunk_bytes() -> impl Strategy<Value = Vec<u8>> {
-    let ws = prop_oneof![8 => Just(String::new()), 1 => "[ \t\r\n]{1,3}"];
-    (
-        chunk(),
-        prop::collection::vec(ws, 0..6),
-        "[ \t\r\n]{0,2}",
-        mutation(),
-    )
-        .prop_map(|(j, ws, edge, m)| {
-            let mut text = edge.clone();
-            render(&j, &ws, &mut 0, &mut text);
-            text.push_str(&edge);
-            let mut b = text.into_bytes();
-            match m {
-                None => {}
-                Some(Mutation::Truncate(i)) => b.truncate(i.index(b.len() + 1)),
-                Some(Mutation::Delete(i)) => {
-                    b.remove(i.index(b.len()));
-                }
-                Some(Mutation::Insert(i, c)) => b.insert(i.index(b.len() + 1), c),
-                Some(Mutation::Replace(i, c)) => {
-                    let i = i.index(b.len());
-                    b[i] = c;
-                }
-                Some(Mutation::Append(s)) => b.extend_from_slice(s.as_bytes()),
-            }
-            b
-        })
-}
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(4096))]
 
@@ -559,8 +282,151 @@ proptest! {
         if scanned.is_some() {
             prop_assert_eq!(&scanned, &reference, "fast path on {}", text);
         }
-        prop_assert_eq!(parse_chunk(&data).map(|c| seen(&c)), reference, "{}", text);
+        let parsed = parse_chunk(&data, &mut ChunkHead::default());
+        prop_assert_eq!(parsed.map(|c| seen(&c)), reference, "{}", text);
     }
+
+    /// A chunk read after another (the head that one left kept) reads as serde reads it alone,
+    /// whether it repeats the first one's head or differs from it anywhere.
+    #[test]
+    fn a_chunk_after_another_reads_what_serde_reads(
+        (first, second) in chunk_pair(),
+    ) {
+        let mut head = ChunkHead::default();
+        let reading = parse_chunk(&first, &mut head).map(|c| seen(&c));
+        prop_assert_eq!(reading, by_serde(&first));
+        let text = String::from_utf8_lossy(&second);
+        let parsed = parse_chunk(&second, &mut head);
+        prop_assert_eq!(parsed.map(|c| seen(&c)), by_serde(&second), "after a chunk: {}", text);
+    }
+}
+
+/// A chunk, and a second one as a stream might send after it: the same chunk mutated (in its
+/// head or after it), the same head with other choices, or the same head followed by another
+/// chunk's fields (which may repeat one of the head's; `usage` and `error` can be in a head,
+/// as a generated chunk's fields come in any order).
+fn chunk_pair() -> impl Strategy<Value = (Vec<u8>, Vec<u8>)> {
+    let ws = prop_oneof![8 => Just(String::new()), 1 => "[ \t\r\n]{1,3}"];
+    let how = 0..3u8;
+    (
+        chunk(),
+        chunk(),
+        prop::collection::vec(ws, 0..6),
+        mutation(),
+        how,
+    )
+        .prop_map(|(j, other, ws, m, how)| {
+            let mut first = String::new();
+            render(&j, &ws, &mut 0, &mut first);
+            let second = match (how, &j, &other) {
+                (1 | 2, J::Obj(fields), J::Obj(theirs)) => {
+                    let is_choices = |(k, _): &&(String, J)| k == "choices";
+                    let head = fields.iter().take_while(|f| !is_choices(f));
+                    let choices = theirs.iter().find(is_choices);
+                    let choices = choices.or_else(|| fields.iter().find(is_choices));
+                    let rest: Vec<_> = match how {
+                        1 => fields
+                            .iter()
+                            .skip_while(|f| !is_choices(f))
+                            .skip(1)
+                            .collect(),
+                        _ => theirs.iter().filter(|f| !is_choices(f)).collect(),
+                    };
+                    let all = head.chain(choices).chain(rest).cloned().collect();
+                    let mut text = String::new();
+                    render(&J::Obj(all), &ws, &mut 0, &mut text);
+                    text.into_bytes()
+                }
+                _ => mutate(first.clone().into_bytes(), m),
+            };
+            (first.into_bytes(), second)
+        })
+}
+
+/// Every second chunk of a generated pair reuses the first one's head, often.
+#[test]
+fn generated_pairs_reuse_the_head() {
+    use proptest::strategy::ValueTree;
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let strategy = chunk_pair();
+    let (mut reused, mut fast) = (0, 0);
+    for _ in 0..2000 {
+        let (first, second) = strategy.new_tree(&mut runner).unwrap().current();
+        let mut head = ChunkHead::default();
+        let Ok(text) = std::str::from_utf8(&first) else {
+            continue;
+        };
+        if scan_chunk(text, &mut head).is_none() {
+            continue;
+        }
+        fast += 1;
+        reused += usize::from(second.starts_with(&head.bytes));
+    }
+    assert!(fast > 300 && reused > 300, "{fast} {reused}");
+}
+
+#[test]
+fn a_streams_chunks_are_read_from_their_choices_on() {
+    let head = br#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1795935306,"model":"gpt-4o-mini","system_fingerprint":null,"choices":"#;
+    let chunk = |tail: &str| [&head[..], tail.as_bytes()].concat();
+    let mut kept = ChunkHead::default();
+    let first = chunk(r#"[{"index":0,"delta":{"content":"a"},"finish_reason":null}]}"#);
+    let c = parse_chunk(&first, &mut kept).unwrap();
+    assert_eq!(c.id.as_deref(), Some("chatcmpl-1"));
+    assert_eq!(kept.bytes, head);
+    // The same head: read from `choices` on, the id a slice of this chunk's own text.
+    let second = chunk(r#"[{"index":0,"delta":{"content":"b"},"finish_reason":"stop"}]}"#);
+    let c = parse_chunk(&second, &mut kept).unwrap();
+    assert!(matches!(c.id, Some(Cow::Borrowed("chatcmpl-1"))));
+    let choice = &c.choices.as_ref().unwrap()[0];
+    assert_eq!(choice.delta.as_ref().unwrap().content.as_deref(), Some("b"));
+    assert_eq!(choice.finish_reason.as_deref(), Some("stop"));
+    // A field the head already had, again after the choices: refused as serde refuses it.
+    let twice = chunk(r#"[],"id":"other"}"#);
+    assert!(parse_chunk(&twice, &mut kept).is_none());
+    assert!(by_serde(&twice).is_none());
+    // Usage after the choices is serde's to read; the head is kept.
+    let usage = chunk(r#"[],"usage":{"prompt_tokens":3,"completion_tokens":2}}"#);
+    assert_eq!(
+        parse_chunk(&usage, &mut kept).map(|c| seen(&c)),
+        by_serde(&usage)
+    );
+    assert_eq!(kept.bytes, head);
+    // Another head (another id) is read whole, and kept in its place.
+    let other = br#"{"id":"chatcmpl-2","choices":[]}"#;
+    assert_eq!(
+        parse_chunk(other, &mut kept).unwrap().id.as_deref(),
+        Some("chatcmpl-2")
+    );
+    assert_eq!(kept.bytes, br#"{"id":"chatcmpl-2","choices":"#);
+    // An escaped id is not a slice of the text: that head is not kept.
+    let escaped = br#"{"id":"chat\u0063mpl-3","choices":[]}"#;
+    assert_eq!(
+        parse_chunk(escaped, &mut kept).unwrap().id.as_deref(),
+        Some("chatcmpl-3")
+    );
+    assert!(
+        kept.bytes.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&kept.bytes)
+    );
+    // A head holding `usage` and `error`: either again after the choices is a field seen twice.
+    let head = br#"{"usage":null,"id":null,"error":null,"choices":"#;
+    let chunk = |tail: &str| [&head[..], tail.as_bytes()].concat();
+    assert!(parse_chunk(&chunk("[]}"), &mut kept).is_some());
+    assert_eq!(kept.bytes, head);
+    for tail in [
+        r#"[],"usage":null}"#,
+        r#"[],"error":null}"#,
+        r#"[],"id":null}"#,
+    ] {
+        let data = chunk(tail);
+        assert!(by_serde(&data).is_none(), "{tail}");
+        assert!(parse_chunk(&data, &mut kept).is_none(), "{tail}");
+    }
+    let data = chunk(r#"[{"delta":{"content":"x"}}]}"#);
+    let c = parse_chunk(&data, &mut kept).unwrap();
+    assert!(c.id.is_none() && c.choices.is_some());
 }
 
 /// The generator reaches the fast path, the fallback and the failures, each often.

@@ -130,12 +130,44 @@ impl<'a> Scanner<'a> {
     pub(crate) fn fields<const N: usize>(
         &mut self,
         names: &[&[u8]; N],
+        field: impl FnMut(&mut Self, Option<usize>) -> Option<()>,
+    ) -> Option<()> {
+        self.fields_from(None, names, field)
+    }
+
+    /// [`Self::fields`], or with `at_value` the rest of an object from the value of a key
+    /// already read (the key's index among `names`, as `field` gets it).
+    #[inline(always)]
+    pub(crate) fn fields_from<const N: usize>(
+        &mut self,
+        at_value: Option<Option<usize>>,
+        names: &[&[u8]; N],
         mut field: impl FnMut(&mut Self, Option<usize>) -> Option<()>,
     ) -> Option<()> {
-        self.object(|s| {
-            let name = s.key_among(names)?;
-            field(s, name)
-        })
+        let mut pending = at_value;
+        if pending.is_none() {
+            self.eat(b'{')?;
+            if self.peek()? == b'}' {
+                self.i += 1;
+                return Some(());
+            }
+        }
+        // One place that calls `field`, in one loop: it stays inlined.
+        loop {
+            let name = match pending.take() {
+                Some(name) => name,
+                None => self.key_among(names)?,
+            };
+            field(self, name)?;
+            match self.peek()? {
+                b',' => self.i += 1,
+                b'}' => {
+                    self.i += 1;
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
     }
 
     /// An object: `field` reads its key and value, for each in order.
@@ -173,6 +205,20 @@ impl<'a> Scanner<'a> {
                 }
                 _ => return None,
             }
+        }
+    }
+
+    /// Where the cursor is (a byte index into the text).
+    pub(crate) fn at(&self) -> usize {
+        self.i
+    }
+
+    /// A cursor at `i` (a byte index), as after reading the text before it.
+    pub(crate) fn resume(text: &'a str, i: usize) -> Self {
+        Scanner {
+            text,
+            b: text.as_bytes(),
+            i,
         }
     }
 
