@@ -6,7 +6,7 @@ use std::ops::Range;
 
 use serde::Deserialize;
 
-use super::scan::{index_of, Scanner};
+use super::scan::{index_of, plain_run, Scanner};
 use super::{raw_error, ErrorIn, Event, Recorder, StreamError, Usage};
 
 #[derive(Deserialize)]
@@ -118,6 +118,9 @@ pub(crate) fn read_openai<'a>(e: &Event<'a>, rec: &mut Recorder) -> OpenAiEvent<
 /// A chunk's data read, or None when it is not UTF-8 JSON of a chunk's shape. `head` is the
 /// stream's: what its last chunk read directly began with.
 pub(crate) fn parse_chunk<'a>(data: &'a [u8], head: &mut ChunkHead) -> Option<Chunk<'a>> {
+    if let Some(chunk) = head.token_chunk(data) {
+        return Some(chunk);
+    }
     let text = std::str::from_utf8(data).ok()?;
     scan_chunk(text, head).or_else(|| serde_json::from_str(text).ok())
 }
@@ -134,6 +137,12 @@ pub(crate) struct ChunkHead {
     id: Option<Option<Range<usize>>>,
     usage: bool,
     error: bool,
+    /// The last token chunk read directly, when it had this head: its bytes after the head
+    /// around its one text, split at `token_at` (the text's opening quote is before it, its
+    /// closing quote starts the rest). A chunk that is the same bytes around another text
+    /// without escapes reads the same, with that text: one choice, its delta's `content`.
+    token: Vec<u8>,
+    token_at: usize,
 }
 
 /// What a chunk's fields held where `choices`' value starts: the cursor, `id`, `usage`, `error`.
@@ -154,9 +163,87 @@ impl ChunkHead {
         Some((id, self.usage.then_some(()), self.error.then_some(())))
     }
 
+    /// A token chunk of the kept shape (see `token`), read without a scan; None for any other.
+    fn token_chunk<'a>(&self, data: &'a [u8]) -> Option<Chunk<'a>> {
+        if self.token.is_empty() {
+            return None;
+        }
+        let rest = data.strip_prefix(self.bytes.as_slice())?;
+        let (before, after) = self.token.split_at(self.token_at);
+        let rest = rest.strip_prefix(before)?;
+        // The text runs to its closing quote: no escape, no control character.
+        let end = plain_run(rest, 0);
+        if rest.get(end..)? != after {
+            return None;
+        }
+        // Only the text and the id are new to UTF-8 checks: the rest are the bytes of a
+        // chunk already read (and the id's are too, but a `str` is made by checking).
+        let content = std::str::from_utf8(rest.get(..end)?).ok()?;
+        let id = match &self.id {
+            Some(Some(at)) => Some(Cow::Borrowed(
+                std::str::from_utf8(data.get(at.clone())?).ok()?,
+            )),
+            _ => None,
+        };
+        let delta = Delta {
+            content: Some(Cow::Borrowed(content)),
+            refusal: None,
+            reasoning_content: None,
+            tool_calls: None,
+        };
+        Some(Chunk {
+            id,
+            choices: Some(vec![Choice {
+                delta: Some(delta),
+                finish_reason: None,
+            }]),
+            usage: None,
+            error: None,
+        })
+    }
+
+    /// Keeps the shape of `chunk` (read directly from `text`, which has the kept head) when it
+    /// is a token chunk: one choice, its delta's one text `content`, plain, and nothing else
+    /// read.
+    fn remember_token(&mut self, text: &str, chunk: &Chunk<'_>) {
+        self.token.clear();
+        // The id must be the head's (an id after the choices is in the bytes kept, but a
+        // token chunk is read with the head's).
+        if self.id.is_none() && chunk.id.is_some() {
+            return;
+        }
+        let [Choice {
+            delta: Some(d),
+            finish_reason: None,
+        }] = chunk.choices.as_deref().unwrap_or_default()
+        else {
+            return;
+        };
+        let (Some(Cow::Borrowed(t)), None, None, None) =
+            (&d.content, &d.refusal, &d.reasoning_content, &d.tool_calls)
+        else {
+            return;
+        };
+        let start = (t.as_ptr() as usize).wrapping_sub(text.as_ptr() as usize);
+        let b = text.as_bytes();
+        let (Some(before), Some(after)) =
+            (b.get(self.bytes.len()..start), b.get(start + t.len()..))
+        else {
+            return;
+        };
+        // Only a text its own run would end at: the next byte its closing quote.
+        if plain_run(b, start) != start + t.len() || after.first() != Some(&b'"') {
+            return;
+        }
+        self.token.extend_from_slice(before);
+        self.token.extend_from_slice(after);
+        self.token_at = before.len();
+    }
+
     /// Keeps the head of `text`, read directly, for the chunks after it.
     fn remember(&mut self, text: &str, (at, id, usage, error): BeforeChoices<'_>) {
         self.bytes.clear();
+        self.token.clear();
         self.id = match id {
             Some(Some(Cow::Borrowed(t))) => {
                 let start = (t.as_ptr() as usize).wrapping_sub(text.as_ptr() as usize);
@@ -238,12 +325,16 @@ fn scan_chunk<'a>(text: &'a str, head: &mut ChunkHead) -> Option<Chunk<'a>> {
     if let (false, Some(before)) = (hit, before_choices) {
         head.remember(text, before);
     }
-    Some(Chunk {
+    let chunk = Chunk {
         id: id.flatten(),
         choices: choices.flatten(),
         usage: None,
         error: None,
-    })
+    };
+    if !head.bytes.is_empty() && text.as_bytes().starts_with(&head.bytes) {
+        head.remember_token(text, &chunk);
+    }
+    Some(chunk)
 }
 
 /// Sets a field read for the first time; None when it was read already.

@@ -57,7 +57,7 @@ pub(super) fn render(j: &J, ws: &[String], n: &mut usize, out: &mut String) {
 }
 
 /// A string literal: plain text, unicode, every kind of escape, rarely an invalid piece.
-fn string_lit() -> impl Strategy<Value = String> {
+pub(super) fn string_lit() -> impl Strategy<Value = String> {
     let piece = prop_oneof![
         160 => "[a-z ]{1,12}",
         40 => "[é✓😀中\u{7f}\u{80}\u{ffff}]{1,3}",
@@ -280,4 +280,58 @@ pub(super) fn mutate(mut b: Vec<u8>, m: Option<Mutation>) -> Vec<u8> {
         Some(Mutation::Append(s)) => b.extend_from_slice(s.as_bytes()),
     }
     b
+}
+
+/// `j` with every `content` field's value (a delta's text, among others) replaced by `text`.
+pub(super) fn with_content(j: &J, text: &str) -> J {
+    match j {
+        J::Raw(s) => J::Raw(s.clone()),
+        J::Arr(items) => J::Arr(items.iter().map(|i| with_content(i, text)).collect()),
+        J::Obj(fields) => J::Obj(
+            fields
+                .iter()
+                .map(|(k, v)| match k.as_str() {
+                    "\"content\"" => (k.clone(), J::Raw(text.to_owned())),
+                    _ => (k.clone(), with_content(v, text)),
+                })
+                .collect(),
+        ),
+    }
+}
+
+/// A token chunk, mostly: one choice whose delta has a `content` text (the shape a stream
+/// repeats), with the rest of a chunk's variety around it.
+pub(super) fn token_chunk() -> impl Strategy<Value = J> {
+    let delta = object(vec![
+        field("role", 0.1, Just(J::Raw("\"assistant\"".to_owned()))),
+        field("content", 0.99, string_lit().prop_map(J::Raw)),
+        field(
+            "refusal",
+            0.2,
+            prop_oneof![4 => Just(null()), 1 => text_or_null()],
+        ),
+        field("reasoning_content", 0.1, text_or_null()),
+    ]);
+    let choice = object(vec![
+        field("index", 0.9, Just(J::Raw("0".to_owned()))),
+        field("delta", 0.99, delta),
+        field("logprobs", 0.7, Just(null())),
+        field(
+            "finish_reason",
+            0.9,
+            prop_oneof![8 => Just(null()), 1 => text_or_null()],
+        ),
+    ]);
+    object(vec![
+        field("id", 0.9, text_or_null()),
+        field(
+            "object",
+            0.7,
+            Just(J::Raw("\"chat.completion.chunk\"".to_owned())),
+        ),
+        field("created", 0.7, number_lit().prop_map(J::Raw)),
+        field("model", 0.7, string_lit().prop_map(J::Raw)),
+        field("choices", 0.99, choice.prop_map(|c| J::Arr(vec![c]))),
+        field("usage", 0.2, Just(null())),
+    ])
 }

@@ -3,7 +3,9 @@ use proptest::prelude::*;
 
 #[path = "openai_gen.rs"]
 mod generate;
-use generate::{chunk, chunk_bytes, mutate, mutation, render, J};
+use generate::{
+    chunk, chunk_bytes, mutate, mutation, render, string_lit, token_chunk, with_content, J,
+};
 
 /// A typical chunk of an OpenAI stream (as the mock upstream sends it).
 const SAMPLE: &[u8] = br#"{"id":"chatcmpl-mock43ee6b0bcc4700000001","object":"chat.completion.chunk","created":1795935306,"model":"gpt-4o-mini","system_fingerprint":null,"choices":[{"index":0,"delta":{"content":" is"},"logprobs":null,"finish_reason":null}]}"#;
@@ -301,46 +303,45 @@ proptest! {
     }
 }
 
-/// A chunk, and a second one as a stream might send after it: the same chunk mutated (in its
-/// head or after it), the same head with other choices, or the same head followed by another
-/// chunk's fields (which may repeat one of the head's; `usage` and `error` can be in a head,
-/// as a generated chunk's fields come in any order).
+/// A chunk (half of them token chunks), and a second one as a stream might send after it: the same chunk mutated (in its
+/// head or after it), the same chunk with another text for its `content`, the same head with
+/// other choices, or the same head followed by another chunk's fields (which may repeat one of
+/// the head's; `usage` and `error` can be in a head, as a generated chunk's fields come in any
+/// order).
 fn chunk_pair() -> impl Strategy<Value = (Vec<u8>, Vec<u8>)> {
     let ws = prop_oneof![8 => Just(String::new()), 1 => "[ \t\r\n]{1,3}"];
-    let how = 0..3u8;
-    (
-        chunk(),
-        chunk(),
-        prop::collection::vec(ws, 0..6),
-        mutation(),
-        how,
-    )
-        .prop_map(|(j, other, ws, m, how)| {
-            let mut first = String::new();
-            render(&j, &ws, &mut 0, &mut first);
-            let second = match (how, &j, &other) {
-                (1 | 2, J::Obj(fields), J::Obj(theirs)) => {
-                    let is_choices = |(k, _): &&(String, J)| k == "choices";
-                    let head = fields.iter().take_while(|f| !is_choices(f));
-                    let choices = theirs.iter().find(is_choices);
-                    let choices = choices.or_else(|| fields.iter().find(is_choices));
-                    let rest: Vec<_> = match how {
-                        1 => fields
-                            .iter()
-                            .skip_while(|f| !is_choices(f))
-                            .skip(1)
-                            .collect(),
-                        _ => theirs.iter().filter(|f| !is_choices(f)).collect(),
-                    };
-                    let all = head.chain(choices).chain(rest).cloned().collect();
-                    let mut text = String::new();
-                    render(&J::Obj(all), &ws, &mut 0, &mut text);
-                    text.into_bytes()
-                }
-                _ => mutate(first.clone().into_bytes(), m),
-            };
-            (first.into_bytes(), second)
-        })
+    let how = 0..4u8;
+    let first = prop_oneof![chunk(), token_chunk()];
+    let parts = (first, chunk(), prop::collection::vec(ws, 0..6));
+    (parts, mutation(), how, string_lit()).prop_map(|((j, other, ws), m, how, text)| {
+        let mut first = String::new();
+        render(&j, &ws, &mut 0, &mut first);
+        let render = |j: &J| {
+            let mut text = String::new();
+            render(j, &ws, &mut 0, &mut text);
+            text.into_bytes()
+        };
+        let second = match (how, &j, &other) {
+            (1 | 2, J::Obj(fields), J::Obj(theirs)) => {
+                let is_choices = |(k, _): &&(String, J)| k == "choices";
+                let head = fields.iter().take_while(|f| !is_choices(f));
+                let choices = theirs.iter().find(is_choices);
+                let choices = choices.or_else(|| fields.iter().find(is_choices));
+                let rest: Vec<_> = match how {
+                    1 => fields
+                        .iter()
+                        .skip_while(|f| !is_choices(f))
+                        .skip(1)
+                        .collect(),
+                    _ => theirs.iter().filter(|f| !is_choices(f)).collect(),
+                };
+                render(&J::Obj(head.chain(choices).chain(rest).cloned().collect()))
+            }
+            (3, ..) => render(&with_content(&j, &text)),
+            _ => mutate(first.clone().into_bytes(), m),
+        };
+        (first.into_bytes(), second)
+    })
 }
 
 /// Every second chunk of a generated pair reuses the first one's head, often.
@@ -349,7 +350,7 @@ fn generated_pairs_reuse_the_head() {
     use proptest::strategy::ValueTree;
     let mut runner = proptest::test_runner::TestRunner::deterministic();
     let strategy = chunk_pair();
-    let (mut reused, mut fast) = (0, 0);
+    let (mut fast, mut reused, mut tokens) = (0, 0, 0);
     for _ in 0..2000 {
         let (first, second) = strategy.new_tree(&mut runner).unwrap().current();
         let mut head = ChunkHead::default();
@@ -361,8 +362,12 @@ fn generated_pairs_reuse_the_head() {
         }
         fast += 1;
         reused += usize::from(second.starts_with(&head.bytes));
+        tokens += usize::from(head.token_chunk(&second).is_some());
     }
-    assert!(fast > 300 && reused > 300, "{fast} {reused}");
+    assert!(
+        fast > 300 && reused > 300 && tokens > 100,
+        "{fast} {reused} {tokens}"
+    );
 }
 
 #[test]
@@ -381,6 +386,35 @@ fn a_streams_chunks_are_read_from_their_choices_on() {
     let choice = &c.choices.as_ref().unwrap()[0];
     assert_eq!(choice.delta.as_ref().unwrap().content.as_deref(), Some("b"));
     assert_eq!(choice.finish_reason.as_deref(), Some("stop"));
+    // A token chunk of the same shape as the one before: read without a scan, its text a
+    // slice of its own bytes. (The one before ended the answer: it is not a token chunk.)
+    assert!(kept.token_chunk(&first).is_none());
+    parse_chunk(&first, &mut kept).unwrap();
+    let third = chunk(r#"[{"index":0,"delta":{"content":"c d"},"finish_reason":null}]}"#);
+    let c = kept.token_chunk(&third).unwrap();
+    assert!(matches!(c.id, Some(Cow::Borrowed("chatcmpl-1"))));
+    let choice = &c.choices.as_ref().unwrap()[0];
+    assert!(matches!(
+        choice.delta.as_ref().unwrap().content,
+        Some(Cow::Borrowed("c d"))
+    ));
+    assert_eq!(
+        parse_chunk(&third, &mut kept).map(|c| seen(&c)),
+        by_serde(&third)
+    );
+    // Not for a text with an escape, or another shape: those are scanned.
+    for tail in [
+        r#"[{"index":0,"delta":{"content":"c\nd"},"finish_reason":null}]}"#,
+        r#"[{"index":0,"delta":{"content":"c","refusal":null},"finish_reason":null}]}"#,
+        r#"[{"index":0,"delta":{"content":"c"},"finish_reason":"stop"}]}"#,
+    ] {
+        let data = chunk(tail);
+        assert!(kept.token_chunk(&data).is_none(), "{tail}");
+        assert_eq!(
+            parse_chunk(&data, &mut kept).map(|c| seen(&c)),
+            by_serde(&data)
+        );
+    }
     // A field the head already had, again after the choices: refused as serde refuses it.
     let twice = chunk(r#"[],"id":"other"}"#);
     assert!(parse_chunk(&twice, &mut kept).is_none());

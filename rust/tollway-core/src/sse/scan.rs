@@ -18,7 +18,7 @@ const HIGHS: u64 = 0x8080_8080_8080_8080;
 /// The index of the first byte from `i` that ends a plain run of string text: a quote, a
 /// backslash or a control character (which JSON forbids in strings), or `b.len()`.
 #[inline(always)]
-fn plain_run(b: &[u8], i: usize) -> usize {
+pub(crate) fn plain_run(b: &[u8], i: usize) -> usize {
     let Some(mut rest) = b.get(i..) else {
         return i;
     };
