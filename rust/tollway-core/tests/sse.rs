@@ -22,6 +22,8 @@ const OPENAI: &str = concat!(
     "data: [DONE]\n\n",
 );
 
+const DONE: &str = "data: [DONE]\n\n";
+
 /// The usage-only event of [`OPENAI`], which a client that did not ask for usage must not see.
 fn openai_usage_event() -> &'static str {
     let start = OPENAI.find("data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o-mini\",\"choices\":[],").unwrap();
@@ -180,6 +182,50 @@ fn openai_stream_is_measured_and_forwarded_unchanged() {
     m.feed(OPENAI.as_bytes(), 0.0);
     assert_eq!(m.usage().cached_tokens, Some(4));
     assert_eq!(m.response_id(), Some("chatcmpl-1"));
+}
+
+/// A token event of the shape the stream repeats, with `text`.
+fn token_event(text: &str) -> String {
+    format!("data: {{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o-mini\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{text}\"}},\"logprobs\":null,\"finish_reason\":null}}]}}\n\n")
+}
+
+#[test]
+fn token_events_in_one_chunk_are_measured_as_when_they_arrive_one_by_one() {
+    // The meter reads the later ones whole (by their bytes, not framed): the same answer.
+    let events: Vec<String> = ["A", " b", "", " c\\\"d", " e"].map(token_event).into();
+    let stream = [events.concat(), DONE.to_owned()].concat();
+    let whole = run_at_once(
+        meter(StreamFormat::OpenAi, false, true),
+        &[stream.as_bytes()],
+    );
+    let one_by_one = run_at_once(meter(StreamFormat::OpenAi, false, true), &by_event(&stream));
+    assert_eq!(whole, one_by_one);
+    assert_eq!(whole.out, stream.as_bytes());
+    let mut m = meter(StreamFormat::OpenAi, false, true);
+    m.feed(stream.as_bytes(), 0.0);
+    assert_eq!(m.text(), "A b c\"d e");
+    assert_eq!(m.response_id(), Some("chatcmpl-1"));
+}
+
+#[test]
+fn token_events_after_the_end_marker_are_dropped_and_not_measured() {
+    let events = [
+        token_event("A"),
+        token_event(" b"),
+        DONE.to_owned(),
+        token_event(" c"),
+    ];
+    let stream = events.concat();
+    for chunks in [vec![stream.as_bytes()], by_event(&stream)] {
+        let mut m = meter(StreamFormat::OpenAi, false, true);
+        let mut out = Vec::new();
+        for c in chunks {
+            out.extend_from_slice(m.feed(c, 0.0));
+        }
+        out.extend_from_slice(m.finish(0.0));
+        assert_eq!(out, events[..3].concat().as_bytes());
+        assert_eq!(m.text(), "A b");
+    }
 }
 
 #[test]

@@ -12,7 +12,9 @@
 
 use std::sync::Arc;
 
-use super::{Event, Flow, Recorder, SseParser, StreamError, TooLarge, Usage, MAX_EVENT_BYTES};
+use super::{
+    Event, Flow, Reader, Recorder, SseParser, StreamError, TooLarge, Usage, MAX_EVENT_BYTES,
+};
 use crate::scrub::RequestScrub;
 use crate::sse::anthropic::AnthropicTranslator;
 use crate::sse::bedrock::BedrockTranslator;
@@ -286,9 +288,21 @@ impl SseMeter {
             (StreamFormat::Responses, ..) => forward(parser, chunk, out, guard, &mut |e| {
                 responses_event(e, rec, now_ms)
             }),
-            _ => forward(parser, chunk, out, guard, &mut |e| {
-                openai_event(e, rec, now_ms, *strip_usage)
-            }),
+            // Without a guard, an OpenAI stream's token events are read whole where they can be.
+            _ => match (guard, chunk) {
+                (None, Some(chunk)) => parser.read(
+                    chunk,
+                    out,
+                    &mut OpenAiReader {
+                        rec,
+                        now_ms,
+                        strip_usage: *strip_usage,
+                    },
+                ),
+                (guard, chunk) => forward(parser, chunk, out, guard, &mut |e| {
+                    openai_event(e, rec, now_ms, *strip_usage)
+                }),
+            },
         };
         if result.is_err() {
             rec.fail(StreamError::EventTooLarge);
@@ -490,6 +504,31 @@ fn forward(
         }
         flow => flow,
     })
+}
+
+/// An OpenAI stream's events, for the parser: a token event of the shape the stream repeats
+/// is read whole (see `ChunkHead::token_event`), any other one framed.
+struct OpenAiReader<'r> {
+    rec: &'r mut Recorder,
+    now_ms: f64,
+    strip_usage: bool,
+}
+
+impl Reader for OpenAiReader<'_> {
+    fn event(&mut self, e: &Event<'_>) -> Flow {
+        openai_event(e, self.rec, self.now_ms, self.strip_usage)
+    }
+
+    fn whole_event(&mut self, bytes: &[u8]) -> Option<usize> {
+        // What `openai_event` does with it: not after the end marker; a token chunk has no
+        // usage, so it is recorded and forwarded.
+        if self.rec.done {
+            return None;
+        }
+        let (chunk, len) = self.rec.head.token_event(bytes)?;
+        record_chunk(&chunk, self.rec, self.now_ms);
+        Some(len)
+    }
 }
 
 fn openai_event(e: &Event<'_>, rec: &mut Recorder, now_ms: f64, strip_usage: bool) -> Flow {

@@ -42,6 +42,26 @@ pub enum Flow {
     Stop,
 }
 
+/// What reads the events the parser frames. A reader may also read a whole event itself, from
+/// the bytes at its start, when it knows their form: the parser then skips framing it.
+pub(crate) trait Reader {
+    fn event(&mut self, e: &Event<'_>) -> Flow;
+
+    /// The length of the event at the start of `bytes` (through its blank line) when this
+    /// reader read it whole and wants it forwarded; None leaves it to the parser. It may only
+    /// read events of one `data:` line, no other field, ended by `\n\n`, that the parser would
+    /// frame the same.
+    fn whole_event(&mut self, _bytes: &[u8]) -> Option<usize> {
+        None
+    }
+}
+
+impl<F: FnMut(&Event<'_>) -> Flow + ?Sized> Reader for F {
+    fn event(&mut self, e: &Event<'_>) -> Flow {
+        self(e)
+    }
+}
+
 /// An event grew past the parser's limit; the parser stops.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TooLarge;
@@ -97,6 +117,16 @@ impl SseParser {
         chunk: &[u8],
         out: &mut Vec<u8>,
         on_event: &mut dyn FnMut(&Event<'_>) -> Flow,
+    ) -> Result<(), TooLarge> {
+        self.read(chunk, out, on_event)
+    }
+
+    /// [`Self::feed`] with a [`Reader`].
+    pub(crate) fn read<R: Reader + ?Sized>(
+        &mut self,
+        chunk: &[u8],
+        out: &mut Vec<u8>,
+        on_event: &mut R,
     ) -> Result<(), TooLarge> {
         if self.stopped {
             return Ok(());
@@ -159,11 +189,11 @@ impl SseParser {
 
     /// Splits `buf` (the incomplete block so far plus new bytes) into lines from where the last
     /// call stopped; returns where the still-incomplete block starts.
-    fn scan(
+    fn scan<R: Reader + ?Sized>(
         &mut self,
         buf: &[u8],
         out: &mut Vec<u8>,
-        on_event: &mut dyn FnMut(&Event<'_>) -> Flow,
+        on_event: &mut R,
     ) -> Result<usize, TooLarge> {
         let mut block = 0;
         let mut pos = self.scanned;
@@ -182,7 +212,22 @@ impl SseParser {
                 pos += 1;
             }
         }
-        while let Some(i) = memchr2(b'\n', b'\r', &buf[pos..]) {
+        loop {
+            if pos == block && self.line_start == 0 {
+                // An event's first byte: its reader may read it whole (within the limit).
+                let at = &buf[block..];
+                let at = at.get(..self.max_event).unwrap_or(at);
+                if let Some(n) = on_event.whole_event(at) {
+                    out.extend_from_slice(&at[..n]);
+                    self.last_forwarded = true;
+                    block += n;
+                    pos = block;
+                    continue;
+                }
+            }
+            let Some(i) = memchr2(b'\n', b'\r', &buf[pos..]) else {
+                break;
+            };
             let end = pos + i;
             let mut next = end + 1;
             if buf[end] == b'\r' {
@@ -240,7 +285,7 @@ impl SseParser {
         }
     }
 
-    fn dispatch(&mut self, raw: &[u8], on_event: &mut dyn FnMut(&Event<'_>) -> Flow) -> Flow {
+    fn dispatch<R: Reader + ?Sized>(&mut self, raw: &[u8], on_event: &mut R) -> Flow {
         let data = match self.data.as_slice() {
             [] => None,
             [(a, b)] => Some(&raw[*a..*b]),
@@ -256,7 +301,7 @@ impl SseParser {
             }
         };
         let name = self.name.map_or(&b""[..], |(a, b)| &raw[a..b]);
-        on_event(&Event { name, data, raw })
+        on_event.event(&Event { name, data, raw })
     }
 }
 

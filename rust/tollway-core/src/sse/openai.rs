@@ -143,6 +143,9 @@ pub(crate) struct ChunkHead {
     /// without escapes reads the same, with that text: one choice, its delta's `content`.
     token: Vec<u8>,
     token_at: usize,
+    /// Neither the head nor the token bytes hold a line break: a token chunk on one `data:`
+    /// line is its whole event.
+    one_line: bool,
 }
 
 /// What a chunk's fields held where `choices`' value starts: the cursor, `id`, `usage`, `error`.
@@ -165,6 +168,23 @@ impl ChunkHead {
 
     /// A token chunk of the kept shape (see `token`), read without a scan; None for any other.
     fn token_chunk<'a>(&self, data: &'a [u8]) -> Option<Chunk<'a>> {
+        let (chunk, len) = self.token_at_start(data)?;
+        (len == data.len()).then_some(chunk)
+    }
+
+    /// The event at the start of `bytes` when it is `data: ` and a token chunk of the kept
+    /// shape, then a blank line: the chunk, and the event's length.
+    pub(crate) fn token_event<'a>(&self, bytes: &'a [u8]) -> Option<(Chunk<'a>, usize)> {
+        if !self.one_line {
+            return None;
+        }
+        let data = bytes.strip_prefix(b"data: ")?;
+        let (chunk, len) = self.token_at_start(data)?;
+        (data.get(len..len + 2)? == b"\n\n").then_some((chunk, 6 + len + 2))
+    }
+
+    /// The token chunk of the kept shape that `data` starts with, and its length.
+    fn token_at_start<'a>(&self, data: &'a [u8]) -> Option<(Chunk<'a>, usize)> {
         if self.token.is_empty() {
             return None;
         }
@@ -173,7 +193,7 @@ impl ChunkHead {
         let rest = rest.strip_prefix(before)?;
         // The text runs to its closing quote: no escape, no control character.
         let end = plain_run(rest, 0);
-        if rest.get(end..)? != after {
+        if !rest.get(end..)?.starts_with(after) {
             return None;
         }
         // Only the text and the id are new to UTF-8 checks: the rest are the bytes of a
@@ -191,7 +211,7 @@ impl ChunkHead {
             reasoning_content: None,
             tool_calls: None,
         };
-        Some(Chunk {
+        let chunk = Chunk {
             id,
             choices: Some(vec![Choice {
                 delta: Some(delta),
@@ -199,7 +219,8 @@ impl ChunkHead {
             }]),
             usage: None,
             error: None,
-        })
+        };
+        Some((chunk, data.len() - rest.len() + end + after.len()))
     }
 
     /// Keeps the shape of `chunk` (read directly from `text`, which has the kept head) when it
@@ -238,6 +259,8 @@ impl ChunkHead {
         self.token.extend_from_slice(before);
         self.token.extend_from_slice(after);
         self.token_at = before.len();
+        let line_break = |b: &[u8]| memchr::memchr2(b'\n', b'\r', b).is_some();
+        self.one_line = !line_break(&self.bytes) && !line_break(&self.token);
     }
 
     /// Keeps the head of `text`, read directly, for the chunks after it.
