@@ -522,11 +522,16 @@ impl Reader for OpenAiReader<'_> {
     fn whole_event(&mut self, bytes: &[u8]) -> Option<usize> {
         // What `openai_event` does with it: not after the end marker; a token chunk has no
         // usage, so it is recorded and forwarded.
-        if self.rec.done {
+        let rec = &mut *self.rec;
+        if rec.done {
             return None;
         }
-        let (chunk, len) = self.rec.head.token_event(bytes)?;
-        record_chunk(&chunk, self.rec, self.now_ms);
+        let (text, chunk, len) = rec.head.token_event(bytes)?;
+        // As `record_chunk` records a token chunk: its id (when none is known yet), its text.
+        if rec.response_id.is_none() {
+            rec.response_id = rec.head.id_in(chunk)?.map(str::to_owned);
+        }
+        rec.delta(self.now_ms, std::iter::once(text), false);
         Some(len)
     }
 }

@@ -400,6 +400,25 @@ impl Recorder {
         self.push_text(text);
     }
 
+    /// One delta's texts (a tool call's name and arguments among them) at `now_ms`: its first
+    /// non-empty one (or its first, with a tool call) is a token event, the rest its text.
+    pub(crate) fn delta<'t>(
+        &mut self,
+        now_ms: f64,
+        parts: impl Iterator<Item = &'t str>,
+        has_call: bool,
+    ) {
+        let mut first = true;
+        for part in parts {
+            if first && (!part.is_empty() || has_call) {
+                first = false;
+                self.token(now_ms, part);
+            } else {
+                self.push_text(part);
+            }
+        }
+    }
+
     /// More output text of the current token event, kept for counting.
     pub(crate) fn push_text(&mut self, text: &str) {
         if self.text.len() + text.len() <= MAX_TEXT_BYTES {

@@ -168,23 +168,52 @@ impl ChunkHead {
 
     /// A token chunk of the kept shape (see `token`), read without a scan; None for any other.
     fn token_chunk<'a>(&self, data: &'a [u8]) -> Option<Chunk<'a>> {
-        let (chunk, len) = self.token_at_start(data)?;
-        (len == data.len()).then_some(chunk)
+        let (content, len) = self.token_at_start(data)?;
+        if len != data.len() {
+            return None;
+        }
+        let delta = Delta {
+            content: Some(Cow::Borrowed(content)),
+            refusal: None,
+            reasoning_content: None,
+            tool_calls: None,
+        };
+        Some(Chunk {
+            id: self.id_in(data)?.map(Cow::Borrowed),
+            choices: Some(vec![Choice {
+                delta: Some(delta),
+                finish_reason: None,
+            }]),
+            usage: None,
+            error: None,
+        })
     }
 
     /// The event at the start of `bytes` when it is `data: ` and a token chunk of the kept
-    /// shape, then a blank line: the chunk, and the event's length.
-    pub(crate) fn token_event<'a>(&self, bytes: &'a [u8]) -> Option<(Chunk<'a>, usize)> {
+    /// shape, then a blank line: the chunk's text, the chunk (for [`Self::id_in`]), and the
+    /// event's length.
+    pub(crate) fn token_event<'a>(&self, bytes: &'a [u8]) -> Option<(&'a str, &'a [u8], usize)> {
         if !self.one_line {
             return None;
         }
         let data = bytes.strip_prefix(b"data: ")?;
-        let (chunk, len) = self.token_at_start(data)?;
-        (data.get(len..len + 2)? == b"\n\n").then_some((chunk, 6 + len + 2))
+        let (content, len) = self.token_at_start(data)?;
+        let chunk = data.get(..len)?;
+        (data.get(len..len + 2)? == b"\n\n").then_some((content, chunk, 6 + len + 2))
     }
 
-    /// The token chunk of the kept shape that `data` starts with, and its length.
-    fn token_at_start<'a>(&self, data: &'a [u8]) -> Option<(Chunk<'a>, usize)> {
+    /// The id of a chunk with this head (None when it has none). Its bytes were checked as
+    /// UTF-8 with the head's, but a `str` is made by checking.
+    pub(crate) fn id_in<'a>(&self, data: &'a [u8]) -> Option<Option<&'a str>> {
+        match &self.id {
+            Some(Some(at)) => Some(Some(std::str::from_utf8(data.get(at.clone())?).ok()?)),
+            _ => Some(None),
+        }
+    }
+
+    /// The text of the token chunk of the kept shape that `data` starts with, and the chunk's
+    /// length.
+    fn token_at_start<'a>(&self, data: &'a [u8]) -> Option<(&'a str, usize)> {
         if self.token.is_empty() {
             return None;
         }
@@ -196,31 +225,9 @@ impl ChunkHead {
         if !rest.get(end..)?.starts_with(after) {
             return None;
         }
-        // Only the text and the id are new to UTF-8 checks: the rest are the bytes of a
-        // chunk already read (and the id's are too, but a `str` is made by checking).
+        // Only the text is new to the UTF-8 check: the rest are the bytes of a chunk read.
         let content = std::str::from_utf8(rest.get(..end)?).ok()?;
-        let id = match &self.id {
-            Some(Some(at)) => Some(Cow::Borrowed(
-                std::str::from_utf8(data.get(at.clone())?).ok()?,
-            )),
-            _ => None,
-        };
-        let delta = Delta {
-            content: Some(Cow::Borrowed(content)),
-            refusal: None,
-            reasoning_content: None,
-            tool_calls: None,
-        };
-        let chunk = Chunk {
-            id,
-            choices: Some(vec![Choice {
-                delta: Some(delta),
-                finish_reason: None,
-            }]),
-            usage: None,
-            error: None,
-        };
-        Some((chunk, data.len() - rest.len() + end + after.len()))
+        Some((content, data.len() - rest.len() + end + after.len()))
     }
 
     /// Keeps the shape of `chunk` (read directly from `text`, which has the kept head) when it
@@ -430,16 +437,8 @@ pub(crate) fn record_chunk(chunk: &Chunk<'_>, rec: &mut Recorder, now_ms: f64) -
                     f.arguments.as_deref().unwrap_or(""),
                 ]
             });
-            let mut first = true;
             let has_call = d.tool_calls.as_ref().is_some_and(|c| !c.is_empty());
-            for part in texts.chain(calls) {
-                if first && (!part.is_empty() || has_call) {
-                    first = false;
-                    rec.token(now_ms, part);
-                } else {
-                    rec.push_text(part);
-                }
-            }
+            rec.delta(now_ms, texts.chain(calls), has_call);
         }
         if let Some(r) = &choice.finish_reason {
             rec.finish_reason = Some(r.clone().into_owned());
