@@ -20,6 +20,7 @@ pytest.importorskip("tollway._core", reason="the Rust extension is not built")
 
 from tollway.app import Gateway, create_app
 from tollway.mock.content import Answers
+from tollway.mock.openai_api import OPENING, chat_stream_events, chunk_head
 from tollway.proxy import Proxy
 from tollway.upstream import UpstreamError
 
@@ -58,20 +59,15 @@ COMPLETION = msgspec.json.encode(
         "usage": {"prompt_tokens": 20, "completion_tokens": 25, "total_tokens": 45},
     }
 )
-# The load test's stream as the mock upstream sends it: an opening chunk, 25 one-token deltas
-# (the mock's own tails), the finish chunk, the usage chunk the gateway asks for, [DONE].
-_HEAD = (
-    b'data: {"id":"chatcmpl-mock-1","object":"chat.completion.chunk","created":1764000000,'
-    b'"model":"gpt-4o-mini","system_fingerprint":null,"choices":['
+# The load test's stream as the mock upstream sends it: an opening chunk, 25 one-token deltas,
+# the finish chunk, the usage chunk the gateway asks for, [DONE].
+CHUNKS = chat_stream_events(
+    chunk_head("chatcmpl-mock-1", 1764000000, "gpt-4o-mini"),
+    OPENING,
+    Answers(25).openai_deltas,
+    "stop",
+    {"prompt_tokens": 17, "completion_tokens": 25, "total_tokens": 42},
 )
-CHUNKS = [
-    _HEAD + b'{"index":0,"delta":{"role":"assistant","content":"","refusal":null},'
-    b'"logprobs":null,"finish_reason":null}]}\n\n',
-    *(_HEAD + tail for tail in Answers(25).openai_deltas),
-    _HEAD + b'{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}]}\n\n',
-    _HEAD + b'],"usage":{"prompt_tokens":17,"completion_tokens":25,"total_tokens":42}}\n\n',
-    b"data: [DONE]\n\n",
-]
 
 
 class StubResponse:

@@ -18,14 +18,22 @@ from tollway.mock.exchange import Call, MockAbort
 from tollway.mock.lies import LIES, lie
 from tollway.mock.state import Fault, MockState, begin
 
-__all__ = ["chat_completions", "embeddings", "models", "send_openai_status"]
+__all__ = [
+    "OPENING",
+    "chat_completions",
+    "chat_stream_events",
+    "chunk_head",
+    "embeddings",
+    "models",
+    "send_openai_status",
+]
 
 _encode = msgspec.json.Encoder().encode
 _RETRY_AFTER = (b"retry-after", b"1")
 _TOOL_CALL_ID = "call_mock_1"
 _TOOL_ARGUMENTS = "".join(TOOL_ARGUMENT_FRAGMENTS)
 # The first chunk of a text answer, as a tail after the per-request `"choices":[` prefix.
-_OPENING = (
+OPENING = (
     b'{"index":0,"delta":{"role":"assistant","content":"","refusal":null},'
     b'"logprobs":null,"finish_reason":null}]}\n\n'
 )
@@ -103,10 +111,10 @@ async def chat_completions(state: MockState, call: Call, body: bytes) -> None:
     created = int(time.time())
     tool = req.tools[0].function.name if req.tools and calls_tool else ""
     if req.stream:
-        head = _chunk_head(chat_id, created, req.model)
+        head = chunk_head(chat_id, created, req.model)
         usage_wanted = req.stream_options is not None and bool(req.stream_options.include_usage)
         opening, deltas = (
-            _tool_call_tails(tool) if calls_tool else (_OPENING, answers.openai_deltas[:n])
+            _tool_call_tails(tool) if calls_tool else (OPENING, answers.openai_deltas[:n])
         )
         usage_sent = usage_wanted and fault.kind != "no-usage"
         await _chat_stream(
@@ -144,7 +152,7 @@ async def chat_completions(state: MockState, call: Call, body: bytes) -> None:
         await call.respond(200, out)
 
 
-def _chunk_head(chat_id: str, created: int, model: str) -> bytes:
+def chunk_head(chat_id: str, created: int, model: str) -> bytes:
     # Only id, created and model vary per request; the token tails are precomputed.
     return (
         b'data: {"id":"' + chat_id.encode() + b'","object":"chat.completion.chunk","created":'
@@ -182,12 +190,11 @@ async def _chat_stream(
     finish: str,
     usage: dict[str, int] | None,
 ) -> None:
-    """Streams `opening` then one chunk per delta tail (each one token), the finish chunk,
-    the usage chunk when given, and `[DONE]`; reset-mid and truncated cut it halfway."""
-    events = [head + opening]
+    """Streams `chat_stream_events`, each delta one token; reset-mid and truncated cut it
+    halfway."""
     n = len(deltas)
     if fault.kind in ("reset-mid", "truncated"):
-        events.extend(head + d for d in deltas[: max(n // 2, 1)])
+        events = [head + opening, *(head + d for d in deltas[: max(n // 2, 1)])]
         if fault.kind == "truncated":
             events.append(head + b'{"index":0,"delta":{"content":" trunc\n\n')
         if await call.stream(events, range(2, len(events)), state.itl_s):
@@ -195,7 +202,21 @@ async def _chat_stream(
                 raise MockAbort("mock: stream cut before [DONE]")
             await call.end()
         return
-    events.extend(head + d for d in deltas)
+    events = chat_stream_events(head, opening, deltas, finish, usage)
+    if await call.stream(events, range(2, n + 1), state.itl_s):
+        await call.end()
+
+
+def chat_stream_events(
+    head: bytes,
+    opening: bytes,
+    deltas: Sequence[bytes],
+    finish: str,
+    usage: dict[str, int] | None,
+) -> list[bytes]:
+    """A whole chat stream's events: `opening`, one chunk per delta tail, the finish chunk,
+    the usage chunk when given, and `[DONE]` (the benchmarks replay it as the load test's)."""
+    events = [head + opening, *(head + d for d in deltas)]
     events.append(
         head + b'{"index":0,"delta":{},"logprobs":null,"finish_reason":"' + finish.encode()
         + b'"}]}\n\n'
@@ -203,8 +224,7 @@ async def _chat_stream(
     if usage is not None:
         events.append(head + b'],"usage":' + _encode(usage) + b"}\n\n")
     events.append(b"data: [DONE]\n\n")
-    if await call.stream(events, range(2, n + 1), state.itl_s):
-        await call.end()
+    return events
 
 
 def _inputs(raw: Any) -> list[str | list[int]] | None:
