@@ -252,7 +252,7 @@ impl ChunkHead {
         else {
             return;
         };
-        let start = (t.as_ptr() as usize).wrapping_sub(text.as_ptr() as usize);
+        let start = offset_in(text, t);
         let b = text.as_bytes();
         let (Some(before), Some(after)) =
             (b.get(self.bytes.len()..start), b.get(start + t.len()..))
@@ -276,7 +276,7 @@ impl ChunkHead {
         self.token.clear();
         self.id = match id {
             Some(Some(Cow::Borrowed(t))) => {
-                let start = (t.as_ptr() as usize).wrapping_sub(text.as_ptr() as usize);
+                let start = offset_in(text, t);
                 Some(Some(start..start + t.len()))
             }
             // An escaped id is decoded text, not a slice: such a head is not kept.
@@ -288,6 +288,11 @@ impl ChunkHead {
         self.bytes
             .extend_from_slice(text.as_bytes().get(..at).unwrap_or_default());
     }
+}
+
+/// Where `part` (a slice of `text`, as the scanner's unescaped strings are) starts in `text`.
+fn offset_in(text: &str, part: &str) -> usize {
+    (part.as_ptr() as usize).wrapping_sub(text.as_ptr() as usize)
 }
 
 // The keys of a chunk, a choice and a delta in the order OpenAI sends them: the fast path

@@ -208,7 +208,22 @@ pub(super) fn chunk() -> impl Strategy<Value = J> {
         1 => Just(null()),
         1 => any_value(),
     ];
-    object(vec![
+    object(
+        head_fields()
+            .into_iter()
+            .chain([
+                field("system_fingerprint", 0.5, text_or_null()),
+                field("choices", 0.9, choices),
+                field("usage", 0.3, prop_oneof![3 => Just(null()), 1 => usage]),
+                field("error", 0.05, prop_oneof![1 => Just(null()), 1 => error]),
+            ])
+            .collect(),
+    )
+}
+
+/// The fields a stream repeats at the start of every chunk.
+fn head_fields() -> Vec<BoxedStrategy<Option<(String, J)>>> {
+    vec![
         field("id", 0.9, text_or_null()),
         field(
             "object",
@@ -217,11 +232,7 @@ pub(super) fn chunk() -> impl Strategy<Value = J> {
         ),
         field("created", 0.7, number_lit().prop_map(J::Raw)),
         field("model", 0.7, string_lit().prop_map(J::Raw)),
-        field("system_fingerprint", 0.5, text_or_null()),
-        field("choices", 0.9, choices),
-        field("usage", 0.3, prop_oneof![3 => Just(null()), 1 => usage]),
-        field("error", 0.05, prop_oneof![1 => Just(null()), 1 => error]),
-    ])
+    ]
 }
 
 /// A change to a chunk's bytes: most chunks are left whole.
@@ -322,16 +333,13 @@ pub(super) fn token_chunk() -> impl Strategy<Value = J> {
             prop_oneof![8 => Just(null()), 1 => text_or_null()],
         ),
     ]);
-    object(vec![
-        field("id", 0.9, text_or_null()),
-        field(
-            "object",
-            0.7,
-            Just(J::Raw("\"chat.completion.chunk\"".to_owned())),
-        ),
-        field("created", 0.7, number_lit().prop_map(J::Raw)),
-        field("model", 0.7, string_lit().prop_map(J::Raw)),
-        field("choices", 0.99, choice.prop_map(|c| J::Arr(vec![c]))),
-        field("usage", 0.2, Just(null())),
-    ])
+    object(
+        head_fields()
+            .into_iter()
+            .chain([
+                field("choices", 0.99, choice.prop_map(|c| J::Arr(vec![c]))),
+                field("usage", 0.2, Just(null())),
+            ])
+            .collect(),
+    )
 }

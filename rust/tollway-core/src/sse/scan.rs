@@ -88,8 +88,7 @@ pub(crate) struct Scanner<'a> {
 
 impl<'a> Scanner<'a> {
     pub(crate) fn new(text: &'a str) -> Self {
-        let b = text.as_bytes();
-        Scanner { text, b, i: 0 }
+        Self::resume(text, 0)
     }
 
     /// The next byte after whitespace, not consumed.
