@@ -151,22 +151,13 @@ impl<'a> Scanner<'a> {
                 return Some(());
             }
         }
-        // One place that calls `field`, in one loop: it stays inlined.
-        loop {
+        self.elements(b'}', |s| {
             let name = match pending.take() {
                 Some(name) => name,
-                None => self.key_among(names)?,
+                None => s.key_among(names)?,
             };
-            field(self, name)?;
-            match self.peek()? {
-                b',' => self.i += 1,
-                b'}' => {
-                    self.i += 1;
-                    return Some(());
-                }
-                _ => return None,
-            }
-        }
+            field(s, name)
+        })
     }
 
     /// An object: `field` reads its key and value, for each in order.
@@ -187,13 +178,19 @@ impl<'a> Scanner<'a> {
         &mut self,
         open: u8,
         close: u8,
-        mut each: impl FnMut(&mut Self) -> Option<()>,
+        each: impl FnMut(&mut Self) -> Option<()>,
     ) -> Option<()> {
         self.eat(open)?;
         if self.peek()? == close {
             self.i += 1;
             return Some(());
         }
+        self.elements(close, each)
+    }
+
+    /// Elements from the cursor (one is due), what `each` reads, comma-separated, then `close`.
+    #[inline(always)]
+    fn elements(&mut self, close: u8, mut each: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
         loop {
             each(self)?;
             match self.peek()? {
