@@ -265,6 +265,8 @@ impl SseMeter {
             ..
         } = self;
         out.clear();
+        // What goes out is about what came in: one allocation, not one per doubling.
+        out.reserve(chunk.map_or(0, <[u8]>::len));
         let guard = guard.as_deref_mut();
         let result = match (format, anthropic, to_anthropic) {
             (StreamFormat::AnthropicRaw, Some(t), ..) => {
