@@ -292,7 +292,9 @@ class RecordBuffer:
 class RecordFold:
     """What a batch adds to the metrics and the access log (tollway.telemetry.metrics)."""
 
-    def __new__(cls, metadata_keys: list[str], value_cap: int) -> RecordFold: ...
+    def __new__(
+        cls, metadata_keys: list[str], value_cap: int, buckets: dict[str, list[float]]
+    ) -> RecordFold: ...
     def fold(
         self, batch: RecordBatch, access_log: bool
     ) -> tuple[

@@ -18,6 +18,7 @@ import logging
 import os
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
+from operator import add
 from pathlib import Path
 
 import msgspec
@@ -152,7 +153,9 @@ class MetricsStore:
         self._meta_labels = tuple(f"llm_gateway_metadata_{k}" for k in self._meta_keys)
         # What a record adds, and the metadata values each label has taken (bounded: past
         # `value_cap` distinct values, new ones are "other"), live in the core.
-        self._fold = RecordFold(list(self._meta_keys), value_cap)
+        self._fold = RecordFold(
+            list(self._meta_keys), value_cap, {n: list(h[1]) for n, h in HISTOGRAMS.items()}
+        )
         self._counters: Counts = {n: {} for n, f in FAMILIES.items() if f[0] != "gauge"}
         self._counters.update({n: {} for n in _MCP_COUNTERS})
         self._gauges: Counts = {n: {} for n in _GAUGES}
@@ -201,11 +204,9 @@ class MetricsStore:
         for name, labels, value in counters:
             series = self._counters[name]
             series[labels] = series.get(labels, 0.0) + value
-        for name, labels, values in observations:
-            row, buckets = self._row(name, labels)
-            for value in values:
-                row[bisect_left(buckets, value)] += 1
-                row[-1] += value
+        for name, labels, added in observations:
+            row = self._row(name, labels)[0]
+            row[:] = map(add, row, added)
         for guardrail, failed in health:
             self._guardrail_health(guardrail, failed)
         self._dirty = True

@@ -3,6 +3,7 @@
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
+use std::collections::HashMap;
 use tollway_core::telemetry::fold::RecordFold as CoreFold;
 use tollway_core::telemetry::metrics_otlp::{self, MetricsEncoder as CoreMetricsEncoder};
 use tollway_core::telemetry::otlp::{Encoding, SpanEncoder as CoreEncoder};
@@ -70,16 +71,21 @@ type Series<'py, T> = Vec<(&'static str, Bound<'py, PyTuple>, T)>;
 #[pymethods]
 impl RecordFold {
     #[new]
-    fn new(metadata_keys: Vec<String>, value_cap: usize) -> Self {
+    fn new(
+        metadata_keys: Vec<String>,
+        value_cap: usize,
+        buckets: HashMap<String, Vec<f64>>,
+    ) -> Self {
         Self {
-            inner: CoreFold::new(metadata_keys, value_cap),
+            inner: CoreFold::new(metadata_keys, value_cap, buckets.into_iter().collect()),
         }
     }
 
     /// `(counters, observations, access_log, guardrail_health)`: counters as
-    /// `(family, labels, amount)` summed over the batch, histogram observations as
-    /// `(family, labels, values)`, the access-log lines (`""` unless `access_log`), and the
-    /// guardrail runs that changed a guardrail's state as `(name, failed)`.
+    /// `(family, labels, amount)` summed over the batch, histograms as `(family, labels,
+    /// row)` (a count per bucket, then `+Inf`, then the sum, over the batch), the access-log
+    /// lines (`""` unless `access_log`), and the guardrail runs that changed a guardrail's
+    /// state as `(name, failed)`.
     #[allow(clippy::type_complexity)]
     fn fold<'py>(
         &mut self,

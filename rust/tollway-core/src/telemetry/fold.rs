@@ -2,9 +2,10 @@
 //! pass over the records the OTLP encoder decodes anyway ([`super::record::decode_batch`]).
 //!
 //! The families, their label names and the histogram buckets stay with the metrics store
-//! (`tollway.telemetry.metrics`): this returns, per family, label values in the store's order
-//! and the amounts to add (counters summed over the batch, histogram observations as they
-//! came). The labels a record contributes are decided here and only here.
+//! (`tollway.telemetry.metrics`, which hands the buckets over): this returns, per family,
+//! label values in the store's order and the amounts to add (counters summed over the batch,
+//! histogram rows counted over the batch in the store's layout). The labels a record
+//! contributes are decided here and only here.
 
 use super::record::Record;
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -20,7 +21,9 @@ pub type Labels = Vec<String>;
 pub struct Folded {
     /// `(family, labels, amount)`, one entry per series touched (summed over the batch).
     pub counters: Vec<(&'static str, Labels, f64)>,
-    /// `(family, labels, observations)` in the order the records came.
+    /// `(family, labels, row)`, one entry per series touched: the row is what the batch adds
+    /// to the series' histogram, a count per bucket (`le`, as Python's `bisect_left` places a
+    /// value), then the `+Inf` count, then the sum.
     pub observations: Vec<(&'static str, Labels, Vec<f64>)>,
     /// One JSON access-log line per request, joined by `\n` (empty unless asked for).
     pub access_log: String,
@@ -35,6 +38,8 @@ pub struct RecordFold {
     meta_keys: Vec<String>,
     cap: usize,
     seen: Vec<FxHashSet<String>>,
+    /// Each histogram family's upper bounds, ascending (a family not named has none).
+    buckets: FxHashMap<String, Vec<f64>>,
 }
 
 /// Label values borrowed from the batch's records while it is folded.
@@ -89,13 +94,25 @@ fn with_meta<'a>(mut labels: Borrowed<'a>, meta: &[&'a str]) -> Borrowed<'a> {
 }
 
 impl RecordFold {
-    pub fn new(meta_keys: Vec<String>, cap: usize) -> Self {
+    pub fn new(meta_keys: Vec<String>, cap: usize, buckets: FxHashMap<String, Vec<f64>>) -> Self {
         let seen = meta_keys.iter().map(|_| FxHashSet::default()).collect();
         Self {
             meta_keys,
             cap,
             seen,
+            buckets,
         }
+    }
+
+    /// A batch's observations of `family` as a histogram row (see [`Folded::observations`]).
+    fn row(&self, family: &str, values: &[f64]) -> Vec<f64> {
+        let bounds = self.buckets.get(family).map_or(&[][..], Vec::as_slice);
+        let mut row = vec![0.0; bounds.len() + 2];
+        for &v in values {
+            row[bounds.partition_point(|b| *b < v)] += 1.0;
+            row[bounds.len() + 1] += v;
+        }
+        row
     }
 
     /// The metadata label values of a request (`""` for a key it does not carry).
@@ -141,7 +158,11 @@ impl RecordFold {
                 access_line(rec, &mut acc.out.access_log);
             }
         }
-        acc.out
+        let mut out = acc.out;
+        for (family, _, values) in &mut out.observations {
+            *values = self.row(family, values);
+        }
+        out
     }
 
     fn fold_one<'a>(
@@ -329,7 +350,15 @@ mod tests {
 
     fn folded(cap: usize, access: bool) -> Folded {
         let records = decode_batch_json(BATCH.as_bytes()).unwrap();
-        RecordFold::new(vec!["project".into()], cap).fold(&records, access)
+        let buckets = [
+            ("llm_gateway_request_processing_ms", vec![1.0, 5.0, 10.0]),
+            ("llm_gateway_first_token_latency_ms", vec![10.0, 12.5, 20.0]),
+        ];
+        let buckets = buckets
+            .map(|(n, b)| (n.to_owned(), b))
+            .into_iter()
+            .collect();
+        RecordFold::new(vec!["project".into()], cap, buckets).fold(&records, access)
     }
 
     fn counter(f: &Folded, family: &str, labels: &[&str]) -> Option<f64> {
@@ -383,14 +412,24 @@ mod tests {
             ),
             Some(1.0)
         );
+        // Rows: a count per bucket (a value on a bound is in it), +Inf, then the sum.
         let lat = &f.observations[0];
         assert_eq!(lat.0, "llm_gateway_request_processing_ms");
-        assert_eq!(lat.2, vec![5.0]);
+        assert_eq!(lat.2, vec![0.0, 1.0, 0.0, 0.0, 5.0]);
         let ttft = f
             .observations
             .iter()
             .find(|o| o.0 == "llm_gateway_first_token_latency_ms");
-        assert_eq!(ttft.map(|o| o.2.clone()), Some(vec![12.5]));
+        assert_eq!(
+            ttft.map(|o| o.2.clone()),
+            Some(vec![0.0, 1.0, 0.0, 0.0, 12.5])
+        );
+        // A family without buckets counts everything under +Inf.
+        let itl = f
+            .observations
+            .iter()
+            .find(|o| o.0 == "llm_gateway_inter_token_latency_ms");
+        assert_eq!(itl.map(|o| o.2.clone()), Some(vec![1.0, 2.0]));
         // "out" failed, then answered: both changes, in order; "pii" passed throughout.
         let health: Vec<_> = f
             .guardrail_health
@@ -399,6 +438,16 @@ mod tests {
             .collect();
         assert_eq!(health, [("pii", false), ("out", true), ("out", false)]);
         assert!(f.access_log.is_empty());
+    }
+
+    #[test]
+    fn a_series_row_counts_each_value_in_the_first_bucket_that_holds_it() {
+        let buckets = [("h".to_owned(), vec![1.0, 5.0, 10.0])]
+            .into_iter()
+            .collect();
+        let fold = RecordFold::new(vec![], 10, buckets);
+        let row = fold.row("h", &[0.5, 1.0, 1.5, 5.0, 10.0, 10.5, 99.0]);
+        assert_eq!(row, vec![2.0, 2.0, 1.0, 2.0, 127.5]);
     }
 
     #[test]
