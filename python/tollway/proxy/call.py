@@ -142,6 +142,12 @@ class Call:
         self.scrubber = rt.scrubber.for_request(head.authorization)
         self.response_limit = rt.settings.max_response_bytes
 
+    @property
+    def answered(self) -> bool:
+        """The client has the whole answer: the relay sent it, or the meter read its end."""
+        meter = self.meter
+        return self.delivered or (meter is not None and meter.done)
+
     def end(self, plan: PlanInfo, outcome: int, tokens: int, kind: str = "") -> None:
         """Records how the current attempt ended, once, for both settle and telemetry; `kind`
         names an upstream failure that shares its settle code with others (`too_large`)."""

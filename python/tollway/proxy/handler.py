@@ -7,9 +7,7 @@ response, settle). A stream runs raced against the client leaving.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Coroutine
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -29,6 +27,7 @@ from tollway.ingress.responses import (
 )
 from tollway.proxy.call import CANCELLED, Call
 from tollway.proxy.deadline import BodyReadWatch
+from tollway.proxy.leave import LeaveWatch
 from tollway.proxy.timing import server_timing
 from tollway.proxy.validate import FORBIDDEN_FIELDS, validate_request
 from tollway.telemetry import Telemetry, now_ns
@@ -98,6 +97,8 @@ class Proxy:
         self.client = client
         self.telemetry = telemetry
         self.body_watch = BodyReadWatch()
+        # A stream's client leaving cancels it.
+        self.leave_watch = LeaveWatch()
         # Chat requests naming `mcp_servers` run the agent loop over these tools.
         self.mcp = mcp
         # Which target made each recent Responses API answer, for GET /v1/responses/{id}.
@@ -205,7 +206,7 @@ class Proxy:
             )
             call.ingress = ingress
             if call.stream:
-                await _race_disconnect(call.run(), receive, req["model"], call)
+                await self.leave_watch.run(call.run(), receive, call, req["model"])
             else:
                 await call.run()
             if capture is not None:
@@ -243,39 +244,3 @@ class Proxy:
             await retrieve(self.runtime, self.responses, session, head, scope["path"], query, send)
         except GatewayError as e:
             await send_error(send, e, head.request_id)
-
-
-async def _race_disconnect(
-    work: Coroutine[Any, Any, None], receive: Receive, label: str, call: Call
-) -> None:
-    """Runs a streamed request raced against the client leaving, from before the first
-    upstream byte: Granian's send() does not fail after the client left; receive() says so.
-    The request runs in this task, and a client that leaves cancels it where it waits (no
-    second task, no `asyncio.wait`: the race costs one watch on `receive`). A client that
-    leaves once the whole answer is out (it stops reading at `[DONE]`) cancels nothing: the
-    request finishes its bookkeeping as answered."""
-    current = asyncio.current_task()
-    watch = asyncio.ensure_future(receive())
-    running, left = True, False
-
-    def on_leave(_: asyncio.Future[Any]) -> None:
-        nonlocal left
-        # Once the meter has read the answer's end, the client leaving cancels nothing (the
-        # relay does not mark that per chunk: it is read here, when a client leaves).
-        meter = call.meter
-        delivered = call.delivered or (meter is not None and meter.done)
-        if running and not delivered and current is not None:
-            left = True
-            current.cancel()
-
-    watch.add_done_callback(on_leave)
-    try:
-        await work
-    except asyncio.CancelledError:
-        if not left or current is None:
-            raise
-        current.uncancel()
-        log.info("client disconnected; upstream call for %s cancelled", label)
-    finally:
-        running = False
-        watch.cancel()
