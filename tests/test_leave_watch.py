@@ -12,14 +12,19 @@ from tollway.proxy.leave import TICK_S, LeaveWatch
 
 
 class Client:
-    """An ASGI `receive` whose pending call answers `http.disconnect` once the client left."""
+    """An ASGI `receive` whose pending call answers `http.disconnect` once the client left;
+    with `closing`, the first call answers the body's closing message (Granian sends one
+    after the body, which `read_body` does not wait for)."""
 
-    def __init__(self) -> None:
+    def __init__(self, closing: bool = False) -> None:
         self.calls = 0
+        self.closing = closing
         self.gone = asyncio.Event()
 
     async def receive(self) -> MutableMapping[str, Any]:
         self.calls += 1
+        if self.closing and self.calls == 1:
+            return {"type": "http.request", "body": b"", "more_body": False}
         await self.gone.wait()
         return {"type": "http.disconnect"}
 
@@ -108,3 +113,18 @@ def test_the_ticker_stops_when_no_stream_runs() -> None:
         return watch._ticker is None
 
     assert asyncio.run(main())
+
+
+def test_the_bodys_closing_message_is_not_the_client_leaving() -> None:
+    async def main() -> list[str]:
+        client, ran = Client(closing=True), []
+        task = asyncio.ensure_future(
+            LeaveWatch().run(_work(60, ran), client.receive, Delivery(), "m")
+        )
+        await asyncio.sleep(3 * TICK_S)
+        assert not task.done() and client.calls == 2, "watching again after the closing one"
+        client.gone.set()
+        await task
+        return ran
+
+    assert asyncio.run(asyncio.wait_for(main(), 5)) == ["cancelled"]

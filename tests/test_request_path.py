@@ -73,6 +73,23 @@ def test_the_body_read_is_bounded_and_a_departed_client_is_a_499() -> None:
     assert e.value.status == 499
 
 
+def test_a_body_is_done_at_its_declared_length_without_waiting_for_the_closing_message() -> None:
+    # The server's closing (empty) message is left to the stream's disconnect watch.
+    whole = _receiver({"type": "http.request", "body": b"abcd", "more_body": True})
+    assert asyncio.run(read_body(whole, 10, b"4")) == b"abcd"
+    parts = _receiver(
+        {"type": "http.request", "body": b"ab", "more_body": True},
+        {"type": "http.request", "body": b"cd", "more_body": True},
+    )
+    assert asyncio.run(read_body(parts, 10, b"4")) == b"abcd"
+    # Short of its declared length, the body is read to the server's end of it.
+    short = _receiver(
+        {"type": "http.request", "body": b"ab", "more_body": True},
+        {"type": "http.request", "body": b"", "more_body": False},
+    )
+    assert asyncio.run(read_body(short, 10, b"4")) == b"ab"
+
+
 @pytest.mark.parametrize(
     ("error", "status", "kind", "code"),
     [

@@ -54,10 +54,18 @@ class _Race:
             watch = self.watch = asyncio.ensure_future(self.receive())
             watch.add_done_callback(self._on_leave)
 
-    def _on_leave(self, _: asyncio.Future[Any]) -> None:
+    def _on_leave(self, watch: asyncio.Future[Any]) -> None:
+        if not self.running:
+            return
+        if watch.exception() is None and watch.result().get("type") == "http.request":
+            # The body's closing message (`read_body` stops at its declared length without
+            # waiting for it): the next one says the client left.
+            self.watch = None
+            self.arm()
+            return
         # Once the meter has read the answer's end, the client leaving cancels nothing (the
         # relay does not mark that per chunk: it is read here, when a client leaves).
-        if self.running and not self.delivery.answered:
+        if not self.delivery.answered:
             self.left = True
             self.task.cancel()
 
