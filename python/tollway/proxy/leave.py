@@ -55,7 +55,7 @@ class _Race:
             watch.add_done_callback(self._on_leave)
 
     def _on_leave(self, watch: asyncio.Future[Any]) -> None:
-        if not self.running:
+        if not self.running or watch.cancelled():
             return
         if watch.exception() is None and watch.result().get("type") == "http.request":
             # The body's closing message (`read_body` stops at its declared length without
