@@ -1,12 +1,13 @@
 """A streamed request raced against its client leaving.
 
 Granian's `send()` does not fail after the client left; a pending `receive()` says so. That
-pending `receive()` is a future Granian's runtime resolves from another thread, which costs a
-stream about as much as its whole metering (measured: ~21k instructions in the worker). So it
-is not made per request: one ticker per worker makes it for the streams that are still running
-one to two ticks (`TICK_S`) after they started. A stream over sooner never pays for it, and a
-client that leaves is noticed at most two ticks late, instead of at once; in the meantime the
-answer goes on to a closed connection (no one reads it, nothing else changes).
+pending `receive()` is a future Granian's runtime resolves from another thread: ~21k
+instructions in the worker, and more in CPU time (30-50 µs a stream on one CPU, measured with
+perf: a thread switch each time; docs/performance.md). So it is not made per request: one
+ticker per worker makes it for the streams that are still running one to two ticks (`TICK_S`)
+after they started. A stream over sooner never pays for it, and a client that leaves is noticed
+at most two ticks late, instead of at once; in the meantime the answer goes on to a closed
+connection (no one reads it, nothing else changes).
 
 The request runs in its own task, and a client that leaves cancels that task where it waits (no
 second task, no `asyncio.wait`). A client that leaves once the whole answer is out (it stops
@@ -40,12 +41,10 @@ class Delivery(Protocol):
 
 
 class _Race:
-    __slots__ = ("delivery", "label", "left", "receive", "running", "task", "watch")
+    __slots__ = ("delivery", "left", "receive", "running", "task", "watch")
 
-    def __init__(
-        self, task: asyncio.Task[Any], receive: Receive, delivery: Delivery, label: str
-    ) -> None:
-        self.task, self.receive, self.delivery, self.label = task, receive, delivery, label
+    def __init__(self, task: asyncio.Task[Any], receive: Receive, delivery: Delivery) -> None:
+        self.task, self.receive, self.delivery = task, receive, delivery
         self.running, self.left = True, False
         self.watch: asyncio.Future[Any] | None = None
 
@@ -87,9 +86,9 @@ class LeaveWatch:
         if task is None:  # not inside a task: nothing to cancel
             await work
             return
-        race = _Race(task, receive, delivery, label)
+        race = _Race(task, receive, delivery)
         self._new.add(race)
-        if self._ticker is None:
+        if self._ticker is None or self._ticker.done():  # (done: its loop was closed)
             self._ticker = asyncio.ensure_future(self._tick())
         try:
             await work
