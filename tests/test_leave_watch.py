@@ -43,9 +43,17 @@ async def _work(seconds: float, ran: list[str]) -> None:
         raise
 
 
+async def _watched_long_stream(client: Client, ran: list[str]) -> asyncio.Future[None]:
+    """A stream still running after three ticks (its watch armed), as a task."""
+    task = asyncio.ensure_future(LeaveWatch().run(_work(60, ran), client.receive, Delivery(), "m"))
+    await asyncio.sleep(3 * TICK_S)
+    return task
+
+
 def test_a_stream_over_within_a_tick_never_watches_its_client() -> None:
     async def main() -> tuple[Client, list[str]]:
-        client, ran = Client(), []
+        client = Client()
+        ran: list[str] = []
         await LeaveWatch().run(_work(0, ran), client.receive, Delivery(), "m")
         await asyncio.sleep(3 * TICK_S)
         return client, ran
@@ -56,11 +64,9 @@ def test_a_stream_over_within_a_tick_never_watches_its_client() -> None:
 
 def test_a_client_leaving_a_long_stream_cancels_it() -> None:
     async def main() -> list[str]:
-        client, ran = Client(), []
-        task = asyncio.ensure_future(
-            LeaveWatch().run(_work(60, ran), client.receive, Delivery(), "m")
-        )
-        await asyncio.sleep(3 * TICK_S)
+        client = Client()
+        ran: list[str] = []
+        task = await _watched_long_stream(client, ran)
         assert client.calls == 1, "a stream past two ticks is watched"
         client.gone.set()
         await task  # the request ends normally: the client left, nothing failed
@@ -71,7 +77,8 @@ def test_a_client_leaving_a_long_stream_cancels_it() -> None:
 
 def test_a_client_that_leaves_before_the_watch_is_armed_is_noticed_when_it_is() -> None:
     async def main() -> list[str]:
-        client, ran = Client(), []
+        client = Client()
+        ran: list[str] = []
         client.gone.set()  # left at once
         await LeaveWatch().run(_work(60, ran), client.receive, Delivery(), "m")
         return ran
@@ -81,7 +88,8 @@ def test_a_client_that_leaves_before_the_watch_is_armed_is_noticed_when_it_is() 
 
 def test_leaving_after_the_whole_answer_is_out_cancels_nothing() -> None:
     async def main() -> list[str]:
-        client, ran = Client(), []
+        client = Client()
+        ran: list[str] = []
         client.gone.set()
         await LeaveWatch().run(_work(5 * TICK_S, ran), client.receive, Delivery(True), "m")
         return ran
@@ -91,11 +99,9 @@ def test_leaving_after_the_whole_answer_is_out_cancels_nothing() -> None:
 
 def test_a_cancel_that_is_not_the_client_leaving_goes_through() -> None:
     async def main() -> list[str]:
-        client, ran = Client(), []
-        task = asyncio.ensure_future(
-            LeaveWatch().run(_work(60, ran), client.receive, Delivery(), "m")
-        )
-        await asyncio.sleep(3 * TICK_S)
+        client = Client()
+        ran: list[str] = []
+        task = await _watched_long_stream(client, ran)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -117,11 +123,9 @@ def test_the_ticker_stops_when_no_stream_runs() -> None:
 
 def test_the_bodys_closing_message_is_not_the_client_leaving() -> None:
     async def main() -> list[str]:
-        client, ran = Client(closing=True), []
-        task = asyncio.ensure_future(
-            LeaveWatch().run(_work(60, ran), client.receive, Delivery(), "m")
-        )
-        await asyncio.sleep(3 * TICK_S)
+        client = Client(closing=True)
+        ran: list[str] = []
+        task = await _watched_long_stream(client, ran)
         assert not task.done() and client.calls == 2, "watching again after the closing one"
         client.gone.set()
         await task
