@@ -484,16 +484,16 @@ class StreamRedactor:
     @property
     def categories(self) -> list[str]: ...
 
-# What `run_input` and `run_output` return: the texts redaction changed `(index, text)`, the
-# runs as `GuardrailRun` fields in order (name, phase, result, start_ns, end_ns, sorted
-# categories), the `flag` runs `(name, phase, categories as found)` for the log, and the
-# block `(guardrail id, sorted categories)` if a run blocked (nothing runs after it).
-_PhaseOut: TypeAlias = tuple[
-    list[tuple[int, str]],
-    list[tuple[str, str, str, int, int, list[str]]],
-    list[tuple[str, str, str]] | None,
-    tuple[int, list[str]] | None,
-]
+# What `run_output` returns: the texts redaction changed `(index, text)`, the runs as
+# `GuardrailRun` fields in order (name, phase, result, start_ns, end_ns, sorted categories),
+# the `flag` runs `(name, phase, categories as found)` for the log, and the block
+# `(guardrail id, sorted categories)` if a run blocked (nothing runs after it). `run_input`
+# writes its redactions into the request and returns whether there were any instead.
+_Runs: TypeAlias = list[tuple[str, str, str, int, int, list[str]]]
+_Flags: TypeAlias = list[tuple[str, str, str]] | None
+_Block: TypeAlias = tuple[int, list[str]] | None
+_PhaseOut: TypeAlias = tuple[list[tuple[int, str]], _Runs, _Flags, _Block]
+_InputOut: TypeAlias = tuple[bool, _Runs, _Flags, _Block]
 
 @final
 class Guardrails:
@@ -504,9 +504,11 @@ class Guardrails:
     def check(self, id: int, text: str) -> Check | None: ...
     def scan(self, ids: list[int], text: str) -> list[Finding]: ...
     def redact(self, ids: list[int], text: str) -> tuple[str, list[Finding]]: ...
-    def run_input(self, ids: Sequence[int], texts: Sequence[str], adm: Admission) -> _PhaseOut:
-        """Built-in input guardrails in order: mutators redact each text, validators check
-        them joined by newlines, metadata-validation reads `adm`'s verdicts."""
+    def run_input(self, ids: Sequence[int], req: dict[str, Any], adm: Admission) -> _InputOut:
+        """Built-in input guardrails in order over the decoded request's texts (chat
+        `messages`, Responses `instructions` and `input`, embeddings `input` strings):
+        mutators redact each text in place in `req`, validators check them joined by
+        newlines, metadata-validation reads `adm`'s verdicts. First: whether a text changed."""
     def run_output(
         self, validate: Sequence[int], mutate: Sequence[int], texts: Sequence[str | None]
     ) -> _PhaseOut:

@@ -9,8 +9,9 @@ they stream, holding back only what a pattern could still need. A block is a 400
 guardrail and the categories found, never the text.
 
 Consecutive built-ins of a phase are one core call (`Guardrails.run_input`, `run_output`):
-the core redacts, scans, applies each strategy and times the runs; Python writes the changed
-texts back, records the runs and raises the block. Texts are found by `texts.py`.
+the core finds the request's texts and writes redactions back into it, scans, applies each
+strategy and times the runs; Python records the runs and raises the block. An answer's texts
+are found by `texts.py`.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import msgspec
 from tollway.engine import Admission
 from tollway.errors import GatewayError
 from tollway.guardrails import GuardrailInfo, Guardrails
-from tollway.guardrails.texts import Place, answer_texts, request_texts
+from tollway.guardrails.texts import answer_texts
 from tollway.guardrails.webhook import call_webhook
 from tollway.telemetry import GuardrailRun, now_ns
 
@@ -84,9 +85,6 @@ class GuardPlan:
     input_hooks: tuple[int, ...] = ()
     # Every run, for spans and llm_gateway_guardrails_* metrics (shared with the request's log).
     runs: list[GuardrailRun] = field(default_factory=list)
-    # Where the request's texts are, found once for every input guardrail (None: not yet, or
-    # a webhook replaced the request).
-    places: list[Place] | None = None
 
     def ran(
         self, gid: int, phase: str, result: str, start_ns: int, categories: Sequence[str] = ()
@@ -108,12 +106,6 @@ class GuardPlan:
     def output(self) -> bool:
         """Built-in output guardrails run (webhooks are `output_hooks`)."""
         return bool(self.output_mutate or self.output_validate)
-
-    def texts(self, req: dict[str, Any]) -> list[Place]:
-        places = self.places
-        if places is None:
-            places = self.places = request_texts(req)
-        return places
 
 
 @lru_cache(maxsize=256)
@@ -199,7 +191,6 @@ async def guard_input_hooked(
         if isinstance(result, dict):
             req.clear()
             req.update(result)
-            plan.places = None  # a new request: its texts are elsewhere
             changed = True
         plan.ran(step, "input", "error" if errored else "mutate" if result else "pass", t0)
     return changed, None
@@ -208,21 +199,17 @@ async def guard_input_hooked(
 def _builtins(
     plan: GuardPlan, req: dict[str, Any], adm: Admission, ids: tuple[int, ...]
 ) -> tuple[bool, GatewayError | None]:
-    """Consecutive built-in input guardrails in one core call: mutators redact the request's
-    texts in place, validators (a scan each, microseconds: no task) check them joined, and
-    metadata-validation reads `admit`'s verdict. Whether a text changed, and the block."""
-    places = plan.texts(req)
-    texts = [c[k] for c, k in places]
-    changed, runs, flags, block = plan.set.run_input(ids, texts, adm)
+    """Consecutive built-in input guardrails in one core call: the core finds the request's
+    texts (the client APIs' places for them), mutators redact them in place, validators (a
+    scan each, microseconds: no task) check them joined, and metadata-validation reads
+    `admit`'s verdict. Whether a text changed, and the block."""
+    changed, runs, flags, block = plan.set.run_input(ids, req, adm)
     plan.runs.extend(starmap(GuardrailRun, runs))
-    for i, text in changed:
-        container, key = places[i]
-        container[key] = text
     if flags:
         _log_flags(flags)
     if block is None:
-        return bool(changed), None
-    return bool(changed), blocked(plan.infos[block[0]], block[1])
+        return changed, None
+    return changed, blocked(plan.infos[block[0]], block[1])
 
 
 def _log_flags(flags: list[tuple[str, str, str]]) -> None:

@@ -1,51 +1,17 @@
-"""Where each client API keeps the texts guardrails read: chat `messages`; the Responses API's
-`instructions` and `input` (a string, or items with `input_text` parts or tool outputs) and
-its answer's `output[].content[]` `output_text` parts; embeddings `input` strings."""
+"""Where a client API's answer keeps the texts output guardrails read: chat
+`choices[].message.content`, the Responses API's `output[].content[]` `output_text` parts.
+(A request's texts are found by the core's binding as `Guardrails.run_input` runs:
+`rust/tollway-py/src/texts.rs`.)"""
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["Place", "answer_texts", "request_texts"]
+__all__ = ["Place", "answer_texts"]
 
 # Where a text is: its container (an object or a list) and its key there, so mutate can
 # write it back.
 Place = tuple[Any, str | int]
-
-
-def _texts(messages: Any) -> list[Place]:
-    """Every text in chat messages or Responses input items (tool outputs included), and the
-    strings of a list input (embeddings). Exact type checks: these are decoded JSON."""
-    out: list[Place] = []
-    if type(messages) is not list:
-        return out
-    for i, m in enumerate(messages):
-        if type(m) is not dict:
-            if type(m) is str:
-                out.append((messages, i))
-            continue
-        content = m.get("content")
-        if type(content) is str:
-            out.append((m, "content"))
-        elif type(content) is list:
-            for part in content:
-                if type(part) is dict and type(part.get("text")) is str:
-                    out.append((part, "text"))
-        elif m.get("type") == "function_call_output" and type(m.get("output")) is str:
-            out.append((m, "output"))
-    return out
-
-
-def request_texts(req: dict[str, Any]) -> list[Place]:
-    out = _texts(req.get("messages"))
-    if type(req.get("instructions")) is str:
-        out.append((req, "instructions"))
-    inputs = req.get("input")
-    if type(inputs) is str:
-        out.append((req, "input"))
-    elif inputs is not None:
-        out.extend(_texts(inputs))
-    return out
 
 
 def answer_texts(answer: Any) -> list[Place]:

@@ -3,10 +3,11 @@
 
 use crate::admission::Admission;
 use crate::errors::invalid;
+use crate::texts::RequestTexts;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
-use pyo3::types::PyString;
+use pyo3::types::{PyDict, PyString};
 use std::sync::Arc;
 use tollway_core::clock::Clock;
 use tollway_core::guardrails::{
@@ -103,15 +104,14 @@ pub(crate) struct Guardrails {
     names: Vec<Py<PyString>>,
 }
 
-/// What `run_input` and `run_output` return: the changed texts `(index, text)`, the runs as
-/// `GuardrailRun` field tuples, the `flag` runs as `(name, phase, categories as found)` for
-/// the log, and the block `(id, categories)` if a run blocked.
-type PhaseOut = (
-    Vec<(usize, String)>,
-    Vec<RunTuple>,
-    Option<Vec<(Py<PyString>, Py<PyString>, String)>>,
-    Option<(u32, Vec<String>)>,
-);
+/// What `run_output` returns: the changed texts `(index, text)`, the runs as `GuardrailRun`
+/// field tuples, the `flag` runs as `(name, phase, categories as found)` for the log, and the
+/// block `(id, categories)` if a run blocked. `run_input` writes the changed texts back into
+/// the request and says only whether there were any (`InputOut`).
+type PhaseOut = (Vec<(usize, String)>, Vec<RunTuple>, Flags, Blocked);
+type InputOut = (bool, Vec<RunTuple>, Flags, Blocked);
+type Flags = Option<Vec<(Py<PyString>, Py<PyString>, String)>>;
+type Blocked = Option<(u32, Vec<String>)>;
 type RunTuple = (
     Py<PyString>,
     Py<PyString>,
@@ -296,21 +296,27 @@ impl Guardrails {
         Ok((out, found))
     }
 
-    /// The built-in input guardrails `ids`, in order, over the request's texts, with the
-    /// metadata verdicts of `adm` (see `GuardrailSet::run_input`).
-    fn run_input(
+    /// The built-in input guardrails `ids`, in order, over the texts of the decoded request
+    /// `req` ([`RequestTexts`]), with the metadata verdicts of `adm` (see
+    /// `GuardrailSet::run_input`). Redactions are written into `req`; the first item says
+    /// whether any text changed.
+    fn run_input<'py>(
         &self,
-        py: Python<'_>,
+        py: Python<'py>,
         ids: Vec<u32>,
-        texts: Vec<PyBackedStr>,
+        req: &Bound<'py, PyDict>,
         adm: PyRef<'_, Admission>,
-    ) -> PyResult<PhaseOut> {
+    ) -> PyResult<InputOut> {
         let ids = self.ids(ids)?;
-        let texts: Vec<Option<&str>> = texts.iter().map(|t| Some(&**t)).collect();
+        let found = RequestTexts::of(req)?;
+        let texts: Vec<Option<&str>> = found.texts.iter().map(|t| Some(&**t)).collect();
         let violations = &adm.inner.metadata_violations;
         let flagged = |id| violations.iter().any(|(v, _)| *v == id);
         let out = self.inner.run_input(&ids, &texts, &flagged, &CLOCK);
-        Ok(self.phase_out(py, out))
+        let (changed, runs, flags, blocked) = self.phase_out(py, out);
+        let mutated = !changed.is_empty();
+        found.write(changed)?;
+        Ok((mutated, runs, flags, blocked))
     }
 
     /// A non-streamed answer's texts (`None`: not text) through the output guardrails: the

@@ -13,6 +13,7 @@ mod record;
 mod scrub;
 mod sigv4;
 mod state;
+mod texts;
 
 use admission::Admission;
 use engine::{Denial, Engine, Key, Outcome, Plan, Settings, Target};
