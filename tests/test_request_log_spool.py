@@ -3,6 +3,7 @@ turns them into rows and loads them once, also after a pass that was cut short."
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -140,3 +141,23 @@ def test_a_record_file_of_an_older_worker_still_loads(tmp_path: Path) -> None:
     spool.write(msgspec.json.Encoder().encode_lines([record("old1"), record("old2")]))
     Ingester(str(path), 30, 7).load_all()
     assert [r[0] for r in logged(path)] == ["old1", "old2"]
+
+
+def test_the_ingester_yields_its_cpu_to_the_workers(tmp_path: Path) -> None:
+    """A pass never holds up a request: the ingester runs under the idle policy (a waking
+    worker preempts it at once) and at nice 19 where that policy is missing."""
+    path = tmp_path / "requests.duckdb"
+    spool = Spool(str(path), LogSettings(path=str(path)))
+    spool.ensure_running()
+    child = spool._child
+    assert child is not None
+    try:
+        deadline = time.monotonic() + 30
+        while os.sched_getscheduler(child.pid) != os.SCHED_IDLE:
+            assert child.poll() is None, "the ingester exited"
+            assert time.monotonic() < deadline, "the ingester never took the idle policy"
+            time.sleep(0.05)
+        assert os.getpriority(os.PRIO_PROCESS, child.pid) == 19
+    finally:
+        spool.close(10)
+    assert child.returncode == 0
