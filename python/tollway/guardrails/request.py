@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import starmap
 from typing import Any, Literal
@@ -65,9 +64,9 @@ Split = tuple[
 ]
 
 
-@dataclass(slots=True)
-class GuardPlan:
-    """The guardrails one request runs, split by phase and operation."""
+class GuardPlan(msgspec.Struct):
+    """The guardrails one request runs, split by phase and operation (a Struct: made once per
+    guarded request, its `__init__` runs in C)."""
 
     set: Guardrails
     infos: tuple[GuardrailInfo, ...]
@@ -84,7 +83,7 @@ class GuardPlan:
     # Input webhook validators: called together, beside the model call.
     input_hooks: tuple[int, ...] = ()
     # Every run, for spans and llm_gateway_guardrails_* metrics (shared with the request's log).
-    runs: list[GuardrailRun] = field(default_factory=list)
+    runs: list[GuardrailRun] = msgspec.field(default_factory=list)
 
     def ran(
         self, gid: int, phase: str, result: str, start_ns: int, categories: Sequence[str] = ()
