@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 from . import report
 from .features import FEATURES, resolve
 from .oha import Oha, OhaFlags, find_oha, oha_threads
-from .procs import HarnessError, Services
+from .procs import HarnessError, Services, cpus_awake, keep_off_sut
 from .runner import HERE, MODEL, Harness
 
 
@@ -36,6 +36,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mock-workers", type=int, default=2)
     p.add_argument("--sut-cpus", default="0", help="taskset CPU list of the system under test")
     p.add_argument("--load-cpus", default="1", help="taskset CPU list of mock, sink and oha")
+    p.add_argument(
+        "--no-cpus-awake",
+        dest="cpus_awake",
+        action="store_false",
+        help="let idle CPUs sleep during the fixed-rate runs (by default the harness holds"
+        " /dev/cpu_dma_latency at 0 while they run, as latency benchmarks do)",
+    )
     p.add_argument("--config", type=Path, default=HERE / "gateway.yaml")
     p.add_argument("--skip-gateway", action="store_true", help="direct mock and floor only")
     p.add_argument(
@@ -127,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _sigterm)
     # Also when started in the background with SIGINT ignored: Ctrl-C / kill -INT must clean up.
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    # The harness itself (its CPU sampler wakes every half second) runs beside the load, not on
+    # the system under test's CPUs, where it would preempt a worker at the latency's tail.
+    keep_off_sut(args.load_cpus)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     results_dir = HERE / "results"
     log_dir = results_dir / f"{stamp}-logs"
@@ -156,6 +166,9 @@ def main(argv: list[str] | None = None) -> int:
             f"pinning: system under test on CPU {args.sut_cpus}, mock + oha on CPU"
             f" {args.load_cpus}; {args.workers} worker(s); logs in {log_dir}"
         )
+        with cpus_awake(args.cpus_awake) as idle:
+            doc["idle_cpus_at_rate"] = idle
+        print(f"idle CPUs during the {args.rate:g} RPS runs: {idle}")
         config = None if args.skip_gateway else resolve(args.config, args.off, log_dir)
         if config is not None:
             doc["gateway_config"] = config.as_dict()

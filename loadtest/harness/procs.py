@@ -7,12 +7,13 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -49,6 +50,42 @@ def pinned(argv: Sequence[str], cpus: str | None) -> list[str]:
     if cpus is None or shutil.which("taskset") is None:
         return list(argv)
     return ["taskset", "-c", cpus, *argv]
+
+
+def keep_off_sut(load_cpus: str | None) -> None:
+    """Pin this process to the load side's CPUs, where the machine has them."""
+    wanted = {int(c) for c in cpu_ids(load_cpus)}
+    try:
+        if wanted and wanted <= os.sched_getaffinity(0):
+            os.sched_setaffinity(0, wanted)
+    except (AttributeError, OSError):  # not Linux, or a CPU set the container forbids
+        pass
+
+
+CPU_DMA_LATENCY = Path("/dev/cpu_dma_latency")
+
+
+@contextlib.contextmanager
+def cpus_awake(enabled: bool) -> Iterator[str]:
+    """Hold the CPUs out of their sleep states (a PM QoS request of 0 us, what tuned's
+    latency-performance profile and cyclictest make) while the block runs; yields what was done.
+
+    An idle vCPU that halts is woken by its host, which on some VMs takes a millisecond at the
+    tail (Firecracker guests here run haltpoll with polling off). The request is the process's
+    own: the kernel drops it when the file closes, so nothing outlives the harness."""
+    if not enabled:
+        yield "as the machine is (--no-cpus-awake)"
+        return
+    try:
+        fd = os.open(CPU_DMA_LATENCY, os.O_WRONLY)
+    except OSError as exc:
+        yield f"as the machine is ({CPU_DMA_LATENCY}: {exc.strerror})"
+        return
+    try:
+        os.write(fd, struct.pack("i", 0))
+        yield f"awake ({CPU_DMA_LATENCY} held at 0 us)"
+    finally:
+        os.close(fd)
 
 
 @dataclass(frozen=True)

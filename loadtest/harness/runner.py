@@ -15,7 +15,7 @@ from typing import Any
 from . import report
 from .features import GatewayConfig, resolve
 from .oha import Oha, OhaFlags, find_oha, oha_threads
-from .procs import CpuSampler, Service, Services, cpu_ids, free_port
+from .procs import CpuSampler, Service, Services, cpu_ids, cpus_awake, free_port
 
 HERE = Path(__file__).resolve().parent.parent  # loadtest/
 MODEL = "mock/gpt-4o-mini"
@@ -157,7 +157,10 @@ class Harness:
         tty = sys.stdout.isatty()
         if tty:  # a live "running" line, overwritten by the result
             print(f"{label} ...", end="", flush=True)
-        with CpuSampler(watched) as sampler:
+        # Open-loop latency is measured with the CPUs kept awake, saturation as the machine is
+        # (a busy CPU does not sleep; an idle one only slows the other's wake-ups).
+        awake = cpus_awake(self.args.cpus_awake and mode == "rate")
+        with awake as idle, CpuSampler(watched) as sampler:
             result = self.oha.run(
                 service.url + CHAT_PATH,
                 self.body,
@@ -210,6 +213,7 @@ class Harness:
             "cpu": cpu.as_dict(),
             "load_cpu_mean_pct": round(load_pct, 1),
             "foreign_sut_cpu_pct": round(foreign_pct, 1),
+            "idle_cpus": idle,
         }
         self.runs.append(run)
         return run
@@ -330,7 +334,13 @@ def one_cpu(
     gateway get CPU 0 and one worker, the mock (and the OTLP sink when `base` exports traces)
     and oha CPU 1. Yields the harness and the config without the features named in `without`."""
     args = SimpleNamespace(
-        stream=stream, mock_workers=2, load_cpus="1", sut_cpus="0", workers=1, rounds=rounds
+        stream=stream,
+        mock_workers=2,
+        load_cpus="1",
+        sut_cpus="0",
+        workers=1,
+        rounds=rounds,
+        cpus_awake=False,
     )
     path = find_oha(install=False)
     oha = Oha(path, OhaFlags.detect(path), "1", oha_threads("1"))
