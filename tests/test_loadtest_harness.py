@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import struct
+import subprocess
 import sys
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "loadtest"))
 
-from harness.procs import CPU_DMA_LATENCY, cpus_awake, keep_off_sut
+from harness.procs import CPU_DMA_LATENCY, Service, cpus_awake, keep_off_sut
 
 
 def _kernel_latency_us() -> int:
@@ -72,3 +73,36 @@ def test_harness_keeps_off_the_sut_cpus() -> None:
         assert os.sched_getaffinity(0) == {load}
     finally:
         os.sched_setaffinity(0, allowed)
+
+
+def _service(tmp_path: Path, code: str) -> Service:
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    return Service("sut", proc, 0, tmp_path / "sut.log")
+
+
+def test_settle_waits_for_queued_work_then_quiet(tmp_path: Path) -> None:
+    service = _service(tmp_path, "import time; time.sleep(30)")
+    left = [3]
+
+    def queued() -> int:
+        left[0] = max(left[0] - 1, 0)
+        return left[0]
+
+    service.queued = queued
+    try:
+        waited = service.settle(quiet_pct=50.0, timeout_s=10.0, step_s=0.05)
+        assert left[0] == 0  # it asked until the queue was empty
+        assert waited < 10.0
+    finally:
+        service.proc.kill()
+        service.proc.wait()
+
+
+def test_settle_gives_up_on_a_busy_service(tmp_path: Path) -> None:
+    service = _service(tmp_path, "while True: pass")
+    try:
+        waited = service.settle(quiet_pct=3.0, timeout_s=0.6, step_s=0.1)
+        assert waited >= 0.6
+    finally:
+        service.proc.kill()
+        service.proc.wait()

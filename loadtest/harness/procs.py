@@ -13,7 +13,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -108,6 +108,9 @@ class Service:
     proc: subprocess.Popen[bytes]
     port: int
     log: Path
+    # Work the service has taken in and not yet finished in the background (the gateway's
+    # request-log spool); `settle` waits for it to reach 0.
+    queued: Callable[[], int] | None = None
     _procs: dict[int, psutil.Process] = field(default_factory=dict)
 
     @property
@@ -138,6 +141,19 @@ class Service:
         total = sum(sizes) + sum(helpers)
         return RssSample(total / MB, max(sizes, default=0) / MB, len(sizes) + len(helpers) - 1,
                          max(helpers) / MB)  # fmt: skip
+
+    def settle(self, quiet_pct: float, timeout_s: float, step_s: float = 0.5) -> float:
+        """Waits until nothing is queued and the tree's CPU stays under quiet_pct for two steps
+        in a row: the work a saturation run left behind is done. Gives up after timeout_s.
+        The seconds waited."""
+        started = time.monotonic()
+        self.cpu_percent()  # baseline
+        quiet = 0
+        while quiet < 2 and time.monotonic() - started < timeout_s:
+            time.sleep(step_s)
+            idle = self.cpu_percent() < quiet_pct and not (self.queued and self.queued())
+            quiet = quiet + 1 if idle else 0
+        return time.monotonic() - started
 
     def cpu_percent(self) -> float:
         """CPU% of the tree since the previous call (100 = one CPU busy)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import secrets
 import sys
 from collections.abc import Iterator
@@ -22,7 +23,21 @@ MODEL = "mock/gpt-4o-mini"
 METADATA = '{"project_id":"p1"}'
 CHAT_PATH = "/v1/chat/completions"
 LOAD_CPU_WARN_PCT = 90.0  # mean use of the mock + oha CPUs above which they may be the limit
+# Before a fixed-rate run the system under test is let finish what the saturation run left
+# (CPU under SETTLE_QUIET_PCT for a second), for at most SETTLE_TIMEOUT_S.
+SETTLE_QUIET_PCT = 3.0
+SETTLE_TIMEOUT_S = 60.0
 FOREIGN_CPU_WARN_PCT = 15.0  # use of the SUT's CPUs by other programs that disturbs a run
+
+
+def spooled(spool: Path) -> int:
+    """Request-log batches a gateway has written and its ingester not yet loaded."""
+    from tollway.logs.spool import PENDING  # the installed gateway's (checked at start-up)
+
+    try:
+        return sum(1 for e in os.scandir(spool) if e.name.endswith(PENDING))
+    except OSError:
+        return 0
 
 
 def chat_body(stream: bool, model: str = MODEL) -> bytes:
@@ -137,7 +152,7 @@ class Harness:
             "--workers",
             str(self.args.workers),
         ]
-        return self.services.start(
+        service = self.services.start(
             "gateway",
             argv,
             port=port,
@@ -146,6 +161,11 @@ class Harness:
             ready_path="/readyz",
             timeout_s=self.ready_timeout_s,
         )
+        from tollway.logs.ingest import spool_dir
+
+        spool = spool_dir(env["TOLLWAY_LOADTEST_LOG"])
+        service.queued = lambda: spooled(spool)
+        return service
 
     def load(
         self, service: Service, target: str, mode: str, round_no: int, **kw: Any
@@ -231,9 +251,16 @@ class Harness:
             )
         before = service.rss()
         self.load(service, target, "saturation", round_no, duration_s=args.duration)
+        # The fixed-rate run measures latency at a steady rate, not the aftermath of the
+        # saturation run: what that run left queued (the gateway's request log ingests ~15k
+        # records a second of saturation in the background) finishes first.
+        settled_s = service.settle(SETTLE_QUIET_PCT, SETTLE_TIMEOUT_S)
+        if settled_s > 2.0:
+            print(f"    {report.LABELS[target]} settled {settled_s:.1f} s after saturation")
         rate_run = self.load(
             service, target, "rate", round_no, duration_s=args.duration, rate=args.rate
         )
+        rate_run["settled_s"] = round(settled_s, 1)
         after = service.rss()
         if target != "direct":
             rate_run["rss_before"] = before.__dict__
