@@ -149,12 +149,12 @@ class Ingester:
 
 
 def _background_priority() -> None:
-    """The ingester's work shares the workers' CPUs: a pass must not delay a request, and at
-    saturation the log waits rather than take the workers' throughput (the spool holds what
-    waits). Under SCHED_IDLE a worker that wakes (a request arrived) preempts a pass at once:
-    at nice 19 alone the scheduler may let the running pass finish its slice first, and
-    requests that arrived meanwhile waited (guarded load-test config, p99 at 350 RPS in
-    alternating runs: median 2.45 ms at nice 19, 1.78 ms under SCHED_IDLE, six runs each).
+    """The ingester's work shares the workers' CPUs: a pass should delay requests as little as
+    it can, and at saturation the log waits rather than take the workers' throughput (the spool
+    holds what waits). SCHED_IDLE delays a waking worker less than nice 19 alone (guarded load-test
+    config, p99 at 350 RPS in alternating runs: median 2.45 ms at nice 19, 1.78 ms under
+    SCHED_IDLE, six runs each), but not to nothing: on a preempt=none kernel the worker may
+    still wait for the next tick while a pass runs (docs/request-logs.md).
     The weights: an idle-policy task gets ~0.3% of a CPU a worker keeps busy, nice 19 ~1.5%
     (measured at nice 10: added p99 7.6 ms with the ingester at the workers' priority, 3.8 ms
     with the log off). Nice 19 stays where the idle policy is not available. Set before
