@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import secrets
 import sys
 from collections.abc import Iterator
@@ -28,16 +27,6 @@ LOAD_CPU_WARN_PCT = 90.0  # mean use of the mock + oha CPUs above which they may
 SETTLE_QUIET_PCT = 3.0
 SETTLE_TIMEOUT_S = 60.0
 FOREIGN_CPU_WARN_PCT = 15.0  # use of the SUT's CPUs by other programs that disturbs a run
-
-
-def spooled(spool: Path) -> int:
-    """Request-log batches a gateway has written and its ingester not yet loaded."""
-    from tollway.logs.spool import PENDING  # the installed gateway's (checked at start-up)
-
-    try:
-        return sum(1 for e in os.scandir(spool) if e.name.endswith(PENDING))
-    except OSError:
-        return 0
 
 
 def chat_body(stream: bool, model: str = MODEL) -> bytes:
@@ -161,10 +150,12 @@ class Harness:
             ready_path="/readyz",
             timeout_s=self.ready_timeout_s,
         )
+        # The installed gateway's spool (`require_tollway` checked it is there).
         from tollway.logs.ingest import spool_dir
+        from tollway.logs.spool import backlog
 
         spool = spool_dir(env["TOLLWAY_LOADTEST_LOG"])
-        service.queued = lambda: spooled(spool)
+        service.queued = lambda: backlog(spool)
         return service
 
     def load(

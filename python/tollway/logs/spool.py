@@ -20,18 +20,27 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 from typing import IO
 
 from tollway.logs.ingest import READY, RECORDS, Ingester, spool_dir
 from tollway.logs.settings import LogSettings
 
-__all__ = ["Spool"]
+__all__ = ["Spool", "backlog"]
 
 _log = logging.getLogger("tollway.logs")
 LOCK = "ingest.lock"
 # Past this many unloaded files (~a day of batches at full speed) a worker drops and counts.
 MAX_FILES = 20_000
 PENDING = (RECORDS, READY)
+
+
+def backlog(directory: Path) -> int:
+    """Batch files in a spool directory that the ingester has not loaded yet."""
+    try:
+        return sum(1 for e in os.scandir(directory) if e.name.endswith(PENDING))
+    except OSError:
+        return 0
 
 
 class Spool:
@@ -49,10 +58,7 @@ class Spool:
 
     def backlog(self) -> int:
         """Files written and not yet loaded."""
-        try:
-            return sum(1 for e in os.scandir(self.dir) if e.name.endswith(PENDING))
-        except OSError:
-            return 0
+        return backlog(self.dir)
 
     def write(self, data: bytes) -> None:
         """One batch of records, visible to the ingester only once complete. Raises OSError."""
