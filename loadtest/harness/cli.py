@@ -168,7 +168,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         with cpus_awake(args.cpus_awake) as idle:
             doc["idle_cpus_at_rate"] = idle
-        print(f"idle CPUs during the {args.rate:g} RPS runs: {idle}")
+        print(
+            f"idle CPUs during the {args.rate:g} RPS runs: {idle}"
+            + ("" if args.cpus_awake else " (--no-cpus-awake)")
+        )
         config = None if args.skip_gateway else resolve(args.config, args.off, log_dir)
         if config is not None:
             doc["gateway_config"] = config.as_dict()

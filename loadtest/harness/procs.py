@@ -74,7 +74,7 @@ def cpus_awake(enabled: bool) -> Iterator[str]:
     tail (Firecracker guests here run haltpoll with polling off). The request is the process's
     own: the kernel drops it when the file closes, so nothing outlives the harness."""
     if not enabled:
-        yield "as the machine is (--no-cpus-awake)"
+        yield "as the machine is"
         return
     try:
         fd = os.open(CPU_DMA_LATENCY, os.O_WRONLY)
