@@ -56,13 +56,9 @@ class Spool:
         self._lock: IO[bytes] | None = None
         self._child: subprocess.Popen[bytes] | None = None
 
-    def backlog(self) -> int:
-        """Files written and not yet loaded."""
-        return backlog(self.dir)
-
     def write(self, data: bytes) -> None:
         """One batch of records, visible to the ingester only once complete. Raises OSError."""
-        if self._seq % 64 == 0 and self.backlog() >= MAX_FILES:
+        if self._seq % 64 == 0 and backlog(self.dir) >= MAX_FILES:
             raise OSError("the request-log spool is full (is the ingester stuck?)")
         self._seq += 1
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -119,7 +115,7 @@ class Spool:
             except subprocess.TimeoutExpired:
                 child.kill()
                 child.wait()
-        elif self.backlog() and (self._lock is not None or self._take_lock()):
+        elif backlog(self.dir) and (self._lock is not None or self._take_lock()):
             Ingester(self.path, self.settings.retention_days,
                      self.settings.body_retention_days).load_all()  # fmt: skip
         if self._lock is not None:
